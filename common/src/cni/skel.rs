@@ -1,0 +1,428 @@
+//! The plugin entry point: environment + stdin → [`CmdArgs`] → [`Plugin`] → stdout, exit code.
+//!
+//! Checks run in the reference skel's order (reference/cni.md §2.2): `CNI_*` variables,
+//! then stdin, the network name, the command and the version. The "CNI_NETNS is my own
+//! namespace" check runs *before* ADD/CHECK do any work (the reference runs it after).
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+
+use super::conf::{self, COMMON_KEYS};
+use super::error::{CniError, ErrorCode};
+use super::result::CniResult;
+use super::version::{self, Version};
+
+/// A CNI command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Version,
+    Gc,
+    Status,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "VERSION" => Command::Version,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Version => "VERSION",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+        }
+    }
+}
+
+/// Everything a plugin is invoked with.
+#[derive(Debug, Clone)]
+pub struct CmdArgs {
+    pub command: Command,
+    pub container_id: String,
+    /// `CNI_NETNS`; may be empty for DEL, GC and STATUS.
+    pub netns: String,
+    pub ifname: String,
+    /// Raw `CNI_ARGS`.
+    pub args: String,
+    /// Raw `CNI_PATH` (`:`-separated).
+    pub path: String,
+    /// The exact stdin bytes (delegates get them unchanged).
+    pub stdin: Vec<u8>,
+    /// stdin parsed, with the common keys case-folded.
+    pub conf: Value,
+    /// The validated network name.
+    pub network: String,
+    /// The request's `cniVersion` (`"0.1.0"` when absent).
+    pub version: String,
+}
+
+/// What a plugin implements. GC and STATUS default to success.
+pub trait Plugin {
+    fn add(&self, args: &CmdArgs) -> Result<CniResult, CniError>;
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn gc(&self, _args: &CmdArgs) -> Result<(), CniError> {
+        Ok(())
+    }
+    fn status(&self, _args: &CmdArgs) -> Result<(), CniError> {
+        Ok(())
+    }
+}
+
+/// The outcome of one invocation: what goes to stdout and the exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit: i32,
+}
+
+/// Runs `plugin` as a CNI plugin process and exits. `name` is used in the "about" text.
+pub fn run<P: Plugin>(plugin: P, name: &str) -> ! {
+    crate::log::init_plugin();
+    let outcome = dispatch(&plugin, name, &|k| std::env::var(k).ok(), &mut std::io::stdin());
+    if !outcome.stderr.is_empty() {
+        let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(outcome.stdout.as_bytes());
+    let _ = out.flush();
+    std::process::exit(outcome.exit)
+}
+
+fn fail(err: CniError, version: &str) -> Outcome {
+    Outcome { stdout: err.to_json(version), stderr: String::new(), exit: 1 }
+}
+
+/// Validates a container ID (reference/cni.md §2.2).
+pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+    if !conf::is_valid_id(id) {
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            "invalid characters in containerID (CNI_CONTAINERID)",
+            id.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates an interface name (1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace).
+pub fn validate_ifname(name: &str) -> Result<(), CniError> {
+    let why = if name.is_empty() {
+        "interface name is empty"
+    } else if name.len() > 15 {
+        "interface name is too long (at most 15 bytes)"
+    } else if name == "." || name == ".." {
+        "interface name is . or .."
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        "interface name contains / or : or whitespace characters"
+    } else {
+        return Ok(());
+    };
+    Err(CniError::new(ErrorCode::InvalidEnvironment, format!("invalid CNI_IFNAME: {why}"), name.to_string()))
+}
+
+/// The whole protocol, with the environment and stdin passed in (tests call this directly).
+pub fn dispatch<P: Plugin>(
+    plugin: &P,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+) -> Outcome {
+    let fallback_version = version::CURRENT;
+    let Some(cmd_text) = env("CNI_COMMAND").filter(|s| !s.is_empty()) else {
+        return Outcome {
+            stdout: String::new(),
+            stderr: format!(
+                "CNI {name} plugin (weft) v{}\nCNI protocol versions supported: {}\n",
+                env!("CARGO_PKG_VERSION"),
+                version::SUPPORTED.join(", ")
+            ),
+            exit: 0,
+        };
+    };
+    let Some(command) = Command::parse(&cmd_text) else {
+        return fail(
+            CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("unknown CNI_COMMAND: {cmd_text}"),
+                "CNI_COMMAND must be one of ADD, DEL, CHECK, VERSION, GC, STATUS",
+            ),
+            fallback_version,
+        );
+    };
+    if command == Command::Version {
+        let doc = serde_json::json!({
+            "cniVersion": version::CURRENT,
+            "supportedVersions": version::SUPPORTED,
+        });
+        return Outcome { stdout: format!("{doc}\n"), stderr: String::new(), exit: 0 };
+    }
+
+    // Required variables, in the reference's order.
+    let attach = matches!(command, Command::Add | Command::Del | Command::Check);
+    let needs_netns = matches!(command, Command::Add | Command::Check);
+    let get = |k: &str| env(k).unwrap_or_default();
+    let (container_id, netns, ifname, path) =
+        (get("CNI_CONTAINERID"), get("CNI_NETNS"), get("CNI_IFNAME"), get("CNI_PATH"));
+    let mut missing = Vec::new();
+    if attach && container_id.is_empty() {
+        missing.push("CNI_CONTAINERID");
+    }
+    if needs_netns && netns.is_empty() {
+        missing.push("CNI_NETNS");
+    }
+    if attach && ifname.is_empty() {
+        missing.push("CNI_IFNAME");
+    }
+    if path.is_empty() {
+        missing.push("CNI_PATH");
+    }
+    if attach && !container_id.is_empty() {
+        if let Err(e) = validate_container_id(&container_id) {
+            return fail(e, fallback_version);
+        }
+    }
+    if attach && !ifname.is_empty() {
+        if let Err(e) = validate_ifname(&ifname) {
+            return fail(e, fallback_version);
+        }
+    }
+    if !missing.is_empty() {
+        return fail(
+            CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("required env variables [{}] missing", missing.join(",")),
+                "",
+            ),
+            fallback_version,
+        );
+    }
+
+    let mut bytes = Vec::new();
+    if let Err(e) = stdin.read_to_end(&mut bytes) {
+        return fail(
+            CniError::new(ErrorCode::Io, "error reading from stdin", e.to_string()),
+            fallback_version,
+        );
+    }
+    let mut conf_value = match conf::parse_json(&bytes) {
+        Ok(v) => v,
+        Err(e) => return fail(e, fallback_version),
+    };
+    conf::fold_keys(&mut conf_value, &[COMMON_KEYS]);
+    let requested = match conf_value.get("cniVersion") {
+        None | Some(Value::Null) => "0.1.0".to_string(),
+        Some(Value::String(s)) if s.is_empty() => "0.1.0".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return fail(
+                CniError::new(
+                    ErrorCode::Decode,
+                    "invalid cniVersion",
+                    format!("must be a string, got {other}"),
+                ),
+                fallback_version,
+            )
+        }
+    };
+    let network = match conf::validate_network_name(conf_value.get("name")) {
+        Ok(n) => n,
+        Err(e) => return fail(e, &requested),
+    };
+    match conf_value.get("type") {
+        Some(Value::String(t)) if !t.is_empty() => {}
+        _ => {
+            return fail(
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    "missing type",
+                    "the configuration has no plugin \"type\"",
+                ),
+                &requested,
+            )
+        }
+    }
+    let parsed = match version::check_supported(&requested) {
+        Ok(v) => v,
+        Err(e) => return fail(e, &requested),
+    };
+    let minimum = match command {
+        Command::Check => Some(Version::V0_4_0),
+        Command::Gc | Command::Status => Some(Version::V1_1_0),
+        _ => None,
+    };
+    if let Some(min) = minimum {
+        if parsed < min {
+            return fail(
+                CniError::new(
+                    ErrorCode::IncompatibleVersion,
+                    format!("config version does not allow {}", command.as_str()),
+                    format!("cniVersion {requested} is older than {min}"),
+                ),
+                &requested,
+            );
+        }
+    }
+    if needs_netns {
+        if let Err(e) = crate::netns::ensure_not_own_netns(&netns, env) {
+            return fail(e, &requested);
+        }
+    }
+
+    let args = CmdArgs {
+        command,
+        container_id,
+        netns,
+        ifname,
+        args: get("CNI_ARGS"),
+        path,
+        stdin: bytes,
+        conf: conf_value,
+        network,
+        version: requested.clone(),
+    };
+    let ok = |stdout: String| Outcome { stdout, stderr: String::new(), exit: 0 };
+    let outcome = match command {
+        Command::Add => plugin
+            .add(&args)
+            .and_then(|r| r.render(&requested))
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Command::Del => plugin.del(&args).map(|()| String::new()),
+        Command::Check => plugin.check(&args).map(|()| String::new()),
+        Command::Gc => plugin.gc(&args).map(|()| String::new()),
+        Command::Status => plugin.status(&args).map(|()| String::new()),
+        Command::Version => Ok(String::new()),
+    };
+    match outcome {
+        Ok(out) => ok(out),
+        Err(e) => fail(e, &requested),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::result::IpConfig;
+    use std::collections::HashMap;
+
+    struct Fake;
+    impl Plugin for Fake {
+        fn add(&self, _a: &CmdArgs) -> Result<CniResult, CniError> {
+            Ok(CniResult {
+                ips: vec![IpConfig {
+                    address: "10.1.0.2/24".parse().unwrap(),
+                    gateway: None,
+                    interface: None,
+                }],
+                ..Default::default()
+            })
+        }
+        fn del(&self, _a: &CmdArgs) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _a: &CmdArgs) -> Result<(), CniError> {
+            Ok(())
+        }
+    }
+
+    fn run_with(vars: &[(&str, &str)], stdin: &str) -> Outcome {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = move |k: &str| map.get(k).cloned();
+        dispatch(&Fake, "fake", &env, &mut stdin.as_bytes())
+    }
+
+    fn code(o: &Outcome) -> u64 {
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        v["code"].as_u64().unwrap()
+    }
+
+    const ENV_DEL: &[(&str, &str)] =
+        &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0"), ("CNI_PATH", "/x")];
+
+    #[test]
+    fn version_needs_nothing() {
+        let o = run_with(&[("CNI_COMMAND", "VERSION")], "");
+        assert_eq!(o.exit, 0);
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn no_command_prints_about_on_stderr() {
+        let o = run_with(&[], "");
+        assert_eq!((o.exit, o.stdout.as_str()), (0, ""));
+        assert!(o.stderr.contains("CNI protocol versions supported"));
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let o = run_with(&[("CNI_COMMAND", "ADD")], "{}");
+        assert_eq!(code(&o), 4);
+        assert!(o.stdout.contains("CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH"));
+        let o = run_with(&[("CNI_COMMAND", "BOGUS")], "{}");
+        assert_eq!(code(&o), 4);
+        assert!(o.stdout.contains("CNI_COMMAND"));
+        let o = run_with(
+            &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "a/b"), ("CNI_PATH", "/x")],
+            "{}",
+        );
+        assert_eq!(code(&o), 4);
+        assert!(o.stdout.contains("CNI_IFNAME"));
+        let o = run_with(
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "0123456789abcdef"),
+                ("CNI_PATH", "/x"),
+            ],
+            "{}",
+        );
+        assert_eq!(code(&o), 4);
+    }
+
+    #[test]
+    fn stdin_and_version_errors() {
+        assert_eq!(code(&run_with(ENV_DEL, "")), 6);
+        assert_eq!(code(&run_with(ENV_DEL, "not json")), 6);
+        assert_eq!(code(&run_with(ENV_DEL, r#"{"cniVersion":"1.0.0","type":"x"}"#)), 7);
+        assert_eq!(code(&run_with(ENV_DEL, r#"{"cniVersion":"1.0.0","name":"n"}"#)), 7);
+        assert_eq!(code(&run_with(ENV_DEL, r#"{"cniVersion":"9.9.9","name":"n","type":"x"}"#)), 1);
+        assert_eq!(code(&run_with(ENV_DEL, r#"{"cniVersion":"1.0.0","name":"../n","type":"x"}"#)), 7);
+        let ok = run_with(ENV_DEL, r#"{"cniVersion":"1.0.0","name":"n","type":"x"}"#);
+        assert_eq!((ok.exit, ok.stdout.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn check_needs_0_4_0_and_gc_1_1_0() {
+        let mut env = ENV_DEL.to_vec();
+        env[0] = ("CNI_COMMAND", "GC");
+        assert_eq!(code(&run_with(&env, r#"{"cniVersion":"1.0.0","name":"n","type":"x"}"#)), 1);
+        assert_eq!(run_with(&env, r#"{"cniVersion":"1.1.0","name":"n","type":"x"}"#).exit, 0);
+    }
+
+    #[test]
+    fn missing_version_means_0_1_0() {
+        let mut env = ENV_DEL.to_vec();
+        env[0] = ("CNI_COMMAND", "ADD");
+        env.push(("CNI_NETNS", "/nonexistent/ns"));
+        let o = run_with(&env, r#"{"name":"n","type":"x"}"#);
+        // the netns check fails first since the path does not exist
+        assert_eq!(code(&o), 4);
+    }
+}

@@ -1,0 +1,76 @@
+//! File helpers: atomic replacement (tmp + fsync + rename) and whole-file `flock`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Writes `data` to `path` atomically with `mode`: a reader sees the old or the new file,
+/// never a partial one, and a crash leaves no truncated file.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        // The mode given to open() is filtered by the umask; set it explicitly.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An exclusive `flock(2)` on a file, released when dropped. `flock`, not `fcntl`: the
+/// reference host-local uses `flock` and the two kinds do not exclude each other on Linux.
+pub struct FileLock {
+    _lock: Flock<File>,
+}
+
+impl FileLock {
+    /// Opens (creating with `mode` if needed) and locks `path`, blocking until it is free.
+    pub fn acquire(path: &Path, mode: u32) -> std::io::Result<FileLock> {
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(mode).open(path)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))?;
+        Ok(FileLock { _lock: lock })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_sets_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn lock_excludes_second_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let held = FileLock::acquire(&p, 0o600).unwrap();
+        let f = File::open(&p).unwrap();
+        assert!(Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err());
+        drop(held);
+        let f = File::open(&p).unwrap();
+        assert!(Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok());
+    }
+}

@@ -1,0 +1,18 @@
+//! weft-common: everything the weft binaries share.
+//!
+//! - [`cni`]: the CNI protocol (types, versions, errors, skel, delegation).
+//! - [`netns`]: opening and entering network namespaces.
+//! - [`netlink`]: a blocking rtnetlink socket and typed operations.
+//! - [`sysctl`], [`fs`]: sysctl access, atomic writes and file locks.
+//! - [`firewall`]: masquerade rules (iptables and nftables layouts of the reference plugins).
+//! - [`flannel`]: the one `subnet.env` parser/renderer.
+//! - [`log`]: plugin logging to stderr.
+//!
+//! No tokio and no etcd here: plugins are short-lived processes that must start fast.
+
+pub mod cni;
+pub mod flannel;
+pub mod fs;
+pub mod log;
+pub mod netns;
+pub mod sysctl;

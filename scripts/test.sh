@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, checks format and lints, builds every binary
+# and runs every test (unit, bad input, namespace end-to-end, interop, lab). Needs root for
+# the namespace tests; everything they create lives in namespaces they make and remove.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the namespace tests need root" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+# Tests locate the plugin binaries here (see tests' harness).
+export WEFT_BIN_DIR="$PWD/target/debug"
+cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}"
