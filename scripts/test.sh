@@ -13,8 +13,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --workspace --bins --locked
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
 # Tests locate the plugin binaries here (see tests' harness).
 export WEFT_BIN_DIR="$PWD/target/debug"
-cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}"
+cargo test --workspace -- --test-threads="${WEFT_TEST_THREADS:-4}"

@@ -1,0 +1,83 @@
+//! Named network namespaces (`ip netns`) that delete themselves when dropped.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::cmd::{run, sh, Run};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name `<prefix><pid-ish><n>` that fits in 15 bytes with room for suffixes.
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() % 100_000;
+    format!("{prefix}{pid}x{n}")
+}
+
+/// Fails the calling test unless it runs as root (namespace tests are never silently skipped).
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (run scripts/test.sh as root)");
+}
+
+/// A network namespace created with `ip netns add`, deleted (with everything in it) on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `name` and brings its loopback up.
+    pub fn create(name: &str) -> Netns {
+        sh(&["ip", "netns", "add", name]).expect_ok();
+        let ns = Netns { name: name.to_string() };
+        ns.exec(&["ip", "link", "set", "lo", "up"]).expect_ok();
+        ns
+    }
+
+    /// Creates a namespace with a unique name built from `prefix`.
+    pub fn unique(prefix: &str) -> Netns {
+        Netns::create(&unique_name(prefix))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`, the path runtimes pass as `CNI_NETNS`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `argv` inside the namespace.
+    pub fn exec(&self, argv: &[&str]) -> Run {
+        self.exec_with(argv, &[], b"")
+    }
+
+    /// Runs `argv` inside the namespace with extra environment and stdin.
+    pub fn exec_with(&self, argv: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
+        let mut full = vec!["ip", "netns", "exec", self.name.as_str()];
+        full.extend_from_slice(argv);
+        run(&full, env, stdin, std::time::Duration::from_secs(60))
+    }
+
+    /// `ip -j <args>` inside the namespace, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut argv = vec!["ip", "-j"];
+        argv.extend_from_slice(args);
+        let out = self.exec(&argv).expect_ok();
+        if out.stdout.trim().is_empty() {
+            return serde_json::Value::Array(Vec::new());
+        }
+        serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// True when a link named `ifname` exists in the namespace.
+    pub fn has_link(&self, ifname: &str) -> bool {
+        self.exec(&["ip", "link", "show", "dev", ifname]).ok()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
