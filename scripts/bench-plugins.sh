@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmark: our bridge + host-local (+ ipMasq) against Debian's reference plugins, side by
+# side in one run, in namespaces the benchmark creates and removes. Prints a markdown table.
+# Usage: sudo scripts/bench-plugins.sh [weft-bench plugins options, e.g. --sequential 100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cargo build --release --workspace --bins
+exec target/release/weft-bench plugins --ours target/release "$@"

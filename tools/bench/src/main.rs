@@ -1,0 +1,45 @@
+//! weft-bench: measures weft against the reference implementations in one run.
+//!
+//! `weft-bench plugins` runs bridge + host-local (+ ipMasq) ADD/DEL sequences with our
+//! binaries and the reference ones alternately in the same namespace topology and prints
+//! median per-operation times and the ratios. Nothing here touches the root namespace: the
+//! benchmark enters a namespace it created before it spawns any plugin.
+
+mod plugins;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weft-bench", about = "side-by-side benchmarks of weft against the reference")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// bridge + host-local + ipMasq: sequential ADD/DEL, parallel ADD/DEL, peak RSS.
+    Plugins(plugins::Options),
+    /// Internal: run one command and print the peak RSS (KiB) of it and its descendants.
+    #[command(hide = true)]
+    RssProbe {
+        #[arg(trailing_var_arg = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Plugins(opts) => match plugins::run(&opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("weft-bench plugins: {e}");
+                1
+            }
+        },
+        Cmd::RssProbe { argv } => plugins::rss_probe(&argv),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,262 @@
+//! The plugin benchmark: bridge + host-local + ipMasq, ours against the reference.
+//!
+//! Both implementations get the same config (bridge, gateway, masquerade, host-local with
+//! its own dataDir) in the same host namespace, and are run alternately so that machine
+//! noise hits both alike. Times are wall-clock per process invocation as a runtime sees it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{getrusage, UsageWho};
+use weft_common::netns::NetNs;
+use weft_lab::ns::{require_root, Netns};
+
+use crate::stats::{median, ms};
+
+/// Options of `weft-bench plugins`.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Directory with our binaries (default: $WEFT_BIN_DIR or target/debug).
+    #[arg(long)]
+    ours: Option<PathBuf>,
+    /// Directory with the reference plugins.
+    #[arg(long, default_value = weft_lab::bins::REFERENCE_DIR)]
+    reference: PathBuf,
+    /// Sequential ADD+DEL pairs per implementation.
+    #[arg(long, default_value_t = 100)]
+    sequential: usize,
+    /// Parallel ADDs (then DELs) per batch.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
+    /// Parallel batches per implementation (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    batches: usize,
+    /// Masquerade backend for our bridge (`ipMasqBackend`); unset = auto.
+    #[arg(long)]
+    masq_backend: Option<String>,
+}
+
+struct Impl {
+    label: &'static str,
+    dir: PathBuf,
+    conf: Vec<u8>,
+}
+
+impl Impl {
+    fn env<'a>(&'a self, cmd: &'a str, cid: &'a str, netns: &'a str) -> Vec<(&'a str, String)> {
+        vec![
+            ("CNI_COMMAND", cmd.to_string()),
+            ("CNI_CONTAINERID", cid.to_string()),
+            ("CNI_NETNS", netns.to_string()),
+            ("CNI_IFNAME", "eth0".to_string()),
+            ("CNI_PATH", self.dir.display().to_string()),
+        ]
+    }
+
+    fn spawn(
+        &self,
+        cmd: &str,
+        cid: &str,
+        netns: &str,
+        program: &Path,
+        extra: &[&str],
+    ) -> std::io::Result<Child> {
+        let mut c = Command::new(program);
+        c.args(extra).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in self.env(cmd, cid, netns) {
+            c.env(k, v);
+        }
+        let mut child = c.spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&self.conf)?;
+        }
+        Ok(child)
+    }
+
+    fn bridge(&self) -> PathBuf {
+        self.dir.join("bridge")
+    }
+}
+
+fn finish(child: Child, what: &str) -> Result<(), String> {
+    let out = child.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+fn timed(imp: &Impl, cmd: &str, cid: &str, netns: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let child = imp.spawn(cmd, cid, netns, &imp.bridge(), &[]).map_err(|e| e.to_string())?;
+    finish(child, &format!("{} {cmd} {cid}", imp.label))?;
+    Ok(start.elapsed())
+}
+
+fn parallel(imp: &Impl, cmd: &str, pods: &[Netns], tag: &str) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let cid = format!("{tag}-{i}");
+        children.push((
+            cid.clone(),
+            imp.spawn(cmd, &cid, &pod.path(), &imp.bridge(), &[]).map_err(|e| e.to_string())?,
+        ));
+    }
+    let mut first_err = None;
+    for (cid, child) in children {
+        if let Err(e) = finish(child, &format!("{} {cmd} {cid}", imp.label)) {
+            first_err.get_or_insert(e);
+        }
+    }
+    let elapsed = start.elapsed();
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(elapsed),
+    }
+}
+
+fn peak_rss_kib(imp: &Impl, netns: &str) -> Result<u64, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bridge = imp.bridge();
+    let args = ["rss-probe", bridge.to_str().unwrap_or_default()];
+    let child = imp.spawn("ADD", "bench-rss", netns, &me, &args).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("RSS_KIB="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("rss probe for {} failed: {stderr}", imp.label))?;
+    let del = imp.spawn("DEL", "bench-rss", netns, &bridge, &[]).map_err(|e| e.to_string())?;
+    finish(del, "DEL after rss probe")?;
+    Ok(kib)
+}
+
+/// `rss-probe`: runs argv with our stdin/stdout and reports the peak RSS of the process tree.
+pub fn rss_probe(argv: &[String]) -> i32 {
+    let Some((prog, rest)) = argv.split_first() else { return 2 };
+    let status = match Command::new(prog).args(rest).status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rss-probe: {e}");
+            return 2;
+        }
+    };
+    // ru_maxrss of waited-for children covers their own waited-for descendants (IPAM).
+    let rss = getrusage(UsageWho::RUSAGE_CHILDREN).map(|u| u.max_rss()).unwrap_or(0);
+    eprintln!("RSS_KIB={rss}");
+    status.code().unwrap_or(1)
+}
+
+fn conf(dir: &Path, backend: Option<&str>) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "benchnet",
+        "type": "bridge",
+        "bridge": "cnibench0",
+        "isGateway": true,
+        "ipMasq": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.99.0.0/16"}]],
+            "dataDir": dir.display().to_string()
+        }
+    });
+    if let Some(b) = backend {
+        v["ipMasqBackend"] = serde_json::Value::String(b.to_string());
+    }
+    v.to_string().into_bytes()
+}
+
+/// Runs the whole benchmark and prints the table.
+pub fn run(opts: &Options) -> Result<(), String> {
+    require_root();
+    let ours_dir = opts.ours.clone().unwrap_or_else(weft_lab::bins::bin_dir);
+    for dir in [&ours_dir, &opts.reference] {
+        for b in ["bridge", "host-local"] {
+            if !dir.join(b).is_file() {
+                return Err(format!("{} is missing", dir.join(b).display()));
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let ours = Impl {
+        label: "weft",
+        dir: ours_dir,
+        conf: conf(&tmp.path().join("ours"), opts.masq_backend.as_deref()),
+    };
+    let reference =
+        Impl { label: "reference", dir: opts.reference.clone(), conf: conf(&tmp.path().join("ref"), None) };
+
+    let host = Netns::unique("wbh");
+    let single = Netns::unique("wbc");
+    let pods: Vec<Netns> = (0..opts.parallel).map(|_| Netns::unique("wbp")).collect();
+    let host_ns = NetNs::open(host.path()).map_err(|e| e.to_string())?;
+    // Every plugin process is spawned from this thread, so it inherits the host namespace.
+    let _inside = host_ns.enter().map_err(|e| e.to_string())?;
+
+    let imps = [&ours, &reference];
+    // Warm-up: create the bridge and page in both binaries.
+    for imp in imps {
+        timed(imp, "ADD", "bench-warm", &single.path())?;
+        timed(imp, "DEL", "bench-warm", &single.path())?;
+    }
+
+    let mut add = [Vec::new(), Vec::new()];
+    let mut del = [Vec::new(), Vec::new()];
+    for i in 0..opts.sequential {
+        for (k, imp) in imps.iter().enumerate() {
+            let cid = format!("bench-seq-{i}");
+            add[k].push(timed(imp, "ADD", &cid, &single.path())?);
+            del[k].push(timed(imp, "DEL", &cid, &single.path())?);
+        }
+    }
+
+    let mut padd = [Vec::new(), Vec::new()];
+    let mut pdel = [Vec::new(), Vec::new()];
+    for b in 0..opts.batches {
+        for (k, imp) in imps.iter().enumerate() {
+            let tag = format!("bench-par{b}");
+            padd[k].push(parallel(imp, "ADD", &pods, &tag)?);
+            pdel[k].push(parallel(imp, "DEL", &pods, &tag)?);
+        }
+    }
+
+    let rss = [peak_rss_kib(&ours, &single.path())?, peak_rss_kib(&reference, &single.path())?];
+
+    let row = |name: String, o: Duration, r: Duration| {
+        let ratio = if r.is_zero() { 0.0 } else { o.as_secs_f64() / r.as_secs_f64() };
+        println!("| {name} | {} | {} | {:.3} (1/{:.1}) |", ms(o), ms(r), ratio, 1.0 / ratio.max(1e-9));
+    };
+    println!("| bridge + host-local + ipMasq (cniVersion 0.4.0) | weft | reference | ratio |");
+    println!("|---|---|---|---|");
+    row(format!("sequential ADD, median of {}", opts.sequential), median(&add[0]), median(&add[1]));
+    row(format!("sequential DEL, median of {}", opts.sequential), median(&del[0]), median(&del[1]));
+    row(
+        format!("{} parallel ADDs, wall time (median of {})", opts.parallel, opts.batches),
+        median(&padd[0]),
+        median(&padd[1]),
+    );
+    row(
+        format!("{} parallel DELs, wall time (median of {})", opts.parallel, opts.batches),
+        median(&pdel[0]),
+        median(&pdel[1]),
+    );
+    let ratio = rss[0] as f64 / (rss[1].max(1)) as f64;
+    println!(
+        "| peak RSS of one ADD (plugin + IPAM) | {} KiB | {} KiB | {:.3} (1/{:.1}) |",
+        rss[0],
+        rss[1],
+        ratio,
+        1.0 / ratio.max(1e-9)
+    );
+    Ok(())
+}
