@@ -7,6 +7,7 @@
 //! - [`firewall`]: masquerade rules (iptables and nftables layouts of the reference plugins).
 //! - [`flannel`]: the one `subnet.env` parser/renderer.
 //! - [`log`]: plugin logging to stderr.
+//! - [`json`]: JSON with sorted keys, as the Go side writes it.
 //!
 //! No tokio and no etcd here: plugins are short-lived processes that must start fast.
 

@@ -5,6 +5,7 @@
 //! median per-operation times and the ratios. Nothing here touches the root namespace: the
 //! benchmark enters a namespace it created before it spawns any plugin.
 
+mod flanneld;
 mod plugins;
 mod stats;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// bridge + host-local + ipMasq: sequential ADD/DEL, parallel ADD/DEL, peak RSS.
     Plugins(plugins::Options),
+    /// flanneld: start to N peers programmed, new-lease-to-route latency, peak RSS.
+    Flanneld(flanneld::Options),
     /// Internal: run one command and print the peak RSS (KiB) of it and its descendants.
     #[command(hide = true)]
     RssProbe {
@@ -36,6 +39,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("weft-bench plugins: {e}");
+                1
+            }
+        },
+        Cmd::Flanneld(opts) => match flanneld::run(&opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("weft-bench flanneld: {e}");
                 1
             }
         },

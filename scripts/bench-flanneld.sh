@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmark: our flanneld with N synthetic peer leases in a private etcd (inside a namespace
+# the benchmark creates and removes). Prints a markdown table.
+# Usage: sudo scripts/bench-flanneld.sh [--peers 1000,5000] [--samples 100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cargo build --release --workspace --bins
+exec target/release/weft-bench flanneld --flanneld target/release/flanneld "$@"
