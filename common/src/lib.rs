@@ -12,6 +12,7 @@
 //! No tokio and no etcd here: plugins are short-lived processes that must start fast.
 
 pub mod cni;
+pub mod firewall;
 pub mod flannel;
 pub mod fs;
 pub mod log;
