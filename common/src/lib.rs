@@ -15,6 +15,8 @@ pub mod cni;
 pub mod firewall;
 pub mod flannel;
 pub mod fs;
+pub mod json;
 pub mod log;
+pub mod netlink;
 pub mod netns;
 pub mod sysctl;

@@ -1,0 +1,140 @@
+//! Kernel tests (root): each runs on its own thread moved into fresh namespaces with
+//! `unshare(CLONE_NEWNET)`, so nothing outside them is touched and they vanish with the thread.
+
+use std::time::Duration;
+
+use nix::sched::{unshare, CloneFlags};
+
+use super::*;
+use crate::netns::NetNs;
+
+/// Runs `f` on a new thread inside two fresh namespaces: `host` (the thread's own at the
+/// start of `f`) and `other`, both gone when the thread ends.
+fn in_fresh_namespaces(f: impl FnOnce(&NetNs, &NetNs) + Send + 'static) {
+    assert!(nix::unistd::geteuid().is_root(), "netlink tests need root");
+    std::thread::spawn(move || {
+        unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        let other = NetNs::current().unwrap();
+        // Keep `other` alive by its fd, then move the thread into a second new namespace.
+        let other_file = other.file().try_clone().unwrap();
+        unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        let host = NetNs::current().unwrap();
+        let other =
+            NetNs::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&other_file))).unwrap();
+        f(&host, &other);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn bridge_veth_addresses_routes() {
+    in_fresh_namespaces(|_host, other| {
+        let mut nl = Netlink::open().unwrap();
+        let mut peer_nl = Netlink::open_in(other).unwrap();
+
+        nl.create_bridge(&BridgeSpec { name: "br-t".into(), mtu: Some(1400), vlan_filtering: false })
+            .unwrap();
+        // Some kernels are built without CONFIG_BRIDGE_VLAN_FILTERING: then EOPNOTSUPP.
+        let vlan_ok =
+            match nl.create_bridge(&BridgeSpec { name: "br-v".into(), mtu: None, vlan_filtering: true }) {
+                Ok(()) => true,
+                Err(e) if e.raw_errno() == Some(libc::EOPNOTSUPP) => false,
+                Err(e) => panic!("{e}"),
+            };
+        let e = nl.create_bridge(&BridgeSpec { name: "br-t".into(), ..Default::default() }).unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        let br = nl.link_by_name("br-t").unwrap();
+        assert!(br.is_bridge());
+        assert_eq!(br.mtu, 1400);
+        assert!(nl.link_by_name("nope0").unwrap_err().is_not_found());
+        assert_eq!(nl.find_link("nope0").unwrap(), None);
+
+        let mac = parse_mac("0a:58:0a:00:00:05").unwrap();
+        nl.create_veth(&VethSpec {
+            name: "vh0".into(),
+            mtu: Some(1400),
+            peer_name: "eth0".into(),
+            peer_mtu: Some(1400),
+            peer_mac: Some(mac),
+            peer_netns: Some(other),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(nl.find_link("eth0").unwrap().is_none(), "peer must be in the other namespace");
+        let ctr = peer_nl.link_by_name("eth0").unwrap();
+        assert!(ctr.is_veth());
+        assert_eq!(ctr.mac_string(), "0a:58:0a:00:00:05");
+        let host = nl.link_by_name("vh0").unwrap();
+        assert_eq!(host.link, Some(ctr.index));
+
+        nl.set_master(host.index, br.index).unwrap();
+        nl.set_bridge_port(host.index, &PortAttrs { hairpin: Some(true), isolated: Some(true) }).unwrap();
+        nl.set_up(br.index).unwrap();
+        nl.set_up(host.index).unwrap();
+        peer_nl.set_up(ctr.index).unwrap();
+        assert_eq!(nl.wait_oper_up(host.index, Duration::from_secs(3)).unwrap(), OperState::Up);
+        assert_eq!(nl.link_by_index(host.index).unwrap().master, Some(br.index));
+
+        if vlan_ok {
+            let vbr = nl.link_by_name("br-v").unwrap();
+            nl.set_master(host.index, vbr.index).unwrap();
+            let vlans = nl.bridge_vlans(host.index).unwrap();
+            assert_eq!(vlans, vec![PortVlan { vid: 1, pvid: true, untagged: true }]);
+            nl.bridge_vlan_del(host.index, 1).unwrap();
+            nl.bridge_vlan_add(host.index, &PortVlan { vid: 100, pvid: true, untagged: true }).unwrap();
+            nl.bridge_vlan_add(host.index, &PortVlan { vid: 200, pvid: false, untagged: false }).unwrap();
+            let vlans = nl.bridge_vlans(host.index).unwrap();
+            assert_eq!(
+                vlans,
+                vec![
+                    PortVlan { vid: 100, pvid: true, untagged: true },
+                    PortVlan { vid: 200, pvid: false, untagged: false }
+                ]
+            );
+        }
+
+        nl.set_promisc(br.index, true).unwrap();
+        assert!(nl.link_by_index(br.index).unwrap().promisc);
+        nl.set_mac(br.index, &[0x0a, 0, 0, 0, 0, 1]).unwrap();
+        assert_eq!(nl.link_by_index(br.index).unwrap().mac_string(), "0a:00:00:00:00:01");
+        nl.set_mtu(host.index, 1300).unwrap();
+        assert_eq!(nl.link_by_index(host.index).unwrap().mtu, 1300);
+
+        let a4: ipnetwork::IpNetwork = "10.9.0.5/24".parse().unwrap();
+        let a6: ipnetwork::IpNetwork = "fd00:9::5/64".parse().unwrap();
+        peer_nl.add_address(ctr.index, &a4, false).unwrap();
+        peer_nl.add_address(ctr.index, &a6, true).unwrap();
+        assert!(peer_nl.add_address(ctr.index, &a4, false).unwrap_err().is_exists());
+        let addrs = peer_nl.addresses(Some(ctr.index)).unwrap();
+        let got6 = addrs.iter().find(|a| a.address == a6).unwrap();
+        assert!(!got6.is_tentative() && got6.is_global());
+        assert!(addrs.iter().any(|a| a.address == a4));
+
+        let dflt =
+            Route::new("0.0.0.0/0".parse().unwrap(), Some("10.9.0.1".parse().unwrap()), Some(ctr.index));
+        peer_nl.add_route(&dflt).unwrap();
+        let mut extra =
+            Route::new("10.99.0.0/16".parse().unwrap(), Some("10.9.0.1".parse().unwrap()), Some(ctr.index));
+        extra.mtu = Some(1200);
+        peer_nl.add_route(&extra).unwrap();
+        let routes = peer_nl.routes().unwrap();
+        assert!(routes.iter().any(|r| r.dst == dflt.dst && r.gw == dflt.gw && r.oif == Some(ctr.index)));
+        assert!(routes.iter().any(|r| r.dst == extra.dst && r.mtu == Some(1200)));
+        // The kernel explains some failures (extended ack).
+        let unreachable =
+            Route::new("10.98.0.0/16".parse().unwrap(), Some("192.0.2.1".parse().unwrap()), Some(ctr.index));
+        let e = peer_nl.add_route(&unreachable).unwrap_err();
+        assert!(e.kernel_msg.is_some(), "{e}");
+        peer_nl.del_route(&dflt).unwrap();
+        assert!(peer_nl.del_route(&dflt).unwrap_err().is_not_found());
+
+        peer_nl.del_address(ctr.index, &a4).unwrap();
+        assert!(peer_nl.del_address(ctr.index, &a4).unwrap_err().is_not_found());
+
+        nl.del_link(host.index).unwrap();
+        assert!(peer_nl.find_link("eth0").unwrap().is_none(), "deleting one end removes the peer");
+        assert!(nl.del_link(host.index).unwrap_err().is_not_found());
+        assert!(nl.links().unwrap().iter().any(|l| l.name == "br-t"));
+    });
+}
