@@ -1,0 +1,119 @@
+//! DEL (reference/cni.md §7.6, with §11's fixes): best effort, keeps going past failures and
+//! reports the first one. Works with an empty, deleted or non-namespace `CNI_NETNS`, a
+//! missing interface, no `prevResult`, and when repeated. Always releases IPAM; removes
+//! masquerade rules even when the interface is gone (prevResult IPs when present, otherwise
+//! teardown by name).
+
+use ipnetwork::IpNetwork;
+use weft_common::cni::{CmdArgs, CniResult, Command};
+use weft_common::firewall::{self, MasqTarget};
+use weft_common::netlink::{Link, Netlink};
+use weft_common::netns::NetNs;
+
+use crate::config::BridgeSpec;
+use crate::container;
+use crate::error::Error;
+use crate::ipam;
+
+/// The container interface, through a socket inside its namespace, with its global
+/// addresses. `None` when the namespace or the interface is gone (or `CNI_NETNS` is empty).
+fn find_interface(args: &CmdArgs) -> Result<Option<(Netlink, Link, Vec<IpNetwork>)>, Error> {
+    if args.netns.is_empty() {
+        return Ok(None);
+    }
+    let netns = match NetNs::open(&args.netns) {
+        Ok(ns) => ns,
+        Err(e) => {
+            // Deleted, or no longer a namespace (e.g. an unmounted bind mount): nothing is
+            // left in it that we could remove.
+            tracing::info!(netns = %args.netns, error = %e, "netns gone; skipping interface removal");
+            return Ok(None);
+        }
+    };
+    let mut nl =
+        Netlink::open_in(&netns).map_err(Error::netlink("failed to open netlink socket in the netns"))?;
+    let Some(link) = nl.find_link(&args.ifname).map_err(Error::netlink("failed to look up interface"))?
+    else {
+        return Ok(None);
+    };
+    let addrs = container::global_addresses(&mut nl, &link);
+    Ok(Some((nl, link, addrs)))
+}
+
+/// The addresses of the attachment per `prevResult` (those of the container interface, or
+/// all when the result has no interface indexes).
+fn prev_result_addrs(args: &CmdArgs, spec: &BridgeSpec) -> Vec<IpNetwork> {
+    let Some(prev) = &spec.prev_result else { return Vec::new() };
+    let Ok(result) = CniResult::parse(prev, &args.version) else { return Vec::new() };
+    let ctr = result.container_interface(&args.ifname);
+    result
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none() || ip.interface == ctr)
+        .map(|ip| ip.address)
+        .collect()
+}
+
+/// Removes the attachment. IPAM DEL and the masquerade teardown (separate processes) run
+/// on helper threads while the kernel deletes the veth, which waits for an RCU grace period.
+pub fn del(args: &CmdArgs, spec: &BridgeSpec) -> Result<(), Error> {
+    let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn(plugin, Command::Del, args));
+    let mut errors: Vec<Error> = Vec::new();
+    let mut addrs = prev_result_addrs(args, spec);
+    let found = match find_interface(args) {
+        Ok(f) => f,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if let Some((_, _, on_link)) = &found {
+        for a in on_link {
+            if !addrs.contains(a) {
+                addrs.push(*a);
+            }
+        }
+    }
+    let masq = spec.ip_masq.then(|| {
+        let (network, cid, ifname) = (args.network.clone(), args.container_id.clone(), args.ifname.clone());
+        let addrs = addrs.clone();
+        std::thread::spawn(move || {
+            let target = MasqTarget { network: &network, container_id: &cid, ifname: &ifname };
+            firewall::teardown_masquerade(&target, &addrs)
+                .map_err(|source| Error::Firewall { what: "failed to tear down IP masquerade", source })
+        })
+    });
+    if let Some((mut nl, link, _)) = found {
+        match nl.del_link(link.index) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => errors.push(Error::netlink(format!("failed to delete {:?}", args.ifname))(e)),
+        }
+    }
+    if let Some(p) = pending {
+        if let Err(e) = p.wait() {
+            errors.push(Error::Cni(e));
+        }
+    }
+    if let Some(handle) = masq {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push(Error::Internal("masquerade teardown thread panicked".into())),
+        }
+    }
+    if spec.macspoofchk {
+        // Like the reference, a failure here is only logged.
+        if let Err(e) = crate::spoofcheck::teardown(&args.container_id, &args.ifname) {
+            tracing::warn!(error = %e, "macspoofchk teardown failed");
+        }
+    }
+    for e in &errors {
+        tracing::warn!(error = %e, "DEL step failed");
+    }
+    // Report the first failure; every step was attempted.
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
