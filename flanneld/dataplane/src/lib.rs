@@ -3,8 +3,18 @@
 //! The daemon decides (pure: lease diff → [`NetOp`]s, see `vxlan::plan`), the dataplane does.
 //! The real implementation uses rtnetlink, batched on one socket; the fake one records
 //! operations and holds an in-memory kernel state for tests.
+//!
+//! - [`plan`]: pure peer → [`NetOp`] planning (add/change, remove, reconcile against a dump).
+//! - [`netlink`]: [`netlink::NetlinkDataplane`], the rtnetlink implementation.
+//! - [`fake`]: [`fake::FakeDataplane`], the in-memory implementation for daemon tests.
+//! - [`firewall`]: the masquerade/forward rules (nftables or iptables layout) and drift check.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+pub mod fake;
+pub mod firewall;
+pub mod netlink;
+pub mod plan;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 

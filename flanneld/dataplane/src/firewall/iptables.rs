@@ -1,0 +1,192 @@
+//! iptables layout (§9.1–9.3): chain `FLANNEL-POSTRTG` in `nat` jumped to from POSTROUTING,
+//! chain `FLANNEL-FWD` in `filter` jumped to from FORWARD, with upstream's comments. Each
+//! table is written with one `iptables-restore --noflush --wait`; declaring the chain in the
+//! payload flushes it, so the chain is rebuilt in order atomically. Rules are kept in
+//! `iptables-save` form so the same strings serve for writing and for the drift check.
+
+use ipnetwork::Ipv4Network;
+
+use super::{run, run_ok, FlannelRules};
+
+const MASQ_COMMENT: &str = "-m comment --comment \"flanneld masq\"";
+const FWD_COMMENT: &str = "-m comment --comment \"flanneld forward\"";
+
+/// One flannel chain and where it hangs.
+struct Chain {
+    table: &'static str,
+    builtin: &'static str,
+    name: &'static str,
+    comment: &'static str,
+}
+
+const POSTRTG: Chain =
+    Chain { table: "nat", builtin: "POSTROUTING", name: "FLANNEL-POSTRTG", comment: MASQ_COMMENT };
+const FWD: Chain = Chain { table: "filter", builtin: "FORWARD", name: "FLANNEL-FWD", comment: FWD_COMMENT };
+
+impl Chain {
+    fn jump(&self) -> String {
+        format!("-A {} {} -j {}", self.builtin, self.comment, self.name)
+    }
+
+    /// Jump rules to this chain in any form (also from older or foreign writers).
+    fn jumps<'a>(&self, saved: &'a str) -> Vec<&'a str> {
+        let prefix = format!("-A {} ", self.builtin);
+        let suffix = format!("-j {}", self.name);
+        saved.lines().filter(|l| l.starts_with(&prefix) && l.trim_end().ends_with(&suffix)).collect()
+    }
+
+    fn exists(&self, saved: &str) -> bool {
+        let decl = format!(":{} ", self.name);
+        saved.lines().any(|l| l.starts_with(&decl))
+    }
+
+    fn rules<'a>(&self, saved: &'a str) -> Vec<&'a str> {
+        let prefix = format!("-A {} ", self.name);
+        saved.lines().filter(|l| l.starts_with(&prefix)).map(str::trim_end).collect()
+    }
+}
+
+/// Upstream's masquerade rules (§9.1) in `iptables-save` form, `--random-fully` included.
+fn masq_rules(c: Ipv4Network, l: Ipv4Network) -> Vec<String> {
+    let ch = POSTRTG.name;
+    let m = MASQ_COMMENT;
+    vec![
+        format!("-A {ch} -m mark --mark 0x4000/0x4000 {m} -j RETURN"),
+        format!("-A {ch} -s {l} -d {c} {m} -j RETURN"),
+        format!("-A {ch} -s {c} -d {l} {m} -j RETURN"),
+        format!("-A {ch} ! -s {c} -d {l} {m} -j RETURN"),
+        format!("-A {ch} -s {c} ! -d 224.0.0.0/4 {m} -j MASQUERADE --random-fully"),
+        format!("-A {ch} ! -s {c} -d {c} {m} -j MASQUERADE --random-fully"),
+    ]
+}
+
+/// Upstream's forward rules (§9.2).
+fn fwd_rules(c: Ipv4Network) -> Vec<String> {
+    let ch = FWD.name;
+    vec![format!("-A {ch} -s {c} {FWD_COMMENT} -j ACCEPT"), format!("-A {ch} -d {c} {FWD_COMMENT} -j ACCEPT")]
+}
+
+fn save(table: &str) -> Result<String, String> {
+    run_ok("iptables-save", &["-t", table], "")
+}
+
+fn restore(payload: &str) -> Result<(), String> {
+    run_ok("iptables-restore", &["--noflush", "--wait"], payload).map(|_| ())
+}
+
+/// The restore payload that makes `chain` hold exactly `rules` with one jump to it (`want`), or
+/// removes chain and jumps (`!want`); `None` when nothing is to be done.
+fn payload(chain: &Chain, saved: &str, want: bool, rules: &[String]) -> Option<String> {
+    let jumps = chain.jumps(saved);
+    let mut p = format!("*{}\n", chain.table);
+    if want {
+        // The declaration creates the chain or flushes it.
+        p.push_str(&format!(":{} - [0:0]\n", chain.name));
+        let jump = chain.jump();
+        if jumps != [jump.as_str()] {
+            for j in &jumps {
+                p.push_str(&format!("-D{}\n", j.trim_start_matches("-A")));
+            }
+            p.push_str(&format!("{jump}\n"));
+        }
+        for r in rules {
+            p.push_str(&format!("{r}\n"));
+        }
+    } else {
+        if jumps.is_empty() && !chain.exists(saved) {
+            return None;
+        }
+        for j in &jumps {
+            p.push_str(&format!("-D{}\n", j.trim_start_matches("-A")));
+        }
+        if chain.exists(saved) {
+            p.push_str(&format!(":{} - [0:0]\n-X {}\n", chain.name, chain.name));
+        }
+    }
+    p.push_str("COMMIT\n");
+    Some(p)
+}
+
+pub(super) fn apply(r: &FlannelRules) -> Result<(), String> {
+    let (c, l) = r.nets();
+    for (chain, want, rules) in [(&POSTRTG, r.ip_masq, masq_rules(c, l)), (&FWD, r.forward, fwd_rules(c))] {
+        let saved = save(chain.table)?;
+        if let Some(p) = payload(chain, &saved, want, &rules) {
+            restore(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes both flannel chains and their jumps (nftables mode). Without the iptables tools
+/// there is nothing we could remove, which is not an error.
+pub(super) fn remove_all() -> Result<(), String> {
+    for chain in [&POSTRTG, &FWD] {
+        let saved = match run("iptables-save", &["-t", chain.table], "") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("iptables-save: cannot run: {e}")),
+            Ok(o) if o.ok => o.stdout,
+            Ok(o) => return Err(format!("iptables-save -t {} failed: {}", chain.table, o.stderr)),
+        };
+        if let Some(p) = payload(chain, &saved, false, &[]) {
+            restore(&p)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn drift(r: &FlannelRules) -> Result<bool, String> {
+    let (c, l) = r.nets();
+    for (chain, want, rules) in [(&POSTRTG, r.ip_masq, masq_rules(c, l)), (&FWD, r.forward, fwd_rules(c))] {
+        let saved = save(chain.table)?;
+        let ok = if want {
+            let jump = chain.jump();
+            chain.exists(&saved) && chain.jumps(&saved) == [jump.as_str()] && chain.rules(&saved) == rules
+        } else {
+            !chain.exists(&saved) && chain.jumps(&saved).is_empty()
+        };
+        if !ok {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVED: &str = "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n\
+        -A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n\
+        -A POSTROUTING -s 10.0.0.0/8 -j FLANNEL-POSTRTG\n\
+        -A FLANNEL-POSTRTG -j RETURN\nCOMMIT\n";
+
+    fn nets() -> (Ipv4Network, Ipv4Network) {
+        ("10.5.0.0/16".parse().unwrap(), "10.5.72.0/24".parse().unwrap())
+    }
+
+    #[test]
+    fn fresh_payload_declares_chain_adds_jump_and_rules() {
+        let (c, l) = nets();
+        let p = payload(&POSTRTG, "*nat\nCOMMIT\n", true, &masq_rules(c, l)).unwrap();
+        assert!(p.starts_with("*nat\n:FLANNEL-POSTRTG - [0:0]\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n"));
+        assert!(p.contains("-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment \"flanneld masq\" -j RETURN\n"));
+        assert!(p.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn duplicate_or_foreign_jumps_are_replaced_by_one() {
+        let (c, l) = nets();
+        let p = payload(&POSTRTG, SAVED, true, &masq_rules(c, l)).unwrap();
+        assert!(p.contains("-D POSTROUTING -s 10.0.0.0/8 -j FLANNEL-POSTRTG\n"));
+        assert!(p.contains("-D POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n"));
+        assert_eq!(p.matches("-A POSTROUTING").count(), 1);
+    }
+
+    #[test]
+    fn removal_payload_and_nothing_when_absent() {
+        let p = payload(&POSTRTG, SAVED, false, &[]).unwrap();
+        assert!(p.contains(":FLANNEL-POSTRTG - [0:0]\n-X FLANNEL-POSTRTG\n"));
+        assert_eq!(payload(&FWD, "*filter\nCOMMIT\n", false, &[]), None);
+    }
+}

@@ -1,0 +1,402 @@
+//! Pure planning: which [`NetOp`]s bring the VXLAN device's neighbours, FDB and routes from
+//! what they are (or were) to what the peer set says they must be. No I/O here.
+//!
+//! Per peer (reference/flannel.md §8.5) the neighbour and the FDB entry come before the route,
+//! so the kernel never tries to resolve the gateway `S.0` itself on a device without learning.
+//! Cleanup of a peer's previous entries (old MAC, old public IP) comes *after* the new entries:
+//! make before break, no window without forwarding state. Deleting stale FDB entries and
+//! reconciling against a dump are safe divergences from upstream (§15).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+
+use crate::{KernelState, Mac, NetOp};
+
+/// One remote node as the dataplane needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's lease subnet `S` (e.g. `10.5.71.0/24`).
+    pub subnet: Ipv4Network,
+    /// The peer's `PublicIP` `P` (VXLAN destination, or gateway with DirectRouting).
+    pub public_ip: Ipv4Addr,
+    /// The peer's `VtepMAC` `M`.
+    pub vtep_mac: Mac,
+    /// DirectRouting decided the peer is on-link: only a plain route `S via P` (§8.6).
+    pub direct: bool,
+}
+
+impl Peer {
+    /// The subnet as a network value with host bits cleared (`S/len`).
+    fn dst(&self) -> IpNetwork {
+        // Ipv4Network::new only fails for prefix > 32, which `self.subnet` already excludes.
+        Ipv4Network::new(self.subnet.network(), self.subnet.prefix())
+            .map(IpNetwork::V4)
+            .unwrap_or(IpNetwork::V4(self.subnet))
+    }
+
+    /// `S.0`: neighbour address and onlink gateway of a VXLAN peer.
+    fn gw(&self) -> IpAddr {
+        IpAddr::V4(self.subnet.network())
+    }
+
+    fn public(&self) -> IpAddr {
+        IpAddr::V4(self.public_ip)
+    }
+
+    fn route(&self) -> NetOp {
+        if self.direct {
+            NetOp::AddRoute { dst: self.dst(), gw: self.public(), onlink: false }
+        } else {
+            NetOp::AddRoute { dst: self.dst(), gw: self.gw(), onlink: true }
+        }
+    }
+
+    fn neigh(&self) -> NetOp {
+        NetOp::AddNeigh { ip: self.gw(), mac: self.vtep_mac }
+    }
+
+    fn fdb(&self) -> NetOp {
+        NetOp::AddFdb { mac: self.vtep_mac, dst: self.public() }
+    }
+}
+
+/// Ops that make the kernel match `new`, given that `old` (the last-known attributes of the
+/// same subnet, if any) was programmed before.
+///
+/// - VXLAN peer: neighbour, FDB, route (all create+replace), then cleanup: with a changed MAC the
+///   old FDB entry (and the old neighbour if its address differs; with the same address the
+///   replace already rewrote it, and deleting it first would open a window without one); with a
+///   changed public IP the FDB entry with the old destination (usually already rewritten by the
+///   replace, then the delete is a harmless "not found").
+/// - Direct peer: only `S via P`; when switching from VXLAN the old neighbour/FDB are removed.
+pub fn plan_add(old: Option<&Peer>, new: &Peer) -> Vec<NetOp> {
+    let mut ops = Vec::new();
+    if !new.direct {
+        ops.push(new.neigh());
+        ops.push(new.fdb());
+    }
+    ops.push(new.route());
+    let Some(old) = old else {
+        return ops;
+    };
+    if old.direct {
+        // The replace of the route already switched a direct route to the onlink one (same
+        // destination), or rewrote the gateway. A moved subnet cannot happen: leases are keyed
+        // by subnet; handle it anyway.
+        if old.dst() != new.dst() {
+            ops.push(del_route(&old.route()));
+        }
+        return ops;
+    }
+    let old_neigh = NetOp::DelNeigh { ip: old.gw(), mac: old.vtep_mac };
+    let old_fdb = NetOp::DelFdb { mac: old.vtep_mac, dst: old.public() };
+    if new.direct {
+        ops.push(old_fdb);
+        ops.push(old_neigh);
+    } else {
+        if old.vtep_mac != new.vtep_mac || old.public_ip != new.public_ip {
+            ops.push(old_fdb);
+        }
+        if old.gw() != new.gw() {
+            ops.push(old_neigh);
+        }
+    }
+    if old.dst() != new.dst() {
+        ops.push(del_route(&old.route()));
+    }
+    ops
+}
+
+fn del_route(add: &NetOp) -> NetOp {
+    match add {
+        NetOp::AddRoute { dst, gw, onlink } => NetOp::DelRoute { dst: *dst, gw: *gw, onlink: *onlink },
+        other => other.clone(),
+    }
+}
+
+/// Ops that remove everything programmed for `p`. The route goes first so no packet is sent
+/// towards a gateway whose neighbour entry is already gone (upstream deletes it last; the end
+/// state is the same).
+pub fn plan_remove(p: &Peer) -> Vec<NetOp> {
+    if p.direct {
+        return vec![del_route(&p.route())];
+    }
+    vec![
+        del_route(&p.route()),
+        NetOp::DelNeigh { ip: p.gw(), mac: p.vtep_mac },
+        NetOp::DelFdb { mac: p.vtep_mac, dst: p.public() },
+    ]
+}
+
+/// Ops that turn `actual` (a dump of the device, see [`crate::Dataplane::dump`]) into exactly the
+/// entries `desired` needs: missing or different entries are (re)added (neighbours and FDB
+/// first, routes after), entries nobody needs are removed, including stale FDB entries of a
+/// MAC whose destination changed. Every route in `actual` is taken as ours (the dump only
+/// reports routes of the device and DirectRouting routes inside the cluster network).
+pub fn plan_reconcile(desired: &[Peer], actual: &KernelState) -> Vec<NetOp> {
+    let mut want_neigh: BTreeMap<IpAddr, Mac> = BTreeMap::new();
+    let mut want_fdb: BTreeSet<(Mac, IpAddr)> = BTreeSet::new();
+    let mut want_route: BTreeMap<IpNetwork, (IpAddr, bool)> = BTreeMap::new();
+    for p in desired {
+        if !p.direct {
+            want_neigh.insert(p.gw(), p.vtep_mac);
+            want_fdb.insert((p.vtep_mac, p.public()));
+        }
+        if let NetOp::AddRoute { dst, gw, onlink } = p.route() {
+            want_route.insert(dst, (gw, onlink));
+        }
+    }
+    let have_neigh: BTreeMap<IpAddr, Mac> = actual.neighs.iter().copied().collect();
+    let have_fdb: BTreeSet<(Mac, IpAddr)> = actual.fdb.iter().copied().collect();
+
+    let mut adds = Vec::new();
+    for (ip, mac) in &want_neigh {
+        if have_neigh.get(ip) != Some(mac) {
+            adds.push(NetOp::AddNeigh { ip: *ip, mac: *mac });
+        }
+    }
+    for (mac, dst) in &want_fdb {
+        if !have_fdb.contains(&(*mac, *dst)) {
+            adds.push(NetOp::AddFdb { mac: *mac, dst: *dst });
+        }
+    }
+    let mut routes = Vec::new();
+    for (dst, (gw, onlink)) in &want_route {
+        let present = actual.routes.iter().any(|(d, g, o)| d == dst && g == gw && o == onlink);
+        if !present {
+            routes.push(NetOp::AddRoute { dst: *dst, gw: *gw, onlink: *onlink });
+        }
+    }
+
+    let mut dels = Vec::new();
+    for (dst, gw, onlink) in &actual.routes {
+        // A route for a wanted destination with other attributes is rewritten by the replace.
+        if !want_route.contains_key(dst) {
+            dels.push(NetOp::DelRoute { dst: *dst, gw: *gw, onlink: *onlink });
+        }
+    }
+    for (ip, mac) in &actual.neighs {
+        if !want_neigh.contains_key(ip) {
+            dels.push(NetOp::DelNeigh { ip: *ip, mac: *mac });
+        }
+    }
+    for (mac, dst) in &actual.fdb {
+        // Stale: a MAC nobody has any more, or a wanted MAC with an old destination.
+        if !want_fdb.contains(&(*mac, *dst)) {
+            dels.push(NetOp::DelFdb { mac: *mac, dst: *dst });
+        }
+    }
+    // Route deletions after the additions of what replaces them; the FDB deletions after the
+    // FDB replaces, which may already have rewritten a stale destination.
+    adds.extend(routes);
+    adds.extend(dels);
+    adds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M1: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
+    const M2: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x02];
+
+    fn peer(subnet: &str, public: &str, mac: Mac, direct: bool) -> Peer {
+        Peer { subnet: subnet.parse().unwrap(), public_ip: public.parse().unwrap(), vtep_mac: mac, direct }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn add_new_vxlan_peer_is_neigh_fdb_route_in_upstream_order() {
+        let p = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        assert_eq!(
+            plan_add(None, &p),
+            vec![
+                NetOp::AddNeigh { ip: ip("10.5.71.0"), mac: M1 },
+                NetOp::AddFdb { mac: M1, dst: ip("198.18.0.3") },
+                NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("10.5.71.0"), onlink: true },
+            ]
+        );
+    }
+
+    #[test]
+    fn add_direct_peer_is_plain_route_via_public_ip() {
+        let p = peer("10.5.71.0/24", "198.18.0.3", M1, true);
+        assert_eq!(
+            plan_add(None, &p),
+            vec![NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("198.18.0.3"), onlink: false }]
+        );
+    }
+
+    #[test]
+    fn unchanged_peer_only_reasserts() {
+        let p = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        assert_eq!(plan_add(Some(&p), &p), plan_add(None, &p));
+    }
+
+    #[test]
+    fn mac_change_removes_old_fdb_after_adding_new() {
+        let old = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        let new = peer("10.5.71.0/24", "198.18.0.3", M2, false);
+        assert_eq!(
+            plan_add(Some(&old), &new),
+            vec![
+                NetOp::AddNeigh { ip: ip("10.5.71.0"), mac: M2 },
+                NetOp::AddFdb { mac: M2, dst: ip("198.18.0.3") },
+                NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("10.5.71.0"), onlink: true },
+                NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") },
+            ]
+        );
+    }
+
+    #[test]
+    fn public_ip_change_deletes_fdb_with_old_dst() {
+        let old = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        let new = peer("10.5.71.0/24", "198.18.0.9", M1, false);
+        let ops = plan_add(Some(&old), &new);
+        assert_eq!(ops.last(), Some(&NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") }));
+        assert!(ops.contains(&NetOp::AddFdb { mac: M1, dst: ip("198.18.0.9") }));
+        assert_eq!(ops.len(), 4);
+    }
+
+    #[test]
+    fn vxlan_to_direct_replaces_route_and_cleans_neigh_and_fdb() {
+        let old = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        let new = peer("10.5.71.0/24", "198.18.0.3", M1, true);
+        assert_eq!(
+            plan_add(Some(&old), &new),
+            vec![
+                NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("198.18.0.3"), onlink: false },
+                NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") },
+                NetOp::DelNeigh { ip: ip("10.5.71.0"), mac: M1 },
+            ]
+        );
+    }
+
+    #[test]
+    fn direct_to_vxlan_is_a_plain_add() {
+        let old = peer("10.5.71.0/24", "198.18.0.3", M1, true);
+        let new = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        assert_eq!(plan_add(Some(&old), &new), plan_add(None, &new));
+    }
+
+    #[test]
+    fn subnet_host_bits_are_cleared() {
+        let p = peer("10.5.71.7/24", "198.18.0.3", M1, false);
+        assert_eq!(
+            plan_add(None, &p)[2],
+            NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("10.5.71.0"), onlink: true }
+        );
+    }
+
+    #[test]
+    fn remove_vxlan_and_direct() {
+        let p = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        assert_eq!(
+            plan_remove(&p),
+            vec![
+                NetOp::DelRoute { dst: net("10.5.71.0/24"), gw: ip("10.5.71.0"), onlink: true },
+                NetOp::DelNeigh { ip: ip("10.5.71.0"), mac: M1 },
+                NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") },
+            ]
+        );
+        let d = peer("10.5.71.0/24", "198.18.0.3", M1, true);
+        assert_eq!(
+            plan_remove(&d),
+            vec![NetOp::DelRoute { dst: net("10.5.71.0/24"), gw: ip("198.18.0.3"), onlink: false }]
+        );
+    }
+
+    fn state_of(peers: &[Peer]) -> KernelState {
+        let mut k = KernelState::default();
+        for p in peers {
+            for op in plan_add(None, p) {
+                match op {
+                    NetOp::AddNeigh { ip, mac } => k.neighs.push((ip, mac)),
+                    NetOp::AddFdb { mac, dst } => k.fdb.push((mac, dst)),
+                    NetOp::AddRoute { dst, gw, onlink } => k.routes.push((dst, gw, onlink)),
+                    _ => unreachable!(),
+                }
+            }
+        }
+        k
+    }
+
+    #[test]
+    fn reconcile_of_matching_state_is_empty() {
+        let peers =
+            vec![peer("10.5.71.0/24", "198.18.0.3", M1, false), peer("10.5.72.0/24", "198.18.0.4", M2, true)];
+        assert_eq!(plan_reconcile(&peers, &state_of(&peers)), vec![]);
+    }
+
+    #[test]
+    fn reconcile_from_empty_adds_all_routes_last() {
+        let peers = vec![
+            peer("10.5.71.0/24", "198.18.0.3", M1, false),
+            peer("10.5.73.0/24", "198.18.0.5", M2, false),
+        ];
+        let ops = plan_reconcile(&peers, &KernelState::default());
+        assert_eq!(ops.len(), 6);
+        let first_route = ops.iter().position(|o| matches!(o, NetOp::AddRoute { .. })).unwrap();
+        assert!(ops[first_route..].iter().all(|o| matches!(o, NetOp::AddRoute { .. })));
+    }
+
+    #[test]
+    fn reconcile_heals_missing_route_and_removes_extras() {
+        let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M1, false)];
+        let mut k = state_of(&peers);
+        k.routes.clear();
+        k.routes.push((net("10.5.99.0/24"), ip("10.5.99.0"), true));
+        k.neighs.push((ip("10.5.99.0"), M2));
+        k.fdb.push((M2, ip("198.18.0.99")));
+        assert_eq!(
+            plan_reconcile(&peers, &k),
+            vec![
+                NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("10.5.71.0"), onlink: true },
+                NetOp::DelRoute { dst: net("10.5.99.0/24"), gw: ip("10.5.99.0"), onlink: true },
+                NetOp::DelNeigh { ip: ip("10.5.99.0"), mac: M2 },
+                NetOp::DelFdb { mac: M2, dst: ip("198.18.0.99") },
+            ]
+        );
+    }
+
+    #[test]
+    fn reconcile_removes_stale_fdb_and_rewrites_wrong_entries() {
+        let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M2, false)];
+        let mut k = state_of(&[peer("10.5.71.0/24", "198.18.0.3", M1, false)]);
+        k.fdb.push((M2, ip("198.18.0.7")));
+        let ops = plan_reconcile(&peers, &k);
+        assert_eq!(
+            ops,
+            vec![
+                NetOp::AddNeigh { ip: ip("10.5.71.0"), mac: M2 },
+                NetOp::AddFdb { mac: M2, dst: ip("198.18.0.3") },
+                NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") },
+                NetOp::DelFdb { mac: M2, dst: ip("198.18.0.7") },
+            ]
+        );
+    }
+
+    #[test]
+    fn reconcile_switches_route_kind_by_replace() {
+        let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M1, true)];
+        let k = state_of(&[peer("10.5.71.0/24", "198.18.0.3", M1, false)]);
+        let ops = plan_reconcile(&peers, &k);
+        assert_eq!(
+            ops,
+            vec![
+                NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("198.18.0.3"), onlink: false },
+                NetOp::DelNeigh { ip: ip("10.5.71.0"), mac: M1 },
+                NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") },
+            ]
+        );
+    }
+}
