@@ -1,0 +1,272 @@
+//! The daemon: one loop owns all state (network config, own lease, peer set, what the kernel
+//! should hold); the watch task only sends it messages (reference/flannel.md §2, §5, §6, §8).
+//!
+//! Startup: config (retried every second), VTEP MAC (persisted), lease, device, subnet.env,
+//! then the loop. Decide, then do: lease records → [`PeerSet`] changes (pure) →
+//! `weft_dataplane::plan` ops (pure) → `Dataplane::apply` in batches. A periodic reconciliation
+//! (and one after every snapshot) dumps the kernel and corrects drift. Losing the own lease
+//! re-acquires it, preferring the same subnet; the daemon never exits for it. etcd outages
+//! keep the kernel state as it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnetwork::Ipv4Network;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, Instant};
+use tracing::{error, info, warn};
+use weft_dataplane::plan::Peer;
+use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, Mac, NetOp};
+
+use crate::acquire::OwnLease;
+use crate::health::Health;
+use crate::lease::{config_key, subnets_dir};
+use crate::metrics::Metrics;
+use crate::network::{parse_config, ConfigError, NetworkSpec};
+use crate::peers::PeerSet;
+use crate::registry::Registry;
+use crate::state;
+use crate::watch;
+
+mod mesh;
+mod node;
+mod own_lease;
+
+/// Kernel ops per `Dataplane::apply` call.
+pub const BATCH: usize = 256;
+/// Present when br_netfilter is loaded (upstream requires it in iptables mode).
+const BR_NETFILTER: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+/// Every how many periodic reconciliations the device itself is re-checked.
+pub const DEVICE_CHECK_EVERY: u64 = 10;
+/// VXLAN encapsulation overhead subtracted from the underlay MTU (§8.4).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Everything the daemon needs that is not etcd or the kernel.
+#[derive(Clone)]
+pub struct DaemonConfig {
+    pub etcd_prefix: String,
+    /// Published as `PublicIP` and used as the device's `local`.
+    pub public_ip: Ipv4Addr,
+    /// The external interface.
+    pub underlay_index: u32,
+    pub underlay_mtu: u32,
+    pub subnet_file: PathBuf,
+    /// Where the VTEP MAC is persisted.
+    pub mac_file: PathBuf,
+    /// Renew this long before the 24 h etcd lease expires.
+    pub renew_margin: Duration,
+    pub ip_masq: bool,
+    /// Period of kernel reconciliation.
+    pub reconcile_interval: Duration,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    /// Manage the masquerade/forward rules (§9); `None` leaves the firewall alone (tests).
+    pub firewall: Option<FirewallOpts>,
+}
+
+/// Firewall settings.
+#[derive(Debug, Clone)]
+pub struct FirewallOpts {
+    /// `--iptables-forward-rules`.
+    pub forward: bool,
+    /// `--iptables-resync`: period of the drift check.
+    pub resync: Duration,
+}
+
+/// Fatal startup errors (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("create or adopt VXLAN device {name}")]
+    Device {
+        name: String,
+        #[source]
+        source: DataplaneError,
+    },
+    #[error("install firewall rules: {0}")]
+    Firewall(String),
+    #[error("write {}", .path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs until `shutdown` completes. Returns an error only for startup failures that upstream
+/// also treats as fatal (device, files).
+pub async fn run<R: Registry, D: Dataplane>(
+    config: DaemonConfig,
+    registry: R,
+    dataplane: D,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    tokio::pin!(shutdown);
+    let started = Instant::now();
+    let mac_file = config.mac_file.clone();
+    let mac = state::load_or_create_mac(&mac_file)
+        .map_err(|source| DaemonError::File { path: mac_file, source })?;
+    let previous = state::read_previous_subnet(&config.subnet_file);
+    if let Some(p) = previous {
+        info!(subnet = %p, "previous subnet from subnet file");
+    }
+
+    let spec = tokio::select! {
+        s = load_config(&registry, &config) => Some(s),
+        _ = &mut shutdown => None,
+    };
+    let Some(spec) = spec else { return Ok(()) };
+    info!(network = %spec.network, subnet_len = spec.subnet_len, vni = spec.backend.vni, "network config");
+
+    let mut d = Daemon {
+        dir: subnets_dir(&config.etcd_prefix),
+        peers: PeerSet::new(&subnets_dir(&config.etcd_prefix)),
+        cfg: config,
+        registry,
+        dp: dataplane,
+        spec,
+        mac,
+        own: None,
+        last_subnet: previous,
+        device: None,
+        desired: BTreeMap::new(),
+        known_keys: BTreeSet::new(),
+        started,
+        mesh_done: false,
+        renew_at: None,
+        reacquire_at: None,
+        reacquire_backoff: Duration::from_secs(1),
+        reconcile_retry: None,
+        retry_backoff: Duration::from_secs(1),
+        etcd_ok: true,
+        until_device_check: DEVICE_CHECK_EVERY,
+        failing: BTreeSet::new(),
+        device_suspect: false,
+    };
+
+    let acquired = tokio::select! {
+        a = d.acquire_until_done() => Some(a),
+        _ = &mut shutdown => None,
+    };
+    let Some(acquired) = acquired else { return Ok(()) };
+    let (records, list_revision) = (acquired.records.clone(), acquired.list_revision);
+    d.take_lease(acquired);
+    d.ensure_device().await?;
+    d.apply_firewall().await.map_err(DaemonError::Firewall)?;
+    d.write_subnet_file()?;
+    d.cfg.health.update(|h| h.ready = true);
+    info!("flanneld is ready");
+    if let Err(e) = crate::sdnotify::notify("READY=1") {
+        warn!(error = %e, "systemd notification failed");
+    }
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let watcher = tokio::spawn(watch::run(d.registry.clone(), d.dir.clone(), (records, list_revision), tx));
+    let mut next_reconcile = Instant::now() + d.cfg.reconcile_interval;
+    let fw_period = d.cfg.firewall.as_ref().map(|f| f.resync.max(Duration::from_secs(1)));
+    let mut next_fw = Instant::now() + fw_period.unwrap_or(Duration::from_secs(86_400));
+    loop {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let renew_at = d.renew_at.unwrap_or(far);
+        let reacquire_at = d.reacquire_at.unwrap_or(far);
+        let retry_at = d.reconcile_retry.unwrap_or(far);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            msg = rx.recv() => match msg {
+                Some(m) => d.on_watch(m).await,
+                None => {
+                    error!("lease watch task ended");
+                    break;
+                }
+            },
+            _ = sleep_until(next_reconcile) => {
+                next_reconcile = Instant::now() + d.cfg.reconcile_interval;
+                d.periodic().await;
+            }
+            _ = sleep_until(retry_at), if d.reconcile_retry.is_some() => {
+                d.reconcile_retry = None;
+                // Failures may mean the device is gone (ENODEV): recreate it first.
+                if d.device_suspect {
+                    d.check_device().await;
+                }
+                d.reconcile().await;
+            }
+            _ = sleep_until(next_fw), if fw_period.is_some() => {
+                next_fw = Instant::now() + fw_period.unwrap_or_default();
+                d.check_firewall().await;
+            }
+            _ = sleep_until(renew_at), if d.renew_at.is_some() => d.renew().await,
+            _ = sleep_until(reacquire_at), if d.reacquire_at.is_some() => d.reacquire().await,
+        }
+    }
+    watcher.abort();
+    info!("shutting down; kernel state, subnet file and lease are left in place");
+    Ok(())
+}
+
+/// Reads `<prefix>/config` until it is valid, every second (not fatal, §1.4). Each distinct
+/// problem is logged once.
+async fn load_config<R: Registry>(registry: &R, cfg: &DaemonConfig) -> NetworkSpec {
+    let key = config_key(&cfg.etcd_prefix);
+    let mut last: Option<String> = None;
+    loop {
+        let got = registry.get(&key).await;
+        cfg.health.update(|h| h.etcd_reachable = got.is_ok());
+        let outcome = match got {
+            Ok(Some(bytes)) => parse_config(&bytes).map_err(|e| e.to_string()),
+            Ok(None) => Err(ConfigError::NotFound.to_string()),
+            Err(e) => {
+                cfg.metrics.etcd_errors.inc();
+                Err(format!("read {key}: {e}"))
+            }
+        };
+        match outcome {
+            Ok(spec) => return spec,
+            Err(why) => {
+                if last.as_deref() != Some(&why) {
+                    error!(key = %key, error = %why, "network config not usable, retrying every second");
+                    last = Some(why);
+                }
+            }
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+}
+
+struct Daemon<R, D> {
+    cfg: DaemonConfig,
+    registry: R,
+    dp: D,
+    dir: String,
+    spec: NetworkSpec,
+    mac: Mac,
+    own: Option<OwnLease>,
+    /// Our subnet before the lease was lost (preferred when re-acquiring).
+    last_subnet: Option<Ipv4Network>,
+    device: Option<DeviceInfo>,
+    peers: PeerSet,
+    /// What the kernel must hold per peer subnet (last-known attributes, used for removal).
+    desired: BTreeMap<Ipv4Network, Peer>,
+    /// Keys under `<prefix>/subnets/` (metrics).
+    known_keys: BTreeSet<String>,
+    started: Instant,
+    mesh_done: bool,
+    renew_at: Option<Instant>,
+    reacquire_at: Option<Instant>,
+    reacquire_backoff: Duration,
+    reconcile_retry: Option<Instant>,
+    retry_backoff: Duration,
+    etcd_ok: bool,
+    until_device_check: u64,
+    /// Ops that failed last time (for logging once per state change).
+    failing: BTreeSet<NetOp>,
+    /// An op failed since the device was last checked.
+    device_suspect: bool,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
+}

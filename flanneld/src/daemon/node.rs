@@ -1,0 +1,122 @@
+//! The local node: the VXLAN device (created or adopted, re-checked), the firewall rules and
+//! subnet.env.
+
+use ipnetwork::Ipv4Network;
+use tracing::{error, info, warn};
+use weft_dataplane::firewall::{apply_rules, check_drift, FirewallMode, FlannelRules};
+use weft_dataplane::{Dataplane, VxlanSpec};
+
+use crate::acquire::OwnLease;
+use crate::registry::Registry;
+use crate::state;
+
+use super::{Daemon, DaemonError, BR_NETFILTER, VXLAN_OVERHEAD};
+
+impl<R: Registry, D: Dataplane> Daemon<R, D> {
+    pub(super) fn vxlan_spec(&self, subnet: Ipv4Network) -> VxlanSpec {
+        let b = &self.spec.backend;
+        let underlay = b.mtu.unwrap_or(self.cfg.underlay_mtu);
+        VxlanSpec {
+            name: format!("flannel.{}", b.vni),
+            vni: b.vni,
+            port: b.port,
+            gbp: b.gbp,
+            learning: b.learning,
+            local: self.cfg.public_ip,
+            underlay_index: self.cfg.underlay_index,
+            mtu: underlay.saturating_sub(VXLAN_OVERHEAD),
+            address: Ipv4Network::new(subnet.network(), 32).unwrap_or(subnet),
+            network: self.spec.network,
+        }
+    }
+
+    /// Creates or adopts the device for our current subnet. If it came up with another MAC
+    /// than the one we published, the lease is republished with the real one.
+    pub(super) async fn ensure_device(&mut self) -> Result<(), DaemonError> {
+        let Some(subnet) = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet) else {
+            return Ok(());
+        };
+        let spec = self.vxlan_spec(subnet);
+        let info = match self.dp.ensure_device(&spec, Some(self.mac)).await {
+            Ok(i) => i,
+            Err(source) => {
+                self.cfg.metrics.netlink_errors.inc();
+                return Err(DaemonError::Device { name: spec.name, source });
+            }
+        };
+        if self.device.as_ref().is_some_and(|old| old.index != info.index) {
+            warn!(device = %spec.name, "VXLAN device was recreated, replaying all peers");
+        }
+        if info.mac != self.mac {
+            warn!(
+                published = %crate::lease::format_mac(&self.mac),
+                actual = %crate::lease::format_mac(&info.mac),
+                "VXLAN device has another MAC than published, republishing the lease"
+            );
+            self.mac = info.mac;
+            if let Err(e) = state::save_mac(&self.cfg.mac_file, &self.mac) {
+                warn!(path = %self.cfg.mac_file.display(), error = %e, "cannot persist VTEP MAC");
+            }
+            self.republish().await;
+        }
+        self.device = Some(info);
+        Ok(())
+    }
+
+    pub(super) fn firewall_rules(&self) -> Option<FlannelRules> {
+        let fw = self.cfg.firewall.as_ref()?;
+        let subnet = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet)?;
+        Some(FlannelRules {
+            network: self.spec.network,
+            subnet,
+            ip_masq: self.cfg.ip_masq,
+            forward: fw.forward,
+            mode: if self.spec.enable_nftables { FirewallMode::Nftables } else { FirewallMode::Iptables },
+        })
+    }
+
+    /// Installs the rules (the tools are blocking child processes: run off the loop's thread).
+    pub(super) async fn apply_firewall(&self) -> Result<(), String> {
+        let Some(rules) = self.firewall_rules() else { return Ok(()) };
+        if rules.mode == FirewallMode::Iptables && !std::path::Path::new(BR_NETFILTER).exists() {
+            // Upstream refuses to start here (§2 step 4); bridged pod traffic would bypass
+            // iptables. We only warn: the overlay itself does not depend on it.
+            warn!(path = BR_NETFILTER, "br_netfilter is not loaded; bridged traffic bypasses iptables");
+        }
+        tokio::task::spawn_blocking(move || apply_rules(&rules)).await.map_err(|e| e.to_string())??;
+        info!("firewall rules installed");
+        Ok(())
+    }
+
+    /// Re-installs the rules when some are missing or changed.
+    pub(super) async fn check_firewall(&self) {
+        let Some(rules) = self.firewall_rules() else { return };
+        let check = tokio::task::spawn_blocking(move || match check_drift(&rules) {
+            Ok(false) => Ok(false),
+            Ok(true) => apply_rules(&rules).map(|()| true),
+            Err(e) => Err(e),
+        })
+        .await;
+        match check {
+            Ok(Ok(true)) => warn!("firewall rules had drifted, re-installed"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => error!(error = %e, "firewall check failed"),
+            Err(e) => error!(error = %e, "firewall check task failed"),
+        }
+    }
+
+    pub(super) fn write_subnet_file(&self) -> Result<(), DaemonError> {
+        let Some(own) = &self.own else { return Ok(()) };
+        let mtu = self.vxlan_spec(own.subnet()).mtu;
+        let text = state::render_subnet_env(self.spec.network, own.subnet(), mtu, self.cfg.ip_masq);
+        state::write_subnet_env(&self.cfg.subnet_file, &text)
+            .map_err(|source| DaemonError::File { path: self.cfg.subnet_file.clone(), source })
+    }
+
+    pub(super) async fn check_device(&mut self) {
+        self.device_suspect = false;
+        if let Err(e) = self.ensure_device().await {
+            error!(error = %e, "VXLAN device check failed");
+        }
+    }
+}

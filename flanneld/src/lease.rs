@@ -1,0 +1,361 @@
+//! The lease model shared with upstream flanneld: etcd key names and `LeaseAttrs` JSON.
+//!
+//! Byte compatibility matters here (reference/flannel.md §4): keys are
+//! `<prefix>/subnets/<a.b.c.d>-<len>[&<ipv6>-<len6>]`, values are compact JSON with the fields in
+//! upstream's order and `PublicIPv6: null` when there is no IPv6. Readers accept what upstream's
+//! readers accept (field names case-insensitive, MAC in either case).
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use weft_dataplane::Mac;
+
+/// TTL of the etcd lease attached to every lease key (fixed upstream, §4.3).
+pub const LEASE_TTL_SECS: i64 = 86_400;
+
+/// The only backend this daemon implements and the only one it programs for peers.
+pub const BACKEND_VXLAN: &str = "vxlan";
+
+/// The subnet(s) a lease key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseKey {
+    pub ipv4: Ipv4Network,
+    pub ipv6: Option<Ipv6Network>,
+}
+
+/// Why a key or value is not a lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    #[error("key {key:?} is not under {prefix:?}")]
+    NotUnderPrefix { key: String, prefix: String },
+    #[error("key {key:?} is not <ipv4>-<len>[&<ipv6>-<len>]: {why}")]
+    BadKey { key: String, why: String },
+    #[error("value is not LeaseAttrs JSON: {0}")]
+    BadValue(String),
+    #[error("BackendData is not VXLAN data: {0}")]
+    BadBackendData(String),
+}
+
+impl LeaseKey {
+    /// A lease for an IPv4 subnet only.
+    pub fn v4(ipv4: Ipv4Network) -> LeaseKey {
+        LeaseKey { ipv4, ipv6: None }
+    }
+
+    /// The key's last path element, in the canonical form upstream produces
+    /// (`10.5.52.0-24`, `10.12.13.0-24&fd00:12:13::-56`).
+    pub fn render(&self) -> String {
+        let mut out = format!("{}-{}", self.ipv4.ip(), self.ipv4.prefix());
+        if let Some(v6) = self.ipv6 {
+            // Rust's Ipv6Addr Display is the RFC 5952 canonical form (lower-case, compressed),
+            // the same as Go's net.IP.String().
+            out.push_str(&format!("&{}-{}", v6.ip(), v6.prefix()));
+        }
+        out
+    }
+
+    /// Parses a key's last path element by upstream's consumer grammar (§4.1): dotted quad,
+    /// `-`, a length that fits in 5 bits; optionally `&`, lower-case hex/colons, `-`, a length
+    /// that fits in 7 bits.
+    pub fn parse(name: &str) -> Result<LeaseKey, LeaseError> {
+        let bad = |why: &str| LeaseError::BadKey { key: name.to_string(), why: why.to_string() };
+        let (v4, v6) = match name.split_once('&') {
+            Some((a, b)) => (a, Some(b)),
+            None => (name, None),
+        };
+        let (ip, len) = v4.rsplit_once('-').ok_or_else(|| bad("no '-' before the prefix length"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad("not a dotted-quad IPv4 address"))?;
+        let len = parse_len(len, 31).ok_or_else(|| bad("IPv4 prefix length not 0..31"))?;
+        let ipv4 = Ipv4Network::new(ip, len).map_err(|_| bad("IPv4 prefix length"))?;
+        let ipv6 = match v6 {
+            None => None,
+            Some(text) => {
+                let (ip, len) =
+                    text.rsplit_once('-').ok_or_else(|| bad("no '-' before the IPv6 prefix length"))?;
+                if ip.is_empty()
+                    || !ip.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == ':')
+                {
+                    return Err(bad("IPv6 part is not lower-case hex and colons"));
+                }
+                let ip: Ipv6Addr = ip.parse().map_err(|_| bad("not an IPv6 address"))?;
+                let len = parse_len(len, 127).ok_or_else(|| bad("IPv6 prefix length not 0..127"))?;
+                Some(Ipv6Network::new(ip, len).map_err(|_| bad("IPv6 prefix length"))?)
+            }
+        };
+        Ok(LeaseKey { ipv4, ipv6 })
+    }
+}
+
+impl fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+fn parse_len(text: &str, max: u8) -> Option<u8> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u8>().ok().filter(|l| *l <= max)
+}
+
+/// Joins an etcd prefix and a relative path the way Go's `path.Join` does for our inputs:
+/// no doubled or trailing slashes.
+pub fn join_key(prefix: &str, rest: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + rest.len() + 1);
+    for part in prefix.split('/').chain(rest.split('/')) {
+        if part.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(part);
+    }
+    if !prefix.starts_with('/') {
+        out.remove(0);
+    }
+    out
+}
+
+/// Where the network config lives: `<prefix>/config`.
+pub fn config_key(prefix: &str) -> String {
+    join_key(prefix, "config")
+}
+
+/// The directory of lease keys with its trailing slash (`<prefix>/subnets/`): the range we
+/// list and watch. Unlike upstream we do not match `<prefix>/subnets-x/…` siblings.
+pub fn subnets_dir(prefix: &str) -> String {
+    let mut dir = join_key(prefix, "subnets");
+    dir.push('/');
+    dir
+}
+
+/// The full etcd key of a lease.
+pub fn lease_path(prefix: &str, key: &LeaseKey) -> String {
+    format!("{}{}", subnets_dir(prefix), key.render())
+}
+
+/// Parses a full etcd key under `subnets_dir`.
+pub fn parse_lease_path(subnets_dir: &str, full: &str) -> Result<LeaseKey, LeaseError> {
+    let name = full.strip_prefix(subnets_dir).ok_or_else(|| LeaseError::NotUnderPrefix {
+        key: full.to_string(),
+        prefix: subnets_dir.to_string(),
+    })?;
+    LeaseKey::parse(name)
+}
+
+/// VXLAN `BackendData` as published (§4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanData {
+    pub vni: u32,
+    pub vtep_mac: Mac,
+}
+
+/// The value of a lease key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseAttrs {
+    pub public_ip: Ipv4Addr,
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// Empty when absent.
+    pub backend_type: String,
+    /// Kept as raw JSON: only the VXLAN handler interprets it, and a bad one only skips that lease.
+    pub backend_data: Option<Value>,
+    pub backend_v6_data: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct VxlanWire {
+    #[serde(rename = "VNI")]
+    vni: u32,
+    #[serde(rename = "VtepMAC")]
+    vtep_mac: String,
+}
+
+#[derive(Serialize)]
+struct AttrsWire<'a> {
+    #[serde(rename = "PublicIP")]
+    public_ip: String,
+    // Never omitted and never "": upstream peers fail to parse an empty string (§4.2).
+    #[serde(rename = "PublicIPv6")]
+    public_ipv6: Option<String>,
+    #[serde(rename = "BackendType", skip_serializing_if = "str::is_empty")]
+    backend_type: &'a str,
+    #[serde(rename = "BackendData", skip_serializing_if = "Option::is_none")]
+    backend_data: Option<&'a Value>,
+    #[serde(rename = "BackendV6Data", skip_serializing_if = "Option::is_none")]
+    backend_v6_data: Option<&'a Value>,
+}
+
+/// Formats a MAC as upstream publishes it: lower-case, colon-separated.
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Parses a MAC as Go's `net.ParseMAC` does for 6-octet addresses (`:` or `-`, either case).
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let sep = if text.contains('-') { '-' } else { ':' };
+    let mut out = [0u8; 6];
+    let mut parts = text.split(sep);
+    for slot in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *slot = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+impl LeaseAttrs {
+    /// Attributes of a VXLAN node (what this daemon publishes).
+    pub fn vxlan(public_ip: Ipv4Addr, vni: u32, vtep_mac: Mac) -> LeaseAttrs {
+        let data = serde_json::to_value(VxlanWire { vni, vtep_mac: format_mac(&vtep_mac) }).ok();
+        LeaseAttrs {
+            public_ip,
+            public_ipv6: None,
+            backend_type: BACKEND_VXLAN.to_string(),
+            backend_data: data,
+            backend_v6_data: None,
+        }
+    }
+
+    /// The exact bytes upstream writes for these attributes.
+    pub fn render(&self) -> Vec<u8> {
+        let wire = AttrsWire {
+            public_ip: self.public_ip.to_string(),
+            public_ipv6: self.public_ipv6.map(|ip| ip.to_string()),
+            backend_type: &self.backend_type,
+            backend_data: self.backend_data.as_ref(),
+            backend_v6_data: self.backend_v6_data.as_ref(),
+        };
+        // Serialising plain strings and JSON values cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// Decodes a value as upstream's readers do: field names case-insensitive, unknown fields
+    /// ignored, `PublicIP` must be a dotted quad, `PublicIPv6` null/absent or a valid address.
+    pub fn parse(value: &[u8]) -> Result<LeaseAttrs, LeaseError> {
+        let bad = |why: String| LeaseError::BadValue(why);
+        let v: Value = serde_json::from_slice(value).map_err(|e| bad(e.to_string()))?;
+        let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let public_ip = match field(obj, "PublicIP") {
+            None | Some(Value::Null) => Ipv4Addr::UNSPECIFIED,
+            Some(Value::String(s)) => {
+                s.parse().map_err(|_| bad(format!("PublicIP {s:?} is not an IPv4 address")))?
+            }
+            Some(_) => return Err(bad("PublicIP is not a string".into())),
+        };
+        let public_ipv6 = match field(obj, "PublicIPv6") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => {
+                Some(s.parse().map_err(|_| bad(format!("PublicIPv6 {s:?} is not an IPv6 address")))?)
+            }
+            Some(_) => return Err(bad("PublicIPv6 is not a string".into())),
+        };
+        let backend_type = match field(obj, "BackendType") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(bad("BackendType is not a string".into())),
+        };
+        let raw = |name| field(obj, name).filter(|v| !v.is_null()).cloned();
+        Ok(LeaseAttrs {
+            public_ip,
+            public_ipv6,
+            backend_type,
+            backend_data: raw("BackendData"),
+            backend_v6_data: raw("BackendV6Data"),
+        })
+    }
+
+    /// `BackendType` is `vxlan` (compared lower-cased, like upstream's backend selection).
+    pub fn is_vxlan(&self) -> bool {
+        self.backend_type.eq_ignore_ascii_case(BACKEND_VXLAN)
+    }
+
+    /// The VXLAN `BackendData` (`VNI`, `VtepMAC`), decoded case-insensitively.
+    pub fn vxlan_data(&self) -> Result<VxlanData, LeaseError> {
+        let bad = |why: &str| LeaseError::BadBackendData(why.to_string());
+        let obj = self.backend_data.as_ref().and_then(Value::as_object).ok_or_else(|| bad("missing"))?;
+        let vni = match field(obj, "VNI") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("VNI"))?,
+        };
+        let mac = field(obj, "VtepMAC").and_then(Value::as_str).ok_or_else(|| bad("VtepMAC missing"))?;
+        let vtep_mac = parse_mac(mac).ok_or_else(|| bad("VtepMAC is not a MAC address"))?;
+        Ok(VxlanData { vni, vtep_mac })
+    }
+}
+
+/// Looks a field up as Go's encoding/json does: an exact match first, else case-insensitive.
+pub fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: Mac = [0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44];
+
+    #[test]
+    fn renders_upstream_bytes() {
+        let attrs = LeaseAttrs::vxlan("192.168.64.3".parse().unwrap(), 1, MAC);
+        assert_eq!(
+            String::from_utf8(attrs.render()).unwrap(),
+            r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
+        );
+    }
+
+    #[test]
+    fn parses_case_insensitively_and_round_trips() {
+        let text = br#"{"publicip":"10.0.0.1","BACKENDTYPE":"vxlan","backenddata":{"vni":1,"vtepmac":"C6:D2:32:6F:8F:44"},"extra":3}"#;
+        let attrs = LeaseAttrs::parse(text).unwrap();
+        assert_eq!(attrs.public_ip, Ipv4Addr::new(10, 0, 0, 1));
+        assert!(attrs.is_vxlan());
+        assert_eq!(attrs.vxlan_data().unwrap(), VxlanData { vni: 1, vtep_mac: MAC });
+        let canonical = LeaseAttrs::vxlan("10.0.0.1".parse().unwrap(), 1, MAC);
+        assert_eq!(LeaseAttrs::parse(&canonical.render()).unwrap(), canonical);
+    }
+
+    #[test]
+    fn rejects_what_upstream_rejects() {
+        for bad in [
+            &br#"{"PublicIP":"not-an-ip"}"#[..],
+            br#"{"PublicIP":"10.0.0.1","PublicIPv6":""}"#,
+            br#"{"PublicIP":5}"#,
+            b"[]",
+            b"garbage",
+        ] {
+            assert!(LeaseAttrs::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let no_mac = LeaseAttrs::parse(br#"{"PublicIP":"10.0.0.1","BackendType":"vxlan"}"#).unwrap();
+        assert!(no_mac.vxlan_data().is_err());
+    }
+
+    #[test]
+    fn key_codec() {
+        let k = LeaseKey::parse("10.5.52.0-24").unwrap();
+        assert_eq!(k.ipv4.to_string(), "10.5.52.0/24");
+        assert_eq!(k.render(), "10.5.52.0-24");
+        let d = LeaseKey::parse("10.12.13.0-24&fd00:12:13::-56").unwrap();
+        assert_eq!(d.ipv6.unwrap().to_string(), "fd00:12:13::/56");
+        assert_eq!(d.render(), "10.12.13.0-24&fd00:12:13::-56");
+        for bad in
+            ["10.5.52.0-32", "10.5.52.0", "10.5.52-24", "10.5.52.0-24&FD00::-56", "x-24", "10.5.52.0--1"]
+        {
+            assert!(LeaseKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(subnets_dir("/coreos.com/network/"), "/coreos.com/network/subnets/");
+        assert_eq!(config_key("/coreos.com/network"), "/coreos.com/network/config");
+        let k = LeaseKey::parse("10.5.52.0-24").unwrap();
+        assert_eq!(lease_path("/coreos.com/network", &k), "/coreos.com/network/subnets/10.5.52.0-24");
+        assert_eq!(parse_lease_path("/p/subnets/", "/p/subnets/10.5.52.0-24").unwrap(), k);
+        assert!(parse_lease_path("/p/subnets/", "/p/subnets/meta/x").is_err());
+    }
+}

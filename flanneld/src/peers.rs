@@ -1,0 +1,280 @@
+//! The set of remote VXLAN peers derived from lease records (pure; reference/flannel.md §6).
+//!
+//! Input: lease puts, deletes and full snapshots (after a re-list). Output: [`Change`]s for the
+//! daemon to program. Rules: our own subnet is never a peer; leases whose `BackendType` is not
+//! `vxlan` are not peers; a malformed record (bad key, bad JSON, bad PublicIP, bad BackendData)
+//! is logged at WARN with its key and skipped — it never removes any other peer (the upstream
+//! defect of §6.3 must not be copied), and a malformed re-put of a known peer keeps the
+//! last-known good attributes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use tracing::warn;
+use weft_dataplane::Mac;
+
+use crate::lease::{parse_lease_path, LeaseAttrs, LeaseKey};
+use crate::registry::Record;
+
+/// A remote node as published in its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePeer {
+    pub key: LeaseKey,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: Mac,
+    pub vni: u32,
+}
+
+impl RemotePeer {
+    /// The peer's IPv4 subnet.
+    pub fn subnet(&self) -> Ipv4Network {
+        self.key.ipv4
+    }
+}
+
+/// What changed in the peer set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new peer, or a known one whose attributes changed.
+    Upsert(RemotePeer),
+    /// The peer with this subnet is gone.
+    Remove(Ipv4Network),
+}
+
+enum Classified {
+    Peer(RemotePeer),
+    NotVxlan(LeaseKey),
+    /// `key` is known when only the value is bad.
+    Malformed {
+        key: Option<LeaseKey>,
+        reason: String,
+    },
+}
+
+/// The current peers, keyed by subnet.
+#[derive(Debug, Clone)]
+pub struct PeerSet {
+    subnets_dir: String,
+    own: Option<Ipv4Network>,
+    peers: BTreeMap<Ipv4Network, RemotePeer>,
+}
+
+impl PeerSet {
+    /// An empty set for leases under `subnets_dir` (`<prefix>/subnets/`).
+    pub fn new(subnets_dir: &str) -> PeerSet {
+        PeerSet { subnets_dir: subnets_dir.to_string(), own: None, peers: BTreeMap::new() }
+    }
+
+    /// Sets our own subnet; a peer known at that subnet is removed.
+    pub fn set_own(&mut self, own: Ipv4Network) -> Vec<Change> {
+        self.own = Some(own);
+        match self.peers.remove(&own) {
+            Some(_) => vec![Change::Remove(own)],
+            None => Vec::new(),
+        }
+    }
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// No peers.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The peers in subnet order.
+    pub fn iter(&self) -> impl Iterator<Item = &RemotePeer> {
+        self.peers.values()
+    }
+
+    /// The peer at `subnet`.
+    pub fn get(&self, subnet: &Ipv4Network) -> Option<&RemotePeer> {
+        self.peers.get(subnet)
+    }
+
+    fn is_own(&self, key: &LeaseKey) -> bool {
+        self.own == Some(key.ipv4)
+    }
+
+    fn classify(&self, rec: &Record) -> Classified {
+        let key = match parse_lease_path(&self.subnets_dir, &rec.key) {
+            Ok(k) => k,
+            Err(e) => return Classified::Malformed { key: None, reason: e.to_string() },
+        };
+        let attrs = match LeaseAttrs::parse(&rec.value) {
+            Ok(a) => a,
+            Err(e) => return Classified::Malformed { key: Some(key), reason: e.to_string() },
+        };
+        if !attrs.is_vxlan() {
+            return Classified::NotVxlan(key);
+        }
+        match attrs.vxlan_data() {
+            Ok(d) => Classified::Peer(RemotePeer {
+                key,
+                public_ip: attrs.public_ip,
+                vtep_mac: d.vtep_mac,
+                vni: d.vni,
+            }),
+            Err(e) => Classified::Malformed { key: Some(key), reason: e.to_string() },
+        }
+    }
+
+    /// A lease was put.
+    pub fn put(&mut self, rec: &Record) -> Vec<Change> {
+        match self.classify(rec) {
+            Classified::Malformed { reason, .. } => {
+                warn!(key = %rec.key, reason = %reason, "skipping malformed lease record");
+                Vec::new()
+            }
+            Classified::NotVxlan(key) => self.remove(key.ipv4).into_iter().collect(),
+            Classified::Peer(p) if self.is_own(&p.key) => Vec::new(),
+            Classified::Peer(p) => {
+                if self.peers.get(&p.subnet()) == Some(&p) {
+                    // A renewal: nothing to reprogram (reconciliation catches kernel drift).
+                    return Vec::new();
+                }
+                self.peers.insert(p.subnet(), p.clone());
+                vec![Change::Upsert(p)]
+            }
+        }
+    }
+
+    /// A lease key was deleted (explicitly or by TTL).
+    pub fn delete(&mut self, key: &str) -> Vec<Change> {
+        match parse_lease_path(&self.subnets_dir, key) {
+            Ok(k) => self.remove(k.ipv4).into_iter().collect(),
+            Err(e) => {
+                warn!(key = %key, reason = %e, "ignoring delete of a malformed lease key");
+                Vec::new()
+            }
+        }
+    }
+
+    fn remove(&mut self, subnet: Ipv4Network) -> Option<Change> {
+        self.peers.remove(&subnet).map(|_| Change::Remove(subnet))
+    }
+
+    /// A full listing replaced whatever we knew (startup, or after compaction / a broken watch):
+    /// the diff against the current set. A known peer whose record is now malformed is kept.
+    pub fn snapshot(&mut self, records: &[Record]) -> Vec<Change> {
+        let mut next: BTreeMap<Ipv4Network, RemotePeer> = BTreeMap::new();
+        for rec in records {
+            match self.classify(rec) {
+                Classified::Peer(p) if !self.is_own(&p.key) => {
+                    next.insert(p.subnet(), p);
+                }
+                Classified::Peer(_) | Classified::NotVxlan(_) => {}
+                Classified::Malformed { key, reason } => {
+                    warn!(key = %rec.key, reason = %reason, "skipping malformed lease record");
+                    if let Some(old) = key.and_then(|k| self.peers.get(&k.ipv4)) {
+                        next.insert(old.subnet(), old.clone());
+                    }
+                }
+            }
+        }
+        let mut changes: Vec<Change> =
+            self.peers.keys().filter(|s| !next.contains_key(s)).map(|s| Change::Remove(*s)).collect();
+        for (subnet, p) in &next {
+            if self.peers.get(subnet) != Some(p) {
+                changes.push(Change::Upsert(p.clone()));
+            }
+        }
+        self.peers = next;
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIR: &str = "/coreos.com/network/subnets/";
+
+    fn rec(name: &str, value: &str) -> Record {
+        Record { key: format!("{DIR}{name}"), value: value.as_bytes().to_vec(), lease: 1, mod_revision: 1 }
+    }
+
+    fn vx(ip: &str, mac: &str) -> String {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    }
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn put_delete_own_and_non_vxlan() {
+        let mut set = PeerSet::new(DIR);
+        assert!(set.set_own(net("10.5.1.0/24")).is_empty());
+        assert!(set.put(&rec("10.5.1.0-24", &vx("198.18.0.2", "02:00:00:00:00:01"))).is_empty());
+        let c = set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02")));
+        assert!(matches!(&c[..], [Change::Upsert(p)] if p.public_ip == Ipv4Addr::new(198, 18, 0, 3)));
+        // Identical re-put (renewal): no change.
+        assert!(set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02"))).is_empty());
+        // Changed MAC: upsert.
+        let c = set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:09")));
+        assert!(matches!(&c[..], [Change::Upsert(p)] if p.vtep_mac[5] == 9));
+        assert!(set.put(&rec("10.5.3.0-24", r#"{"PublicIP":"198.18.0.4","BackendType":"udp"}"#)).is_empty());
+        // A vxlan peer turning into udp is removed.
+        assert_eq!(
+            set.put(&rec("10.5.2.0-24", r#"{"PublicIP":"198.18.0.3","BackendType":"udp"}"#)),
+            vec![Change::Remove(net("10.5.2.0/24"))]
+        );
+        set.put(&rec("10.5.4.0-24", &vx("198.18.0.5", "02:00:00:00:00:05")));
+        assert_eq!(set.delete(&format!("{DIR}10.5.4.0-24")), vec![Change::Remove(net("10.5.4.0/24"))]);
+        assert!(set.delete(&format!("{DIR}10.5.4.0-24")).is_empty());
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn malformed_records_never_drop_other_peers() {
+        let mut set = PeerSet::new(DIR);
+        set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02")));
+        set.put(&rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03")));
+        for (name, value) in [
+            ("garbage", "{}"),
+            ("10.5.9.0-24", "not json"),
+            ("10.5.9.0-24", r#"{"PublicIP":"nope"}"#),
+            ("10.5.9.0-24", r#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":1}}"#),
+            // A bad re-put of a known peer keeps its last good attributes.
+            ("10.5.2.0-24", "}{"),
+        ] {
+            assert!(set.put(&rec(name, value)).is_empty(), "{name} {value}");
+        }
+        assert!(set.delete(&format!("{DIR}not-a-lease")).is_empty());
+        assert_eq!(set.len(), 2);
+        // Snapshot with a malformed record for a known peer and junk keys: nothing is lost.
+        let snap = vec![
+            rec("10.5.2.0-24", "junk"),
+            rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03")),
+            rec("meta-x", "1"),
+        ];
+        assert!(set.snapshot(&snap).is_empty());
+        assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn snapshot_diffs() {
+        let mut set = PeerSet::new(DIR);
+        set.set_own(net("10.5.1.0/24"));
+        set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02")));
+        set.put(&rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03")));
+        let snap = vec![
+            rec("10.5.1.0-24", &vx("198.18.0.2", "02:00:00:00:00:01")),
+            rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:33")),
+            rec("10.5.4.0-24", &vx("198.18.0.5", "02:00:00:00:00:04")),
+        ];
+        let c = set.snapshot(&snap);
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(c[0], Change::Remove(net("10.5.2.0/24")));
+        assert!(
+            matches!(&c[1], Change::Upsert(p) if p.subnet() == net("10.5.3.0/24") && p.vtep_mac[5] == 0x33)
+        );
+        assert!(matches!(&c[2], Change::Upsert(p) if p.subnet() == net("10.5.4.0/24")));
+    }
+}

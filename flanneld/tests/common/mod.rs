@@ -1,0 +1,160 @@
+//! Test helpers: a recording dataplane with an in-memory kernel, and condition waits.
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod etcd;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use weft_dataplane::{
+    ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec,
+};
+
+/// The fake kernel behind [`RecordingDataplane`].
+#[derive(Debug, Default)]
+pub struct Kernel {
+    pub device: Option<(VxlanSpec, DeviceInfo)>,
+    pub neighs: BTreeMap<IpAddr, Mac>,
+    pub fdb: BTreeSet<(Mac, IpAddr)>,
+    pub routes: BTreeMap<IpNetwork, (IpAddr, bool)>,
+    /// Every op applied, in order.
+    pub log: Vec<NetOp>,
+    pub ensure_calls: usize,
+    pub dumps: usize,
+    /// Sizes of the batches passed to `apply`.
+    pub batches: Vec<usize>,
+    /// Ops matching this fail (with the op left undone).
+    pub fail: Option<fn(&NetOp) -> bool>,
+    /// The next apply reports an overrun after applying everything.
+    pub overrun_next: bool,
+    /// ensure_device ignores the MAC hint and uses this one.
+    pub force_mac: Option<Mac>,
+    pub next_index: u32,
+}
+
+/// Records what the daemon asks of the kernel; clones share the kernel.
+#[derive(Clone, Default)]
+pub struct RecordingDataplane {
+    pub kernel: Rc<RefCell<Kernel>>,
+}
+
+impl RecordingDataplane {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut Kernel) -> T) -> T {
+        f(&mut self.kernel.borrow_mut())
+    }
+
+    /// Routes as `subnet -> gw`.
+    pub fn routes(&self) -> BTreeMap<String, String> {
+        self.with(|k| k.routes.iter().map(|(d, (g, _))| (d.to_string(), g.to_string())).collect())
+    }
+}
+
+impl Dataplane for RecordingDataplane {
+    async fn ensure_device(
+        &mut self,
+        spec: &VxlanSpec,
+        mac_hint: Option<Mac>,
+    ) -> Result<DeviceInfo, DataplaneError> {
+        let mut k = self.kernel.borrow_mut();
+        k.ensure_calls += 1;
+        if let Some((old, info)) = &k.device {
+            if old == spec {
+                return Ok(info.clone());
+            }
+        }
+        let mac = k.force_mac.or(mac_hint).unwrap_or([0x02, 0, 0, 0, 0, 1]);
+        let index = match &k.device {
+            Some((_, info)) => info.index,
+            None => {
+                k.next_index += 1;
+                10 + k.next_index
+            }
+        };
+        let info = DeviceInfo { index, mac, mtu: spec.mtu };
+        k.device = Some((spec.clone(), info.clone()));
+        Ok(info)
+    }
+
+    async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError> {
+        let mut k = self.kernel.borrow_mut();
+        k.batches.push(ops.len());
+        let mut report = ApplyReport::default();
+        for op in ops {
+            k.log.push(op.clone());
+            if k.fail.is_some_and(|f| f(op)) {
+                report.failed.push((op.clone(), "injected failure".into()));
+                continue;
+            }
+            match op {
+                NetOp::AddNeigh { ip, mac } => {
+                    k.neighs.insert(*ip, *mac);
+                }
+                NetOp::DelNeigh { ip, .. } => {
+                    k.neighs.remove(ip);
+                }
+                NetOp::AddFdb { mac, dst } => {
+                    // The kernel keys FDB entries by MAC (a replace rewrites the destination).
+                    k.fdb.retain(|(m, _)| m != mac);
+                    k.fdb.insert((*mac, *dst));
+                }
+                NetOp::DelFdb { mac, dst } => {
+                    k.fdb.remove(&(*mac, *dst));
+                }
+                NetOp::AddRoute { dst, gw, onlink } => {
+                    k.routes.insert(*dst, (*gw, *onlink));
+                }
+                NetOp::DelRoute { dst, .. } => {
+                    k.routes.remove(dst);
+                }
+            }
+            report.applied += 1;
+        }
+        report.overrun = std::mem::take(&mut k.overrun_next);
+        Ok(report)
+    }
+
+    async fn dump(&mut self) -> Result<KernelState, DataplaneError> {
+        let mut k = self.kernel.borrow_mut();
+        k.dumps += 1;
+        Ok(KernelState {
+            neighs: k.neighs.iter().map(|(i, m)| (*i, *m)).collect(),
+            fdb: k.fdb.iter().copied().collect(),
+            routes: k.routes.iter().map(|(d, (g, o))| (*d, *g, *o)).collect(),
+        })
+    }
+
+    async fn is_onlink(&mut self, _dst: Ipv4Addr) -> Result<bool, DataplaneError> {
+        Ok(false)
+    }
+}
+
+/// Waits (in tokio time) until `cond` holds; panics after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        // Coarser steps for long (virtual-time) waits.
+        tokio::time::sleep((limit / 2000).max(Duration::from_millis(10))).await;
+    }
+}
+
+pub fn mac(last: u8) -> Mac {
+    [0x02, 0, 0, 0, 0, last]
+}
+
+/// A lease value exactly as upstream flanneld writes it.
+pub fn upstream_value(public_ip: &str, mac: &str) -> String {
+    format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+    )
+}

@@ -1,0 +1,584 @@
+//! The daemon loop without root and without etcd: memory registry + recording dataplane, with
+//! tokio's paused clock where timing matters.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{mac, upstream_value, wait_for, RecordingDataplane};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, LocalSet};
+use weft_dataplane::NetOp;
+use weft_flanneld::daemon::{self, DaemonConfig, DaemonError};
+use weft_flanneld::health::Health;
+use weft_flanneld::lease::{LeaseAttrs, LeaseKey};
+use weft_flanneld::metrics::Metrics;
+use weft_flanneld::registry::memory::MemoryRegistry;
+use weft_flanneld::registry::{Expect, Record, Registry, RegistryError};
+
+const PREFIX: &str = "/coreos.com/network";
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn key(name: &str) -> String {
+    format!("{PREFIX}/subnets/{name}")
+}
+
+fn config(dir: &Path) -> DaemonConfig {
+    DaemonConfig {
+        etcd_prefix: PREFIX.into(),
+        public_ip: ME,
+        underlay_index: 2,
+        underlay_mtu: 1500,
+        subnet_file: dir.join("subnet.env"),
+        mac_file: dir.join("weft-vtep-mac"),
+        renew_margin: Duration::from_secs(3600),
+        ip_masq: false,
+        reconcile_interval: Duration::from_secs(30),
+        health: Health::new(),
+        metrics: Arc::new(Metrics::new()),
+        // Never touch the host's firewall from tests.
+        firewall: None,
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn start<R: Registry>(cfg: DaemonConfig, reg: R, dp: RecordingDataplane) -> Running {
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::task::spawn_local(daemon::run(cfg, reg, dp, async {
+        let _ = rx.await;
+    }));
+    Running { stop: Some(tx), handle }
+}
+
+fn own_record_opt(reg: &MemoryRegistry) -> Option<Record> {
+    let recs = reg.records(&format!("{PREFIX}/subnets/"));
+    recs.into_iter().find(|r| LeaseAttrs::parse(&r.value).map(|a| a.public_ip == ME).unwrap_or(false))
+}
+
+fn own_record(reg: &MemoryRegistry) -> Record {
+    own_record_opt(reg).expect("own lease")
+}
+
+fn gw(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "6e:aa:bb:cc:dd:01").as_bytes(), 0);
+            reg.put_raw(&key("10.5.8.0-24"), upstream_value("198.18.0.4", "6e:aa:bb:cc:dd:02").as_bytes(), 0);
+            // Malformed records and a non-vxlan lease: skipped, never fatal.
+            reg.put_raw(&key("garbage"), b"{}", 0);
+            reg.put_raw(&key("10.5.9.0-24"), br#"{"PublicIP":"x"}"#, 0);
+            reg.put_raw(&key("10.5.10.0-24"), br#"{"PublicIP":"198.18.0.9","BackendType":"udp"}"#, 0);
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+            let run = start(cfg, reg.clone(), dp.clone());
+
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let routes = dp.routes();
+            assert_eq!(routes.len(), 2, "{routes:?}");
+            assert_eq!(routes["10.5.7.0/24"], "10.5.7.0");
+            assert_eq!(routes["10.5.8.0/24"], "10.5.8.0");
+            dp.with(|k| {
+                assert_eq!(k.neighs[&gw("10.5.7.0")], [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]);
+                assert!(k.fdb.contains(&([0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x02], gw("198.18.0.4"))));
+                // Neighbour and FDB before the route, per peer.
+                let first_route = k.log.iter().position(|o| matches!(o, NetOp::AddRoute { .. })).unwrap();
+                assert!(k.log[..first_route].iter().any(|o| matches!(o, NetOp::AddNeigh { .. })));
+            });
+
+            // Own lease: canonical key, upstream bytes with the device's MAC, 24 h etcd lease.
+            let own = own_record(&reg);
+            let own_key = LeaseKey::parse(own.key.rsplit('/').next().unwrap()).unwrap();
+            assert_eq!(own.key, key(&own_key.render()));
+            assert_ne!(own.lease, 0);
+            let (spec, info) = dp.with(|k| k.device.clone()).unwrap();
+            let expected = format!(
+                r#"{{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
+                weft_flanneld::lease::format_mac(&info.mac)
+            );
+            assert_eq!(String::from_utf8(own.value.clone()).unwrap(), expected);
+            assert_eq!((spec.name.as_str(), spec.mtu, spec.local), ("flannel.1", 1450, ME));
+            assert_eq!(spec.address.to_string(), format!("{}/32", own_key.ipv4.network()));
+            // Fresh pick: not a taken subnet, not the first one.
+            assert!(!["10.5.7.0/24", "10.5.8.0/24", "10.5.9.0/24", "10.5.10.0/24", "10.5.0.0/24"]
+                .contains(&own_key.ipv4.to_string().as_str()));
+
+            let env = std::fs::read_to_string(dir.path().join("subnet.env")).unwrap();
+            let first = Ipv4Addr::from(u32::from(own_key.ipv4.network()) + 1);
+            assert_eq!(
+                env,
+                format!("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET={first}/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+            );
+            assert!(health.get().ready && health.get().lease_held);
+            assert_eq!(health.healthz().0, 200);
+            // One range read at startup (no per-lease lookups).
+            assert_eq!(reg.list_calls(), 1);
+            assert!(metrics.render().contains("flanneld_peers_programmed 2"));
+            let persisted = std::fs::read_to_string(dir.path().join("weft-vtep-mac")).unwrap();
+            assert_eq!(persisted.trim(), weft_flanneld::lease::format_mac(&info.mac));
+            run.stop().await;
+            // Nothing cleaned up on shutdown: key and routes stay.
+            assert!(reg.record(&own.key).is_some());
+            assert_eq!(dp.routes().len(), 2);
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_events_add_change_and_remove_peers() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+
+            reg.put_raw(
+                &key("10.5.20.0-24"),
+                upstream_value("198.18.0.5", "02:00:00:00:00:05").as_bytes(),
+                7,
+            );
+            wait_for("peer route", LIMIT, || dp.routes().contains_key("10.5.20.0/24")).await;
+
+            // The peer recreated its device: new MAC. Old FDB entry goes, new one comes.
+            reg.put_raw(
+                &key("10.5.20.0-24"),
+                upstream_value("198.18.0.5", "02:00:00:00:00:55").as_bytes(),
+                7,
+            );
+            wait_for("new mac", LIMIT, || dp.with(|k| k.neighs.get(&gw("10.5.20.0")) == Some(&mac(0x55))))
+                .await;
+            dp.with(|k| {
+                assert!(k.fdb.contains(&(mac(0x55), gw("198.18.0.5"))));
+                assert!(!k.fdb.iter().any(|(m, _)| *m == mac(5)), "old FDB entry left: {:?}", k.fdb);
+            });
+
+            // A malformed event between: nothing is dropped.
+            reg.put_raw(&key("10.5.21.0-24"), b"not json", 0);
+            reg.put_raw(&key("bogus"), b"{}", 0);
+            reg.put_raw(
+                &key("10.5.22.0-24"),
+                upstream_value("198.18.0.6", "02:00:00:00:00:06").as_bytes(),
+                7,
+            );
+            wait_for("second peer", LIMIT, || dp.routes().contains_key("10.5.22.0/24")).await;
+            assert!(dp.routes().contains_key("10.5.20.0/24"));
+
+            reg.delete_raw(&key("10.5.20.0-24"));
+            wait_for("peer removed", LIMIT, || !dp.routes().contains_key("10.5.20.0/24")).await;
+            dp.with(|k| {
+                assert!(!k.neighs.contains_key(&gw("10.5.20.0")));
+                assert!(!k.fdb.iter().any(|(m, _)| *m == mac(0x55)));
+            });
+            assert!(dp.routes().contains_key("10.5.22.0/24"));
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_and_compaction_resync_by_diff_and_keep_kernel_state() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            reg.put_raw(
+                &key("10.5.30.0-24"),
+                upstream_value("198.18.0.7", "02:00:00:00:00:07").as_bytes(),
+                0,
+            );
+            reg.put_raw(
+                &key("10.5.31.0-24"),
+                upstream_value("198.18.0.8", "02:00:00:00:00:08").as_bytes(),
+                0,
+            );
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || dp.routes().len() == 2).await;
+
+            reg.set_down(true);
+            wait_for("etcd unreachable", LIMIT, || !health.get().etcd_reachable).await;
+            assert_eq!(health.healthz().0, 503);
+            // Changes while we cannot see them, then compaction of that history.
+            reg.delete_raw(&key("10.5.30.0-24"));
+            reg.put_raw(
+                &key("10.5.32.0-24"),
+                upstream_value("198.18.0.9", "02:00:00:00:00:09").as_bytes(),
+                0,
+            );
+            reg.compact();
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            // The outage changed nothing in the kernel.
+            assert_eq!(dp.routes().len(), 2);
+
+            reg.set_down(false);
+            wait_for("resync", LIMIT, || {
+                let r = dp.routes();
+                r.contains_key("10.5.32.0/24")
+                    && !r.contains_key("10.5.30.0/24")
+                    && r.contains_key("10.5.31.0/24")
+            })
+            .await;
+            wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
+            // Later events still arrive (the watch resumed after the re-list).
+            reg.delete_raw(&key("10.5.31.0-24"));
+            wait_for("post-resync delete", LIMIT, || !dp.routes().contains_key("10.5.31.0/24")).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn compaction_of_a_live_watch_relists() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let lists = reg.list_calls();
+            // Break the watch and compact before it comes back: the restart finds its
+            // revision compacted and must re-list.
+            reg.set_down(true);
+            reg.put_raw(
+                &key("10.5.40.0-24"),
+                upstream_value("198.18.0.10", "02:00:00:00:00:10").as_bytes(),
+                0,
+            );
+            reg.compact();
+            reg.set_down(false);
+            wait_for("peer via relist", LIMIT, || dp.routes().contains_key("10.5.40.0/24")).await;
+            assert!(reg.list_calls() > lists);
+            run.stop().await;
+        })
+        .await;
+}
+
+/// A registry where another node wins the first create race.
+#[derive(Clone)]
+struct Racing {
+    inner: MemoryRegistry,
+    raced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Registry for Racing {
+    type Watch = <MemoryRegistry as Registry>::Watch;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<(Vec<Record>, i64), RegistryError> {
+        self.inner.list(prefix).await
+    }
+    async fn grant(&self, ttl: i64) -> Result<i64, RegistryError> {
+        self.inner.grant(ttl).await
+    }
+    async fn revoke(&self, lease: i64) -> Result<(), RegistryError> {
+        self.inner.revoke(lease).await
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: i64,
+        expect: Expect,
+    ) -> Result<Option<i64>, RegistryError> {
+        if expect == Expect::Absent && !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.put_raw(key, upstream_value("198.18.0.99", "02:00:00:00:00:99").as_bytes(), 0);
+        }
+        self.inner.put_if(key, value, lease, expect).await
+    }
+    async fn delete_if(&self, key: &str, rev: i64) -> Result<bool, RegistryError> {
+        self.inner.delete_if(key, rev).await
+    }
+    async fn watch(&self, prefix: &str, from: i64) -> Result<Self::Watch, RegistryError> {
+        self.inner.watch(prefix, from).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_create_race_picks_again_and_never_overwrites() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            // The previous subnet is what we try first, and what the other node takes.
+            std::fs::write(dir.path().join("subnet.env"), "FLANNEL_SUBNET=10.5.50.1/24\n").unwrap();
+            let racing = Racing { inner: reg.clone(), raced: Arc::default() };
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, racing, dp.clone());
+            wait_for("lease", LIMIT, || health.get().ready).await;
+            let winner = reg.record(&key("10.5.50.0-24")).unwrap();
+            assert!(String::from_utf8_lossy(&winner.value).contains("198.18.0.99"), "overwritten");
+            let own = own_record(&reg);
+            assert_ne!(own.key, key("10.5.50.0-24"));
+            // The winner is our peer.
+            wait_for("winner programmed", LIMIT, || dp.routes().contains_key("10.5.50.0/24")).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn previous_subnet_and_own_public_ip_lease_are_reused() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            std::fs::write(dir.path().join("subnet.env"), "FLANNEL_SUBNET=10.5.60.1/24\n").unwrap();
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let run = start(cfg.clone(), reg.clone(), dp.clone());
+            wait_for("lease", LIMIT, || cfg.health.get().ready).await;
+            assert_eq!(own_record(&reg).key, key("10.5.60.0-24"));
+            let mac_before = own_record(&reg).value;
+            run.stop().await;
+
+            // Restart without the subnet file: our PublicIP's lease is found and reused, with
+            // the persisted MAC (same value).
+            std::fs::remove_file(dir.path().join("subnet.env")).unwrap();
+            let cfg2 = DaemonConfig { health: Health::new(), ..cfg };
+            let run = start(cfg2.clone(), reg.clone(), RecordingDataplane::new());
+            wait_for("lease again", LIMIT, || cfg2.health.get().ready).await;
+            let own = own_record(&reg);
+            assert_eq!(own.key, key("10.5.60.0-24"));
+            assert_eq!(own.value, mac_before);
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn renews_before_expiry_and_reacquires_same_subnet_after_deletion() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let first = own_record(&reg);
+
+            // 23 h later (TTL 24 h − 60 min margin) the key is re-put with a fresh etcd lease.
+            wait_for("renewal", Duration::from_secs(24 * 3600), || {
+                reg.record(&first.key).is_some_and(|r| r.lease != first.lease)
+            })
+            .await;
+            let renewed = reg.record(&first.key).unwrap();
+            assert_eq!(renewed.value, first.value);
+            // Still there well past the first lease's expiry.
+            tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+            reg.expire_now();
+            assert!(reg.record(&first.key).is_some());
+            assert!(!metrics.render().contains("flanneld_last_renewal_timestamp_seconds 0\n"));
+
+            // An operator deletes our key: we take the same subnet again and keep running.
+            reg.delete_raw(&first.key);
+            wait_for("re-acquired", LIMIT, || reg.record(&first.key).is_some_and(|r| r.value == first.value))
+                .await;
+            wait_for("lease held", LIMIT, || health.get().lease_held).await;
+            assert!(!run.handle.is_finished());
+
+            // Someone else overwrites our key: we never write over theirs, we move.
+            reg.put_raw(&first.key, upstream_value("198.18.0.77", "02:00:00:00:00:77").as_bytes(), 0);
+            wait_for("moved", LIMIT, || own_record_opt(&reg).is_some_and(|own| own.key != first.key)).await;
+            let theirs = reg.record(&first.key).unwrap();
+            assert!(String::from_utf8_lossy(&theirs.value).contains("198.18.0.77"));
+            // The node that now holds our old subnet is programmed as a peer.
+            let old_subnet = LeaseKey::parse(first.key.rsplit('/').next().unwrap()).unwrap().ipv4;
+            wait_for("old subnet is a peer", LIMIT, || dp.routes().contains_key(&old_subnet.to_string()))
+                .await;
+            dp.with(|k| assert!(k.fdb.contains(&(mac(0x77), gw("198.18.0.77")))));
+            // subnet.env follows the new subnet.
+            let own = own_record(&reg);
+            let name = own.key.rsplit('/').next().unwrap().to_string();
+            let env = std::fs::read_to_string(dir.path().join("subnet.env")).unwrap();
+            let net = LeaseKey::parse(&name).unwrap().ipv4.network();
+            assert!(
+                env.contains(&format!("FLANNEL_SUBNET={}/24", Ipv4Addr::from(u32::from(net) + 1))),
+                "{env}"
+            );
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn periodic_reconcile_heals_manual_changes_and_overruns() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            reg.put_raw(
+                &key("10.5.70.0-24"),
+                upstream_value("198.18.0.11", "02:00:00:00:00:11").as_bytes(),
+                0,
+            );
+            let dp = RecordingDataplane::new();
+            // A stale entry from a previous run that no lease explains.
+            dp.with(|k| {
+                k.routes.insert("10.5.99.0/24".parse().unwrap(), (gw("10.5.99.0"), true));
+                k.fdb.insert((mac(0x99), gw("198.18.0.99")));
+            });
+            let cfg = config(dir.path());
+            let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            assert!(!dp.routes().contains_key("10.5.99.0/24"), "startup reconcile removes extras");
+            dp.with(|k| assert!(k.fdb.iter().all(|(m, _)| *m != mac(0x99))));
+
+            // `ip route del` by hand: back after the next reconciliation.
+            dp.with(|k| k.routes.clear());
+            wait_for("healed", LIMIT, || dp.routes().contains_key("10.5.70.0/24")).await;
+            assert!(metrics.render().contains("flanneld_reconcile_corrections_total 1"));
+
+            // Failing ops: health drops and the daemon retries until they succeed.
+            dp.with(|k| k.fail = Some(|op| matches!(op, NetOp::AddRoute { .. })));
+            reg.put_raw(
+                &key("10.5.71.0-24"),
+                upstream_value("198.18.0.12", "02:00:00:00:00:12").as_bytes(),
+                0,
+            );
+            wait_for("unhealthy", LIMIT, || !health.get().mesh_programmed).await;
+            dp.with(|k| k.fail = None);
+            wait_for("retried", LIMIT, || dp.routes().contains_key("10.5.71.0/24")).await;
+            wait_for("healthy", LIMIT, || health.get().mesh_programmed).await;
+
+            // Overrun: the daemon re-dumps and reconciles.
+            let dumps = dp.with(|k| k.dumps);
+            dp.with(|k| k.overrun_next = true);
+            reg.put_raw(
+                &key("10.5.72.0-24"),
+                upstream_value("198.18.0.13", "02:00:00:00:00:13").as_bytes(),
+                0,
+            );
+            wait_for("re-dump after overrun", Duration::from_secs(5), || dp.with(|k| k.dumps) > dumps).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_config_is_retried_until_fixed() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(
+                &format!("{PREFIX}/config"),
+                br#"{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}"#,
+                0,
+            );
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(!health.get().ready);
+            assert!(!run.handle.is_finished());
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            wait_for("ready", LIMIT, || health.get().ready).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn device_with_another_mac_is_republished() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            dp.with(|k| k.force_mac = Some(mac(0x42)));
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("ready", LIMIT, || health.get().ready).await;
+            let attrs = LeaseAttrs::parse(&own_record(&reg).value).unwrap();
+            assert_eq!(attrs.vxlan_data().unwrap().vtep_mac, mac(0x42));
+            let persisted = std::fs::read_to_string(dir.path().join("weft-vtep-mac")).unwrap();
+            assert_eq!(persisted.trim(), "02:00:00:00:00:42");
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_peers_are_programmed_in_batches() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            // 250 peers (/24s 10.5.1..=250), 3 ops each.
+            for i in 1..=250u32 {
+                let name = format!("10.5.{i}.0-24");
+                let value = upstream_value(
+                    &format!("198.18.1.{}", i % 250 + 1),
+                    &format!("02:00:00:00:01:{:02x}", i % 256),
+                );
+                reg.put_raw(&key(&name), value.as_bytes(), 0);
+            }
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            assert_eq!(dp.routes().len(), 250);
+            dp.with(|k| {
+                assert_eq!(k.neighs.len(), 250);
+                assert!(k.batches.len() >= 3, "{:?}", k.batches);
+                assert!(k.batches.iter().all(|b| *b <= daemon::BATCH));
+            });
+            assert!(metrics.render().contains("flanneld_peers_programmed 250"));
+            run.stop().await;
+        })
+        .await;
+}

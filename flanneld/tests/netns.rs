@@ -1,0 +1,319 @@
+//! End to end (root): the real `flanneld` binary with the netlink dataplane and a real etcd,
+//! both inside a network namespace `wtfd-<pid>-e2e` created (and removed) by the test. The
+//! test thread enters the namespace, so etcd, flanneld and `ip` inherit it; the host's root
+//! namespace is never touched.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::etcd::Etcd;
+use common::upstream_value;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_common::netns::NetNs;
+
+const PREFIX: &str = "/coreos.com/network";
+
+/// Removes the namespace (and with it everything inside) on drop.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Kills a child by PID on drop.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip_json(args: &[&str]) -> Value {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&ip(&full)).unwrap_or(Value::Null)
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+#[test]
+fn flanneld_binary_programs_a_peer_and_heals_in_a_namespace() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces)");
+    let name = format!("wtfd-{}-e2e", std::process::id());
+    let st = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
+    assert!(st.success());
+    let _ns = NsGuard(name.clone());
+    for args in [
+        vec!["-n", &name, "link", "set", "lo", "up"],
+        // A veth pair with both ends inside (no dummy module on every kernel).
+        vec!["-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+        vec!["-n", &name, "link", "set", "eth0p", "up"],
+        vec!["-n", &name, "addr", "add", "198.18.0.2/24", "dev", "eth0"],
+        vec!["-n", &name, "link", "set", "eth0", "up"],
+        vec!["-n", &name, "route", "add", "default", "via", "198.18.0.1", "dev", "eth0"],
+    ] {
+        ip(&args);
+    }
+    let ns = NetNs::open(format!("/var/run/netns/{name}")).unwrap();
+    let _inside = ns.enter().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(scenario());
+}
+
+async fn scenario() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(format!("{PREFIX}/config"), r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, None)
+        .await
+        .unwrap();
+    client
+        .put(
+            format!("{PREFIX}/subnets/10.5.71.0-24"),
+            upstream_value("198.18.0.3", "6e:aa:bb:cc:dd:01"),
+            None,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subnet_file = dir.path().join("subnet.env");
+    let health_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_flanneld"))
+        .args([
+            &format!("-etcd-endpoints={}", etcd.endpoint()),
+            "-iface=eth0",
+            &format!("-subnet-file={}", subnet_file.display()),
+            "-healthz-ip=127.0.0.1",
+            &format!("-healthz-port={health_port}"),
+            "--metrics",
+            "-reconcile-interval=1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("flanneld.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut flanneld = ChildGuard(Some(child));
+    let log = || std::fs::read_to_string(dir.path().join("flanneld.log")).unwrap_or_default();
+
+    wait_until("subnet.env", || subnet_file.exists()).await;
+    let env = std::fs::read_to_string(&subnet_file).unwrap();
+    assert!(env.starts_with("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5."), "{env}");
+    assert!(env.ends_with("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"), "{env}");
+
+    // The device as upstream creates it.
+    let link = ip_json(&["-d", "link", "show", "flannel.1"]);
+    let info = &link[0]["linkinfo"]["info_data"];
+    assert_eq!(info["id"], 1, "{link}");
+    assert_eq!(info["local"], "198.18.0.2", "{link}");
+    assert_eq!(info["port"], 8472, "{link}");
+    assert_eq!(link[0]["mtu"], 1450);
+    let mac = link[0]["address"].as_str().unwrap().to_string();
+
+    // The published lease carries the device's MAC.
+    let own = client
+        .get(format!("{PREFIX}/subnets/"), Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(|kv| kv.value_str().unwrap().to_string())
+        .find(|v| v.contains("198.18.0.2"))
+        .unwrap();
+    assert!(own.contains(&format!(r#""VtepMAC":"{mac}""#)), "{own} vs {mac}");
+
+    // The peer: neighbour, FDB, onlink route.
+    let has_route = || {
+        ip_json(&["route", "show", "10.5.71.0/24"])
+            .as_array()
+            .is_some_and(|r| r.iter().any(|e| e["gateway"] == "10.5.71.0" && e["dev"] == "flannel.1"))
+    };
+    wait_until("peer route", has_route).await;
+    let neigh = ip(&["neigh", "show", "dev", "flannel.1"]);
+    assert!(neigh.contains("10.5.71.0 lladdr 6e:aa:bb:cc:dd:01 PERMANENT"), "{neigh}");
+    let out = Command::new("bridge").args(["fdb", "show", "dev", "flannel.1"]).output().unwrap();
+    let fdb = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(fdb.contains("6e:aa:bb:cc:dd:01") && fdb.contains("198.18.0.3"), "{fdb}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !http_get(health_port, "/healthz").await.contains("200 OK") {
+        assert!(tokio::time::Instant::now() < deadline, "healthz never 200: {}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(http_get(health_port, "/metrics").await.contains("flanneld_peers_programmed 1"));
+
+    // `ip route del` by hand heals.
+    ip(&["route", "del", "10.5.71.0/24"]);
+    wait_until("route healed", has_route).await;
+
+    // The device deleted by hand: recreated with the same (published) MAC and peers replayed.
+    ip(&["link", "del", "flannel.1"]);
+    wait_until("device and route back", has_route).await;
+    let again = ip_json(&["link", "show", "flannel.1"]);
+    assert_eq!(again[0]["address"].as_str(), Some(mac.as_str()));
+
+    // SIGTERM: exit 0, state left in place.
+    let mut child = flanneld.0.take().unwrap();
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log());
+    assert!(has_route());
+    let log = log();
+    assert!(log.contains("firewall rules installed"), "{log}");
+    // Errors only from the deleted device (ops on the vanished index), none otherwise.
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("ERROR"))
+            .all(|l| l.contains("flannel.1") || l.contains("kernel op")),
+        "{log}"
+    );
+    eprintln!("{log}");
+}
+
+fn spawn_flanneld(
+    netns: Option<&str>,
+    endpoint: &str,
+    iface: &str,
+    subnet_file: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
+    let flanneld = env!("CARGO_BIN_EXE_flanneld");
+    let args = [
+        format!("-etcd-endpoints={endpoint}"),
+        format!("-iface={iface}"),
+        format!("-subnet-file={}", subnet_file.display()),
+        "-reconcile-interval=2".to_string(),
+    ];
+    let mut cmd = match netns {
+        // `ip netns exec` execs flanneld in place: the PID we kill is flanneld's.
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, flanneld]);
+            c
+        }
+        None => Command::new(flanneld),
+    };
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap());
+    cmd.spawn().unwrap()
+}
+
+fn flannel_addr(subnet_file: &std::path::Path) -> String {
+    // FLANNEL_SUBNET=10.5.x.1/24 → the device address 10.5.x.0.
+    let env = std::fs::read_to_string(subnet_file).unwrap();
+    let line = env.lines().find(|l| l.starts_with("FLANNEL_SUBNET=")).unwrap();
+    let net: ipnetwork::Ipv4Network = line.trim_start_matches("FLANNEL_SUBNET=").parse().unwrap();
+    net.network().to_string()
+}
+
+#[test]
+fn two_nodes_reach_each_other_over_vxlan() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces)");
+    let (a, b) = (format!("wtfd-{}-a", std::process::id()), format!("wtfd-{}-b", std::process::id()));
+    for n in [&a, &b] {
+        assert!(Command::new("ip").args(["netns", "add", n]).status().unwrap().success());
+    }
+    let _guards = (NsGuard(a.clone()), NsGuard(b.clone()));
+    for args in [
+        vec!["-n", &a, "link", "set", "lo", "up"],
+        vec!["-n", &b, "link", "set", "lo", "up"],
+        // The underlay: one veth pair, created inside A with its peer moved straight into B.
+        vec!["-n", &a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b],
+        vec!["-n", &a, "addr", "add", "198.18.0.2/24", "dev", "eth0"],
+        vec!["-n", &b, "addr", "add", "198.18.0.3/24", "dev", "eth0"],
+        vec!["-n", &a, "link", "set", "eth0", "up"],
+        vec!["-n", &b, "link", "set", "eth0", "up"],
+    ] {
+        ip(&args);
+    }
+    let ns = NetNs::open(format!("/var/run/netns/{a}")).unwrap();
+    let _inside = ns.enter().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let etcd = Etcd::start_on("198.18.0.2").await;
+        let mut client = etcd.client().await;
+        client
+            .put(format!("{PREFIX}/config"), r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (file_a, file_b) = (dir.path().join("a/subnet.env"), dir.path().join("b/subnet.env"));
+        let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let _fa = ChildGuard(Some(spawn_flanneld(None, &etcd.endpoint(), "eth0", &file_a, &log_a)));
+        let _fb = ChildGuard(Some(spawn_flanneld(Some(&b), &etcd.endpoint(), "198.18.0.3", &file_b, &log_b)));
+        let logs = || {
+            format!(
+                "A:\n{}\nB:\n{}",
+                std::fs::read_to_string(&log_a).unwrap_or_default(),
+                std::fs::read_to_string(&log_b).unwrap_or_default()
+            )
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !(file_a.exists() && file_b.exists()) {
+            assert!(tokio::time::Instant::now() < deadline, "subnet files: {}", logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (addr_a, addr_b) = (flannel_addr(&file_a), flannel_addr(&file_b));
+        assert_ne!(addr_a, addr_b);
+        // Host to host through the overlay, both directions (source = the flannel.1 address).
+        let ping = |netns: Option<&str>, dst: &str| {
+            let mut c = match netns {
+                Some(n) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", n, "ping"]);
+                    c
+                }
+                None => Command::new("ping"),
+            };
+            c.args(["-c1", "-W1", dst])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !(ping(None, &addr_b) && ping(Some(&b), &addr_a)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no overlay connectivity {addr_a} <-> {addr_b}: {}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
