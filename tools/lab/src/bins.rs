@@ -19,3 +19,17 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The reference Go plugins shipped by Debian's containernetworking-plugins.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// Checks that every binary in `names` exists in [`bin_dir`]; one error naming all missing.
+pub fn require(names: &[&str]) -> crate::error::Result<()> {
+    let dir = bin_dir();
+    let missing: Vec<&str> = names.iter().copied().filter(|n| !dir.join(n).is_file()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::LabError::Missing {
+        what: missing.join(", "),
+        path: dir,
+        hint: "build them first (`cargo build --workspace --bins`), or set WEFT_BIN_DIR".into(),
+    })
+}

@@ -81,3 +81,35 @@ impl Drop for Netns {
         let _ = sh(&["ip", "netns", "del", &self.name]);
     }
 }
+
+impl Netns {
+    /// Like [`Netns::create`], but returns the failure instead of panicking (for the lab and
+    /// the demo, which must tear down cleanly rather than panic).
+    pub fn try_create(name: &str) -> crate::error::Result<Netns> {
+        if name.len() > 15 {
+            return Err(crate::error::LabError::Invalid(format!("namespace name {name:?} is over 15 bytes")));
+        }
+        sh(&["ip", "netns", "add", name]).check(&format!("create namespace {name}"))?;
+        let ns = Netns { name: name.to_string() };
+        ns.exec(&["ip", "link", "set", "lo", "up"]).check(&format!("set lo up in {name}"))?;
+        Ok(ns)
+    }
+
+    /// Runs `argv` inside the namespace; a failure becomes a [`crate::error::LabError`].
+    pub fn run(&self, argv: &[&str]) -> crate::error::Result<Run> {
+        let r = self.exec(argv);
+        let what = format!("in {}", self.name);
+        r.check(&what)
+    }
+
+    /// `ip -j <args>` inside the namespace, parsed; failures are errors, not panics.
+    pub fn try_ip_json(&self, args: &[&str]) -> crate::error::Result<serde_json::Value> {
+        let mut argv = vec!["ip", "-j"];
+        argv.extend_from_slice(args);
+        let out = self.run(&argv)?;
+        if out.stdout.trim().is_empty() {
+            return Ok(serde_json::Value::Array(Vec::new()));
+        }
+        serde_json::from_str(&out.stdout).map_err(|e| crate::error::LabError::parse(argv.join(" "), e))
+    }
+}

@@ -1,0 +1,89 @@
+//! A bounded TCP stream between two pods with iperf3: the server runs in the receiving pod
+//! (started and ended by PID), the client sends for a few seconds and reports JSON.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cmd::run;
+use crate::error::{LabError, Result};
+use crate::lab::Lab;
+use crate::wait;
+
+/// iperf3's port inside the server pod.
+pub const IPERF_PORT: u16 = 5201;
+
+/// What the client reported.
+#[derive(Debug, Clone)]
+pub struct IperfReport {
+    /// Receiver-side throughput.
+    pub bits_per_second: f64,
+    /// Bytes the receiver got.
+    pub bytes_received: u64,
+    /// TCP retransmissions seen by the sender (absent on some kernels).
+    pub retransmits: Option<u64>,
+}
+
+impl Lab {
+    /// Streams TCP from pod `client` to pod `server` for `seconds`.
+    pub fn iperf(&mut self, client: usize, server: usize, seconds: u32) -> Result<IperfReport> {
+        let (srv_ns, srv_ip) = {
+            let p = self.pod(server)?;
+            (p.ns().name().to_string(), p.ip().to_string())
+        };
+        let cli_ns = self.pod(client)?.ns().name().to_string();
+        let port = IPERF_PORT.to_string();
+        let handle = self.spawn_extra(
+            &format!("iperf3 server in {srv_ns}"),
+            &srv_ns,
+            &["iperf3", "-s", "-1", "-B", &srv_ip, "-p", &port],
+        )?;
+        let listening = wait::until_true("iperf3 server listening", Duration::from_secs(10), || {
+            let r = run(&["ip", "netns", "exec", &srv_ns, "ss", "-Htln"], &[], b"", Duration::from_secs(5));
+            Ok(r.stdout.contains(&format!("{srv_ip}:{port}")))
+        });
+        let report = listening.and_then(|()| {
+            let secs = seconds.to_string();
+            let argv =
+                ["ip", "netns", "exec", &cli_ns, "iperf3", "-J", "-c", &srv_ip, "-p", &port, "-t", &secs];
+            let timeout = Duration::from_secs(u64::from(seconds) + 30);
+            let r = run(&argv, &[], b"", timeout).check("iperf3 client")?;
+            parse_report(&r.stdout)
+        });
+        let (_, server_log) = self.stop_extra(handle)?;
+        report.map_err(|e| LabError::Invalid(format!("{e}\n--- iperf3 server log ---\n{server_log}")))
+    }
+}
+
+/// Reads the receiver totals out of `iperf3 -J` output.
+pub fn parse_report(json: &str) -> Result<IperfReport> {
+    let v: Value = serde_json::from_str(json).map_err(|e| LabError::parse("iperf3 json", e))?;
+    if let Some(err) = v.get("error").and_then(Value::as_str) {
+        return Err(LabError::Invalid(format!("iperf3: {err}")));
+    }
+    let recv = v
+        .pointer("/end/sum_received")
+        .ok_or_else(|| LabError::parse("iperf3 json", "no end.sum_received"))?;
+    Ok(IperfReport {
+        bits_per_second: recv.get("bits_per_second").and_then(Value::as_f64).unwrap_or(0.0),
+        bytes_received: recv.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+        retransmits: v.pointer("/end/sum_sent/retransmits").and_then(Value::as_u64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_receiver_totals_and_errors() {
+        let ok =
+            r#"{"end":{"sum_sent":{"retransmits":3},"sum_received":{"bytes":1000,"bits_per_second":8e9}}}"#;
+        let r = parse_report(ok).unwrap();
+        assert_eq!(r.bytes_received, 1000);
+        assert_eq!(r.retransmits, Some(3));
+        assert!((r.bits_per_second - 8e9).abs() < 1.0);
+        let err = parse_report(r#"{"error":"unable to connect to server"}"#).unwrap_err();
+        assert!(err.to_string().contains("unable to connect"), "{err}");
+    }
+}
