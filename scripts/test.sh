@@ -17,4 +17,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # Tests locate the plugin binaries here (see tests' harness).
 export WEFT_BIN_DIR="$PWD/target/debug"
+# Every test removes what it made; this catches what a crashed test left (all test namespaces
+# are named wt*; the processes inside them are ended by PID).
+cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup wt >/dev/null 2>&1 || true; }
+trap cleanup EXIT
 cargo test --workspace -- --test-threads="${WEFT_TEST_THREADS:-4}"

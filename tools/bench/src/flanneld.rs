@@ -1,5 +1,5 @@
 //! The flanneld benchmark: time to program N peers from start, new-lease-to-route latency,
-//! peak RSS. One namespace holds a dummy underlay, etcd on its own 127.0.0.1 and flanneld;
+//! peak RSS. One namespace holds a veth underlay, etcd on its own 127.0.0.1 and flanneld;
 //! routes are observed through a netlink route monitor opened inside that namespace.
 
 use std::collections::HashSet;
@@ -132,7 +132,9 @@ struct Figures {
 fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, String> {
     let node = Netns::unique("wbf");
     for argv in [
-        vec!["ip", "link", "add", "under0", "type", "dummy"],
+        // A veth pair rather than a dummy device: this kernel may lack the dummy module.
+        vec!["ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"],
+        vec!["ip", "link", "set", "under1", "up"],
         vec!["ip", "addr", "add", "198.18.0.1/24", "dev", "under0"],
         vec!["ip", "link", "set", "under0", "up"],
     ] {
