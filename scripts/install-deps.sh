@@ -15,9 +15,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian's etcd-server unit must not run a node-wide etcd: tests start their own.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+# Debian starts an etcd service when etcd-server is installed; tests and the demo run their own
+# etcd, so stop the one this script just caused (never one that was there before).
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found; install a Rust toolchain (rustup, Rust >= 1.80) first" >&2
+  exit 1
 fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component add clippy rustfmt >/dev/null 2>&1 || true

@@ -1,7 +1,8 @@
 //! Masquerade rules in real network namespaces (root): exact layouts read back with the system
 //! tools, teardown with and without addresses, idempotence, and interop with the reference bridge
-//! plugin (Debian v1.1.1, iptables) in both directions. Every namespace is named `wtfw…` and
-//! deleted on drop, also when a test panics.
+//! plugin (Debian v1.1.1, iptables) in both directions, and the in-process nftables transaction
+//! against the `nft` tool. Every namespace is named `wtfw…` or `wtnx…` and deleted on drop, also
+//! when a test panics.
 
 #![allow(clippy::unwrap_used)]
 
@@ -153,6 +154,129 @@ fn nftables_dual_stack_layout_and_teardown() {
     ns.run(|| teardown_masquerade(&t, &dual)).unwrap().unwrap();
     ns.run(|| teardown_masquerade(&other, &addrs(&["198.19.1.3/24"]))).unwrap().unwrap();
     assert!(nft_rules(&lab, "masq_checks").is_empty());
+}
+
+/// The reference's nft script for one dual-stack ADD (cni.md §7.4), written independently of the
+/// code under test: `nft -f` of it is the golden ruleset.
+fn reference_script(comment: &str) -> String {
+    let t = "inet cni_plugins_masquerade";
+    [
+        format!(
+            "add table {t} {{ comment \"Masquerading for plugins from github.com/containernetworking/plugins\" ; }}"
+        ),
+        format!(
+            "add chain {t} masq_checks {{ comment \"Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet\" ; }}"
+        ),
+        format!("add chain {t} postrouting {{ type nat hook postrouting priority srcnat ; }}"),
+        format!("flush chain {t} postrouting"),
+        format!("add rule {t} postrouting ip daddr == 224.0.0.0/4 return"),
+        format!("add rule {t} postrouting ip6 daddr == ff00::/8 return"),
+        format!("add rule {t} postrouting goto masq_checks"),
+        format!("add rule {t} masq_checks ip saddr == 198.19.1.2 ip daddr != 198.19.1.0/20 masquerade comment \"{comment}\""),
+        format!("add rule {t} masq_checks ip6 saddr == fd00:77::2 ip6 daddr != fd00:77::/64 masquerade comment \"{comment}\""),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+fn listing(ns: &Netns, args: &[&str]) -> String {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["list", "table", "inet", "cni_plugins_masquerade"]);
+    ns.exec(&argv).expect_ok().stdout
+}
+
+/// The in-process transaction builds exactly what `nft -f` builds from the reference's text: same
+/// text and JSON listing, and the same kernel expressions and comment user data (`--debug=netlink`
+/// prints each rule's expressions and raw user data). A /20 exercises the masked-prefix form.
+#[test]
+fn nftables_in_process_matches_nft_tool() {
+    require_root();
+    let ours = Netns::unique("wtnx");
+    let golden = Netns::unique("wtnx");
+    let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
+    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+    let comment = nft_comment(NET, "eth0", "ctr1");
+
+    let ns = NetNs::open(ours.path()).unwrap();
+    ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
+
+    let text = listing(&ours, &[]);
+    assert_eq!(text, listing(&golden, &[]));
+    assert!(text.contains(&format!("ip daddr != 198.19.0.0/20 masquerade comment \"{comment}\"")), "{text}");
+    assert_eq!(listing(&ours, &["-j"]), listing(&golden, &["-j"]));
+    assert_eq!(listing(&ours, &["-a", "--debug=netlink"]), listing(&golden, &["-a", "--debug=netlink"]));
+
+    // A repeated ADD (table and chains exist, so no `add table`/`add chain` is sent) replaces its
+    // rules: the same as the reference's script run again after its stale rules are deleted, down
+    // to handles and kernel expressions.
+    ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    golden.exec(&["nft", "flush", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]).expect_ok();
+    golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
+    assert_eq!(listing(&ours, &[]), listing(&golden, &[]));
+    assert_eq!(listing(&ours, &["-j"]), listing(&golden, &["-j"]));
+    assert_eq!(listing(&ours, &["-a", "--debug=netlink"]), listing(&golden, &["-a", "--debug=netlink"]));
+
+    // Teardown empties masq_checks and keeps the shared table, chains and comments.
+    ns.run(|| teardown_masquerade(&t, &[])).unwrap().unwrap();
+    assert!(nft_rules(&ours, "masq_checks").is_empty());
+    assert_eq!(nft_rules(&ours, "postrouting").len(), 3);
+    let after = listing(&ours, &[]);
+    assert!(after.contains("Masquerade traffic from certain IPs"), "{after}");
+}
+
+/// ADD after the table, or only one chain, was deleted by someone else recreates exactly the layout
+/// a first ADD builds (the reference's script in a fresh namespace).
+#[test]
+fn nftables_add_recreates_deleted_table_and_chain() {
+    require_root();
+    let ours = Netns::unique("wtnx");
+    let golden = Netns::unique("wtnx");
+    let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
+    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+    let comment = nft_comment(NET, "eth0", "ctr1");
+    golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
+    let want = listing(&golden, &[]);
+    let ns = NetNs::open(ours.path()).unwrap();
+    let add = || ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+    ours.exec(&["nft", "delete", "table", "inet", "cni_plugins_masquerade"]).expect_ok();
+    assert!(nft_json(&ours).is_none());
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+
+    // Only the base chain gone: it is recreated and refilled; masq_checks keeps one rule per address.
+    ours.exec(&["nft", "delete", "chain", "inet", "cni_plugins_masquerade", "postrouting"]).expect_ok();
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+
+    // An empty table (both chains gone): table kept, both chains recreated.
+    for chain in ["postrouting", "masq_checks"] {
+        ours.exec(&["nft", "delete", "chain", "inet", "cni_plugins_masquerade", chain]).expect_ok();
+    }
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+}
+
+/// A transaction the kernel rejects applies nothing and reports the rejected operation and errno.
+#[test]
+fn nftables_rejected_transaction_names_op_and_applies_nothing() {
+    require_root();
+    let lab = Netns::unique("wtnx");
+    let ns = NetNs::open(lab.path()).unwrap();
+    // A `postrouting` of another type: our `add chain` for it must fail.
+    let conflict = "add table inet cni_plugins_masquerade\n\
+        add chain inet cni_plugins_masquerade postrouting { type filter hook postrouting priority 0 ; }\n";
+    lab.exec_with(&["nft", "-f", "-"], &[], conflict.as_bytes()).expect_ok();
+    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+    let err = ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &addrs(&["198.19.1.2/24"]))).unwrap();
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("add chain postrouting") && err.contains("os error"), "{err}");
+    let text = listing(&lab, &[]);
+    assert!(!text.contains("masq_checks") && !text.contains("comment"), "nothing applied: {text}");
 }
 
 /// A host namespace and a container namespace, and the reference bridge plugin run in the host one.

@@ -6,12 +6,17 @@
 //! form for the known flags first (and rejects unknown ones), then merges `FLANNELD_<NAME>`
 //! environment variables for flags not given on the command line. clap does the typing.
 //!
-//! Unlike upstream, bad flags exit with status 2 (upstream exits 0, a quirk not worth copying).
+//! Unlike upstream, bad flags exit with status 2 (upstream exits 0, a quirk not worth copying),
+//! and so does only one of `--etcd-username`/`--etcd-password` ([`Cli::check`]). Settings that
+//! are accepted but have no effect are reported by [`Cli::startup_warnings`].
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
+
+use crate::daemon::FirewallOpts;
 
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +89,10 @@ pub struct Cli {
     /// TLS CA for etcd.
     #[arg(long)]
     pub etcd_cafile: Option<PathBuf>,
-    /// etcd user name.
+    /// etcd user name (needs --etcd-password).
     #[arg(long)]
     pub etcd_username: Option<String>,
-    /// etcd password.
+    /// etcd password (needs --etcd-username).
     #[arg(long)]
     pub etcd_password: Option<String>,
     /// Interface (name or IP) for inter-host traffic; repeatable, first that resolves wins.
@@ -162,7 +167,7 @@ pub struct Cli {
     /// Print the version and exit.
     #[arg(long, action = ArgAction::Set, default_value_t = false)]
     pub version: bool,
-    /// weft: serve Prometheus metrics at /metrics on the health server.
+    /// weft: serve Prometheus metrics at /metrics on the health server (needs --healthz-port).
     #[arg(long, action = ArgAction::Set, default_value_t = false)]
     pub metrics: bool,
     /// weft: seconds between kernel reconciliations.
@@ -171,6 +176,96 @@ pub struct Cli {
     /// weft: where the VTEP MAC is persisted (default: next to the subnet file).
     #[arg(long)]
     pub vtep_mac_file: Option<PathBuf>,
+}
+
+/// Upstream's default of `--kube-annotation-prefix` (ignored by weft; only another value is
+/// worth a warning).
+const KUBE_ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
+/// Upstream's default of `--net-config-path` (ignored by weft, likewise).
+const NET_CONFIG_PATH: &str = "/etc/kube-flannel/net-conf.json";
+
+impl Cli {
+    /// Startup checks that clap cannot express; an error is a bad command line (exit 2).
+    pub fn check(&self) -> Result<(), String> {
+        // etcd's Go client authenticates only when both are non-empty, so upstream runs
+        // unauthenticated with just one of them: almost certainly a broken config, refused here.
+        match (set(&self.etcd_username), set(&self.etcd_password)) {
+            (true, false) => Err("--etcd-username is set but --etcd-password is empty: etcd authentication \
+                 needs both --etcd-username and --etcd-password"
+                .into()),
+            (false, true) => Err("--etcd-password is set but --etcd-username is empty: etcd authentication \
+                 needs both --etcd-username and --etcd-password"
+                .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// etcd credentials to use: both or neither (empty values count as unset).
+    pub fn etcd_credentials(&self) -> Option<(String, String)> {
+        match (&self.etcd_username, &self.etcd_password) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u.clone(), p.clone())),
+            _ => None,
+        }
+    }
+
+    /// Warnings about settings that are accepted but have no effect.
+    pub fn startup_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.metrics && self.healthz_port == 0 {
+            w.push(
+                "--metrics has no effect: /metrics is served by the health server, which is off \
+                 with --healthz-port 0; set --healthz-port to a port to serve metrics"
+                    .to_string(),
+            );
+        }
+        let ignored = self.ignored_flags();
+        if !ignored.is_empty() {
+            w.push(format!(
+                "ignoring flags that weft flanneld (etcd mode) accepts but does not use: {}",
+                ignored.join(", ")
+            ));
+        }
+        w
+    }
+
+    /// The accepted-but-ignored flags (Kubernetes mode, klog) set to a non-default value, as
+    /// `-name=value`.
+    fn ignored_flags(&self) -> Vec<String> {
+        let strings: [(&str, &Option<String>, &[&str]); 6] = [
+            ("kube-api-url", &self.kube_api_url, &[""]),
+            ("kubeconfig-file", &self.kubeconfig_file, &[""]),
+            ("kube-annotation-prefix", &self.kube_annotation_prefix, &["", KUBE_ANNOTATION_PREFIX]),
+            ("net-config-path", &self.net_config_path, &["", NET_CONFIG_PATH]),
+            ("vmodule", &self.vmodule, &[""]),
+            // klog prints the unset value as ":0".
+            ("log_backtrace_at", &self.log_backtrace_at, &["", ":0"]),
+        ];
+        let mut out: Vec<String> = strings
+            .iter()
+            .filter_map(|(name, value, defaults)| {
+                let v = value.as_deref()?;
+                (!defaults.contains(&v)).then(|| format!("-{name}={v}"))
+            })
+            .collect();
+        if !self.set_node_network_unavailable {
+            out.push("-set-node-network-unavailable=false".into());
+        }
+        out
+    }
+
+    /// The firewall settings for the daemon.
+    pub fn firewall_opts(&self) -> FirewallOpts {
+        FirewallOpts {
+            forward: self.iptables_forward_rules,
+            fully_random: !self.ip_masq_fully_random_disable,
+            resync: Duration::from_secs(self.iptables_resync.max(1)),
+        }
+    }
+}
+
+/// A string flag given with a non-empty value.
+fn set(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.is_empty())
 }
 
 /// Go's `strconv.ParseBool`.
@@ -277,7 +372,8 @@ pub enum Parsed {
     Error(String),
 }
 
-/// Full parse: argv normalisation, `-version` (checked before env), env merge, clap.
+/// Full parse: argv normalisation, `-version` (checked before env), env merge, clap, then
+/// [`Cli::check`]; the warnings include [`Cli::startup_warnings`].
 pub fn parse(argv: &[String], env: impl Fn(&str) -> Option<String>) -> Parsed {
     let mut n = match normalise(argv) {
         Ok(n) => n,
@@ -289,11 +385,16 @@ pub fn parse(argv: &[String], env: impl Fn(&str) -> Option<String>) -> Parsed {
     if n.given.iter().any(|g| g == "version") && n.args.iter().any(|a| a == "--version=true") {
         return Parsed::Version;
     }
-    let warnings = merge_env(&mut n, env);
-    match Cli::try_parse_from(&n.args) {
-        Ok(cli) => Parsed::Run(Box::new(cli), warnings),
-        Err(e) => Parsed::Error(e.to_string()),
+    let mut warnings = merge_env(&mut n, env);
+    let cli = match Cli::try_parse_from(&n.args) {
+        Ok(cli) => cli,
+        Err(e) => return Parsed::Error(e.to_string()),
+    };
+    if let Err(e) = cli.check() {
+        return Parsed::Error(e);
     }
+    warnings.extend(cli.startup_warnings());
+    Parsed::Run(Box::new(cli), warnings)
 }
 
 #[cfg(test)]
@@ -371,5 +472,98 @@ mod tests {
         for (name, _) in FLAGS {
             assert!(cmd.get_arguments().any(|a| a.get_long() == Some(name)), "{name}");
         }
+    }
+
+    fn warnings(s: &str, env: &[(&str, &str)]) -> Vec<String> {
+        match parse(&argv(s), |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())) {
+            Parsed::Run(_, w) => w,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn error(s: &str, env: &[(&str, &str)]) -> String {
+        match parse(&argv(s), |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())) {
+            Parsed::Error(e) => e,
+            other => panic!("{s}: expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fully_random_disable_reaches_the_firewall_options() {
+        let fw = run("-iptables-forward-rules=false -iptables-resync=7", &[]).firewall_opts();
+        assert!(fw.fully_random, "upstream default: fully random");
+        assert!(!fw.forward);
+        assert_eq!(fw.resync, Duration::from_secs(7));
+        assert!(!run("-ip-masq -ip-masq-fully-random-disable", &[]).firewall_opts().fully_random);
+        assert!(run("--ip-masq-fully-random-disable=false", &[]).firewall_opts().fully_random);
+        let env = [("FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE", "true")];
+        assert!(!run("", &env).firewall_opts().fully_random);
+        // The command line wins over the environment.
+        assert!(run("-ip-masq-fully-random-disable=0", &env).firewall_opts().fully_random);
+    }
+
+    #[test]
+    fn etcd_username_and_password_go_together() {
+        let both = "needs both --etcd-username and --etcd-password";
+        for (args, env) in [
+            ("-etcd-username=flannel", &[][..]),
+            ("-etcd-username=flannel -etcd-password=", &[][..]),
+            ("-etcd-password=secret", &[][..]),
+            ("-etcd-username= -etcd-password=secret", &[][..]),
+            ("", &[("FLANNELD_ETCD_USERNAME", "flannel")][..]),
+            ("-etcd-password secret", &[("FLANNELD_ETCD_USERNAME", "")][..]),
+        ] {
+            let e = error(args, env);
+            assert!(e.contains(both), "{args} {env:?}: {e}");
+        }
+        assert!(error("-etcd-username=u", &[]).starts_with("--etcd-username is set"));
+        assert!(error("-etcd-password=p", &[]).starts_with("--etcd-password is set"));
+        let c = run("-etcd-username=flannel", &[("FLANNELD_ETCD_PASSWORD", "secret")]);
+        assert_eq!(c.etcd_credentials(), Some(("flannel".into(), "secret".into())));
+        assert_eq!(run("", &[]).etcd_credentials(), None);
+        assert_eq!(run("-etcd-username= -etcd-password=", &[]).etcd_credentials(), None);
+    }
+
+    #[test]
+    fn metrics_without_health_server_warns() {
+        let w = warnings("-metrics", &[]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("--metrics has no effect") && w[0].contains("--healthz-port"), "{w:?}");
+        assert!(warnings("-metrics -healthz-port=8471", &[]).is_empty());
+        assert!(warnings("", &[]).is_empty());
+        assert_eq!(run("", &[]).healthz_port, 0, "upstream default kept");
+    }
+
+    #[test]
+    fn ignored_flags_with_non_default_values_give_one_warning() {
+        let w = warnings(
+            "-kube-api-url=https://k8s:6443 -kubeconfig-file /etc/k.conf -kube-annotation-prefix=x.io \
+             -net-config-path=/n.json -set-node-network-unavailable=false -vmodule=foo=3 -log_backtrace_at=a.go:1",
+            &[],
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        for flag in [
+            "-kube-api-url=https://k8s:6443",
+            "-kubeconfig-file=/etc/k.conf",
+            "-kube-annotation-prefix=x.io",
+            "-net-config-path=/n.json",
+            "-set-node-network-unavailable=false",
+            "-vmodule=foo=3",
+            "-log_backtrace_at=a.go:1",
+        ] {
+            assert!(w[0].contains(flag), "{flag} missing: {w:?}");
+        }
+        // Only what was set to a non-default value is named, also when it came from the env.
+        let w = warnings("-vmodule=x=1", &[("FLANNELD_KUBE_API_URL", "https://k8s")]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("-vmodule=x=1") && w[0].contains("-kube-api-url=https://k8s"), "{w:?}");
+        assert!(!w[0].contains("kubeconfig") && !w[0].contains("net-config-path"), "{w:?}");
+        // Upstream's defaults given explicitly are not worth a warning.
+        assert!(warnings(
+            "-kube-annotation-prefix=flannel.alpha.coreos.com -net-config-path=/etc/kube-flannel/net-conf.json \
+             -set-node-network-unavailable=true -vmodule= -log_backtrace_at=:0 -kube-api-url=",
+            &[],
+        )
+        .is_empty());
     }
 }

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use weft_dataplane::netlink::NetlinkDataplane;
 use weft_flanneld::cli::{self, Cli, Parsed};
-use weft_flanneld::daemon::{self, DaemonConfig, FirewallOpts};
+use weft_flanneld::daemon::{self, DaemonConfig};
 use weft_flanneld::health::{self, Health};
 use weft_flanneld::iface::{self, IfaceOpts};
 use weft_flanneld::metrics::Metrics;
@@ -130,10 +130,11 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         tokio::spawn(health::serve(listener, health.clone(), m, stopped()));
     }
 
+    let creds = cli.etcd_credentials();
     let opts = EtcdOptions {
         endpoints: cli.etcd_endpoints.split(',').filter(|e| !e.trim().is_empty()).map(String::from).collect(),
-        username: cli.etcd_username.clone(),
-        password: cli.etcd_password.clone(),
+        username: creds.as_ref().map(|(u, _)| u.clone()),
+        password: creds.map(|(_, p)| p),
         tls: tls.map(|t| t.load()).transpose().map_err(|e| format!("etcd TLS: {e}"))?,
     };
     let mut backoff = Duration::from_millis(500);
@@ -166,10 +167,7 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         reconcile_interval: Duration::from_secs(cli.reconcile_interval.max(1)),
         health,
         metrics,
-        firewall: Some(FirewallOpts {
-            forward: cli.iptables_forward_rules,
-            resync: Duration::from_secs(cli.iptables_resync.max(1)),
-        }),
+        firewall: Some(cli.firewall_opts()),
     };
     daemon::run(config, registry, dataplane, stopped()).await.map_err(|e| {
         let mut msg = e.to_string();

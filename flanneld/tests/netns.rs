@@ -317,3 +317,66 @@ fn two_nodes_reach_each_other_over_vxlan() {
         }
     });
 }
+
+/// `--ip-masq-fully-random-disable` reaches the firewall: the real binary (iptables mode, the
+/// default) installs plain `-j MASQUERADE` targets inside its namespace `wtfx<pid>fr`.
+#[test]
+fn ip_masq_fully_random_disable_gives_plain_masquerade() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces)");
+    let name = format!("wtfx{}fr", std::process::id());
+    assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+    let _ns = NsGuard(name.clone());
+    for args in [
+        vec!["-n", &name, "link", "set", "lo", "up"],
+        vec!["-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
+        vec!["-n", &name, "link", "set", "eth0p", "up"],
+        vec!["-n", &name, "addr", "add", "198.18.0.2/24", "dev", "eth0"],
+        vec!["-n", &name, "link", "set", "eth0", "up"],
+    ] {
+        ip(&args);
+    }
+    let ns = NetNs::open(format!("/var/run/netns/{name}")).unwrap();
+    let _inside = ns.enter().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let etcd = Etcd::start().await;
+        let mut client = etcd.client().await;
+        client
+            .put(format!("{PREFIX}/config"), r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("flanneld.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_flanneld"))
+            .args([
+                &format!("-etcd-endpoints={}", etcd.endpoint()),
+                "-iface=eth0",
+                &format!("-subnet-file={}", dir.path().join("subnet.env").display()),
+                "-ip-masq",
+                "-ip-masq-fully-random-disable",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let _flanneld = ChildGuard(Some(child));
+        let masq_rules = || {
+            let out = Command::new("iptables-save").args(["-t", "nat"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("-A FLANNEL-POSTRTG") && l.contains("MASQUERADE"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while masq_rules().len() < 2 {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(tokio::time::Instant::now() < deadline, "no masquerade rules: {log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rules = masq_rules();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert!(rules.iter().all(|r| r.ends_with("-j MASQUERADE")), "{rules:?}");
+    });
+}

@@ -1,15 +1,18 @@
 //! Per-container masquerade (bridge `ipMasq`), with the exact rule layouts of the reference plugins
 //! (cni.md §7.4) so that either implementation removes the other's rules after an upgrade or
 //! downgrade. Two backends: iptables (`nat` table, chain `CNI-<hash>`) and nftables (table
-//! `inet cni_plugins_masquerade`). Rules are written by the system tools, in as few processes as
-//! possible: one transaction per family per call, reads done once (nftables reads in-process).
+//! `inet cni_plugins_masquerade`). iptables rules are written by the system tools, in as few
+//! processes as possible: one transaction per family per call, reads done once. nftables spawns no
+//! process: it reads and writes over netlink in-process, one transaction per call.
 //!
-//! Tools run as child processes and inherit the calling thread's network namespace.
+//! Tools run as child processes and, like the netlink sockets, use the calling thread's network
+//! namespace.
 
 mod exec;
 mod iptables;
 mod naming;
 mod nfnl;
+mod nfnl_batch;
 mod nftables;
 
 use ipnetwork::IpNetwork;
@@ -95,7 +98,7 @@ fn split(addrs: &[IpNetwork]) -> (Vec<IpNetwork>, Vec<IpNetwork>) {
 
 /// ADD: masquerade traffic from each address (with prefix, e.g. `10.244.1.2/24`; its subnet is the
 /// network part) leaving that subnet. iptables: one transaction per family (one process each for a
-/// new attachment); nftables: one in-process read and one `nft` transaction.
+/// new attachment); nftables: one in-process read and one in-process netlink transaction.
 ///
 /// `Auto` follows the reference's choice (iptables unless it is unusable and nftables is usable),
 /// without its probe processes: iptables is tried and nftables used when the iptables tools are

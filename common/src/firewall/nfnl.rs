@@ -1,19 +1,32 @@
-//! Reading nftables rules in-process over `NETLINK_NETFILTER` (no `nft` process): a filtered
-//! `NFT_MSG_GETRULE` dump of one chain, keeping each rule's handle and comment. Only reads; all
-//! writes go through `nft -f` so the expressions are exactly those the `nft` parser builds.
+//! Reading nftables in-process over `NETLINK_NETFILTER` (no `nft` process): which chains of a table
+//! exist (a `NFT_MSG_GETCHAIN` dump, plus a `NFT_MSG_GETTABLE` when the table has no chain), and a
+//! filtered `NFT_MSG_GETRULE` dump of one chain, keeping each rule's handle and comment. Only
+//! reads; writes are [`super::nfnl_batch`] transactions.
 
 use std::io;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFPROTO_INET: u8 = 1;
 const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
@@ -29,58 +42,121 @@ pub(crate) struct RuleInfo {
     pub comment: Option<String>,
 }
 
-/// The rules of `family inet` `table` `chain`, in order. A missing table or chain is an empty list.
-pub(crate) fn list_rules(table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    socket.send(&request(table, chain), 0)?;
-    let mut rules = Vec::new();
-    loop {
-        let (buf, _) = socket.recv_from_full()?;
-        if buf.is_empty() {
-            return Ok(rules);
+/// A base chain's hook as the kernel reports it: `type <kind> hook <hooknum> priority <priority>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainHook {
+    pub kind: String,
+    pub hooknum: u32,
+    pub priority: i32,
+}
+
+/// One chain of a table; `hook` is `None` for a regular chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainInfo {
+    pub name: String,
+    pub hook: Option<ChainHook>,
+}
+
+/// One netlink socket for several reads in the calling thread's network namespace.
+pub(crate) struct Reader {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Reader {
+    pub(crate) fn open() -> io::Result<Reader> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Reader { socket, seq: 0 })
+    }
+
+    /// The chains of `family inet` `table`, or `None` when the table does not exist.
+    pub(crate) fn chains(&mut self, table: &str) -> io::Result<Option<Vec<ChainInfo>>> {
+        // The kernel filters a chain dump by family only; the table is filtered here.
+        let dump = self.query(NFT_MSG_GETCHAIN, NLM_F_DUMP, &[], NFT_MSG_NEWCHAIN)?.unwrap_or_default();
+        let chains: Vec<ChainInfo> = dump.iter().filter_map(|m| parse_chain(m, table)).collect();
+        if !chains.is_empty() {
+            return Ok(Some(chains));
         }
-        for (kind, payload) in messages(&buf) {
-            match kind {
-                NLMSG_DONE => return Ok(rules),
-                NLMSG_ERROR => {
-                    let errno = payload.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes);
-                    match errno {
-                        Some(0) => return Ok(rules),
-                        Some(e) if e == -libc::ENOENT => return Ok(Vec::new()),
-                        Some(e) => return Err(io::Error::from_raw_os_error(e.saturating_neg())),
-                        None => {
-                            return Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink error"))
+        // No chain: the table may still exist (empty). One get of it settles that.
+        let found = self.query(NFT_MSG_GETTABLE, NLM_F_ACK, &[(NFTA_TABLE_NAME, table)], NFT_MSG_NEWTABLE)?;
+        Ok(found.filter(|t| !t.is_empty()).map(|_| Vec::new()))
+    }
+
+    /// The rules of `family inet` `table` `chain`, in order. A missing table or chain is an empty
+    /// list.
+    pub(crate) fn rules(&mut self, table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> {
+        let attrs = [(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)];
+        let dump = self.query(NFT_MSG_GETRULE, NLM_F_DUMP, &attrs, NFT_MSG_NEWRULE)?.unwrap_or_default();
+        Ok(dump.iter().filter_map(|m| parse_rule(m)).collect())
+    }
+
+    /// Sends one request and collects the attributes (after the nfgenmsg header) of every `reply`
+    /// message until the dump's end or the acknowledgement; `None` when the kernel answers ENOENT.
+    fn query(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        attrs: &[(u16, &str)],
+        reply: u16,
+    ) -> io::Result<Option<Vec<Vec<u8>>>> {
+        self.seq = self.seq.wrapping_add(1);
+        self.socket.send(&request(msg, flags, self.seq, attrs), 0)?;
+        let mut out = Vec::new();
+        loop {
+            let (buf, _) = self.socket.recv_from_full()?;
+            if buf.is_empty() {
+                return Ok(Some(out));
+            }
+            for (kind, seq, payload) in messages(&buf) {
+                if seq != self.seq {
+                    continue; // a late answer to an earlier request
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(Some(out)),
+                    NLMSG_ERROR => {
+                        let errno = payload.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes);
+                        return match errno {
+                            Some(0) => Ok(Some(out)),
+                            Some(e) if e == -libc::ENOENT => Ok(None),
+                            Some(e) => Err(io::Error::from_raw_os_error(e.saturating_neg())),
+                            None => Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink error")),
+                        };
+                    }
+                    k if k == (NFNL_SUBSYS_NFTABLES << 8) | reply => {
+                        // Skip the 4-byte nfgenmsg header, then the attributes.
+                        if let Some(attrs) = payload.get(4..) {
+                            out.push(attrs.to_vec());
                         }
                     }
+                    _ => {}
                 }
-                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE => {
-                    // Skip the 4-byte nfgenmsg header, then the attributes.
-                    if let Some(rule) = payload.get(4..).and_then(parse_rule) {
-                        rules.push(rule);
-                    }
-                }
-                _ => {}
             }
         }
     }
 }
 
-/// The dump request: nlmsghdr + nfgenmsg + table and chain attributes (the kernel filters on them).
-fn request(table: &str, chain: &str) -> Vec<u8> {
+/// The rules of `family inet` `table` `chain`, in order. A missing table or chain is an empty list.
+pub(crate) fn list_rules(table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> {
+    Reader::open()?.rules(table, chain)
+}
+
+/// A request: nlmsghdr + nfgenmsg (family inet) + string attributes.
+fn request(msg: u16, flags: u16, seq: u32, attrs: &[(u16, &str)]) -> Vec<u8> {
     let mut body = vec![NFPROTO_INET, 0, 0, 0];
-    push_attr(&mut body, NFTA_RULE_TABLE, table);
-    push_attr(&mut body, NFTA_RULE_CHAIN, chain);
+    for (kind, value) in attrs {
+        push_attr(&mut body, *kind, value);
+    }
     let len = u32::try_from(body.len() + 16).unwrap_or(u32::MAX);
-    let mut msg = Vec::with_capacity(body.len() + 16);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE).to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    msg.extend_from_slice(&body);
-    msg
+    let mut msg_buf = Vec::with_capacity(body.len() + 16);
+    msg_buf.extend_from_slice(&len.to_ne_bytes());
+    msg_buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    msg_buf.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    msg_buf.extend_from_slice(&seq.to_ne_bytes());
+    msg_buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    msg_buf.extend_from_slice(&body);
+    msg_buf
 }
 
 fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &str) {
@@ -89,7 +165,7 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &str) {
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(value.as_bytes());
     buf.push(0);
-    while buf.len() & 3 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -106,14 +182,16 @@ fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
 }
 
-/// Splits a datagram into (type, payload) netlink messages, stopping at anything malformed.
-fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
+/// Splits a datagram into (type, sequence, payload) netlink messages, stopping at anything malformed.
+fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
     let mut out = Vec::new();
     let mut rest = buf;
-    while let (Some(len), Some(kind)) = (ne_u32(rest.get(0..4)), ne_u16(rest.get(4..6))) {
+    while let (Some(len), Some(kind), Some(seq)) =
+        (ne_u32(rest.get(0..4)), ne_u16(rest.get(4..6)), ne_u32(rest.get(8..12)))
+    {
         let Ok(len) = usize::try_from(len) else { break };
         let Some(payload) = rest.get(16..len) else { break };
-        out.push((kind, payload));
+        out.push((kind, seq, payload));
         rest = rest.get(align4(len)..).unwrap_or(&[]);
     }
     out
@@ -129,6 +207,39 @@ fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
         rest = rest.get(align4(usize::from(len))..).unwrap_or(&[]);
     }
     out
+}
+
+/// A chain of `table` from a `NEWCHAIN` message's attributes; `None` for another table's chain.
+fn parse_chain(buf: &[u8], table: &str) -> Option<ChainInfo> {
+    let (mut in_table, mut name, mut kind) = (false, None, None);
+    let (mut hooknum, mut priority) = (None, None);
+    let text = |v: &[u8]| String::from_utf8_lossy(v.split(|&b| b == 0).next().unwrap_or(v)).into_owned();
+    for (attr, value) in attrs(buf) {
+        match attr {
+            NFTA_CHAIN_TABLE => in_table = text(value) == table,
+            NFTA_CHAIN_NAME => name = Some(text(value)),
+            NFTA_CHAIN_TYPE => kind = Some(text(value)),
+            NFTA_CHAIN_HOOK => {
+                for (h, v) in attrs(value) {
+                    let be = v.get(0..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+                    match h {
+                        NFTA_HOOK_HOOKNUM => hooknum = be.map(u32::from_be_bytes),
+                        NFTA_HOOK_PRIORITY => priority = be.map(i32::from_be_bytes),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !in_table {
+        return None;
+    }
+    let hook = match (kind, hooknum, priority) {
+        (Some(kind), Some(hooknum), Some(priority)) => Some(ChainHook { kind, hooknum, priority }),
+        _ => None,
+    };
+    Some(ChainInfo { name: name?, hook })
 }
 
 fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
@@ -168,11 +279,46 @@ mod tests {
 
     #[test]
     fn request_is_well_formed() {
-        let msg = request("t", "chain");
-        assert_eq!(msg.len() % 4, 0);
+        let msg =
+            request(NFT_MSG_GETRULE, NLM_F_DUMP, 9, &[(NFTA_RULE_TABLE, "t"), (NFTA_RULE_CHAIN, "chain")]);
+        assert!(msg.len().is_multiple_of(4));
         assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize, msg.len());
+        assert_eq!(messages(&msg), vec![(0xa07, 9, &msg[16..])]);
         let a = attrs(&msg[20..]);
         assert_eq!(a, vec![(NFTA_RULE_TABLE, &b"t\0"[..]), (NFTA_RULE_CHAIN, &b"chain\0"[..])]);
+    }
+
+    #[test]
+    fn chain_attributes_parse() {
+        let mut buf = Vec::new();
+        push_attr(&mut buf, NFTA_CHAIN_TABLE, "tbl");
+        push_attr(&mut buf, NFTA_CHAIN_NAME, "postrouting");
+        push_attr(&mut buf, NFTA_CHAIN_TYPE, "nat");
+        let mut hook = Vec::new();
+        for (kind, value) in
+            [(NFTA_HOOK_HOOKNUM, 4u32.to_be_bytes()), (NFTA_HOOK_PRIORITY, 100i32.to_be_bytes())]
+        {
+            hook.extend_from_slice(&8u16.to_ne_bytes());
+            hook.extend_from_slice(&kind.to_ne_bytes());
+            hook.extend_from_slice(&value);
+        }
+        buf.extend_from_slice(&(4 + hook.len() as u16).to_ne_bytes());
+        buf.extend_from_slice(&(NFTA_CHAIN_HOOK | 0x8000).to_ne_bytes());
+        buf.extend_from_slice(&hook);
+        let hook = ChainHook { kind: "nat".into(), hooknum: 4, priority: 100 };
+        assert_eq!(
+            parse_chain(&buf, "tbl"),
+            Some(ChainInfo { name: "postrouting".into(), hook: Some(hook) })
+        );
+        assert_eq!(parse_chain(&buf, "other"), None);
+        let mut regular = Vec::new();
+        push_attr(&mut regular, NFTA_CHAIN_TABLE, "tbl");
+        push_attr(&mut regular, NFTA_CHAIN_NAME, "masq_checks");
+        assert_eq!(parse_chain(&regular, "tbl"), Some(ChainInfo { name: "masq_checks".into(), hook: None }));
+        // Truncated input never panics.
+        for n in 0..buf.len() {
+            let _ = parse_chain(&buf[..n], "tbl");
+        }
     }
 
     #[test]

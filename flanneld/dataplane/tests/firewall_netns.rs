@@ -25,6 +25,7 @@ fn rules(mode: FirewallMode, ip_masq: bool) -> FlannelRules {
         subnet: "10.5.72.0/24".parse().unwrap(),
         ip_masq,
         forward: true,
+        fully_random: true,
         mode,
     }
 }
@@ -172,4 +173,48 @@ fn iptables_rules_read_back_exactly_and_modes_clean_up_each_other() {
     assert_eq!(ipt_lines(&ns, "nat", "FLANNEL"), Vec::<String>::new());
     assert_eq!(ipt_lines(&ns, "filter", "FLANNEL"), Vec::<String>::new());
     assert!(!drift(&ns, rules(FirewallMode::Nftables, true)));
+}
+
+/// `--ip-masq-fully-random-disable`: plain masquerade in both modes, read back from the kernel,
+/// and switching the setting either way is drift that a re-apply heals.
+#[test]
+fn fully_random_disabled_gives_plain_masquerade_in_both_modes() {
+    require_root();
+    let ns = Netns::unique("wtfx");
+    let on = rules(FirewallMode::Nftables, true);
+    let off = FlannelRules { fully_random: false, ..on.clone() };
+    apply(&ns, off.clone());
+    let postrtg = nft_chain(&ns, "postrtg");
+    assert_eq!(
+        postrtg[5..],
+        [
+            "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade",
+            "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade",
+        ],
+        "{postrtg:?}"
+    );
+    assert!(!drift(&ns, off.clone()));
+    assert!(drift(&ns, on.clone()), "fully-random wanted but absent");
+    apply(&ns, on.clone());
+    assert!(nft_chain(&ns, "postrtg")[5].ends_with("masquerade fully-random"));
+    assert!(!drift(&ns, on));
+    assert!(drift(&ns, off.clone()), "fully-random present but disabled");
+
+    let on = rules(FirewallMode::Iptables, true);
+    let off = FlannelRules { fully_random: false, ..on.clone() };
+    apply(&ns, off.clone());
+    let m = "-m comment --comment \"flanneld masq\"";
+    assert_eq!(
+        ipt_lines(&ns, "nat", "-j MASQUERADE"),
+        vec![
+            format!("-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 {m} -j MASQUERADE"),
+            format!("-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 {m} -j MASQUERADE"),
+        ]
+    );
+    assert!(!drift(&ns, off.clone()));
+    assert!(drift(&ns, on.clone()));
+    apply(&ns, on.clone());
+    assert_eq!(ipt_lines(&ns, "nat", "--random-fully").len(), 2);
+    assert!(!drift(&ns, on));
+    assert!(drift(&ns, off));
 }

@@ -73,6 +73,8 @@ pub struct DaemonConfig {
 pub struct FirewallOpts {
     /// `--iptables-forward-rules`.
     pub forward: bool,
+    /// Masquerade with fully random ports: the negation of `--ip-masq-fully-random-disable`.
+    pub fully_random: bool,
     /// `--iptables-resync`: period of the drift check.
     pub resync: Duration,
 }

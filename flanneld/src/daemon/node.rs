@@ -71,6 +71,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             subnet,
             ip_masq: self.cfg.ip_masq,
             forward: fw.forward,
+            fully_random: fw.fully_random,
             mode: if self.spec.enable_nftables { FirewallMode::Nftables } else { FirewallMode::Iptables },
         })
     }

@@ -371,3 +371,78 @@ fn flannel_chain_check_and_gc_at_1_0_0() {
     assert!(!lab.cache_file().exists());
     assert!(!lab.saved_delegate().exists());
 }
+
+// ---- our bridge + host-local followed by the reference portmap and bandwidth ----
+
+#[test]
+fn our_bridge_then_reference_portmap_and_bandwidth_in_one_chain() {
+    require_root();
+    assert!(
+        weft_lab::bins::bin("bridge").is_file() && weft_lab::bins::bin("host-local").is_file(),
+        "build our bridge and host-local first (cargo build --workspace --bins)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut list: Value =
+        serde_json::from_slice(&std::fs::read(test_configs().join("30-bridge-portmap.conflist")).unwrap())
+            .unwrap();
+    list["plugins"][0]["ipam"]["dataDir"] = json!(dir.path().join("ipam"));
+    std::fs::create_dir(dir.path().join("net.d")).unwrap();
+    std::fs::write(dir.path().join("net.d/30-bridge-portmap.conflist"), serde_json::to_vec(&list).unwrap())
+        .unwrap();
+    let (host, pod) = (Netns::unique("wtflh"), Netns::unique("wtflp"));
+    let ours = weft_lab::bins::bin("bridge").parent().unwrap().display().to_string();
+    let cni_path = format!("{ours}:{REFERENCE_DIR}");
+    let netconf = dir.path().join("net.d").display().to_string();
+    let cache = dir.path().join("cache").display().to_string();
+    let cap_args = r#"{"portMappings":[{"hostPort":8081,"containerPort":81,"protocol":"tcp"}],
+        "bandwidth":{"ingressRate":8000000,"ingressBurst":80000,"egressRate":8000000,"egressBurst":80000}}"#;
+    let env = [
+        ("NETCONFPATH", netconf.as_str()),
+        ("CNI_PATH", cni_path.as_str()),
+        ("CNI_CACHE_DIR", cache.as_str()),
+        ("CAP_ARGS", cap_args),
+    ];
+    let netns = pod.path();
+    let cnitool = |verb: &str| {
+        host.exec_with(&[env!("CARGO_BIN_EXE_cnitool"), verb, "weft-portmap", &netns], &env, b"")
+    };
+
+    let add = cnitool("add").expect_ok();
+    let result: Value = serde_json::from_str(&add.stdout).unwrap();
+    let host_veth = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_null() && i["name"] != "weft2")
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_else(|| panic!("no host veth in {result}"))
+        .to_string();
+    let addr = result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    // portmap: a DNAT to the pod; bridge: its masquerade chain; bandwidth: a tbf on the host
+    // veth (ingress) and an ifb device for egress.
+    let nat = host.exec(&["iptables", "-t", "nat", "-S"]).expect_ok().stdout;
+    assert!(nat.contains(&format!("{addr}:81")), "{nat}");
+    assert!(nat.contains("-A POSTROUTING") && nat.contains("CNI-"), "{nat}");
+    let qdisc = host.exec(&["tc", "qdisc", "show", "dev", &host_veth]).expect_ok().stdout;
+    assert!(qdisc.contains("tbf"), "bandwidth must shape the host veth: {qdisc}");
+    let links = host.exec(&["ip", "-o", "link", "show", "type", "ifb"]).expect_ok().stdout;
+    assert!(!links.trim().is_empty(), "bandwidth must create its ifb device");
+
+    cnitool("del").expect_ok();
+    assert!(!pod.has_link("eth0"));
+    assert!(!host.has_link(&host_veth));
+    let nat = host.exec(&["iptables", "-t", "nat", "-S"]).expect_ok().stdout;
+    assert!(!nat.contains(&format!("{addr}:81")), "{nat}");
+    // portmap keeps its shared CNI-HOSTPORT-* chains; per-pod chains must all be gone.
+    let per_pod = nat.lines().filter(|l| l.starts_with("-N CNI-") && !l.starts_with("-N CNI-HOSTPORT"));
+    assert_eq!(per_pod.count(), 0, "{nat}");
+    let links = host.exec(&["ip", "-o", "link", "show", "type", "ifb"]).expect_ok().stdout;
+    assert!(links.trim().is_empty(), "bandwidth DEL must remove its ifb device: {links}");
+    let leftover: Vec<_> = std::fs::read_dir(dir.path().join("ipam/weft-portmap"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert!(leftover.is_empty(), "IP files left: {leftover:?}");
+}

@@ -46,17 +46,19 @@ impl Chain {
     }
 }
 
-/// Upstream's masquerade rules (§9.1) in `iptables-save` form, `--random-fully` included.
-fn masq_rules(c: Ipv4Network, l: Ipv4Network) -> Vec<String> {
+/// Upstream's masquerade rules (§9.1) in `iptables-save` form; the MASQUERADE targets carry
+/// `--random-fully` unless `fully_random` is off (`--ip-masq-fully-random-disable`).
+fn masq_rules(c: Ipv4Network, l: Ipv4Network, fully_random: bool) -> Vec<String> {
     let ch = POSTRTG.name;
     let m = MASQ_COMMENT;
+    let masq = if fully_random { "MASQUERADE --random-fully" } else { "MASQUERADE" };
     vec![
         format!("-A {ch} -m mark --mark 0x4000/0x4000 {m} -j RETURN"),
         format!("-A {ch} -s {l} -d {c} {m} -j RETURN"),
         format!("-A {ch} -s {c} -d {l} {m} -j RETURN"),
         format!("-A {ch} ! -s {c} -d {l} {m} -j RETURN"),
-        format!("-A {ch} -s {c} ! -d 224.0.0.0/4 {m} -j MASQUERADE --random-fully"),
-        format!("-A {ch} ! -s {c} -d {c} {m} -j MASQUERADE --random-fully"),
+        format!("-A {ch} -s {c} ! -d 224.0.0.0/4 {m} -j {masq}"),
+        format!("-A {ch} ! -s {c} -d {c} {m} -j {masq}"),
     ]
 }
 
@@ -109,7 +111,9 @@ fn payload(chain: &Chain, saved: &str, want: bool, rules: &[String]) -> Option<S
 
 pub(super) fn apply(r: &FlannelRules) -> Result<(), String> {
     let (c, l) = r.nets();
-    for (chain, want, rules) in [(&POSTRTG, r.ip_masq, masq_rules(c, l)), (&FWD, r.forward, fwd_rules(c))] {
+    for (chain, want, rules) in
+        [(&POSTRTG, r.ip_masq, masq_rules(c, l, r.fully_random)), (&FWD, r.forward, fwd_rules(c))]
+    {
         let saved = save(chain.table)?;
         if let Some(p) = payload(chain, &saved, want, &rules) {
             restore(&p)?;
@@ -137,7 +141,9 @@ pub(super) fn remove_all() -> Result<(), String> {
 
 pub(super) fn drift(r: &FlannelRules) -> Result<bool, String> {
     let (c, l) = r.nets();
-    for (chain, want, rules) in [(&POSTRTG, r.ip_masq, masq_rules(c, l)), (&FWD, r.forward, fwd_rules(c))] {
+    for (chain, want, rules) in
+        [(&POSTRTG, r.ip_masq, masq_rules(c, l, r.fully_random)), (&FWD, r.forward, fwd_rules(c))]
+    {
         let saved = save(chain.table)?;
         let ok = if want {
             let jump = chain.jump();
@@ -168,7 +174,7 @@ mod tests {
     #[test]
     fn fresh_payload_declares_chain_adds_jump_and_rules() {
         let (c, l) = nets();
-        let p = payload(&POSTRTG, "*nat\nCOMMIT\n", true, &masq_rules(c, l)).unwrap();
+        let p = payload(&POSTRTG, "*nat\nCOMMIT\n", true, &masq_rules(c, l, true)).unwrap();
         assert!(p.starts_with("*nat\n:FLANNEL-POSTRTG - [0:0]\n-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n"));
         assert!(p.contains("-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.72.0/24 -m comment --comment \"flanneld masq\" -j RETURN\n"));
         assert!(p.ends_with("COMMIT\n"));
@@ -177,7 +183,7 @@ mod tests {
     #[test]
     fn duplicate_or_foreign_jumps_are_replaced_by_one() {
         let (c, l) = nets();
-        let p = payload(&POSTRTG, SAVED, true, &masq_rules(c, l)).unwrap();
+        let p = payload(&POSTRTG, SAVED, true, &masq_rules(c, l, true)).unwrap();
         assert!(p.contains("-D POSTROUTING -s 10.0.0.0/8 -j FLANNEL-POSTRTG\n"));
         assert!(p.contains("-D POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n"));
         assert_eq!(p.matches("-A POSTROUTING").count(), 1);
@@ -188,5 +194,30 @@ mod tests {
         let p = payload(&POSTRTG, SAVED, false, &[]).unwrap();
         assert!(p.contains(":FLANNEL-POSTRTG - [0:0]\n-X FLANNEL-POSTRTG\n"));
         assert_eq!(payload(&FWD, "*filter\nCOMMIT\n", false, &[]), None);
+    }
+
+    #[test]
+    fn masquerade_targets_follow_fully_random() {
+        let (c, l) = nets();
+        let m = "-m comment --comment \"flanneld masq\"";
+        let on = masq_rules(c, l, true);
+        assert_eq!(
+            on[4],
+            format!("-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 {m} -j MASQUERADE --random-fully")
+        );
+        assert_eq!(
+            on[5],
+            format!("-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 {m} -j MASQUERADE --random-fully")
+        );
+        let off = masq_rules(c, l, false);
+        assert_eq!(off[4], format!("-A FLANNEL-POSTRTG -s 10.5.0.0/16 ! -d 224.0.0.0/4 {m} -j MASQUERADE"));
+        assert_eq!(off[5], format!("-A FLANNEL-POSTRTG ! -s 10.5.0.0/16 -d 10.5.0.0/16 {m} -j MASQUERADE"));
+        // Only the two MASQUERADE rules differ; the RETURN rules are the same.
+        assert_eq!(on[..4], off[..4]);
+        assert_eq!(on.len(), 6);
+        assert!(!off.iter().any(|r| r.contains("random")));
+        let p = payload(&POSTRTG, "*nat\nCOMMIT\n", true, &off).unwrap();
+        assert!(!p.contains("--random-fully"), "{p}");
+        assert_eq!(p.matches("-j MASQUERADE\n").count(), 2, "{p}");
     }
 }

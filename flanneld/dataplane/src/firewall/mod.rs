@@ -36,6 +36,9 @@ pub struct FlannelRules {
     pub ip_masq: bool,
     /// Install the forward-accept chain (upstream default on).
     pub forward: bool,
+    /// Masquerade with fully random source ports (`--random-fully` / `fully-random`); upstream
+    /// uses it unless `--ip-masq-fully-random-disable` is given (§9.1, §9.4).
+    pub fully_random: bool,
     pub mode: FirewallMode,
 }
 

@@ -17,15 +17,17 @@ fn forward_rules(c: Ipv4Network) -> Vec<String> {
     vec![format!("ip saddr {c} accept"), format!("ip daddr {c} accept")]
 }
 
-/// The rule bodies of chain `postrtg`. The fourth rule is upstream's (`!= L`, not `!= C`).
-fn postrtg_rules(c: Ipv4Network, l: Ipv4Network) -> Vec<String> {
+/// The rule bodies of chain `postrtg`. The fourth rule is upstream's (`!= L`, not `!= C`);
+/// `masquerade` carries `fully-random` unless `fully_random` is off (§9.4).
+fn postrtg_rules(c: Ipv4Network, l: Ipv4Network, fully_random: bool) -> Vec<String> {
+    let masq = if fully_random { "masquerade fully-random" } else { "masquerade" };
     vec![
         "meta mark 0x4000 return".to_string(),
         format!("ip saddr {l} ip daddr {c} return"),
         format!("ip saddr {c} ip daddr {l} return"),
         format!("ip saddr != {l} ip daddr {c} return"),
-        format!("ip saddr {c} ip daddr != 224.0.0.0/4 masquerade fully-random"),
-        format!("ip saddr != {c} ip daddr {c} masquerade fully-random"),
+        format!("ip saddr {c} ip daddr != 224.0.0.0/4 {masq}"),
+        format!("ip saddr != {c} ip daddr {c} {masq}"),
     ]
 }
 
@@ -49,7 +51,7 @@ pub(super) fn script(r: &FlannelRules) -> String {
     s.push_str(&format!("add table ip {TABLE} {{ comment \"rules for {TABLE}\" ; }}\n"));
     s.push_str(&format!("add table ip6 {TABLE6} {{ comment \"rules for {TABLE6}\" ; }}\n"));
     chain_lines(&mut s, "forward", FORWARD_DECL, r.forward, &forward_rules(c));
-    chain_lines(&mut s, "postrtg", POSTRTG_DECL, r.ip_masq, &postrtg_rules(c, l));
+    chain_lines(&mut s, "postrtg", POSTRTG_DECL, r.ip_masq, &postrtg_rules(c, l, r.fully_random));
     s
 }
 
@@ -89,7 +91,12 @@ pub(super) fn expected_exprs(r: &FlannelRules) -> (Vec<Value>, Vec<Value>) {
     let mc: Ipv4Network = Ipv4Network::new(std::net::Ipv4Addr::new(224, 0, 0, 0), 4).unwrap_or(c);
     let accept = json!({"accept": null});
     let ret = json!({"return": null});
-    let masq = json!({"masquerade": {"flags": "fully-random"}});
+    // `nft -j` lists a flag-less masquerade statement as `null`.
+    let masq = if r.fully_random {
+        json!({"masquerade": {"flags": "fully-random"}})
+    } else {
+        json!({"masquerade": null})
+    };
     let forward =
         vec![json!([ip_match("saddr", "==", c), accept]), json!([ip_match("daddr", "==", c), accept])];
     let postrtg = vec![
@@ -173,6 +180,7 @@ mod tests {
             subnet: "10.5.72.1/24".parse().unwrap(),
             ip_masq: masq,
             forward,
+            fully_random: true,
             mode: FirewallMode::Nftables,
         }
     }
@@ -210,5 +218,31 @@ mod tests {
         assert!(chain_ok(&chains, "postrtg", true, ("nat", "postrouting", 100), &postrtg));
         assert!(chain_ok(&chains, "forward", false, ("filter", "forward", 0), &[]));
         assert!(!chain_ok(&chains, "postrtg", true, ("nat", "postrouting", 100), &postrtg[1..]));
+    }
+
+    #[test]
+    fn masquerade_follows_fully_random() {
+        let p = "add rule ip flannel-ipv4 postrtg";
+        let on = script(&rules(true, true));
+        assert!(on.contains(&format!(
+            "{p} ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random\n"
+        )));
+        assert!(on.contains(&format!(
+            "{p} ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random\n"
+        )));
+        let off_rules = FlannelRules { fully_random: false, ..rules(true, true) };
+        let off = script(&off_rules);
+        assert!(off.contains(&format!("{p} ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade\n")));
+        assert!(off.contains(&format!("{p} ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade\n")));
+        assert!(!off.contains("fully-random"), "{off}");
+        // Everything else is the same script.
+        assert_eq!(on.replace(" fully-random", ""), off);
+        // The drift check expects the matching listing, so switching the flag is drift.
+        let (_, exp_on) = expected_exprs(&rules(true, true));
+        let (_, exp_off) = expected_exprs(&off_rules);
+        assert_eq!(exp_off[4][2], json!({"masquerade": null}));
+        assert_eq!(exp_on[5][2], json!({"masquerade": {"flags": "fully-random"}}));
+        assert_eq!(exp_on[..4], exp_off[..4]);
+        assert_ne!(exp_on, exp_off);
     }
 }
