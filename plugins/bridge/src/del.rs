@@ -4,6 +4,9 @@
 //! masquerade rules even when the interface is gone (prevResult IPs when present, otherwise
 //! teardown by name).
 
+use std::sync::mpsc::{self, Receiver};
+use std::thread::ScopedJoinHandle;
+
 use ipnetwork::IpNetwork;
 use weft_common::cni::{CmdArgs, CniResult, Command};
 use weft_common::firewall::{self, MasqTarget};
@@ -54,60 +57,86 @@ fn prev_result_addrs(args: &CmdArgs, spec: &BridgeSpec) -> Vec<IpNetwork> {
         .collect()
 }
 
-/// Removes the attachment. IPAM DEL and the masquerade teardown (separate processes) run
-/// on helper threads while the kernel deletes the veth, which waits for an RCU grace period.
+/// The result of a scoped helper thread, a panic turned into an error naming the step.
+fn joined<T>(handle: ScopedJoinHandle<'_, Result<T, Error>>, step: &str) -> Result<T, Error> {
+    handle.join().unwrap_or_else(|_| Err(Error::Internal(format!("{step} thread panicked"))))
+}
+
+/// The masquerade teardown, for the addresses the DEL thread sends once it has read them
+/// from the interface.
+fn teardown_masquerade(args: &CmdArgs, addrs: Receiver<Vec<IpNetwork>>) -> Result<(), Error> {
+    let addrs =
+        addrs.recv().map_err(|_| Error::Internal("masquerade teardown got no addresses to remove".into()))?;
+    let target =
+        MasqTarget { network: &args.network, container_id: &args.container_id, ifname: &args.ifname };
+    firewall::teardown_masquerade(&target, &addrs)
+        .map_err(|source| Error::Firewall { what: "failed to tear down IP masquerade", source })
+}
+
+/// Removes the attachment. The steps are independent and each waits on the kernel or on
+/// another process, so they run concurrently and DEL takes about as long as the slowest:
+/// IPAM DEL, the macspoofchk teardown and the masquerade teardown run on scoped threads
+/// while this thread finds the interface, hands its addresses to the masquerade teardown
+/// and deletes it (the kernel waits for RCU grace periods).
+///
+/// The helpers are all spawned before this thread enters the container namespace (briefly,
+/// to open a netlink socket there), so they, and the processes they run, start and stay in
+/// the host namespace: `setns` is per thread and inherited by new threads and processes.
+///
+/// Every step is attempted whatever the others do; the error reported is the first in the
+/// sequential order: finding the interface, deleting it, IPAM DEL, masquerade teardown.
 pub fn del(args: &CmdArgs, spec: &BridgeSpec) -> Result<(), Error> {
-    let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn(plugin, Command::Del, args));
-    let mut errors: Vec<Error> = Vec::new();
-    let mut addrs = prev_result_addrs(args, spec);
-    let found = match find_interface(args) {
-        Ok(f) => f,
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    };
-    if let Some((_, _, on_link)) = &found {
-        for a in on_link {
-            if !addrs.contains(a) {
-                addrs.push(*a);
+    let errors = std::thread::scope(|s| {
+        let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn(s, plugin, Command::Del, args));
+        let spoof = spec
+            .macspoofchk
+            .then(|| s.spawn(|| crate::spoofcheck::teardown(&args.container_id, &args.ifname)));
+        let (addrs_tx, addrs_rx) = mpsc::sync_channel(1);
+        let masq = spec.ip_masq.then(|| s.spawn(move || teardown_masquerade(args, addrs_rx)));
+
+        let mut errors: Vec<Error> = Vec::new();
+        let mut addrs = prev_result_addrs(args, spec);
+        let found = match find_interface(args) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        if let Some((_, _, on_link)) = &found {
+            for a in on_link {
+                if !addrs.contains(a) {
+                    addrs.push(*a);
+                }
             }
         }
-    }
-    let masq = spec.ip_masq.then(|| {
-        let (network, cid, ifname) = (args.network.clone(), args.container_id.clone(), args.ifname.clone());
-        let addrs = addrs.clone();
-        std::thread::spawn(move || {
-            let target = MasqTarget { network: &network, container_id: &cid, ifname: &ifname };
-            firewall::teardown_masquerade(&target, &addrs)
-                .map_err(|source| Error::Firewall { what: "failed to tear down IP masquerade", source })
-        })
+        // Fails only when masquerade is off (no receiver): nothing to tell then.
+        let _ = addrs_tx.send(addrs);
+        if let Some((mut nl, link, _)) = found {
+            match nl.del_link(link.index) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(Error::netlink(format!("failed to delete {:?}", args.ifname))(e)),
+            }
+        }
+        if let Some(p) = pending {
+            if let Err(e) = p.wait() {
+                errors.push(Error::Cni(e));
+            }
+        }
+        if let Some(handle) = masq {
+            if let Err(e) = joined(handle, "masquerade teardown") {
+                errors.push(e);
+            }
+        }
+        if let Some(handle) = spoof {
+            // Like the reference, a failure here is only logged.
+            if let Err(e) = joined(handle, "macspoofchk teardown") {
+                tracing::warn!(error = %e, "macspoofchk teardown failed");
+            }
+        }
+        errors
     });
-    if let Some((mut nl, link, _)) = found {
-        match nl.del_link(link.index) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => errors.push(Error::netlink(format!("failed to delete {:?}", args.ifname))(e)),
-        }
-    }
-    if let Some(p) = pending {
-        if let Err(e) = p.wait() {
-            errors.push(Error::Cni(e));
-        }
-    }
-    if let Some(handle) = masq {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.push(e),
-            Err(_) => errors.push(Error::Internal("masquerade teardown thread panicked".into())),
-        }
-    }
-    if spec.macspoofchk {
-        // Like the reference, a failure here is only logged.
-        if let Err(e) = crate::spoofcheck::teardown(&args.container_id, &args.ifname) {
-            tracing::warn!(error = %e, "macspoofchk teardown failed");
-        }
-    }
     for e in &errors {
         tracing::warn!(error = %e, "DEL step failed");
     }

@@ -2,9 +2,10 @@
 //! reference Go plugin.
 //!
 //! ADD validates everything first ([`config`]), then works from the host thread with one
-//! netlink socket per namespace: bridge and veth ([`host`]), IPAM by exec, container
-//! addresses and routes ([`container`]), gateway, masquerade; any failure undoes what was
-//! done ([`undo`]). DEL and CHECK are in [`del`] and [`check`].
+//! netlink socket per namespace: bridge and veth ([`host`]) while IPAM runs by exec on a
+//! scoped thread ([`ipam`]), then container addresses and routes ([`container`]), gateway,
+//! masquerade; any failure undoes what was done ([`undo`]). DEL (its independent steps run
+//! concurrently) and CHECK are in [`del`] and [`check`].
 
 pub mod check;
 pub mod config;
@@ -124,18 +125,24 @@ fn add(
     ctr: &mut Netlink,
     undo: &mut Undo,
 ) -> Result<CniResult, Error> {
-    // IPAM runs in its own process while the bridge and the veth are set up.
-    let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn_add(plugin, args));
-    let l2 = add_l2(args, spec, netns, host, ctr, undo);
-    let allocated = match pending {
+    // IPAM runs in its own process, on a thread spawned from the host namespace, while the
+    // bridge and the veth are set up; it is joined before anything else happens.
+    let (l2, allocated) = std::thread::scope(|s| {
+        let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn_add(s, plugin, args));
+        let l2 = add_l2(args, spec, netns, host, ctr, undo);
+        (l2, pending.map(ipam::Pending::wait))
+    });
+    let allocated = match allocated {
         None => None,
-        Some(p) => {
-            let result = p.wait()?;
+        Some(Ok(result)) => {
             if let Some(plugin) = &spec.ipam {
                 undo.push(Action::IpamDel { plugin: plugin.clone() });
             }
             Some(result)
         }
+        // Sequentially IPAM comes after the L2 setup, so an L2 failure is reported in
+        // preference (the rollback deletes the veth either way).
+        Some(Err(e)) => return Err(l2.err().unwrap_or(Error::Cni(e))),
     };
     let (bridge, veth, ctr_link) = l2?;
     let mut vlan_gateway: Option<Link> = None;

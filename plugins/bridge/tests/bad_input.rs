@@ -216,6 +216,74 @@ fn failure_after_ipam_undoes_veth_and_ip() {
 }
 
 #[test]
+fn failure_after_ipam_with_masquerade_leaves_no_rules() {
+    // A gateway conflict fails ADD after IPAM with ipMasq on: with either backend, nothing
+    // may be left, masquerade rules included.
+    let env = Env::new();
+    let pod = Netns::unique(PREFIX);
+    env.host.exec(&["ip", "link", "add", "br0", "type", "bridge"]).expect_ok();
+    env.host.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "br0"]).expect_ok();
+    for backend in ["iptables", "nftables"] {
+        let conf = env.conf(
+            "1.0.0",
+            "bad",
+            json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend,
+                   "ipam": env.ipam(&["10.66.25.0/24"])}),
+        );
+        let r = env.run("ADD", "ctr", &pod.path(), "eth0", &conf);
+        let e = error_of(&r);
+        assert!(e["msg"].as_str().unwrap().contains("already has an IP address"), "{backend}: {r}");
+        assert!(env.host_veths().is_empty(), "{backend}: veth left");
+        assert!(env.ip_files("bad").is_empty(), "{backend}: IP left");
+        let nat = env.host.exec(&["iptables-save", "-t", "nat"]).stdout;
+        assert!(!nat.contains("CNI-"), "{backend}: iptables rules left:\n{nat}");
+        let nft = env.host.exec(&["nft", "list", "ruleset"]).stdout;
+        assert!(!nft.contains("10.66.25."), "{backend}: nftables rules left:\n{nft}");
+    }
+}
+
+#[test]
+fn l2_failure_is_reported_before_an_ipam_failure() {
+    // IPAM ADD runs while the bridge is set up; when both fail, the error is the bridge's,
+    // as if they had run one after the other.
+    let env = Env::new();
+    let pod = Netns::unique(PREFIX);
+    env.host.exec(&["ip", "link", "add", "br0", "type", "veth", "peer", "name", "br0p"]).expect_ok();
+    let blocker = env.data_dir().with_file_name("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let ipam = json!({"type": "host-local", "ranges": [[{"subnet": "10.66.26.0/24"}]],
+                      "dataDir": blocker.join("ipam").display().to_string()});
+    let conf = env.conf("1.0.0", "bad", json!({"ipam": ipam}));
+    let r = env.run("ADD", "ctr", &pod.path(), "eth0", &conf);
+    assert!(error_of(&r)["msg"].as_str().unwrap().contains("not a bridge"), "{r}");
+    assert_eq!(env.host_veths(), vec!["br0p", "br0"], "only the pre-existing pair");
+    assert!(!pod.has_link("eth0"));
+}
+
+#[test]
+fn del_attempts_every_step_when_ipam_del_fails() {
+    // DEL's steps run concurrently: an IPAM failure is reported, and the interface and the
+    // masquerade rules are removed all the same.
+    let env = Env::new();
+    let pod = Netns::unique(PREFIX);
+    let masq = json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": "iptables"});
+    let mut conf = env.conf("1.0.0", "bad", masq);
+    conf["ipam"] = env.ipam(&["10.66.27.0/24"]);
+    env.add("ctr", &pod, &conf);
+    assert!(env.host.exec(&["iptables-save", "-t", "nat"]).stdout.contains("CNI-"));
+    let blocker = env.data_dir().with_file_name("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    conf["ipam"]["dataDir"] = json!(blocker.join("ipam").display().to_string());
+    let r = env.run("DEL", "ctr", &pod.path(), "eth0", &conf);
+    let e = error_of(&r);
+    assert!(e["msg"].as_str().unwrap().contains("not-a-dir"), "the IPAM error is reported: {r}");
+    assert!(!pod.has_link("eth0"), "interface left");
+    assert!(env.host_veths().is_empty(), "veth left");
+    let nat = env.host.exec(&["iptables-save", "-t", "nat"]).stdout;
+    assert!(!nat.contains("CNI-"), "iptables rules left:\n{nat}");
+}
+
+#[test]
 fn existing_non_bridge_with_the_bridge_name_is_refused() {
     let env = Env::new();
     let pod = Netns::unique(PREFIX);
