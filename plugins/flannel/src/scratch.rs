@@ -39,8 +39,9 @@ impl Scratch {
         self.dir.join(container_id)
     }
 
-    /// Saves `bytes` for `container_id`: directory 0700, file 0600, written atomically and
-    /// fsynced, so a crash never leaves a truncated config that DEL could not replay.
+    /// Saves `bytes` for `container_id`: directory 0700, file 0600, written atomically (tmp +
+    /// rename), so a killed plugin never leaves a truncated config that DEL could not replay.
+    /// Not fsynced, as upstream: after a power loss the pods it describes are gone anyway.
     pub fn save(&self, container_id: &str, bytes: &[u8]) -> Result<PathBuf, ScratchError> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -48,7 +49,7 @@ impl Scratch {
             .create(&self.dir)
             .map_err(|source| ScratchError::CreateDir { path: self.dir.clone(), source })?;
         let path = self.path(container_id);
-        weft_common::fs::write_atomic(&path, bytes, 0o600)
+        weft_common::fs::write_replace(&path, bytes, 0o600)
             .map_err(|source| ScratchError::Write { path: path.clone(), source })?;
         Ok(path)
     }

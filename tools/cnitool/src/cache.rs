@@ -114,7 +114,7 @@ impl Cache {
         let write_err = |source| CacheError::Write { path: path.clone(), source };
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.results).map_err(write_err)?;
         let bytes = serde_json::to_vec(entry).map_err(|e| write_err(e.into()))?;
-        weft_common::fs::write_atomic(&path, &bytes, 0o600).map_err(write_err)?;
+        weft_common::fs::write_replace(&path, &bytes, 0o600).map_err(write_err)?;
         Ok(path)
     }
 
