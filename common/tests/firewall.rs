@@ -179,6 +179,23 @@ fn reference_script(comment: &str) -> String {
         + "\n"
 }
 
+/// A JSON listing with every `handle` removed.
+fn without_handles(json: &str) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    strip(&mut v);
+    v
+}
+
 fn listing(ns: &Netns, args: &[&str]) -> String {
     let mut argv = vec!["nft"];
     argv.extend_from_slice(args);
@@ -208,15 +225,33 @@ fn nftables_in_process_matches_nft_tool() {
     assert_eq!(listing(&ours, &["-j"]), listing(&golden, &["-j"]));
     assert_eq!(listing(&ours, &["-a", "--debug=netlink"]), listing(&golden, &["-a", "--debug=netlink"]));
 
-    // A repeated ADD (table and chains exist, so no `add table`/`add chain` is sent) replaces its
-    // rules: the same as the reference's script run again after its stale rules are deleted, down
-    // to handles and kernel expressions.
+    // A repeated ADD (table, chains and the three postrouting rules exist, so only the attachment's
+    // rules are replaced) gives the same ruleset as the reference's script run again after its
+    // stale rules are deleted — the same rules and kernel expressions; only handles differ, because
+    // the reference also flushes and refills postrouting.
+    let postrouting_handles = |ns: &Netns| -> Vec<u64> {
+        let v = nft_json(ns).unwrap();
+        let rules = v["nftables"].as_array().unwrap().iter().filter_map(|o| o.get("rule"));
+        rules.filter(|r| r["chain"] == "postrouting").filter_map(|r| r["handle"].as_u64()).collect()
+    };
+    let before = postrouting_handles(&ours);
     ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    assert_eq!(postrouting_handles(&ours), before, "a correct postrouting is left as it is");
     golden.exec(&["nft", "flush", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]).expect_ok();
     golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
     assert_eq!(listing(&ours, &[]), listing(&golden, &[]));
-    assert_eq!(listing(&ours, &["-j"]), listing(&golden, &["-j"]));
-    assert_eq!(listing(&ours, &["-a", "--debug=netlink"]), listing(&golden, &["-a", "--debug=netlink"]));
+    assert_eq!(without_handles(&listing(&ours, &["-j"])), without_handles(&listing(&golden, &["-j"])));
+    // `--debug=netlink` heads each rule with `<family> <table> <chain> <handle> [<position>]`.
+    let expressions = |ns: &Netns| -> Vec<String> {
+        let text = listing(ns, &["--debug=netlink"]);
+        text.lines()
+            .map(|l| match l.strip_prefix("inet cni_plugins_masquerade ") {
+                Some(rest) => rest.split_whitespace().next().unwrap_or_default().to_string(),
+                None => l.to_string(),
+            })
+            .collect()
+    };
+    assert_eq!(expressions(&ours), expressions(&golden));
 
     // Teardown empties masq_checks and keeps the shared table, chains and comments.
     ns.run(|| teardown_masquerade(&t, &[])).unwrap().unwrap();

@@ -13,6 +13,7 @@ mod iptables;
 mod naming;
 mod nfnl;
 mod nfnl_batch;
+mod nfnl_expr;
 mod nftables;
 
 use ipnetwork::IpNetwork;

@@ -30,6 +30,7 @@ const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
 /// libnftnl's `NFTNL_UDATA_RULE_COMMENT`, the TLV type `nft` stores rule comments under.
 const UDATA_RULE_COMMENT: u8 = 0;
@@ -40,6 +41,8 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 pub(crate) struct RuleInfo {
     pub handle: u64,
     pub comment: Option<String>,
+    /// The rule's expressions when every one is of a kind [`super::nfnl_expr`] knows.
+    pub exprs: Option<Vec<super::nfnl_batch::Expr>>,
 }
 
 /// A base chain's hook as the kernel reports it: `type <kind> hook <hooknum> priority <priority>`.
@@ -198,7 +201,7 @@ fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
 }
 
 /// Iterates (type, value) attributes.
-fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+pub(crate) fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     let mut rest = buf;
     while let (Some(len), Some(kind)) = (ne_u16(rest.get(0..2)), ne_u16(rest.get(2..4))) {
@@ -245,8 +248,10 @@ fn parse_chain(buf: &[u8], table: &str) -> Option<ChainInfo> {
 fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
     let mut handle = None;
     let mut comment = None;
+    let mut exprs = None;
     for (kind, value) in attrs(buf) {
         match kind {
+            NFTA_RULE_EXPRESSIONS => exprs = super::nfnl_expr::parse_exprs(value),
             NFTA_RULE_HANDLE => {
                 let b: [u8; 8] = value.get(0..8)?.try_into().ok()?;
                 handle = Some(u64::from_be_bytes(b));
@@ -255,7 +260,7 @@ fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
             _ => {}
         }
     }
-    Some(RuleInfo { handle: handle?, comment })
+    Some(RuleInfo { handle: handle?, comment, exprs })
 }
 
 /// The comment TLV (u8 type, u8 length, NUL-terminated text) of a rule's user data.
@@ -332,7 +337,7 @@ mod tests {
         buf.extend_from_slice(&(NFTA_RULE_USERDATA | 0x8000).to_ne_bytes());
         buf.extend_from_slice(&udata);
         buf.extend_from_slice(&[0, 0]);
-        assert_eq!(parse_rule(&buf), Some(RuleInfo { handle: 42, comment: Some("abc".into()) }));
+        assert_eq!(parse_rule(&buf), Some(RuleInfo { handle: 42, comment: Some("abc".into()), exprs: None }));
         // Truncated input never panics.
         for n in 0..buf.len() {
             let _ = parse_rule(&buf[..n]);

@@ -358,6 +358,15 @@ impl Batch {
         self.push_nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a, op);
     }
 
+    /// The value of `NFTA_RULE_EXPRESSIONS` as [`Batch::add_rule`] encodes `exprs` (for tests of
+    /// the reader, which must parse back exactly what we write).
+    #[cfg(test)]
+    pub(crate) fn encode_exprs(exprs: &[Expr]) -> Vec<u8> {
+        let mut a = Attrs::default();
+        exprs.iter().for_each(|e| a.expr(e));
+        a.buf
+    }
+
     /// The operation of each message so far, `begin transaction` first.
     #[cfg(test)]
     pub(crate) fn ops(&self) -> &[&'static str] {

@@ -1,11 +1,11 @@
 //! nftables masquerade backend, the reference's layout (cni.md §7.4): table
-//! `inet cni_plugins_masquerade`, chain `masq_checks`, base chain `postrouting` refilled on each ADD,
-//! one commented rule per address. No process is spawned: existing chains and rules are read
-//! in-process ([`super::nfnl`]) and each ADD or DEL is ONE in-process netlink transaction
-//! ([`super::nfnl_batch`]). ADD creates only the table and chains that are missing: an `add chain`
-//! of an existing chain is a no-op for the ruleset but makes the commit wait ~15 ms. (So does any
-//! rule delete, the refill's flush of a non-empty `postrouting` included; the wait is paid once
-//! per transaction, so skipping the `add`s saves it only in a transaction that deletes nothing.)
+//! `inet cni_plugins_masquerade`, chain `masq_checks`, base chain `postrouting` holding three fixed
+//! rules, one commented rule per address. No process is spawned: existing chains and rules are read
+//! in-process ([`super::nfnl`], [`super::nfnl_expr`]) and each ADD or DEL is ONE in-process netlink
+//! transaction ([`super::nfnl_batch`]). The reference sends `add table`, `add chain` and a flush and
+//! refill of `postrouting` on every ADD; we send only what the ruleset lacks — the same result, but
+//! an `add chain` of an existing chain or any rule delete (a flush of a non-empty chain) makes the
+//! kernel's commit wait ~15 ms, and parallel ADDs would queue behind each other's waits.
 //!
 //! The expressions are exactly those `nft` 1.0.x builds from the reference's rule text (checked
 //! against `nft --debug=netlink`, and by a test comparing listings with `nft -f` of that text), so
@@ -49,6 +49,8 @@ pub(crate) struct Present {
     /// `postrouting` exists AND is the nat/postrouting/priority-100 base chain; a chain of that
     /// name of another kind is "absent", so its `add chain` is sent and the kernel rejects it.
     pub postrouting: bool,
+    /// `postrouting` holds exactly the reference's three rules, so ADD need not refill it.
+    pub postrouting_filled: bool,
 }
 
 impl Present {
@@ -66,6 +68,7 @@ impl Present {
             table: true,
             masq_checks: chains.iter().any(|c| c.name == MASQ_CHAIN),
             postrouting: chains.iter().any(|c| c.name == "postrouting" && hook(c)),
+            postrouting_filled: false,
         }
     }
 }
@@ -76,13 +79,35 @@ fn read_state(prefix: &str) -> Result<(Present, Vec<RuleInfo>), FirewallError> {
     let chains = reader
         .chains(TABLE)
         .map_err(|source| FirewallError::Netlink { op: "list nftables chains", source })?;
-    let present = Present::of(chains.as_deref());
+    let mut present = Present::of(chains.as_deref());
+    if present.postrouting {
+        let rules = reader.rules(TABLE, "postrouting").map_err(list_error)?;
+        present.postrouting_filled = is_filled(&rules);
+    }
     let stale = if present.masq_checks {
         ours(reader.rules(TABLE, MASQ_CHAIN).map_err(list_error)?, prefix)
     } else {
         Vec::new()
     };
     Ok((present, stale))
+}
+
+/// True when `rules` are exactly [`postrouting_rules`], uncommented, in order.
+fn is_filled(rules: &[RuleInfo]) -> bool {
+    let want = postrouting_rules();
+    rules.len() == want.len()
+        && rules.iter().zip(&want).all(|(r, w)| r.comment.is_none() && r.exprs.as_ref() == Some(w))
+}
+
+/// The base chain's rules: multicast is never masqueraded, everything else is checked in
+/// `masq_checks`.
+fn postrouting_rules() -> [Vec<Expr>; 3] {
+    let mut mcast4 = match_addr(Field::Daddr, IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4, CmpOp::Eq);
+    mcast4.push(Expr::Return);
+    let mut mcast6 =
+        match_addr(Field::Daddr, IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8, CmpOp::Eq);
+    mcast6.push(Expr::Return);
+    [mcast4, mcast6, vec![Expr::Goto(MASQ_CHAIN.to_string())]]
 }
 
 /// `NF_INET_POST_ROUTING`, and the priority `srcnat` names.
@@ -167,16 +192,14 @@ pub(crate) fn plan_setup(t: &MasqTarget, addrs: &[IpNetwork], present: Present, 
         // After masq_checks exists, so the goto below resolves.
         b.add_chain(TABLE, "postrouting", Some(POSTROUTING), None, "nftables: add chain postrouting");
     }
-    b.flush_chain(TABLE, "postrouting", "nftables: flush chain postrouting");
-    let op = "nftables: add rule to postrouting";
-    let mut mcast4 = match_addr(Field::Daddr, IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4, CmpOp::Eq);
-    mcast4.push(Expr::Return);
-    b.add_rule(TABLE, "postrouting", &mcast4, None, op);
-    let mut mcast6 =
-        match_addr(Field::Daddr, IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8, CmpOp::Eq);
-    mcast6.push(Expr::Return);
-    b.add_rule(TABLE, "postrouting", &mcast6, None, op);
-    b.add_rule(TABLE, "postrouting", &[Expr::Goto(MASQ_CHAIN.to_string())], None, op);
+    // The reference flushes and refills on every ADD; the result is the same when the three
+    // rules are already there, but the flush's deletes would make the commit wait ~15 ms.
+    if !present.postrouting_filled {
+        b.flush_chain(TABLE, "postrouting", "nftables: flush chain postrouting");
+        for rule in postrouting_rules() {
+            b.add_rule(TABLE, "postrouting", &rule, None, "nftables: add rule to postrouting");
+        }
+    }
     for rule in stale {
         b.delete_rule(TABLE, MASQ_CHAIN, rule.handle, OP_DELETE_STALE);
     }
@@ -313,16 +336,26 @@ mod tests {
     fn setup_plan_adds_only_what_is_missing() {
         let t = MasqTarget { network: "n", container_id: "c", ifname: "eth0" };
         let addrs: Vec<IpNetwork> = vec!["198.19.1.2/24".parse().unwrap()];
-        let stale = [RuleInfo { handle: 9, comment: None }];
+        let stale = [RuleInfo { handle: 9, comment: None, exprs: None }];
         let adds = |p: Present| {
             let b = plan_setup(&t, &addrs, p, &stale);
             b.ops().iter().filter(|op| op.contains(": add table") || op.contains(": add chain")).count()
         };
         assert_eq!(adds(Present::default()), 3);
-        assert_eq!(adds(Present { table: true, masq_checks: true, postrouting: true }), 0);
-        assert_eq!(adds(Present { table: true, masq_checks: true, postrouting: false }), 1);
-        let all =
-            plan_setup(&t, &addrs, Present { table: true, masq_checks: true, postrouting: true }, &stale);
+        assert_eq!(
+            adds(Present { table: true, masq_checks: true, postrouting: true, postrouting_filled: false }),
+            0
+        );
+        assert_eq!(
+            adds(Present { table: true, masq_checks: true, postrouting: false, postrouting_filled: false }),
+            1
+        );
+        let all = plan_setup(
+            &t,
+            &addrs,
+            Present { table: true, masq_checks: true, postrouting: true, postrouting_filled: false },
+            &stale,
+        );
         assert_eq!(
             all.ops(),
             [
@@ -350,10 +383,16 @@ mod tests {
         assert_eq!(Present::of(None), Present::default());
         assert_eq!(Present::of(Some(&[])), Present { table: true, ..Present::default() });
         let good = [chain("masq_checks", None), chain("postrouting", Some(("nat", 4, 100)))];
-        assert_eq!(Present::of(Some(&good)), Present { table: true, masq_checks: true, postrouting: true });
+        assert_eq!(
+            Present::of(Some(&good)),
+            Present { table: true, masq_checks: true, postrouting: true, postrouting_filled: false }
+        );
         for bad in [None, Some(("filter", 4, 100)), Some(("nat", 2, 100)), Some(("nat", 4, 0))] {
             let p = Present::of(Some(&[chain("postrouting", bad)]));
-            assert_eq!(p, Present { table: true, masq_checks: false, postrouting: false });
+            assert_eq!(
+                p,
+                Present { table: true, masq_checks: false, postrouting: false, postrouting_filled: false }
+            );
         }
     }
 
@@ -370,10 +409,40 @@ mod tests {
         assert_eq!(read(), (Present::default(), Vec::new()));
         ns.run(|| setup(&t, &addrs)).unwrap().unwrap();
         let (present, stale) = read();
-        assert_eq!(present, Present { table: true, masq_checks: true, postrouting: true });
+        assert_eq!(
+            present,
+            Present { table: true, masq_checks: true, postrouting: true, postrouting_filled: true }
+        );
         assert_eq!(stale.len(), 2);
+        // The rules as the `nft` tool writes them from the reference's text read as filled too.
+        let refill = format!(
+            "flush chain inet {TABLE} postrouting\n\
+             add rule inet {TABLE} postrouting ip daddr == 224.0.0.0/4 return\n\
+             add rule inet {TABLE} postrouting ip6 daddr == ff00::/8 return\n\
+             add rule inet {TABLE} postrouting goto masq_checks\n"
+        );
+        lab.exec_with(&["nft", "-f", "-"], &[], refill.as_bytes()).expect_ok();
+        assert!(read().0.postrouting_filled);
+        // Anything else in the chain (an extra rule, a changed one) is not; ADD then refills it.
+        lab.exec(&["nft", "add", "rule", "inet", TABLE, "postrouting", "counter"]).expect_ok();
+        assert!(!read().0.postrouting_filled);
+        ns.run(|| setup(&t, &addrs)).unwrap().unwrap();
+        assert!(read().0.postrouting_filled);
+        let changed = format!(
+            "flush chain inet {TABLE} postrouting\n\
+             add rule inet {TABLE} postrouting ip daddr == 224.0.0.0/8 return\n\
+             add rule inet {TABLE} postrouting ip6 daddr == ff00::/8 return\n\
+             add rule inet {TABLE} postrouting goto masq_checks\n"
+        );
+        lab.exec_with(&["nft", "-f", "-"], &[], changed.as_bytes()).expect_ok();
+        assert!(!read().0.postrouting_filled);
+        ns.run(|| setup(&t, &addrs)).unwrap().unwrap();
+        assert!(read().0.postrouting_filled);
         lab.exec(&["nft", "delete", "chain", "inet", TABLE, "postrouting"]).expect_ok();
-        assert_eq!(read().0, Present { table: true, masq_checks: true, postrouting: false });
+        assert_eq!(
+            read().0,
+            Present { table: true, masq_checks: true, postrouting: false, postrouting_filled: false }
+        );
         lab.exec(&["nft", "delete", "table", "inet", TABLE]).expect_ok();
         lab.exec(&["nft", "add", "table", "inet", TABLE]).expect_ok();
         assert_eq!(read(), (Present { table: true, ..Present::default() }, Vec::new()));
@@ -382,7 +451,7 @@ mod tests {
     #[test]
     fn teardown_plan_and_comment_cleaning() {
         assert!(plan_teardown(&[]).is_none());
-        assert!(plan_teardown(&[RuleInfo { handle: 3, comment: None }]).is_some());
+        assert!(plan_teardown(&[RuleInfo { handle: 3, comment: None, exprs: None }]).is_some());
         assert_eq!(clean_comment("a\"b\nc"), "a b c");
     }
 }
