@@ -17,8 +17,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # Tests locate the plugin binaries here (see tests' harness).
 export WEFT_BIN_DIR="$PWD/target/debug"
-# Every test removes what it made; this catches what a crashed test left (all test namespaces
-# are named wt*; the processes inside them are ended by PID).
-cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup wt >/dev/null 2>&1 || true; }
+# Every test removes what it made; this catches what a crashed test left: test namespaces are
+# named wt*, and only those that appeared during this run are removed (the processes inside them
+# ended by PID first), so a test run never touches another run's namespaces that existed before.
+before=$(ip netns list | awk '{print $1}')
+cleanup() {
+  local ns
+  for ns in $(ip netns list | awk '$1 ~ /^wt/ {print $1}'); do
+    grep -qx -- "$ns" <<<"$before" && continue
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT
 cargo test --workspace -- --test-threads="${WEFT_TEST_THREADS:-4}"
