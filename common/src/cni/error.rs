@@ -54,11 +54,14 @@ impl CniError {
         CniError::new(ErrorCode::Internal, msg, details)
     }
 
+    /// Code 1, with the reference's details text: Go's `%q` of the version and of the list
+    /// (`["0.1.0" "0.2.0" …]`, space-separated).
     pub fn incompatible_version(requested: &str) -> Self {
+        let supported: Vec<String> = super::version::SUPPORTED.iter().map(|v| format!("{v:?}")).collect();
         CniError::new(
             ErrorCode::IncompatibleVersion,
             "incompatible CNI versions",
-            format!("config is {requested:?}, plugin supports {:?}", super::version::SUPPORTED),
+            format!("config is {requested:?}, plugin supports [{}]", supported.join(" ")),
         )
     }
 
@@ -80,6 +83,15 @@ impl CniError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incompatible_version_details_read_like_the_reference() {
+        let e = CniError::incompatible_version("9.9.9");
+        assert_eq!(
+            e.details,
+            r#"config is "9.9.9", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
+        );
+    }
 
     #[test]
     fn renders_spec_shape() {
