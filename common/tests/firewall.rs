@@ -1,8 +1,8 @@
 //! Masquerade rules in real network namespaces (root): exact layouts read back with the system
 //! tools, teardown with and without addresses, idempotence, and interop with the reference bridge
 //! plugin (Debian v1.1.1, iptables) in both directions, and the in-process nftables transaction
-//! against the `nft` tool. Every namespace is named `wtfw…` or `wtnx…` and deleted on drop, also
-//! when a test panics.
+//! against the `nft` tool, and the in-process iptables-nft ADD against `iptables-restore`. Every
+//! namespace is named `wtfw…`, `wtnx…` or `wtix…` and deleted on drop, also when a test panics.
 
 #![allow(clippy::unwrap_used)]
 
@@ -378,4 +378,168 @@ fn reference_rules_removed_by_ours_and_ours_by_reference() {
     lab.bridge("DEL", "ctr1").expect_ok();
     assert!(nat_rules(&lab.host, "iptables-save").is_empty());
     assert!(nat_rules(&lab.host, "ip6tables-save").is_empty());
+}
+
+/// An unrelated iptables-nft rule, so that `table ip nat` and its POSTROUTING exist (a fresh
+/// namespace has no nat table; `iptables -t nat -S` does not create one).
+const PRIME: &str = "*nat\n-A POSTROUTING -s 198.18.0.9/32 -j RETURN\nCOMMIT\n";
+
+/// The reference's IPv4 rules of one attachment as an `iptables-restore` script (cni.md §7.4),
+/// written independently of the code under test.
+fn reference_v4_script(cid: &str, host: &str, subnet: &str) -> String {
+    let chain = chain_name(NET, cid);
+    let c = format!("\"name: \\\"{NET}\\\" id: \\\"{cid}\\\"\"");
+    format!(
+        "*nat\n-N {chain}\n\
+         -A {chain} -d {subnet} -m comment --comment {c} -j ACCEPT\n\
+         -A {chain} ! -d 224.0.0.0/4 -m comment --comment {c} -j MASQUERADE\n\
+         -A POSTROUTING -s {host} -m comment --comment {c} -j {chain}\nCOMMIT\n"
+    )
+}
+
+/// `iptables-save -t nat` without its `#` lines and with every `[packets:bytes]` counter zeroed.
+fn saved_nat(ns: &Netns) -> String {
+    let out = ns.exec(&["iptables-save", "-t", "nat"]).expect_ok().stdout;
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match (l.find(" ["), l.ends_with(']')) {
+            (Some(i), true) => format!("{} [0:0]", &l[..i]),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `nft --debug=netlink list table ip nat`: every rule's kernel expressions, then the listing. The
+/// `ip nat <chain> <handle> [<position>]` head of each rule is cut to the chain.
+fn nat_netlink(ns: &Netns) -> String {
+    let out = ns.exec(&["nft", "--debug=netlink", "list", "table", "ip", "nat"]).expect_ok().stdout;
+    out.lines()
+        .map(|l| match l.strip_prefix("ip nat ") {
+            Some(rest) => format!("ip nat {}", rest.split_whitespace().next().unwrap_or_default()),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn try_in_process(ns: &NetNs, cid: &str, list: &[&str]) -> bool {
+    let (chain, comment) = (chain_name(NET, cid), iptables_comment(NET, cid));
+    ns.run(|| weft_common::firewall::iptables_nft::try_add(&chain, &comment, &addrs(list))).unwrap()
+}
+
+/// The in-process IPv4 ADD builds exactly what `iptables-restore` of the reference's rules builds:
+/// same `iptables-save`, same kernel expressions (`nft --debug=netlink`), the reference's `-C`
+/// checks find the rules, and its DEL commands (`-D`, `-F`, `-X`) remove them completely. A /24
+/// (byte-aligned: 3-byte compare) and a /20 (masked) subnet.
+#[test]
+fn iptables_nft_in_process_add_matches_iptables_restore() {
+    require_root();
+    let ours = Netns::unique("wtix");
+    let golden = Netns::unique("wtix");
+    for lab in [&ours, &golden] {
+        lab.exec_with(&["iptables-restore", "--noflush", "-w"], &[], PRIME.as_bytes()).expect_ok();
+    }
+    let primed = (saved_nat(&ours), nat_netlink(&ours));
+    let ns = NetNs::open(ours.path()).unwrap();
+    let attachments = [
+        ("ctr1", "198.19.1.2/24", "198.19.1.2/32", "198.19.1.0/24"),
+        ("ctr2", "198.19.17.3/20", "198.19.17.3/32", "198.19.16.0/20"),
+    ];
+    for (cid, addr, host, subnet) in attachments {
+        assert!(try_in_process(&ns, cid, &[addr]), "in-process path taken for {cid}");
+        let script = reference_v4_script(cid, host, subnet);
+        golden.exec_with(&["iptables-restore", "--noflush", "-w"], &[], script.as_bytes()).expect_ok();
+    }
+    let saved = saved_nat(&ours);
+    assert_eq!(saved, saved_nat(&golden));
+    assert!(saved.contains(&format!("-A {} -d 198.19.16.0/20 -m comment", chain_name(NET, "ctr2"))));
+    let netlink = nat_netlink(&ours);
+    assert_eq!(netlink, nat_netlink(&golden));
+    assert!(netlink.contains("[ match name comment rev 0 ]") && netlink.contains("target name MASQUERADE"));
+
+    // The reference's check (go-iptables `Exists` = `-C`) and DEL (`-D` jump, `-F`, `-X` chain).
+    for (cid, _, host, subnet) in attachments {
+        let chain = chain_name(NET, cid);
+        let comment = iptables_comment(NET, cid);
+        let rules: [Vec<&str>; 3] = [
+            vec!["POSTROUTING", "-s", host, "-m", "comment", "--comment", &comment, "-j", &chain],
+            vec![&chain, "-d", subnet, "-m", "comment", "--comment", &comment, "-j", "ACCEPT"],
+            vec![
+                &chain,
+                "!",
+                "-d",
+                "224.0.0.0/4",
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-j",
+                "MASQUERADE",
+            ],
+        ];
+        for rule in &rules {
+            let mut argv = vec!["iptables", "-w", "-t", "nat", "-C"];
+            argv.extend_from_slice(rule);
+            ours.exec(&argv).expect_ok();
+        }
+        let mut del = vec!["iptables", "-w", "-t", "nat", "-D"];
+        del.extend_from_slice(&rules[0]);
+        ours.exec(&del).expect_ok();
+        ours.exec(&["iptables", "-w", "-t", "nat", "-F", &chain]).expect_ok();
+        ours.exec(&["iptables", "-w", "-t", "nat", "-X", &chain]).expect_ok();
+    }
+    assert_eq!((saved_nat(&ours), nat_netlink(&ours)), primed, "DEL leaves the table as it was");
+}
+
+/// When the in-process ADD does not apply, the process path does the ADD, unchanged: the host's
+/// first ADD (no nat table yet), a repeated ADD (the chain exists: the transaction fails as a
+/// whole, nothing is duplicated), IPv6, a nat table that is not iptables-nft's, legacy iptables.
+#[test]
+fn iptables_nft_falls_back_to_the_tools() {
+    require_root();
+    let lab = Netns::unique("wtix");
+    let ns = NetNs::open(lab.path()).unwrap();
+    let v4 = addrs(&["198.19.1.2/24"]);
+    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+    let t2 = MasqTarget { network: NET, container_id: "ctr2", ifname: "eth0" };
+
+    // First ADD: no table, so iptables-restore creates it.
+    assert!(!try_in_process(&ns, "ctr1", &["198.19.1.2/24"]));
+    assert!(lab.exec(&["nft", "list", "table", "ip", "nat"]).status != Some(0), "nothing created");
+    ns.run(|| setup_masquerade(BackendChoice::Iptables, &t, &v4)).unwrap().unwrap();
+    assert_eq!(nat_rules(&lab, "iptables-save"), expected_iptables("ctr1", true));
+    // The table is iptables-nft's now: the next attachment goes in-process.
+    assert!(try_in_process(&ns, "ctr2", &["198.19.1.3/24"]));
+
+    // Repeated ADD: the chain exists, the batch fails whole, the tools find nothing missing.
+    let before = saved_nat(&lab);
+    assert!(!try_in_process(&ns, "ctr1", &["198.19.1.2/24"]));
+    assert_eq!(saved_nat(&lab), before, "a failed batch applies nothing");
+    for _ in 0..2 {
+        ns.run(|| setup_masquerade(BackendChoice::Iptables, &t, &v4)).unwrap().unwrap();
+        ns.run(|| setup_masquerade(BackendChoice::Iptables, &t2, &addrs(&["198.19.1.3/24"])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved_nat(&lab), before, "exactly one set of rules");
+    }
+    // IPv6 always takes the tools.
+    assert!(!try_in_process(&ns, "ctr3", &["fd00:77::2/64"]));
+
+    // A nat table made with nft (a comment: not iptables-nft's).
+    let foreign = Netns::unique("wtix");
+    let script = "add table ip nat { comment \"wtix\" ; }\n\
+        add chain ip nat POSTROUTING { type nat hook postrouting priority 100 ; }\n";
+    foreign.exec_with(&["nft", "-f", "-"], &[], script.as_bytes()).expect_ok();
+    assert!(!try_in_process(&NetNs::open(foreign.path()).unwrap(), "ctr1", &["198.19.1.2/24"]));
+    // A table without POSTROUTING (only a user chain).
+    let bare = Netns::unique("wtix");
+    bare.exec(&["iptables", "-w", "-t", "nat", "-N", "wtixuser"]).expect_ok();
+    assert!(!try_in_process(&NetNs::open(bare.path()).unwrap(), "ctr1", &["198.19.1.2/24"]));
+
+    // Legacy iptables owns nat in this namespace (x_tables lists it): never nf_tables.
+    let legacy = Netns::unique("wtix");
+    legacy.exec_with(&["iptables-restore", "--noflush", "-w"], &[], PRIME.as_bytes()).expect_ok();
+    legacy.exec(&["iptables-legacy", "-w", "-t", "nat", "-S"]).expect_ok();
+    assert!(!try_in_process(&NetNs::open(legacy.path()).unwrap(), "ctr1", &["198.19.1.2/24"]));
 }

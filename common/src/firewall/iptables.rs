@@ -1,9 +1,11 @@
 //! iptables masquerade backend, the reference's layout (cni.md §7.4) with few processes:
 //! ADD tries one `iptables-restore --noflush` that creates the chain (`-N`) and appends the rules;
 //! if the chain already exists that transaction fails as a whole and we read `iptables-save -t nat`
-//! and append only what is missing. DEL reads `iptables-save -t nat` once per family and, if anything
-//! is there, removes every POSTROUTING jump to the chain (any `-s` form, so the legacy `-s ip/prefix`
-//! too, and without needing the addresses), flushes and deletes the chain in one transaction.
+//! and append only what is missing. An IPv4 ADD on an iptables-nft host first tries the same
+//! transaction in-process ([`super::iptables_nft`]) and runs the tools only when that does not
+//! apply. DEL reads `iptables-save -t nat` once per family and, if anything is there, removes
+//! every POSTROUTING jump to the chain (any `-s` form, so the legacy `-s ip/prefix` too, and
+//! without needing the addresses), flushes and deletes the chain in one transaction.
 
 use ipnetwork::IpNetwork;
 
@@ -157,7 +159,12 @@ pub(crate) fn setup(family: Family, t: &MasqTarget, addrs: &[IpNetwork]) -> Resu
         return Ok(());
     }
     let chain = naming::chain_name(t.network, t.container_id);
-    let wanted = plan_rules(&chain, &naming::iptables_comment(t.network, t.container_id), addrs);
+    let comment = naming::iptables_comment(t.network, t.container_id);
+    // Fastest path: IPv4 on an iptables-nft host whose nat table exists, no process at all.
+    if family == Family::V4 && super::iptables_nft::try_add(&chain, &comment, addrs) {
+        return Ok(());
+    }
+    let wanted = plan_rules(&chain, &comment, addrs);
     // Fast path: a new attachment, so the chain does not exist yet: one process.
     if let Some(script) = plan_add(&chain, &wanted, &Saved::default()) {
         match exec::run(family.restore_tool(), RESTORE_ARGS, &script) {

@@ -10,6 +10,7 @@
 
 mod exec;
 mod iptables;
+pub mod iptables_nft;
 mod naming;
 mod nfnl;
 mod nfnl_batch;
@@ -145,6 +146,32 @@ pub fn teardown_masquerade(t: &MasqTarget, addrs: &[IpNetwork]) -> Result<(), Fi
         f
     };
     let mut errors = Vec::new();
+    // The nftables teardown runs on its own thread, and the iptables reads of both families run
+    // concurrently, then both writes: a write that deletes waits for the kernel's commit (an RCU
+    // grace period, ~15 ms), which dominates DEL, so the backends must not wait for each other.
+    std::thread::scope(|scope| {
+        let nft = scope.spawn(|| nftables::teardown(t));
+        teardown_iptables(t, &families, &mut errors);
+        let nft = nft.join().unwrap_or_else(|_| {
+            let source = std::io::Error::other("the teardown thread panicked");
+            Err(FirewallError::Netlink { op: "nftables teardown", source })
+        });
+        match nft {
+            Err(e) if e.is_unavailable() => tracing::debug!(error = %e, "nftables not available"),
+            Err(e) => errors.push(e),
+            Ok(()) => {}
+        }
+    });
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(FirewallError::Several(errors)),
+    }
+}
+
+/// The iptables half of [`teardown_masquerade`]; errors other than "tools not installed" are
+/// collected in `errors`.
+fn teardown_iptables(t: &MasqTarget, families: &[Family], errors: &mut Vec<FirewallError>) {
     let skip = |e: FirewallError, errors: &mut Vec<FirewallError>| {
         if e.is_unavailable() {
             tracing::debug!(error = %e, "iptables not installed");
@@ -152,31 +179,19 @@ pub fn teardown_masquerade(t: &MasqTarget, addrs: &[IpNetwork]) -> Result<(), Fi
             errors.push(e);
         }
     };
-    // Reads of both families run concurrently, then both writes: a write that deletes waits for
-    // the kernel's commit (an RCU grace period, ~15 ms), which dominates DEL.
     let reads: Vec<_> = families.iter().map(|&f| (f, iptables::start_read(f))).collect();
     let mut writes = Vec::new();
     for (family, read) in reads {
         match read.and_then(|read| iptables::start_teardown(family, t, read)) {
             Ok(Some(write)) => writes.push((family, write)),
             Ok(None) => {}
-            Err(e) => skip(e, &mut errors),
+            Err(e) => skip(e, errors),
         }
     }
     for (family, (write, script)) in writes {
         if let Err(e) = iptables::finish_teardown(family, t, write, &script) {
-            skip(e, &mut errors);
+            skip(e, errors);
         }
-    }
-    match nftables::teardown(t) {
-        Err(e) if e.is_unavailable() => tracing::debug!(error = %e, "nftables not available"),
-        Err(e) => errors.push(e),
-        Ok(()) => {}
-    }
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        _ => Err(FirewallError::Several(errors)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reading nftables in-process over `NETLINK_NETFILTER` (no `nft` process): which chains of a table
 //! exist (a `NFT_MSG_GETCHAIN` dump, plus a `NFT_MSG_GETTABLE` when the table has no chain), and a
-//! filtered `NFT_MSG_GETRULE` dump of one chain, keeping each rule's handle and comment. Only
-//! reads; writes are [`super::nfnl_batch`] transactions.
+//! filtered `NFT_MSG_GETRULE` dump of one chain, keeping each rule's handle and comment; and, for
+//! iptables-nft's tables (family ip), a single table's or chain's attributes. Only reads; writes
+//! are [`super::nfnl_batch`] transactions.
 
 use std::io;
 
@@ -21,6 +22,10 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_FLAGS: u16 = 2;
+const NFTA_TABLE_USERDATA: u16 = 6;
+const NFTA_TABLE_OWNER: u16 = 7;
+const NFTA_CHAIN_USERDATA: u16 = 12;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
@@ -60,18 +65,58 @@ pub(crate) struct ChainInfo {
     pub hook: Option<ChainHook>,
 }
 
+/// What a table's own attributes say about who manages it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableInfo {
+    /// `NFTA_TABLE_FLAGS` (dormant, owner, persist); 0 for a table iptables-nft created.
+    pub flags: u32,
+    /// The table carries user data (a comment, or a tool's marker).
+    pub has_userdata: bool,
+    /// The table is owned by a netlink socket (`NFTA_TABLE_OWNER`).
+    pub has_owner: bool,
+}
+
+/// One chain's attributes, from a single-chain get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainDetail {
+    pub info: ChainInfo,
+    /// The chain carries user data (e.g. an `nft` comment; iptables-nft 1.8.9 sets none).
+    pub has_userdata: bool,
+}
+
 /// One netlink socket for several reads in the calling thread's network namespace.
 pub(crate) struct Reader {
     socket: Socket,
     seq: u32,
+    /// The nfgenmsg family of every request.
+    family: u8,
 }
 
 impl Reader {
+    /// A reader of `inet` tables.
     pub(crate) fn open() -> io::Result<Reader> {
+        Reader::open_family(NFPROTO_INET)
+    }
+
+    /// A reader of `family`'s tables (e.g. `NFPROTO_IPV4` = 2 for iptables-nft's).
+    pub(crate) fn open_family(family: u8) -> io::Result<Reader> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(Reader { socket, seq: 0 })
+        Ok(Reader { socket, seq: 0, family })
+    }
+
+    /// The attributes of `table`, or `None` when it does not exist.
+    pub(crate) fn table(&mut self, table: &str) -> io::Result<Option<TableInfo>> {
+        let found = self.query(NFT_MSG_GETTABLE, NLM_F_ACK, &[(NFTA_TABLE_NAME, table)], NFT_MSG_NEWTABLE)?;
+        Ok(found.and_then(|msgs| msgs.first().map(|m| parse_table(m))))
+    }
+
+    /// The attributes of chain `name` of `table`, or `None` when either does not exist.
+    pub(crate) fn chain(&mut self, table: &str, name: &str) -> io::Result<Option<ChainDetail>> {
+        let attrs = [(NFTA_CHAIN_TABLE, table), (NFTA_CHAIN_NAME, name)];
+        let found = self.query(NFT_MSG_GETCHAIN, NLM_F_ACK, &attrs, NFT_MSG_NEWCHAIN)?;
+        Ok(found.and_then(|msgs| msgs.first().and_then(|m| parse_chain_detail(m, table))))
     }
 
     /// The chains of `family inet` `table`, or `None` when the table does not exist.
@@ -105,7 +150,7 @@ impl Reader {
         reply: u16,
     ) -> io::Result<Option<Vec<Vec<u8>>>> {
         self.seq = self.seq.wrapping_add(1);
-        self.socket.send(&request(msg, flags, self.seq, attrs), 0)?;
+        self.socket.send(&request(self.family, msg, flags, self.seq, attrs), 0)?;
         let mut out = Vec::new();
         loop {
             let (buf, _) = self.socket.recv_from_full()?;
@@ -145,9 +190,9 @@ pub(crate) fn list_rules(table: &str, chain: &str) -> io::Result<Vec<RuleInfo>> 
     Reader::open()?.rules(table, chain)
 }
 
-/// A request: nlmsghdr + nfgenmsg (family inet) + string attributes.
-fn request(msg: u16, flags: u16, seq: u32, attrs: &[(u16, &str)]) -> Vec<u8> {
-    let mut body = vec![NFPROTO_INET, 0, 0, 0];
+/// A request: nlmsghdr + nfgenmsg (`family`) + string attributes.
+fn request(family: u8, msg: u16, flags: u16, seq: u32, attrs: &[(u16, &str)]) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
     for (kind, value) in attrs {
         push_attr(&mut body, *kind, value);
     }
@@ -245,6 +290,29 @@ fn parse_chain(buf: &[u8], table: &str) -> Option<ChainInfo> {
     Some(ChainInfo { name: name?, hook })
 }
 
+fn parse_table(buf: &[u8]) -> TableInfo {
+    let mut info = TableInfo { flags: 0, has_userdata: false, has_owner: false };
+    for (attr, value) in attrs(buf) {
+        match attr {
+            NFTA_TABLE_FLAGS => {
+                // Unreadable flags count as "some flag set", which callers treat as foreign.
+                info.flags =
+                    value.get(0..4).and_then(|b| b.try_into().ok()).map_or(u32::MAX, u32::from_be_bytes)
+            }
+            NFTA_TABLE_USERDATA => info.has_userdata = true,
+            NFTA_TABLE_OWNER => info.has_owner = true,
+            _ => {}
+        }
+    }
+    info
+}
+
+fn parse_chain_detail(buf: &[u8], table: &str) -> Option<ChainDetail> {
+    let info = parse_chain(buf, table)?;
+    let has_userdata = attrs(buf).iter().any(|(attr, _)| *attr == NFTA_CHAIN_USERDATA);
+    Some(ChainDetail { info, has_userdata })
+}
+
 fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
     let mut handle = None;
     let mut comment = None;
@@ -284,8 +352,13 @@ mod tests {
 
     #[test]
     fn request_is_well_formed() {
-        let msg =
-            request(NFT_MSG_GETRULE, NLM_F_DUMP, 9, &[(NFTA_RULE_TABLE, "t"), (NFTA_RULE_CHAIN, "chain")]);
+        let msg = request(
+            NFPROTO_INET,
+            NFT_MSG_GETRULE,
+            NLM_F_DUMP,
+            9,
+            &[(NFTA_RULE_TABLE, "t"), (NFTA_RULE_CHAIN, "chain")],
+        );
         assert!(msg.len().is_multiple_of(4));
         assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize, msg.len());
         assert_eq!(messages(&msg), vec![(0xa07, 9, &msg[16..])]);

@@ -6,6 +6,11 @@
 //! Only what the masquerade layout needs: add table/chain (with libnftnl comment user data), flush
 //! a chain, delete a rule by handle, append a rule built from [`Expr`]s. Attribute numbers are the
 //! kernel's `include/uapi/linux/netfilter/nf_tables.h`.
+//!
+//! A batch is either `nft`-style (family inet, [`Batch::new`]) or iptables-nft-style
+//! ([`Batch::new_xt`], family ip): the latter writes rules in the `ip nat` table exactly as
+//! iptables-nft 1.8.9 encodes them (x_tables `match`/`target` through nft_compat, a `counter`, and
+//! `NFTA_RULE_COMPAT`), so that iptables reads them back as its own.
 
 use std::io;
 
@@ -20,9 +25,12 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_UNSPEC: u8 = 0;
+/// `NFPROTO_IPV4`, the family of iptables' tables.
+pub(crate) const NFPROTO_IPV4: u8 = 2;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 2;
@@ -42,7 +50,10 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_COMPAT: u16 = 5;
 const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_RULE_COMPAT_PROTO: u16 = 1;
+const NFTA_RULE_COMPAT_FLAGS: u16 = 2;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
@@ -58,6 +69,8 @@ const REG_1: u32 = 1;
 const REG_VERDICT: u32 = 0;
 const NFT_META_NFPROTO: u32 = 15;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
@@ -95,6 +108,18 @@ pub(crate) enum Expr {
     Goto(String),
     /// `masq` without flags or port range.
     Masq,
+    /// `counter pkts 0 bytes 0` (iptables-nft puts one in every rule).
+    Counter,
+    /// `immediate reg 0 accept`.
+    Accept,
+    /// `immediate reg 0 jump -> <chain>`.
+    Jump(String),
+    /// `match name <name> rev <rev>`: an x_tables match through nft_compat; `info` is the match's
+    /// struct (e.g. `xt_comment_info`), already padded to `XT_ALIGN` as iptables sends it.
+    XtMatch { name: &'static str, rev: u32, info: Vec<u8> },
+    /// `target name <name> rev <rev>`: an x_tables target through nft_compat, `info` as for
+    /// [`Expr::XtMatch`].
+    XtTarget { name: &'static str, rev: u32, info: Vec<u8> },
 }
 
 /// A base chain's hook: `type <kind> hook <hooknum> priority <priority>`.
@@ -193,8 +218,11 @@ impl Attrs {
             Expr::Payload { .. } => "payload",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Cmp { .. } => "cmp",
-            Expr::Return | Expr::Goto(_) => "immediate",
+            Expr::Return | Expr::Goto(_) | Expr::Accept | Expr::Jump(_) => "immediate",
             Expr::Masq => "masq",
+            Expr::Counter => "counter",
+            Expr::XtMatch { .. } => "match",
+            Expr::XtTarget { .. } => "target",
         };
         self.nest(NFTA_LIST_ELEM, |a| {
             a.strz(NFTA_EXPR_NAME, name);
@@ -226,6 +254,18 @@ impl Attrs {
                 Expr::Return => a.verdict(NFT_RETURN, None),
                 Expr::Goto(chain) => a.verdict(NFT_GOTO, Some(chain)),
                 Expr::Masq => {}
+                Expr::Accept => a.verdict(NF_ACCEPT, None),
+                Expr::Jump(chain) => a.verdict(NFT_JUMP, Some(chain)),
+                Expr::Counter => {
+                    a.bytes(1, &0u64.to_be_bytes()); // NFTA_COUNTER_BYTES
+                    a.bytes(2, &0u64.to_be_bytes()); // NFTA_COUNTER_PACKETS
+                }
+                // NFTA_MATCH_NAME / NFTA_TARGET_NAME, _REV, _INFO share the numbers 1, 2, 3.
+                Expr::XtMatch { name, rev, info } | Expr::XtTarget { name, rev, info } => {
+                    a.strz(1, name);
+                    a.be32(2, *rev);
+                    a.bytes(3, info);
+                }
             });
         });
     }
@@ -248,18 +288,35 @@ impl Attrs {
 /// One nftables transaction being built. Nothing reaches the kernel before [`Batch::commit`].
 pub(crate) struct Batch {
     buf: Vec<u8>,
+    /// The nfgenmsg family of every message but begin/end.
+    family: u8,
+    /// The nfgenmsg resource id of those messages: `nft` (libnftnl) sends the subsystem,
+    /// iptables-nft 0.
+    res_id: u16,
     /// The operation of each message, by sequence number (0 = the batch itself).
     ops: Vec<&'static str>,
     overflow: bool,
 }
 
 impl Batch {
+    /// A transaction on `inet` tables, encoded as `nft` does.
     pub(crate) fn new() -> Batch {
-        let mut batch = Batch { buf: Vec::new(), ops: Vec::new(), overflow: false };
+        Batch::with_family(NFPROTO_INET, NFNL_SUBSYS_NFTABLES)
+    }
+
+    /// A transaction on iptables-nft's tables of `family` (e.g. [`NFPROTO_IPV4`]), encoded as
+    /// iptables-nft 1.8.9 does.
+    pub(crate) fn new_xt(family: u8) -> Batch {
+        Batch::with_family(family, 0)
+    }
+
+    fn with_family(family: u8, res_id: u16) -> Batch {
+        let mut batch = Batch { buf: Vec::new(), family, res_id, ops: Vec::new(), overflow: false };
         batch.push(
             NFNL_MSG_BATCH_BEGIN,
             NLM_F_REQUEST,
             NFPROTO_UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
             Attrs::default(),
             "begin transaction",
         );
@@ -267,7 +324,7 @@ impl Batch {
     }
 
     /// Appends one message: nlmsghdr, nfgenmsg, attributes. Its sequence number is its index.
-    fn push(&mut self, kind: u16, flags: u16, family: u8, attrs: Attrs, op: &'static str) {
+    fn push(&mut self, kind: u16, flags: u16, family: u8, res_id: u16, attrs: Attrs, op: &'static str) {
         let seq = u32::try_from(self.ops.len()).unwrap_or(u32::MAX);
         let len = u32::try_from(16 + 4 + attrs.buf.len()).unwrap_or(u32::MAX);
         self.overflow |= attrs.overflow;
@@ -276,16 +333,17 @@ impl Batch {
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&seq.to_ne_bytes());
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-                                                         // nfgenmsg: family, version 0, resource id = the subsystem (big endian), as libnftnl.
+                                                         // nfgenmsg: family, version 0, resource id (big endian).
         self.buf.extend_from_slice(&[family, 0]);
-        self.buf.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+        self.buf.extend_from_slice(&res_id.to_be_bytes());
         self.buf.extend_from_slice(&attrs.buf);
         self.ops.push(op);
     }
 
     fn push_nft(&mut self, msg: u16, flags: u16, attrs: Attrs, op: &'static str) {
         let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
-        self.push(kind, NLM_F_REQUEST | NLM_F_ACK | flags, NFPROTO_INET, attrs, op);
+        let (family, res_id) = (self.family, self.res_id);
+        self.push(kind, NLM_F_REQUEST | NLM_F_ACK | flags, family, res_id, attrs, op);
     }
 
     /// `add table inet <name> { comment "<comment>" ; }` (no error if it exists).
@@ -320,6 +378,29 @@ impl Batch {
             a.comment(NFTA_CHAIN_USERDATA, comment);
         }
         self.push_nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE, a, op);
+    }
+
+    /// iptables' `-N <name>`: a regular chain that must not exist yet (`NLM_F_EXCL`, as
+    /// iptables-nft sends it: an existing chain fails the whole transaction with `EEXIST`).
+    pub(crate) fn new_chain_excl(&mut self, table: &str, name: &str, op: &'static str) {
+        let mut a = Attrs::default();
+        a.strz(NFTA_CHAIN_TABLE, table);
+        a.strz(NFTA_CHAIN_NAME, name);
+        self.push_nft(NFT_MSG_NEWCHAIN, NLM_F_EXCL, a, op);
+    }
+
+    /// iptables' `-A <chain> …`: appends a rule of `exprs` with iptables-nft's
+    /// `NFTA_RULE_COMPAT` (protocol 0, flags 0: the rules we write have no `-p` match).
+    pub(crate) fn append_xt_rule(&mut self, table: &str, chain: &str, exprs: &[Expr], op: &'static str) {
+        let mut a = Attrs::default();
+        a.strz(NFTA_RULE_TABLE, table);
+        a.strz(NFTA_RULE_CHAIN, chain);
+        a.nest(NFTA_RULE_EXPRESSIONS, |a| exprs.iter().for_each(|e| a.expr(e)));
+        a.nest(NFTA_RULE_COMPAT, |a| {
+            a.be32(NFTA_RULE_COMPAT_PROTO, 0);
+            a.be32(NFTA_RULE_COMPAT_FLAGS, 0);
+        });
+        self.push_nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a, op);
     }
 
     /// `flush chain inet <table> <chain>`: a rule delete without handle.
@@ -373,9 +454,22 @@ impl Batch {
         &self.ops
     }
 
+    /// The whole datagram as [`Batch::commit`] would send it (for golden tests of the encoding).
+    #[cfg(test)]
+    pub(crate) fn into_datagram(self) -> Vec<u8> {
+        self.finish().0
+    }
+
     /// The whole datagram, `BATCH_END` included.
     fn finish(mut self) -> (Vec<u8>, Vec<&'static str>, bool) {
-        self.push(NFNL_MSG_BATCH_END, NLM_F_REQUEST, NFPROTO_UNSPEC, Attrs::default(), "commit transaction");
+        self.push(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            NFPROTO_UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
+            Attrs::default(),
+            "commit transaction",
+        );
         (self.buf, self.ops, self.overflow)
     }
 
