@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# A toolchain rustup installed just now lives here.
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 cargo build --release --workspace --bins
 exec target/release/weft-bench plugins --ours target/release "$@"

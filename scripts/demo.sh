@@ -14,6 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 bash scripts/install-deps.sh
+# A toolchain rustup installed just now lives here.
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 cargo build --workspace --bins --release
 
 export WEFT_BIN_DIR="$PWD/target/release"

@@ -20,9 +20,21 @@ fi
 if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
+# The toolchain: Debian's own rustc is too old for the dependencies (Rust >= 1.87 is needed), so
+# a missing toolchain comes from rustup (Debian packages it from trixie on).
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "install-deps: cargo not found; install a Rust toolchain (rustup, Rust >= 1.80) first" >&2
-  exit 1
+  export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  if ! command -v rustup >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rustup >/dev/null 2>&1 || {
+      echo "install-deps: no Rust toolchain and no rustup package; install rustup (Rust >= 1.87) first" >&2
+      exit 1
+    }
+  fi
+  rustup toolchain install stable --profile minimal -c clippy,rustfmt >/dev/null
+  rustup default stable >/dev/null
 fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component add clippy rustfmt >/dev/null 2>&1 || true

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# A toolchain rustup installed just now lives here.
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/test.sh: the namespace tests need root" >&2
