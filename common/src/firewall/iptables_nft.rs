@@ -6,6 +6,8 @@
 //! `iptables-save` and the reference's `-C`/`-D` see the rules as their own.
 //!
 //! Used only when that is certainly right, else the caller runs the process path:
+//! - the `iptables-restore` on `PATH` is iptables-nft (resolved through its symlinks), so the
+//!   tools that list and delete these rules later see them;
 //! - x_tables (iptables-legacy) has no `nat` table in this network namespace;
 //! - `table ip nat` exists and looks like iptables-nft's (no flags, no owner, no user data: 1.8.9
 //!   marks its tables with nothing else), and its `POSTROUTING` is iptables' built-in base chain
@@ -72,6 +74,7 @@ fn add(chain: &str, comment: &str, addrs: &[IpNetwork]) -> Result<(), String> {
         })
         .collect::<Result<_, _>>()?;
     let rules = plan(chain, comment, &v4).ok_or("rules iptables would encode differently")?;
+    check_tools()?;
     check_legacy()?;
     check_table()?;
     let mut batch = Batch::new_xt(NFPROTO_IPV4);
@@ -80,6 +83,32 @@ fn add(chain: &str, comment: &str, addrs: &[IpNetwork]) -> Result<(), String> {
         batch.append_xt_rule(TABLE, &rule.chain, &rule.exprs, "append iptables rule");
     }
     batch.commit().map_err(|e| format!("{}: {}", e.op, e.source))
+}
+
+/// The host's `iptables-restore` (the one the process path and the reference run, found on
+/// `PATH`) must be iptables-nft: with the legacy tools, rules written to nf_tables would be
+/// invisible to `iptables-save`, so neither our DEL nor the reference's would remove them.
+/// Debian's alternatives resolve it to `xtables-nft-multi` (or `xtables-legacy-multi`).
+fn check_tools() -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let tool = find_tool(&path, "iptables-restore").ok_or("no iptables-restore on PATH")?;
+    if is_nft_variant(&tool) {
+        Ok(())
+    } else {
+        Err(format!("{} is not iptables-nft", tool.display()))
+    }
+}
+
+/// The first `name` in the `:`-separated directories of `path`, as `execvp` would find it.
+fn find_tool(path: &std::ffi::OsStr, name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+/// True when `tool` resolves (through its symlinks) to an iptables-nft binary.
+fn is_nft_variant(tool: &std::path::Path) -> bool {
+    let Ok(real) = std::fs::canonicalize(tool) else { return false };
+    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.starts_with("xtables-nft") || name.starts_with("iptables-nft")
 }
 
 /// Legacy iptables in use here: its `nat` table is registered with x_tables, and rules written
@@ -185,6 +214,27 @@ fn masquerade_info() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_iptables_nft_restore_on_path_qualifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (nft, legacy) = (dir.path().join("nft"), dir.path().join("legacy"));
+        for d in [&nft, &legacy] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(nft.join("xtables-nft-multi"), "").unwrap();
+        std::fs::write(legacy.join("xtables-legacy-multi"), "").unwrap();
+        std::os::unix::fs::symlink(nft.join("xtables-nft-multi"), nft.join("iptables-restore")).unwrap();
+        std::os::unix::fs::symlink(legacy.join("xtables-legacy-multi"), legacy.join("iptables-restore"))
+            .unwrap();
+        let path = |dirs: &[&std::path::Path]| std::env::join_paths(dirs).unwrap();
+        let resolve =
+            |p: &std::ffi::OsStr| find_tool(p, "iptables-restore").is_some_and(|t| is_nft_variant(&t));
+        assert!(resolve(&path(&[&nft, &legacy])));
+        // The first on PATH wins, as for execvp.
+        assert!(!resolve(&path(&[&legacy, &nft])));
+        assert!(!resolve(&path(&[dir.path()])));
+    }
 
     const CHAIN: &str = "CNI-9cccacf967e00a3c04e26966";
 
