@@ -20,6 +20,17 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         LeaseAttrs::vxlan(self.cfg.public_ip, self.spec.backend.vni, self.mac)
     }
 
+    /// What an acquisition asks for: our attributes, preferring the subnet we last held.
+    fn want<'a>(&'a self, attrs: &'a LeaseAttrs) -> Want<'a> {
+        Want {
+            prefix: &self.cfg.etcd_prefix,
+            spec: &self.spec,
+            public_ip: self.cfg.public_ip,
+            attrs,
+            previous: self.last_subnet,
+        }
+    }
+
     pub(super) fn renew_delay(&self) -> Duration {
         Duration::from_secs(u64::try_from(LEASE_TTL_SECS).unwrap_or(86_400))
             .saturating_sub(self.cfg.renew_margin)
@@ -47,13 +58,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let mut last_err = String::new();
         loop {
             let attrs = self.attrs();
-            let want = Want {
-                prefix: &self.cfg.etcd_prefix,
-                spec: &self.spec,
-                public_ip: self.cfg.public_ip,
-                attrs: &attrs,
-                previous: self.last_subnet,
-            };
+            let want = self.want(&attrs);
             match acquire_once(&self.registry, &want).await {
                 Ok(a) => {
                     self.set_etcd_ok(true);
@@ -130,13 +135,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) async fn reacquire(&mut self) {
         self.reacquire_at = None;
         let attrs = self.attrs();
-        let want = Want {
-            prefix: &self.cfg.etcd_prefix,
-            spec: &self.spec,
-            public_ip: self.cfg.public_ip,
-            attrs: &attrs,
-            previous: self.last_subnet,
-        };
+        let want = self.want(&attrs);
         match acquire_once(&self.registry, &want).await {
             Ok(a) => {
                 self.set_etcd_ok(true);
