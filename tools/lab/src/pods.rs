@@ -186,22 +186,18 @@ impl Lab {
 
     /// Runs the CNI CHECK for pod `p`.
     pub fn check_pod(&self, p: usize) -> Result<()> {
-        let pod = self.pod(p)?;
-        let node = self.node(pod.node)?;
-        let cni_path = node.cni_path.clone().unwrap_or_default();
-        let path = pod.ns.path();
-        let inv = Invocation {
-            dirs: &node.cni,
-            cni_path: &cni_path,
-            netns: &path,
-            container_id: &pod.container_id,
-            node_netns: node.ns.name(),
-        };
-        cni::check(&pod.runner, &inv, Some(&pod.result))
+        self.with_invocation(p, |pod, inv| cni::check(&pod.runner, inv, Some(&pod.result)))
     }
 
     /// Runs the CNI DEL for pod `p` and removes its namespace.
     pub fn del_pod(&mut self, p: usize) -> Result<()> {
+        self.with_invocation(p, |pod, inv| cni::del(&pod.runner, inv, Some(&pod.result)))?;
+        self.pods.remove(p);
+        Ok(())
+    }
+
+    /// Calls `f` with pod `p` and the CNI invocation that addresses it on its node.
+    fn with_invocation<T>(&self, p: usize, f: impl FnOnce(&Pod, &Invocation<'_>) -> Result<T>) -> Result<T> {
         let pod = self.pod(p)?;
         let node = self.node(pod.node)?;
         let cni_path = node.cni_path.clone().unwrap_or_default();
@@ -213,9 +209,7 @@ impl Lab {
             container_id: &pod.container_id,
             node_netns: node.ns.name(),
         };
-        cni::del(&pod.runner, &inv, Some(&pod.result))?;
-        self.pods.remove(p);
-        Ok(())
+        f(pod, &inv)
     }
 
     /// Pod `p`.
