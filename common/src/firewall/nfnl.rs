@@ -19,6 +19,12 @@ const NFPROTO_INET: u8 = 1;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
+/// Set by the kernel on a dump's messages when the ruleset changed while the dump ran: the dump
+/// resumes by position, so a concurrent delete can make it skip an entry.
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// How many times an interrupted dump is restarted before giving up with EINTR (libmnl reports
+/// EINTR and nft restarts the same way); each restart needs another writer to commit mid-dump.
+const DUMP_ATTEMPTS: usize = 50;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NFTA_TABLE_NAME: u16 = 1;
@@ -142,6 +148,8 @@ impl Reader {
 
     /// Sends one request and collects the attributes (after the nfgenmsg header) of every `reply`
     /// message until the dump's end or the acknowledgement; `None` when the kernel answers ENOENT.
+    /// A dump the kernel marks interrupted (the ruleset changed under it) is run again, so a
+    /// caller never acts on a listing that silently lacks an entry.
     fn query(
         &mut self,
         msg: u16,
@@ -149,38 +157,68 @@ impl Reader {
         attrs: &[(u16, &str)],
         reply: u16,
     ) -> io::Result<Option<Vec<Vec<u8>>>> {
+        for _ in 0..DUMP_ATTEMPTS {
+            match self.query_once(msg, flags, attrs, reply)? {
+                Answer::Complete(found) => return Ok(found),
+                Answer::Interrupted => continue,
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::EINTR))
+    }
+
+    fn query_once(&mut self, msg: u16, flags: u16, attrs: &[(u16, &str)], reply: u16) -> io::Result<Answer> {
         self.seq = self.seq.wrapping_add(1);
         self.socket.send(&request(self.family, msg, flags, self.seq, attrs), 0)?;
         let mut out = Vec::new();
+        let mut interrupted = false;
         loop {
             let (buf, _) = self.socket.recv_from_full()?;
             if buf.is_empty() {
-                return Ok(Some(out));
+                return Ok(Answer::of(Some(out), interrupted));
             }
-            for (kind, seq, payload) in messages(&buf) {
-                if seq != self.seq {
+            for m in messages(&buf) {
+                if m.seq != self.seq {
                     continue; // a late answer to an earlier request
                 }
-                match kind {
-                    NLMSG_DONE => return Ok(Some(out)),
+                interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+                match m.kind {
+                    NLMSG_DONE => return Ok(Answer::of(Some(out), interrupted)),
                     NLMSG_ERROR => {
-                        let errno = payload.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes);
+                        let errno =
+                            m.payload.get(0..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes);
                         return match errno {
-                            Some(0) => Ok(Some(out)),
-                            Some(e) if e == -libc::ENOENT => Ok(None),
+                            Some(0) => Ok(Answer::of(Some(out), interrupted)),
+                            Some(e) if e == -libc::ENOENT => Ok(Answer::of(None, interrupted)),
                             Some(e) => Err(io::Error::from_raw_os_error(e.saturating_neg())),
                             None => Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink error")),
                         };
                     }
                     k if k == (NFNL_SUBSYS_NFTABLES << 8) | reply => {
                         // Skip the 4-byte nfgenmsg header, then the attributes.
-                        if let Some(attrs) = payload.get(4..) {
+                        if let Some(attrs) = m.payload.get(4..) {
                             out.push(attrs.to_vec());
                         }
                     }
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// The outcome of one request.
+enum Answer {
+    Complete(Option<Vec<Vec<u8>>>),
+    /// The kernel flagged the dump as inconsistent; it must be repeated.
+    Interrupted,
+}
+
+impl Answer {
+    fn of(found: Option<Vec<Vec<u8>>>, interrupted: bool) -> Answer {
+        if interrupted {
+            Answer::Interrupted
+        } else {
+            Answer::Complete(found)
         }
     }
 }
@@ -230,16 +268,25 @@ fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
 }
 
-/// Splits a datagram into (type, sequence, payload) netlink messages, stopping at anything malformed.
-fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+/// One netlink message of a datagram.
+#[derive(Debug, PartialEq, Eq)]
+struct Message<'a> {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+/// Splits a datagram into netlink messages, stopping at anything malformed.
+fn messages(buf: &[u8]) -> Vec<Message<'_>> {
     let mut out = Vec::new();
     let mut rest = buf;
-    while let (Some(len), Some(kind), Some(seq)) =
-        (ne_u32(rest.get(0..4)), ne_u16(rest.get(4..6)), ne_u32(rest.get(8..12)))
+    while let (Some(len), Some(kind), Some(flags), Some(seq)) =
+        (ne_u32(rest.get(0..4)), ne_u16(rest.get(4..6)), ne_u16(rest.get(6..8)), ne_u32(rest.get(8..12)))
     {
         let Ok(len) = usize::try_from(len) else { break };
         let Some(payload) = rest.get(16..len) else { break };
-        out.push((kind, seq, payload));
+        out.push(Message { kind, flags, seq, payload });
         rest = rest.get(align4(len)..).unwrap_or(&[]);
     }
     out
@@ -361,7 +408,8 @@ mod tests {
         );
         assert!(msg.len().is_multiple_of(4));
         assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()) as usize, msg.len());
-        assert_eq!(messages(&msg), vec![(0xa07, 9, &msg[16..])]);
+        let flags = NLM_F_REQUEST | NLM_F_DUMP;
+        assert_eq!(messages(&msg), vec![Message { kind: 0xa07, flags, seq: 9, payload: &msg[16..] }]);
         let a = attrs(&msg[20..]);
         assert_eq!(a, vec![(NFTA_RULE_TABLE, &b"t\0"[..]), (NFTA_RULE_CHAIN, &b"chain\0"[..])]);
     }

@@ -448,6 +448,52 @@ mod tests {
         assert_eq!(read(), (Present { table: true, ..Present::default() }, Vec::new()));
     }
 
+    /// A listing taken while other attachments' rules are being deleted still holds every rule
+    /// that stays: the kernel resumes a multi-part dump by position, so without the restart of an
+    /// interrupted dump a concurrent delete made a DEL miss its own rule (root).
+    #[test]
+    fn listing_during_concurrent_deletes_misses_nothing() {
+        weft_lab::ns::require_root();
+        let lab = weft_lab::ns::Netns::unique("wtnd");
+        let ns = crate::netns::NetNs::open(lab.path()).unwrap();
+        let ids: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
+        let target = |id: &'static str| MasqTarget { network: "wtndnet", container_id: id, ifname: "eth0" };
+        let ids: &'static [String] = Box::leak(ids.into_boxed_slice());
+        ns.run(|| {
+            for (i, id) in ids.iter().enumerate() {
+                let addr: IpNetwork = format!("198.19.{}.{}/16", i / 200, i % 200 + 2).parse().unwrap();
+                setup(&target(id), &[addr]).unwrap();
+            }
+        })
+        .unwrap();
+        // The even attachments are deleted one by one in another thread; the odd ones stay.
+        let deleter = std::thread::spawn({
+            let ns = crate::netns::NetNs::open(lab.path()).unwrap();
+            move || {
+                ns.run(|| {
+                    for id in ids.iter().step_by(2).take(100) {
+                        teardown(&target(id)).unwrap();
+                    }
+                })
+                .unwrap()
+            }
+        });
+        let mut listings = 0;
+        while !deleter.is_finished() {
+            let rules = ns.run(|| nfnl::list_rules(TABLE, MASQ_CHAIN)).unwrap().unwrap();
+            let kept = rules.iter().filter(|r| {
+                r.comment.as_deref().is_some_and(|c| {
+                    let id = c.rsplit("id: ").next().unwrap_or("");
+                    id.trim_start_matches('c').parse::<usize>().is_ok_and(|n| n % 2 == 1)
+                })
+            });
+            assert_eq!(kept.count(), ids.len() / 2, "a listing missed a rule that was never deleted");
+            listings += 1;
+        }
+        deleter.join().unwrap();
+        assert!(listings > 0);
+    }
+
     #[test]
     fn teardown_plan_and_comment_cleaning() {
         assert!(plan_teardown(&[]).is_none());
