@@ -18,7 +18,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::stream::{self, StreamExt};
 use ipnetwork::{IpNetwork, Ipv4Network};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+};
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -139,13 +141,20 @@ impl NetlinkDataplane {
         ack(self.handle.clone(), self.overruns.clone(), msg, flags).await
     }
 
-    /// Sends a dump request and collects the inner messages.
+    /// Sends a dump request and collects the inner messages. A dump the kernel marks interrupted
+    /// (the table changed under it, so it may have skipped an entry) is run again.
     async fn dump_req(
         &self,
         msg: RouteNetlinkMessage,
         what: &'static str,
     ) -> Result<Vec<RouteNetlinkMessage>, DataplaneError> {
-        self.get(msg, NLM_F_DUMP, what).await
+        for _ in 0..DUMP_ATTEMPTS {
+            let (out, interrupted) = self.request(msg.clone(), NLM_F_DUMP, what).await?;
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(nl_err("dump", what, "interrupted by concurrent changes every time", Some(EINTR)))
     }
 
     /// Sends a get request (`extra` = NLM_F_DUMP for dumps) and collects the inner messages.
@@ -155,6 +164,16 @@ impl NetlinkDataplane {
         extra: u16,
         what: &'static str,
     ) -> Result<Vec<RouteNetlinkMessage>, DataplaneError> {
+        self.request(msg, extra, what).await.map(|(out, _)| out)
+    }
+
+    /// [`Self::get`], also telling whether the kernel flagged a dump as interrupted.
+    async fn request(
+        &self,
+        msg: RouteNetlinkMessage,
+        extra: u16,
+        what: &'static str,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool), DataplaneError> {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST | extra;
         let mut handle = self.handle.clone();
@@ -163,7 +182,9 @@ impl NetlinkDataplane {
         let mut responses = handle.request(req).map_err(|e| nl_err("dump", what, e.to_string(), None))?;
         let collect = async {
             let mut out = Vec::new();
+            let mut interrupted = false;
             while let Some(m) = responses.next().await {
+                interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
                 match m.payload {
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     NetlinkPayload::Error(e) if e.code.is_some() => {
@@ -176,7 +197,7 @@ impl NetlinkDataplane {
                     _ => {}
                 }
             }
-            Ok(out)
+            Ok((out, interrupted))
         };
         // A lost part of the dump (ENOBUFS) would otherwise leave us waiting for NLMSG_DONE.
         tokio::select! {
@@ -189,6 +210,9 @@ impl NetlinkDataplane {
 }
 
 const ENOBUFS: i32 = 105;
+const EINTR: i32 = 4;
+/// How many times a dump interrupted by concurrent changes is restarted.
+const DUMP_ATTEMPTS: usize = 20;
 const ENETUNREACH: i32 = 101;
 const EHOSTUNREACH: i32 = 113;
 
