@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # A toolchain rustup installed just now lives here.
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
-cargo build --release --workspace --bins
+bash scripts/build-release.sh
 exec target/release/weft-bench flanneld --flanneld target/release/flanneld "$@"

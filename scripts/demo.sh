@@ -16,7 +16,7 @@ fi
 bash scripts/install-deps.sh
 # A toolchain rustup installed just now lives here.
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
-cargo build --workspace --bins --release
+bash scripts/build-release.sh
 
 export WEFT_BIN_DIR="$PWD/target/release"
 prefix=wdemo

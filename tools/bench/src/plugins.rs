@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
+use weft_common::netlink::{Netlink, VethSpec};
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
 
@@ -140,6 +141,36 @@ fn peak_rss_kib(imp: &Impl, netns: &str) -> Result<u64, String> {
     Ok(kib)
 }
 
+/// The kernel's share of a DEL, with no plugin around it: `rounds` times, a veth pair like an
+/// attachment's (host end on the bridge, both ends up) is made, then its container end deleted
+/// from inside the pod namespace, as DEL does; the delete alone is timed.
+fn veth_delete_floor(pod: &Netns, bridge: &str, rounds: usize) -> Result<Vec<Duration>, String> {
+    let e = |e: weft_common::netlink::Error| e.to_string();
+    let pod_ns = NetNs::open(pod.path()).map_err(|e| e.to_string())?;
+    let mut host = Netlink::open().map_err(e)?;
+    let mut ctr = Netlink::open_in(&pod_ns).map_err(e)?;
+    let master = host.link_by_name(bridge).map_err(e)?.index;
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let spec = VethSpec {
+            name: "wbfloor0".into(),
+            peer_name: "eth0".into(),
+            peer_netns: Some(&pod_ns),
+            ..VethSpec::default()
+        };
+        host.create_veth(&spec).map_err(e)?;
+        let veth = host.link_by_name("wbfloor0").map_err(e)?.index;
+        host.set_master(veth, master).map_err(e)?;
+        host.set_up(veth).map_err(e)?;
+        let peer = ctr.link_by_name("eth0").map_err(e)?.index;
+        ctr.set_up(peer).map_err(e)?;
+        let start = Instant::now();
+        ctr.del_link(peer).map_err(e)?;
+        out.push(start.elapsed());
+    }
+    Ok(out)
+}
+
 /// `rss-probe`: runs argv with our stdin/stdout and reports the peak RSS of the process tree.
 pub fn rss_probe(argv: &[String]) -> i32 {
     let Some((prog, rest)) = argv.split_first() else { return 2 };
@@ -231,6 +262,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     }
 
     let rss = [peak_rss_kib(&ours, &single.path())?, peak_rss_kib(&reference, &single.path())?];
+    let floor = veth_delete_floor(&single, "cnibench0", opts.sequential.clamp(1, 50))?;
 
     let row = |name: String, o: Duration, r: Duration| {
         let ratio = if r.is_zero() { 0.0 } else { o.as_secs_f64() / r.as_secs_f64() };
@@ -249,6 +281,11 @@ pub fn run(opts: &Options) -> Result<(), String> {
         format!("{} parallel DELs, wall time (median of {})", opts.parallel, opts.batches),
         median(&pdel[0]),
         median(&pdel[1]),
+    );
+    println!(
+        "| kernel floor of a DEL: deleting one attached veth, no plugin (median of {}) | {} | | |",
+        floor.len(),
+        ms(median(&floor))
     );
     let ratio = rss[0] as f64 / (rss[1].max(1)) as f64;
     println!(
