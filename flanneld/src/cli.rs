@@ -128,7 +128,7 @@ pub struct Cli {
     /// Install FORWARD accept rules for the cluster network.
     #[arg(long, action = ArgAction::Set, default_value_t = true)]
     pub iptables_forward_rules: bool,
-    /// Keep a blackhole route for the own subnet (not implemented by weft).
+    /// Keep a blackhole route for the own subnet (checked every `iptables_resync` seconds).
     #[arg(long, action = ArgAction::Set, default_value_t = false)]
     pub ip_blackhole_route: bool,
     /// Address of the health server.

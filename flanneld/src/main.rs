@@ -88,9 +88,6 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.public_ipv6.is_some() {
         warn!("--public-ipv6 is ignored: IPv6 is not supported by weft flanneld yet");
     }
-    if cli.ip_blackhole_route {
-        warn!("--ip-blackhole-route is not implemented by weft flanneld; ignored");
-    }
     let ext = iface::select(&IfaceOpts {
         ifaces: cli.iface.clone(),
         regexes: cli.iface_regex.clone(),
@@ -168,6 +165,7 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         health,
         metrics,
         firewall: Some(cli.firewall_opts()),
+        blackhole_every: cli.ip_blackhole_route.then(|| Duration::from_secs(cli.iptables_resync.max(1))),
     };
     daemon::run(config, registry, dataplane, stopped()).await.map_err(|e| {
         let mut msg = e.to_string();

@@ -44,6 +44,7 @@ fn config(dir: &Path) -> DaemonConfig {
         metrics: Arc::new(Metrics::new()),
         // Never touch the host's firewall from tests.
         firewall: None,
+        blackhole_every: None,
     }
 }
 
@@ -578,6 +579,39 @@ async fn many_peers_are_programmed_in_batches() {
                 assert!(k.batches.iter().all(|b| *b <= daemon::BATCH));
             });
             assert!(metrics.render().contains("flanneld_peers_programmed 250"));
+            run.stop().await;
+        })
+        .await;
+}
+
+/// `--ip-blackhole-route`: none at startup, then the own subnet's route every period (added
+/// once, re-added after it vanished); a refusal by the kernel is retried, never fatal.
+#[tokio::test(start_paused = true)]
+async fn blackhole_route_for_the_own_subnet_is_kept_every_period() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            let cfg = DaemonConfig { blackhole_every: Some(Duration::from_secs(5)), ..config(dir.path()) };
+            let health = cfg.health.clone();
+            dp.with(|k| k.blackhole_error = Some("File exists (os error 17)".into()));
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("ready", LIMIT, || health.get().ready).await;
+            // Upstream's loop waits one period before the first check.
+            assert!(dp.with(|k| k.blackhole_calls.is_empty()));
+            wait_for("first attempt", LIMIT, || dp.with(|k| !k.blackhole_calls.is_empty())).await;
+            wait_for("retried", LIMIT, || dp.with(|k| k.blackhole_calls.len() >= 2)).await;
+            dp.with(|k| k.blackhole_error = None);
+            wait_for("added", LIMIT, || dp.with(|k| !k.blackholes.is_empty())).await;
+            let own = LeaseKey::parse(own_record(&reg).key.rsplit('/').next().unwrap()).unwrap();
+            dp.with(|k| {
+                assert_eq!(k.blackholes.iter().copied().collect::<Vec<_>>(), [own.ipv4]);
+                assert!(k.blackhole_calls.iter().all(|s| *s == own.ipv4));
+                k.blackholes.clear();
+            });
+            wait_for("re-added", LIMIT, || dp.with(|k| k.blackholes.contains(&own.ipv4))).await;
             run.stop().await;
         })
         .await;

@@ -49,6 +49,7 @@ fn config(dir: &std::path::Path, ip: Ipv4Addr) -> DaemonConfig {
         health: Health::new(),
         metrics: Arc::new(Metrics::new()),
         firewall: None,
+        blackhole_every: None,
     }
 }
 

@@ -205,20 +205,23 @@ async fn scenario() {
     eprintln!("{log}");
 }
 
+/// flanneld in `netns` (`None`: the caller's), with `extra` flags after the common ones.
 fn spawn_flanneld(
     netns: Option<&str>,
     endpoint: &str,
     iface: &str,
     subnet_file: &std::path::Path,
     log: &std::path::Path,
+    extra: &[&str],
 ) -> Child {
     let flanneld = env!("CARGO_BIN_EXE_flanneld");
-    let args = [
+    let mut args = vec![
         format!("-etcd-endpoints={endpoint}"),
         format!("-iface={iface}"),
         format!("-subnet-file={}", subnet_file.display()),
         "-reconcile-interval=2".to_string(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut cmd = match netns {
         // `ip netns exec` execs flanneld in place: the PID we kill is flanneld's.
         Some(ns) => {
@@ -273,8 +276,9 @@ fn two_nodes_reach_each_other_over_vxlan() {
         let dir = tempfile::tempdir().unwrap();
         let (file_a, file_b) = (dir.path().join("a/subnet.env"), dir.path().join("b/subnet.env"));
         let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-        let _fa = ChildGuard(Some(spawn_flanneld(None, &etcd.endpoint(), "eth0", &file_a, &log_a)));
-        let _fb = ChildGuard(Some(spawn_flanneld(Some(&b), &etcd.endpoint(), "198.18.0.3", &file_b, &log_b)));
+        let _fa = ChildGuard(Some(spawn_flanneld(None, &etcd.endpoint(), "eth0", &file_a, &log_a, &[])));
+        let _fb =
+            ChildGuard(Some(spawn_flanneld(Some(&b), &etcd.endpoint(), "198.18.0.3", &file_b, &log_b, &[])));
         let logs = || {
             format!(
                 "A:\n{}\nB:\n{}",
@@ -318,14 +322,14 @@ fn two_nodes_reach_each_other_over_vxlan() {
     });
 }
 
-/// `--ip-masq-fully-random-disable` reaches the firewall: the real binary (iptables mode, the
-/// default) installs plain `-j MASQUERADE` targets inside its namespace `wtfx<pid>fr`.
-#[test]
-fn ip_masq_fully_random_disable_gives_plain_masquerade() {
+/// A namespace `wtfx<pid><tag>` with `lo` up and an underlay `eth0` (198.18.0.2/24, its veth peer
+/// up), entered by the calling thread until the returned guard drops; removed with the
+/// `NsGuard`.
+fn one_node_namespace(tag: &str) -> (NsGuard, weft_common::netns::NetnsGuard) {
     assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces)");
-    let name = format!("wtfx{}fr", std::process::id());
+    let name = format!("wtfx{}{tag}", std::process::id());
     assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
-    let _ns = NsGuard(name.clone());
+    let guard = NsGuard(name.clone());
     for args in [
         vec!["-n", &name, "link", "set", "lo", "up"],
         vec!["-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
@@ -336,30 +340,33 @@ fn ip_masq_fully_random_disable_gives_plain_masquerade() {
         ip(&args);
     }
     let ns = NetNs::open(format!("/var/run/netns/{name}")).unwrap();
-    let _inside = ns.enter().unwrap();
+    (guard, ns.enter().unwrap())
+}
+
+/// A private etcd holding a vxlan network config for 10.5.0.0/16.
+async fn etcd_with_network_config() -> Etcd {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(format!("{PREFIX}/config"), r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, None)
+        .await
+        .unwrap();
+    etcd
+}
+
+/// `--ip-masq-fully-random-disable` reaches the firewall: the real binary (iptables mode, the
+/// default) installs plain `-j MASQUERADE` targets inside its namespace `wtfx<pid>fr`.
+#[test]
+fn ip_masq_fully_random_disable_gives_plain_masquerade() {
+    let (_ns, _inside) = one_node_namespace("fr");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let etcd = Etcd::start().await;
-        let mut client = etcd.client().await;
-        client
-            .put(format!("{PREFIX}/config"), r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, None)
-            .await
-            .unwrap();
+        let etcd = etcd_with_network_config().await;
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("flanneld.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_flanneld"))
-            .args([
-                &format!("-etcd-endpoints={}", etcd.endpoint()),
-                "-iface=eth0",
-                &format!("-subnet-file={}", dir.path().join("subnet.env").display()),
-                "-ip-masq",
-                "-ip-masq-fully-random-disable",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap();
+        let subnet_file = dir.path().join("subnet.env");
+        let extra = ["-ip-masq", "-ip-masq-fully-random-disable"];
+        let child = spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &extra);
         let _flanneld = ChildGuard(Some(child));
         let masq_rules = || {
             let out = Command::new("iptables-save").args(["-t", "nat"]).output().unwrap();
@@ -378,5 +385,38 @@ fn ip_masq_fully_random_disable_gives_plain_masquerade() {
         let rules = masq_rules();
         assert_eq!(rules.len(), 2, "{rules:?}");
         assert!(rules.iter().all(|r| r.ends_with("-j MASQUERADE")), "{rules:?}");
+    });
+}
+
+/// `--ip-blackhole-route` on the real kernel (namespace `wtfx<pid>bh`): within one
+/// `--iptables-resync` period the own subnet has `blackhole <subnet>` in the main table, read
+/// back with `ip -j route`; deleted behind flanneld's back, it comes back.
+#[test]
+fn ip_blackhole_route_keeps_a_blackhole_for_the_own_subnet() {
+    let (_ns, _inside) = one_node_namespace("bh");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let etcd = etcd_with_network_config().await;
+        let dir = tempfile::tempdir().unwrap();
+        let subnet_file = dir.path().join("subnet.env");
+        let log_path = dir.path().join("flanneld.log");
+        let extra = ["-ip-blackhole-route", "-iptables-resync=1"];
+        let child = spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &extra);
+        let _flanneld = ChildGuard(Some(child));
+        wait_until("subnet.env", || subnet_file.exists()).await;
+        let subnet = format!("{}/24", flannel_addr(&subnet_file));
+        let blackholes = || {
+            let routes = ip_json(&["route", "show", "type", "blackhole"]);
+            routes
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["dst"].as_str().map(String::from)).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        wait_until("the blackhole route", || blackholes() == [subnet.clone()]).await;
+        ip(&["route", "del", "blackhole", &subnet]);
+        assert!(blackholes().is_empty());
+        wait_until("the blackhole route again", || blackholes() == [subnet.clone()]).await;
+        assert!(!log().contains("ERROR"), "{}", log());
     });
 }

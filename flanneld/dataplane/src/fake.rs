@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 
 use crate::{ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
 
@@ -35,6 +35,10 @@ pub struct FakeDataplane {
     pub onlink: Vec<Ipv4Addr>,
     /// The MAC a newly created device gets when no hint is given.
     pub next_mac: Mac,
+    /// Blackhole routes (`ensure_blackhole`), in the order they were added.
+    pub blackholes: Vec<Ipv4Network>,
+    /// When set, `ensure_blackhole` fails with this message (as the kernel's EEXIST would).
+    pub blackhole_error: Option<String>,
 }
 
 impl FakeDataplane {
@@ -145,6 +149,17 @@ impl Dataplane for FakeDataplane {
 
     async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError> {
         Ok(self.onlink.contains(&dst))
+    }
+
+    async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
+        if let Some(e) = &self.blackhole_error {
+            return Err(DataplaneError::Other(e.clone()));
+        }
+        if self.blackholes.contains(&dst) {
+            return Ok(false);
+        }
+        self.blackholes.push(dst);
+        Ok(true)
     }
 }
 

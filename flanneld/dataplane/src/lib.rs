@@ -134,4 +134,9 @@ pub trait Dataplane {
     async fn dump(&mut self) -> Result<KernelState, DataplaneError>;
     /// Route lookup used by DirectRouting: `Some(())` when `dst` is on-link (one route, no gateway).
     async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError>;
+    /// `--ip-blackhole-route`: adds `blackhole <dst>` to the main table unless a blackhole route
+    /// for exactly `dst` is there, as upstream does (an exclusive add: it fails with EEXIST when
+    /// another route of that prefix and metric exists, e.g. the bridge's `dev cni0` route).
+    /// `Ok(true)` when it was added.
+    async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError>;
 }

@@ -66,6 +66,9 @@ pub struct DaemonConfig {
     pub metrics: Arc<Metrics>,
     /// Manage the masquerade/forward rules (§9); `None` leaves the firewall alone (tests).
     pub firewall: Option<FirewallOpts>,
+    /// `--ip-blackhole-route`: every this long (`--iptables-resync`; first after one period)
+    /// make sure the own subnet has a blackhole route (§8.9). `None`: off.
+    pub blackhole_every: Option<Duration>,
 }
 
 /// Firewall settings.
@@ -147,6 +150,7 @@ pub async fn run<R: Registry, D: Dataplane>(
         until_device_check: DEVICE_CHECK_EVERY,
         failing: BTreeSet::new(),
         device_suspect: false,
+        blackhole_failing: None,
     };
 
     let acquired = tokio::select! {
@@ -170,6 +174,8 @@ pub async fn run<R: Registry, D: Dataplane>(
     let mut next_reconcile = Instant::now() + d.cfg.reconcile_interval;
     let fw_period = d.cfg.firewall.as_ref().map(|f| f.resync.max(Duration::from_secs(1)));
     let mut next_fw = Instant::now() + fw_period.unwrap_or(Duration::from_secs(86_400));
+    let blackhole_period = d.cfg.blackhole_every.map(|p| p.max(Duration::from_secs(1)));
+    let mut next_blackhole = Instant::now() + blackhole_period.unwrap_or(Duration::from_secs(86_400));
     loop {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let renew_at = d.renew_at.unwrap_or(far);
@@ -199,6 +205,10 @@ pub async fn run<R: Registry, D: Dataplane>(
             _ = sleep_until(next_fw), if fw_period.is_some() => {
                 next_fw = Instant::now() + fw_period.unwrap_or_default();
                 d.check_firewall().await;
+            }
+            _ = sleep_until(next_blackhole), if blackhole_period.is_some() => {
+                next_blackhole = Instant::now() + blackhole_period.unwrap_or_default();
+                d.ensure_blackhole().await;
             }
             _ = sleep_until(renew_at), if d.renew_at.is_some() => d.renew().await,
             _ = sleep_until(reacquire_at), if d.reacquire_at.is_some() => d.reacquire().await,
@@ -267,6 +277,8 @@ struct Daemon<R, D> {
     failing: BTreeSet<NetOp>,
     /// An op failed since the device was last checked.
     device_suspect: bool,
+    /// The last blackhole-route failure (logged once per distinct message).
+    blackhole_failing: Option<String>,
 }
 
 fn unix_now() -> i64 {

@@ -106,6 +106,29 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         }
     }
 
+    /// `--ip-blackhole-route`: the own subnet's blackhole route, added when missing (§8.9).
+    /// With the bridge plugin's `cni0` route for the same prefix the kernel refuses it (EEXIST),
+    /// as it does upstream's; that is logged once, not every period.
+    pub(super) async fn ensure_blackhole(&mut self) {
+        let Some(own) = &self.own else { return };
+        let subnet = own.subnet();
+        match self.dp.ensure_blackhole(subnet).await {
+            Ok(added) => {
+                if added {
+                    info!(subnet = %subnet, "added blackhole route for the own subnet");
+                }
+                self.blackhole_failing = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.blackhole_failing.as_deref() != Some(msg.as_str()) {
+                    error!(subnet = %subnet, error = %msg, "failed to set up blackhole route");
+                    self.blackhole_failing = Some(msg);
+                }
+            }
+        }
+    }
+
     pub(super) fn write_subnet_file(&self) -> Result<(), DaemonError> {
         let Some(own) = &self.own else { return Ok(()) };
         let mtu = self.vxlan_spec(own.subnet()).mtu;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 use weft_dataplane::{
     ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec,
 };
@@ -34,6 +34,11 @@ pub struct Kernel {
     /// ensure_device ignores the MAC hint and uses this one.
     pub force_mac: Option<Mac>,
     pub next_index: u32,
+    /// Blackhole routes, and every `ensure_blackhole` call's subnet.
+    pub blackholes: BTreeSet<Ipv4Network>,
+    pub blackhole_calls: Vec<Ipv4Network>,
+    /// `ensure_blackhole` fails with this (like the kernel's EEXIST next to a `cni0` route).
+    pub blackhole_error: Option<String>,
 }
 
 /// Records what the daemon asks of the kernel; clones share the kernel.
@@ -133,6 +138,15 @@ impl Dataplane for RecordingDataplane {
 
     async fn is_onlink(&mut self, _dst: Ipv4Addr) -> Result<bool, DataplaneError> {
         Ok(false)
+    }
+
+    async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
+        let mut k = self.kernel.borrow_mut();
+        k.blackhole_calls.push(dst);
+        if let Some(e) = &k.blackhole_error {
+            return Err(DataplaneError::Other(e.clone()));
+        }
+        Ok(k.blackholes.insert(dst))
     }
 }
 

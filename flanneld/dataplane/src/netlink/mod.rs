@@ -7,8 +7,9 @@
 //! abandoned and the report says `overrun`: the kernel has most likely applied them, and the
 //! caller re-reads with [`Dataplane::dump`] and reconciles.
 //!
-//! It must not: touch anything but the device it created or adopted, its addresses, and the
-//! main-table routes it is asked to program.
+//! It must not: touch anything but the device it created or adopted, its addresses, the
+//! main-table routes it is asked to program, and (`--ip-blackhole-route`) the own subnet's
+//! blackhole route.
 
 mod device;
 mod msg;
@@ -19,7 +20,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::stream::{self, StreamExt};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
@@ -379,6 +381,25 @@ impl Dataplane for NetlinkDataplane {
             }),
             _ => false,
         })
+    }
+
+    async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        let routes = self.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await?;
+        let present = routes
+            .iter()
+            .any(|m| matches!(m, RouteNetlinkMessage::NewRoute(r) if msg::is_blackhole_to(r, &dst)));
+        if present {
+            return Ok(false);
+        }
+        let object = format!("blackhole {dst}");
+        match self.ack(RouteNetlinkMessage::NewRoute(msg::blackhole(&dst)), NLM_F_CREATE | NLM_F_EXCL).await {
+            Outcome::Done => Ok(true),
+            Outcome::Errno(errno) => Err(nl_err("add route", &object, errno_text(errno), Some(errno))),
+            Outcome::Overrun => Err(nl_err("add route", &object, "receive buffer overrun", Some(ENOBUFS))),
+            Outcome::Closed => Err(nl_err("add route", &object, "netlink connection closed", None)),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -61,21 +61,51 @@ fn fdb(index: u32, mac: &Mac, dst: IpAddr) -> NeighbourMessage {
     m
 }
 
-fn route(index: u32, dst: &IpNetwork, gw: IpAddr, onlink: bool) -> RouteMessage {
+/// A main-table route to `dst` of `kind`, protocol boot, scope universe (what upstream's
+/// netlink library sends by default).
+fn main_table_route(dst: &IpNetwork, kind: RouteType) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = family(&dst.ip());
     m.header.destination_prefix_length = dst.prefix();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Boot;
     m.header.scope = RouteScope::Universe;
-    m.header.kind = RouteType::Unicast;
+    m.header.kind = kind;
     m.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst.network())));
+    m
+}
+
+fn route(index: u32, dst: &IpNetwork, gw: IpAddr, onlink: bool) -> RouteMessage {
+    let mut m = main_table_route(dst, RouteType::Unicast);
     m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
     if onlink {
         m.header.flags = RouteFlags::Onlink;
         m.attributes.push(RouteAttribute::Oif(index));
     }
     m
+}
+
+/// `blackhole <dst>` in the main table, as upstream's `netlink.RouteAdd` builds it (protocol
+/// boot, scope universe, no device).
+pub(crate) fn blackhole(dst: &Ipv4Network) -> RouteMessage {
+    main_table_route(&IpNetwork::V4(*dst), RouteType::BlackHole)
+}
+
+/// True for a main-table blackhole route to exactly `dst`.
+pub(crate) fn is_blackhole_to(m: &RouteMessage, dst: &Ipv4Network) -> bool {
+    let table = m
+        .attributes
+        .iter()
+        .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
+        .unwrap_or(u32::from(m.header.table));
+    let to = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    });
+    table == u32::from(RouteHeader::RT_TABLE_MAIN)
+        && m.header.kind == RouteType::BlackHole
+        && m.header.destination_prefix_length == dst.prefix()
+        && to == Some(dst.network())
 }
 
 /// The request for `op` on the device with ifindex `index`. Adds are create+replace.
@@ -280,6 +310,31 @@ mod tests {
         assert_eq!(r.flags, 0);
         let RouteNetlinkMessage::DelRoute(m) = r.msg else { panic!("not a route") };
         assert_eq!(parse_route(&m), Some((dst, ip("198.18.0.3"), None, false)));
+    }
+
+    #[test]
+    fn blackhole_is_a_main_table_boot_route_without_device_and_matches_only_its_prefix() {
+        let dst: Ipv4Network = "10.5.71.0/24".parse().unwrap();
+        let m = blackhole(&dst);
+        assert_eq!(m.header.kind, RouteType::BlackHole);
+        assert_eq!(m.header.protocol, RouteProtocol::Boot);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert_eq!(m.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Oif(_) | RouteAttribute::Gateway(_))));
+        assert!(is_blackhole_to(&m, &dst));
+        assert!(!is_blackhole_to(&m, &"10.5.71.0/25".parse().unwrap()));
+        assert!(!is_blackhole_to(&m, &"10.5.72.0/24".parse().unwrap()));
+        // A unicast route to the same prefix (the bridge's) is not one.
+        let mut unicast = m.clone();
+        unicast.header.kind = RouteType::Unicast;
+        assert!(!is_blackhole_to(&unicast, &dst));
+        // Nor is a blackhole in another table.
+        let mut other = m;
+        other.attributes.push(RouteAttribute::Table(100));
+        assert!(!is_blackhole_to(&other, &dst));
     }
 
     #[test]
