@@ -350,4 +350,32 @@ mod tests {
         assert_eq!(e.code, 6);
         assert!(CniResult::parse(&json!([1]), "1.0.0").is_err());
     }
+
+    proptest::proptest! {
+        /// A prevResult of any shape parses or is refused with an error; whatever parses
+        /// renders in every version without panicking.
+        #[test]
+        fn any_result_shape_parses_or_errors(
+            addr in "[0-9a-f.:/]{0,20}",
+            gw in "[0-9a-f.:]{0,16}",
+            iface in proptest::option::of(-2i64..5),
+            dst in "[0-9a-f.:/]{0,20}",
+            mtu in proptest::option::of(proptest::prelude::any::<i64>()),
+            version in "(0\\.1\\.0|0\\.2\\.0|0\\.3\\.1|0\\.4\\.0|1\\.0\\.0|1\\.1\\.0|[0-9.]{0,6})",
+        ) {
+            let v = json!({
+                "cniVersion": version,
+                "interfaces": [{"name": "eth0", "mac": "x", "mtu": mtu}],
+                "ips": [{"address": addr, "gateway": gw, "interface": iface, "version": "4"}],
+                "ip4": {"ip": addr, "gateway": gw},
+                "routes": [{"dst": dst, "gw": gw}],
+                "dns": {"nameservers": [gw]}
+            });
+            if let Ok(r) = CniResult::parse(&v, &version) {
+                for out in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+                    let _ = r.render(out);
+                }
+            }
+        }
+    }
 }

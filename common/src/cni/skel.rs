@@ -425,4 +425,58 @@ mod tests {
         // the netns check fails first since the path does not exist
         assert_eq!(code(&o), 4);
     }
+
+    /// Whatever the runtime sends, the skeleton answers: success, or the spec's error JSON on
+    /// stdout with a code and a message, and a non-zero exit. It never panics.
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        const COMMANDS: &[&str] = &["ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS", "add", ""];
+        const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "9", ""];
+
+        fn assert_answer(o: &Outcome) -> Result<(), TestCaseError> {
+            if o.exit == 0 {
+                return Ok(());
+            }
+            let v: Value = serde_json::from_str(&o.stdout)
+                .map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {:?}", o.stdout)))?;
+            prop_assert!(v["code"].as_u64().is_some(), "{}", o.stdout);
+            prop_assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{}", o.stdout);
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_stdin_bytes(cmd in 0..COMMANDS.len(), stdin in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let env = [("CNI_COMMAND", COMMANDS[cmd]), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0"),
+                           ("CNI_PATH", "/x"), ("CNI_NETNS", "")];
+                let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let get = move |k: &str| map.get(k).cloned();
+                assert_answer(&dispatch(&Fake, "fake", &get, &mut stdin.as_slice()))?;
+            }
+
+            #[test]
+            fn config_shaped_stdin_and_odd_environment(
+                cmd in 0..COMMANDS.len(),
+                version in 0..VERSIONS.len(),
+                name in "[a-z./-]{0,12}",
+                id in "\\PC{0,20}",
+                ifname in "\\PC{0,20}",
+                args in "\\PC{0,40}",
+                prev in prop_oneof![Just(Value::Null), Just(json!({})), Just(json!({"ips": [{"address": "x"}]})),
+                                    Just(json!({"ips": [{"address": "10.0.0.2/24", "interface": 99}]})),
+                                    Just(json!({"interfaces": "no"})), Just(json!([1, 2]))],
+            ) {
+                let conf = json!({"cniVersion": VERSIONS[version], "name": name, "type": "x", "prevResult": prev});
+                let env = [("CNI_COMMAND", COMMANDS[cmd]), ("CNI_CONTAINERID", id.as_str()),
+                           ("CNI_IFNAME", ifname.as_str()), ("CNI_ARGS", args.as_str()), ("CNI_PATH", "/x")];
+                let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let get = move |k: &str| map.get(k).cloned();
+                let stdin = conf.to_string();
+                assert_answer(&dispatch(&Fake, "fake", &get, &mut stdin.as_bytes()))?;
+            }
+        }
+    }
 }
