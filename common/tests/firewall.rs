@@ -384,22 +384,56 @@ fn reference_rules_removed_by_ours_and_ours_by_reference() {
 /// namespace has no nat table; `iptables -t nat -S` does not create one).
 const PRIME: &str = "*nat\n-A POSTROUTING -s 198.18.0.9/32 -j RETURN\nCOMMIT\n";
 
-/// The reference's IPv4 rules of one attachment as an `iptables-restore` script (cni.md §7.4),
-/// written independently of the code under test.
-fn reference_v4_script(cid: &str, host: &str, subnet: &str) -> String {
+/// One family's tools and names, for the tests that run for both.
+struct XtFam {
+    tool: &'static str,
+    save: &'static str,
+    restore: &'static str,
+    /// The nft family of its tables.
+    nft: &'static str,
+    /// A rule that makes the family's nat table and POSTROUTING exist (as [`PRIME`]).
+    prime: &'static str,
+    mcast: &'static str,
+}
+
+const IPV4: XtFam = XtFam {
+    tool: "iptables",
+    save: "iptables-save",
+    restore: "iptables-restore",
+    nft: "ip",
+    prime: PRIME,
+    mcast: "224.0.0.0/4",
+};
+
+const IPV6: XtFam = XtFam {
+    tool: "ip6tables",
+    save: "ip6tables-save",
+    restore: "ip6tables-restore",
+    nft: "ip6",
+    prime: "*nat\n-A POSTROUTING -s fd00:ffff::9/128 -j RETURN\nCOMMIT\n",
+    mcast: "ff00::/8",
+};
+
+/// The reference's rules of one attachment as an `iptables-restore` script (cni.md §7.4), written
+/// independently of the code under test; `mcast` is the family's multicast range.
+fn reference_restore_script(cid: &str, host: &str, subnet: &str, mcast: &str) -> String {
     let chain = chain_name(NET, cid);
     let c = format!("\"name: \\\"{NET}\\\" id: \\\"{cid}\\\"\"");
     format!(
         "*nat\n-N {chain}\n\
          -A {chain} -d {subnet} -m comment --comment {c} -j ACCEPT\n\
-         -A {chain} ! -d 224.0.0.0/4 -m comment --comment {c} -j MASQUERADE\n\
+         -A {chain} ! -d {mcast} -m comment --comment {c} -j MASQUERADE\n\
          -A POSTROUTING -s {host} -m comment --comment {c} -j {chain}\nCOMMIT\n"
     )
 }
 
 /// `iptables-save -t nat` without its `#` lines and with every `[packets:bytes]` counter zeroed.
 fn saved_nat(ns: &Netns) -> String {
-    let out = ns.exec(&["iptables-save", "-t", "nat"]).expect_ok().stdout;
+    saved_nat_of(ns, &IPV4)
+}
+
+fn saved_nat_of(ns: &Netns, fam: &XtFam) -> String {
+    let out = ns.exec(&[fam.save, "-t", "nat"]).expect_ok().stdout;
     out.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| match (l.find(" ["), l.ends_with(']')) {
@@ -410,13 +444,14 @@ fn saved_nat(ns: &Netns) -> String {
         .join("\n")
 }
 
-/// `nft --debug=netlink list table ip nat`: every rule's kernel expressions, then the listing. The
-/// `ip nat <chain> <handle> [<position>]` head of each rule is cut to the chain.
-fn nat_netlink(ns: &Netns) -> String {
-    let out = ns.exec(&["nft", "--debug=netlink", "list", "table", "ip", "nat"]).expect_ok().stdout;
+/// `nft --debug=netlink list table ip nat` (`ip6 nat`): every rule's kernel expressions, then the
+/// listing. The `ip nat <chain> <handle> [<position>]` head of each rule is cut to the chain.
+fn nat_netlink(ns: &Netns, fam: &XtFam) -> String {
+    let out = ns.exec(&["nft", "--debug=netlink", "list", "table", fam.nft, "nat"]).expect_ok().stdout;
+    let head = format!("{} nat ", fam.nft);
     out.lines()
-        .map(|l| match l.strip_prefix("ip nat ") {
-            Some(rest) => format!("ip nat {}", rest.split_whitespace().next().unwrap_or_default()),
+        .map(|l| match l.strip_prefix(&head) {
+            Some(rest) => format!("{head}{}", rest.split_whitespace().next().unwrap_or_default()),
             None => l.to_string(),
         })
         .collect::<Vec<_>>()
@@ -428,34 +463,55 @@ fn try_in_process(ns: &NetNs, cid: &str, list: &[&str]) -> bool {
     ns.run(|| weft_common::firewall::iptables_nft::try_add(&chain, &comment, &addrs(list))).unwrap()
 }
 
-/// The in-process IPv4 ADD builds exactly what `iptables-restore` of the reference's rules builds:
+/// The in-process ADD builds exactly what `iptables-restore` of the reference's rules builds:
 /// same `iptables-save`, same kernel expressions (`nft --debug=netlink`), the reference's `-C`
-/// checks find the rules, and its DEL commands (`-D`, `-F`, `-X`) remove them completely. A /24
-/// (byte-aligned: 3-byte compare) and a /20 (masked) subnet.
+/// checks find the rules, and its DEL commands (`-D`, `-F`, `-X`) remove them completely. IPv4
+/// with a /24 (byte-aligned: 3-byte compare) and a /20 (masked) subnet.
 #[test]
 fn iptables_nft_in_process_add_matches_iptables_restore() {
+    in_process_add_matches_the_tool(
+        &IPV4,
+        &[
+            ("ctr1", "198.19.1.2/24", "198.19.1.2/32", "198.19.1.0/24"),
+            ("ctr2", "198.19.17.3/20", "198.19.17.3/32", "198.19.16.0/20"),
+        ],
+    );
+}
+
+/// The same for IPv6 and `ip6tables-restore`: a /64 (8-byte compare) and a /60 (masked).
+#[test]
+fn ip6tables_nft_in_process_add_matches_ip6tables_restore() {
+    in_process_add_matches_the_tool(
+        &IPV6,
+        &[
+            ("ctr1", "fd00:19:1::2/64", "fd00:19:1::2/128", "fd00:19:1::/64"),
+            ("ctr2", "fd00:19:17:a::3/60", "fd00:19:17:a::3/128", "fd00:19:17::/60"),
+        ],
+    );
+}
+
+/// `attachments`: (container ID, address, `-s` host, `-d` subnet as iptables-save prints them).
+fn in_process_add_matches_the_tool(fam: &XtFam, attachments: &[(&str, &str, &str, &str)]) {
     require_root();
     let ours = Netns::unique("wtix");
     let golden = Netns::unique("wtix");
     for lab in [&ours, &golden] {
-        lab.exec_with(&["iptables-restore", "--noflush", "-w"], &[], PRIME.as_bytes()).expect_ok();
+        lab.exec_with(&[fam.restore, "--noflush", "-w"], &[], fam.prime.as_bytes()).expect_ok();
     }
-    let primed = (saved_nat(&ours), nat_netlink(&ours));
+    let primed = (saved_nat_of(&ours, fam), nat_netlink(&ours, fam));
     let ns = NetNs::open(ours.path()).unwrap();
-    let attachments = [
-        ("ctr1", "198.19.1.2/24", "198.19.1.2/32", "198.19.1.0/24"),
-        ("ctr2", "198.19.17.3/20", "198.19.17.3/32", "198.19.16.0/20"),
-    ];
     for (cid, addr, host, subnet) in attachments {
         assert!(try_in_process(&ns, cid, &[addr]), "in-process path taken for {cid}");
-        let script = reference_v4_script(cid, host, subnet);
-        golden.exec_with(&["iptables-restore", "--noflush", "-w"], &[], script.as_bytes()).expect_ok();
+        let script = reference_restore_script(cid, host, subnet, fam.mcast);
+        golden.exec_with(&[fam.restore, "--noflush", "-w"], &[], script.as_bytes()).expect_ok();
     }
-    let saved = saved_nat(&ours);
-    assert_eq!(saved, saved_nat(&golden));
-    assert!(saved.contains(&format!("-A {} -d 198.19.16.0/20 -m comment", chain_name(NET, "ctr2"))));
-    let netlink = nat_netlink(&ours);
-    assert_eq!(netlink, nat_netlink(&golden));
+    let saved = saved_nat_of(&ours, fam);
+    assert_eq!(saved, saved_nat_of(&golden, fam));
+    let (_, _, _, last_subnet) = attachments[attachments.len() - 1];
+    let last_chain = chain_name(NET, attachments[attachments.len() - 1].0);
+    assert!(saved.contains(&format!("-A {last_chain} -d {last_subnet} -m comment")), "{saved}");
+    let netlink = nat_netlink(&ours, fam);
+    assert_eq!(netlink, nat_netlink(&golden, fam));
     assert!(netlink.contains("[ match name comment rev 0 ]") && netlink.contains("target name MASQUERADE"));
 
     // The reference's check (go-iptables `Exists` = `-C`) and DEL (`-D` jump, `-F`, `-X` chain).
@@ -465,36 +521,25 @@ fn iptables_nft_in_process_add_matches_iptables_restore() {
         let rules: [Vec<&str>; 3] = [
             vec!["POSTROUTING", "-s", host, "-m", "comment", "--comment", &comment, "-j", &chain],
             vec![&chain, "-d", subnet, "-m", "comment", "--comment", &comment, "-j", "ACCEPT"],
-            vec![
-                &chain,
-                "!",
-                "-d",
-                "224.0.0.0/4",
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-                "-j",
-                "MASQUERADE",
-            ],
+            vec![&chain, "!", "-d", fam.mcast, "-m", "comment", "--comment", &comment, "-j", "MASQUERADE"],
         ];
         for rule in &rules {
-            let mut argv = vec!["iptables", "-w", "-t", "nat", "-C"];
+            let mut argv = vec![fam.tool, "-w", "-t", "nat", "-C"];
             argv.extend_from_slice(rule);
             ours.exec(&argv).expect_ok();
         }
-        let mut del = vec!["iptables", "-w", "-t", "nat", "-D"];
+        let mut del = vec![fam.tool, "-w", "-t", "nat", "-D"];
         del.extend_from_slice(&rules[0]);
         ours.exec(&del).expect_ok();
-        ours.exec(&["iptables", "-w", "-t", "nat", "-F", &chain]).expect_ok();
-        ours.exec(&["iptables", "-w", "-t", "nat", "-X", &chain]).expect_ok();
+        ours.exec(&[fam.tool, "-w", "-t", "nat", "-F", &chain]).expect_ok();
+        ours.exec(&[fam.tool, "-w", "-t", "nat", "-X", &chain]).expect_ok();
     }
-    assert_eq!((saved_nat(&ours), nat_netlink(&ours)), primed, "DEL leaves the table as it was");
+    assert_eq!((saved_nat_of(&ours, fam), nat_netlink(&ours, fam)), primed, "DEL leaves the table as it was");
 }
 
 /// When the in-process ADD does not apply, the process path does the ADD, unchanged: the host's
 /// first ADD (no nat table yet), a repeated ADD (the chain exists: the transaction fails as a
-/// whole, nothing is duplicated), IPv6, a nat table that is not iptables-nft's, legacy iptables.
+/// whole, nothing is duplicated), the first IPv6 ADD, mixed families, a nat table that is not iptables-nft's, legacy iptables.
 #[test]
 fn iptables_nft_falls_back_to_the_tools() {
     require_root();
@@ -523,8 +568,11 @@ fn iptables_nft_falls_back_to_the_tools() {
             .unwrap();
         assert_eq!(saved_nat(&lab), before, "exactly one set of rules");
     }
-    // IPv6 always takes the tools.
+    // IPv6 here: no `table ip6 nat` yet (the first IPv6 ADD), so ip6tables-restore does it.
     assert!(!try_in_process(&ns, "ctr3", &["fd00:77::2/64"]));
+    assert!(lab.exec(&["nft", "list", "table", "ip6", "nat"]).status != Some(0), "nothing created");
+    // A mix of families is never one in-process batch.
+    assert!(!try_in_process(&ns, "ctr4", &["198.19.1.4/24", "fd00:77::4/64"]));
 
     // A nat table made with nft (a comment: not iptables-nft's).
     let foreign = Netns::unique("wtix");

@@ -32,7 +32,7 @@ impl Family {
             Family::V6 => "ip6tables-save",
         }
     }
-    fn restore_tool(self) -> &'static str {
+    pub(crate) fn restore_tool(self) -> &'static str {
         match self {
             Family::V4 => "iptables-restore",
             Family::V6 => "ip6tables-restore",
@@ -160,8 +160,8 @@ pub(crate) fn setup(family: Family, t: &MasqTarget, addrs: &[IpNetwork]) -> Resu
     }
     let chain = naming::chain_name(t.network, t.container_id);
     let comment = naming::iptables_comment(t.network, t.container_id);
-    // Fastest path: IPv4 on an iptables-nft host whose nat table exists, no process at all.
-    if family == Family::V4 && super::iptables_nft::try_add(&chain, &comment, addrs) {
+    // Fastest path: an iptables-nft host whose nat table of this family exists, no process at all.
+    if super::iptables_nft::try_add(&chain, &comment, addrs) {
         return Ok(());
     }
     let wanted = plan_rules(&chain, &comment, addrs);

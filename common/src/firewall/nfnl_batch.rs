@@ -27,6 +27,8 @@ const NFPROTO_INET: u8 = 1;
 const NFPROTO_UNSPEC: u8 = 0;
 /// `NFPROTO_IPV4`, the family of iptables' tables.
 pub(crate) const NFPROTO_IPV4: u8 = 2;
+/// `NFPROTO_IPV6`, the family of ip6tables' tables.
+pub(crate) const NFPROTO_IPV6: u8 = 10;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
