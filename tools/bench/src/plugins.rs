@@ -37,6 +37,9 @@ pub struct Options {
     /// Masquerade backend for our bridge (`ipMasqBackend`); unset = auto.
     #[arg(long)]
     masq_backend: Option<String>,
+    /// Dual stack: an IPv6 range (fd00:99::/64) beside the IPv4 one, so every ADD masquerades both.
+    #[arg(long)]
+    dual_stack: bool,
 }
 
 struct Impl {
@@ -187,7 +190,7 @@ pub fn rss_probe(argv: &[String]) -> i32 {
     status.code().unwrap_or(1)
 }
 
-fn conf(dir: &Path, backend: Option<&str>) -> Vec<u8> {
+fn conf(dir: &Path, backend: Option<&str>, dual_stack: bool) -> Vec<u8> {
     let mut v = serde_json::json!({
         "cniVersion": "0.4.0",
         "name": "benchnet",
@@ -203,6 +206,9 @@ fn conf(dir: &Path, backend: Option<&str>) -> Vec<u8> {
     });
     if let Some(b) = backend {
         v["ipMasqBackend"] = serde_json::Value::String(b.to_string());
+    }
+    if dual_stack {
+        v["ipam"]["ranges"] = serde_json::json!([[{"subnet": "10.99.0.0/16"}], [{"subnet": "fd00:99::/64"}]]);
     }
     v.to_string().into_bytes()
 }
@@ -222,10 +228,13 @@ pub fn run(opts: &Options) -> Result<(), String> {
     let ours = Impl {
         label: "weft",
         dir: ours_dir,
-        conf: conf(&tmp.path().join("ours"), opts.masq_backend.as_deref()),
+        conf: conf(&tmp.path().join("ours"), opts.masq_backend.as_deref(), opts.dual_stack),
     };
-    let reference =
-        Impl { label: "reference", dir: opts.reference.clone(), conf: conf(&tmp.path().join("ref"), None) };
+    let reference = Impl {
+        label: "reference",
+        dir: opts.reference.clone(),
+        conf: conf(&tmp.path().join("ref"), None, opts.dual_stack),
+    };
 
     let host = Netns::unique("wbh");
     let single = Netns::unique("wbc");
@@ -268,7 +277,8 @@ pub fn run(opts: &Options) -> Result<(), String> {
         let ratio = if r.is_zero() { 0.0 } else { o.as_secs_f64() / r.as_secs_f64() };
         println!("| {name} | {} | {} | {:.3} (1/{:.1}) |", ms(o), ms(r), ratio, 1.0 / ratio.max(1e-9));
     };
-    println!("| bridge + host-local + ipMasq (cniVersion 0.4.0) | weft | reference | ratio |");
+    let stack = if opts.dual_stack { ", dual stack" } else { "" };
+    println!("| bridge + host-local + ipMasq (cniVersion 0.4.0{stack}) | weft | reference | ratio |");
     println!("|---|---|---|---|");
     row(format!("sequential ADD, median of {}", opts.sequential), median(&add[0]), median(&add[1]));
     row(format!("sequential DEL, median of {}", opts.sequential), median(&del[0]), median(&del[1]));
