@@ -591,3 +591,56 @@ fn iptables_nft_falls_back_to_the_tools() {
     legacy.exec(&["iptables-legacy", "-w", "-t", "nat", "-S"]).expect_ok();
     assert!(!try_in_process(&NetNs::open(legacy.path()).unwrap(), "ctr1", &["198.19.1.2/24"]));
 }
+
+/// The in-process DEL removes exactly one attachment's iptables rules and chain, both families in
+/// one transaction: afterwards `iptables-save`, `ip6tables-save` and the kernel's expressions are
+/// those of a namespace that only ever held the other attachment. Nothing there: nothing to do.
+/// Legacy iptables: the tools are used.
+#[test]
+fn iptables_nft_in_process_del_removes_only_its_attachment() {
+    require_root();
+    let lab = Netns::unique("wtix");
+    let golden = Netns::unique("wtix");
+    let attach = |ns: &Netns, cid: &str, n: u8| {
+        let v4 = reference_restore_script(
+            cid,
+            &format!("198.19.{n}.2/32"),
+            &format!("198.19.{n}.0/24"),
+            IPV4.mcast,
+        );
+        let v6 = reference_restore_script(
+            cid,
+            &format!("fd00:19:{n}::2/128"),
+            &format!("fd00:19:{n}::/64"),
+            IPV6.mcast,
+        );
+        ns.exec_with(&[IPV4.restore, "--noflush", "-w"], &[], v4.as_bytes()).expect_ok();
+        ns.exec_with(&[IPV6.restore, "--noflush", "-w"], &[], v6.as_bytes()).expect_ok();
+    };
+    for ns in [&lab, &golden] {
+        for fam in [&IPV4, &IPV6] {
+            ns.exec_with(&[fam.restore, "--noflush", "-w"], &[], fam.prime.as_bytes()).expect_ok();
+        }
+    }
+    attach(&lab, "ctr1", 1);
+    attach(&lab, "ctr2", 2);
+    attach(&golden, "ctr2", 2);
+    let ns = NetNs::open(lab.path()).unwrap();
+    let chain = chain_name(NET, "ctr1");
+    assert!(ns.run(|| weft_common::firewall::iptables_nft::try_del(&chain, true, true)).unwrap());
+    for fam in [&IPV4, &IPV6] {
+        assert_eq!(saved_nat_of(&lab, fam), saved_nat_of(&golden, fam), "{}", fam.save);
+        assert_eq!(nat_netlink(&lab, fam), nat_netlink(&golden, fam), "{}", fam.nft);
+    }
+    // Again: nothing left, nothing to do.
+    assert!(ns.run(|| weft_common::firewall::iptables_nft::try_del(&chain, true, true)).unwrap());
+    // A namespace without any nat table.
+    let empty = Netns::unique("wtix");
+    let empty_ns = NetNs::open(empty.path()).unwrap();
+    assert!(empty_ns.run(|| weft_common::firewall::iptables_nft::try_del(&chain, true, true)).unwrap());
+    // Legacy iptables owns nat here: its rules are invisible to nf_tables, so the tools must run.
+    let legacy = Netns::unique("wtix");
+    legacy.exec(&["iptables-legacy", "-w", "-t", "nat", "-S"]).expect_ok();
+    let legacy_ns = NetNs::open(legacy.path()).unwrap();
+    assert!(!legacy_ns.run(|| weft_common::firewall::iptables_nft::try_del(&chain, true, false)).unwrap());
+}

@@ -173,6 +173,11 @@ fn teardown_iptables(t: &MasqTarget, families: &[Family], errors: &mut Vec<Firew
             errors.push(e);
         }
     };
+    // Fastest path: an iptables-nft host, every family in one in-process transaction.
+    let (v4, v6) = (families.contains(&Family::V4), families.contains(&Family::V6));
+    if iptables_nft::try_del(&naming::chain_name(t.network, t.container_id), v4, v6) {
+        return;
+    }
     let reads: Vec<_> = families.iter().map(|&f| (f, iptables::start_read(f))).collect();
     let mut writes = Vec::new();
     for (family, read) in reads {

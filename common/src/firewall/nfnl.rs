@@ -54,6 +54,8 @@ pub(crate) struct RuleInfo {
     pub comment: Option<String>,
     /// The rule's expressions when every one is of a kind [`super::nfnl_expr`] knows.
     pub exprs: Option<Vec<super::nfnl_batch::Expr>>,
+    /// The chain its verdict jumps or goes to, if any (read even when `exprs` is `None`).
+    pub target: Option<String>,
 }
 
 /// A base chain's hook as the kernel reports it: `type <kind> hook <hooknum> priority <priority>`.
@@ -364,9 +366,13 @@ fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
     let mut handle = None;
     let mut comment = None;
     let mut exprs = None;
+    let mut target = None;
     for (kind, value) in attrs(buf) {
         match kind {
-            NFTA_RULE_EXPRESSIONS => exprs = super::nfnl_expr::parse_exprs(value),
+            NFTA_RULE_EXPRESSIONS => {
+                exprs = super::nfnl_expr::parse_exprs(value);
+                target = super::nfnl_expr::verdict_chain(value);
+            }
             NFTA_RULE_HANDLE => {
                 let b: [u8; 8] = value.get(0..8)?.try_into().ok()?;
                 handle = Some(u64::from_be_bytes(b));
@@ -375,7 +381,7 @@ fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
             _ => {}
         }
     }
-    Some(RuleInfo { handle: handle?, comment, exprs })
+    Some(RuleInfo { handle: handle?, comment, exprs, target })
 }
 
 /// The comment TLV (u8 type, u8 length, NUL-terminated text) of a rule's user data.
@@ -458,7 +464,10 @@ mod tests {
         buf.extend_from_slice(&(NFTA_RULE_USERDATA | 0x8000).to_ne_bytes());
         buf.extend_from_slice(&udata);
         buf.extend_from_slice(&[0, 0]);
-        assert_eq!(parse_rule(&buf), Some(RuleInfo { handle: 42, comment: Some("abc".into()), exprs: None }));
+        assert_eq!(
+            parse_rule(&buf),
+            Some(RuleInfo { handle: 42, comment: Some("abc".into()), exprs: None, target: None })
+        );
         // Truncated input never panics.
         for n in 0..buf.len() {
             let _ = parse_rule(&buf[..n]);

@@ -21,6 +21,7 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFPROTO_INET: u8 = 1;
@@ -403,6 +404,20 @@ impl Batch {
             a.be32(NFTA_RULE_COMPAT_FLAGS, 0);
         });
         self.push_nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, a, op);
+    }
+
+    /// The messages added from now on are for the tables of `family` (one transaction may change
+    /// the tables of several families: iptables' and ip6tables' at once).
+    pub(crate) fn set_family(&mut self, family: u8) {
+        self.family = family;
+    }
+
+    /// iptables' `-X <name>` / `delete chain <table> <name>`.
+    pub(crate) fn delete_chain(&mut self, table: &str, name: &str, op: &'static str) {
+        let mut a = Attrs::default();
+        a.strz(NFTA_CHAIN_TABLE, table);
+        a.strz(NFTA_CHAIN_NAME, name);
+        self.push_nft(NFT_MSG_DELCHAIN, 0, a, op);
     }
 
     /// `flush chain inet <table> <chain>`: a rule delete without handle.

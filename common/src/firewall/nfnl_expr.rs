@@ -21,6 +21,7 @@ const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_META_NFPROTO: u32 = 15;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_BITWISE_BOOL: u32 = 0;
+const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
@@ -38,6 +39,22 @@ pub(crate) fn parse_exprs(buf: &[u8]) -> Option<Vec<Expr>> {
             parse_expr(&name, &data)
         })
         .collect()
+}
+
+/// The chain a rule jumps or goes to (its `immediate` verdict), whatever its other expressions
+/// are: iptables' rules hold x_tables matches this module does not read.
+pub(crate) fn verdict_chain(buf: &[u8]) -> Option<String> {
+    attrs(buf).into_iter().filter(|(kind, _)| *kind == NFTA_LIST_ELEM).find_map(|(_, elem)| {
+        let elem = attrs(elem);
+        if find(&elem, NFTA_EXPR_NAME).map(cstr).as_deref() != Some("immediate") {
+            return None;
+        }
+        let data = find(&elem, NFTA_EXPR_DATA).map(attrs).unwrap_or_default();
+        match parse_expr("immediate", &data)? {
+            Expr::Jump(chain) | Expr::Goto(chain) => Some(chain),
+            _ => None,
+        }
+    })
 }
 
 fn parse_expr(name: &str, a: &[(u16, &[u8])]) -> Option<Expr> {
@@ -79,6 +96,7 @@ fn parse_expr(name: &str, a: &[(u16, &[u8])]) -> Option<Expr> {
                 .map(|c| i32::from_be_bytes(c.to_be_bytes()))?;
             match (code, find(&verdict, NFTA_VERDICT_CHAIN).map(cstr)) {
                 (NFT_RETURN, None) => Some(Expr::Return),
+                (NFT_JUMP, Some(chain)) => Some(Expr::Jump(chain)),
                 (NFT_GOTO, Some(chain)) => Some(Expr::Goto(chain)),
                 _ => None,
             }
@@ -119,6 +137,7 @@ mod tests {
             Expr::Cmp { op: CmpOp::Neq, data: vec![0xe0, 0, 0, 0] },
             Expr::Return,
             Expr::Goto("masq_checks".into()),
+            Expr::Jump("CNI-abc".into()),
             Expr::Masq,
         ]
     }
@@ -166,6 +185,24 @@ mod tests {
         let good = Batch::encode_exprs(&sample());
         for n in 0..good.len() {
             let _ = parse_exprs(&good[..n]);
+        }
+    }
+
+    /// iptables' rules: the jump target is found behind expressions this module does not read
+    /// (x_tables matches, counters), and only an `immediate` verdict counts.
+    #[test]
+    fn verdict_chain_reads_past_unknown_expressions() {
+        let mut rule = elem("match", &attr(1, b"comment\0"));
+        rule.extend(elem("counter", &[]));
+        rule.extend(Batch::encode_exprs(&[Expr::Jump("CNI-abc".into())]));
+        assert_eq!(parse_exprs(&rule), None);
+        assert_eq!(verdict_chain(&rule).as_deref(), Some("CNI-abc"));
+        assert_eq!(verdict_chain(&Batch::encode_exprs(&[Expr::Goto("x".into())])).as_deref(), Some("x"));
+        assert_eq!(verdict_chain(&Batch::encode_exprs(&[Expr::Return, Expr::Masq])), None);
+        assert_eq!(verdict_chain(&elem("counter", &[])), None);
+        let good = Batch::encode_exprs(&[Expr::Jump("CNI-abc".into())]);
+        for n in 0..good.len() {
+            let _ = verdict_chain(&good[..n]);
         }
     }
 }

@@ -336,7 +336,7 @@ mod tests {
     fn setup_plan_adds_only_what_is_missing() {
         let t = MasqTarget { network: "n", container_id: "c", ifname: "eth0" };
         let addrs: Vec<IpNetwork> = vec!["198.19.1.2/24".parse().unwrap()];
-        let stale = [RuleInfo { handle: 9, comment: None, exprs: None }];
+        let stale = [RuleInfo { handle: 9, comment: None, exprs: None, target: None }];
         let adds = |p: Present| {
             let b = plan_setup(&t, &addrs, p, &stale);
             b.ops().iter().filter(|op| op.contains(": add table") || op.contains(": add chain")).count()
@@ -497,7 +497,7 @@ mod tests {
     #[test]
     fn teardown_plan_and_comment_cleaning() {
         assert!(plan_teardown(&[]).is_none());
-        assert!(plan_teardown(&[RuleInfo { handle: 3, comment: None, exprs: None }]).is_some());
+        assert!(plan_teardown(&[RuleInfo { handle: 3, comment: None, exprs: None, target: None }]).is_some());
         assert_eq!(clean_comment("a\"b\nc"), "a b c");
     }
 }
