@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod bridge;
 mod error;
+pub mod events;
 pub mod link;
 pub mod route;
 mod socket;
@@ -20,6 +21,7 @@ mod socket;
 pub use addr::Address;
 pub use bridge::{PortAttrs, PortVlan};
 pub use error::Error;
+pub use events::LinkEvents;
 pub use link::{format_mac, parse_mac, BridgeSpec, Link, OperState, VethSpec};
 pub use route::Route;
 pub use socket::Netlink;
