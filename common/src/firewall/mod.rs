@@ -146,10 +146,10 @@ pub fn teardown_masquerade(t: &MasqTarget, addrs: &[IpNetwork]) -> Result<(), Fi
         f
     };
     let mut errors = Vec::new();
-    // The iptables reads of both families run concurrently, then both writes. The nftables
-    // teardown comes after them, not on a thread of its own: measured, overlapping it with the
-    // rest of DEL made DEL slower (27 ms against 18 ms with the nftables backend), probably as its
-    // kernel commit then competes with the veth deletion's RCU waits.
+    // iptables first (one in-process transaction for all families, or the tools), then the
+    // nftables teardown, not on a thread of its own: every rule-deleting commit holds nf_tables'
+    // per-namespace commit mutex through its wait, so two at once only queue (and a commit that
+    // overlaps a device unregistration delays it: see the bridge's DEL).
     teardown_iptables(t, &families, &mut errors);
     match nftables::teardown(t) {
         Err(e) if e.is_unavailable() => tracing::debug!(error = %e, "nftables not available"),
