@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::{Child, Command as Process, Stdio};
 
 use super::error::{CniError, ErrorCode};
 use super::result::CniResult;
@@ -39,8 +39,27 @@ pub fn exec(
     env: &[(&str, &str)],
     stdin: &[u8],
 ) -> Result<Vec<u8>, CniError> {
+    start(plugin, command, env, stdin)?.finish()
+}
+
+/// A plugin process started by [`start`], its stdin already written and closed.
+#[derive(Debug)]
+pub struct Running {
+    plugin: PathBuf,
+    child: Child,
+}
+
+/// Starts `plugin` as [`exec`] does, without waiting for it: the caller may work meanwhile
+/// and collect the answer with [`Running::finish`]. The process starts in the calling thread's
+/// network namespace.
+pub fn start(
+    plugin: &Path,
+    command: Command,
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> Result<Running, CniError> {
     let mut attempt = 0;
-    let child = loop {
+    let mut child = loop {
         let mut cmd = Process::new(plugin);
         cmd.env("CNI_COMMAND", command.as_str())
             .stdin(Stdio::piped())
@@ -64,29 +83,38 @@ pub fn exec(
             }
         }
     };
-    let mut child = child;
     if let Some(mut input) = child.stdin.take() {
         // A plugin may exit without reading stdin (VERSION); a broken pipe is not our error.
+        // Dropping `input` closes the pipe, so the plugin sees the end of its input.
         let _ = input.write_all(stdin);
     }
-    let output = child.wait_with_output().map_err(|e| {
-        CniError::internal(format!("failed to wait for plugin {}", plugin.display()), e.to_string())
-    })?;
-    if !output.stderr.is_empty() {
-        let _ = std::io::stderr().write_all(&output.stderr);
+    Ok(Running { plugin: plugin.to_path_buf(), child })
+}
+
+impl Running {
+    /// Waits for the plugin: its stdout on success, else its own error (code and message
+    /// kept) or one naming the plugin and its exit status.
+    pub fn finish(self) -> Result<Vec<u8>, CniError> {
+        let plugin = self.plugin;
+        let output = self.child.wait_with_output().map_err(|e| {
+            CniError::internal(format!("failed to wait for plugin {}", plugin.display()), e.to_string())
+        })?;
+        if !output.stderr.is_empty() {
+            let _ = std::io::stderr().write_all(&output.stderr);
+        }
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        if let Ok(err) = serde_json::from_slice::<CniError>(&output.stdout) {
+            return Err(err);
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Err(CniError::internal(
+            format!("plugin {} failed ({})", plugin.display(), output.status),
+            if stdout.trim().is_empty() { stderr.trim().to_string() } else { stdout.trim().to_string() },
+        ))
     }
-    if output.status.success() {
-        return Ok(output.stdout);
-    }
-    if let Ok(err) = serde_json::from_slice::<CniError>(&output.stdout) {
-        return Err(err);
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    Err(CniError::internal(
-        format!("plugin {} failed ({})", plugin.display(), output.status),
-        if stdout.trim().is_empty() { stderr.trim().to_string() } else { stdout.trim().to_string() },
-    ))
 }
 
 /// Delegates ADD to `plugin_type` found in `cni_path` and parses its result; a result
@@ -97,22 +125,58 @@ pub fn delegate_add(
     stdin: &[u8],
     version: &str,
 ) -> Result<CniResult, CniError> {
+    start_delegate_add(plugin_type, cni_path, stdin, version)?.wait()
+}
+
+/// A delegate ADD in flight: [`start_delegate_add`], then [`PendingAdd::wait`].
+#[derive(Debug)]
+pub struct PendingAdd {
+    plugin_type: String,
+    version: String,
+    running: Running,
+}
+
+/// Starts [`delegate_add`] without waiting for the delegate.
+pub fn start_delegate_add(
+    plugin_type: &str,
+    cni_path: &str,
+    stdin: &[u8],
+    version: &str,
+) -> Result<PendingAdd, CniError> {
     let plugin = find_plugin(plugin_type, cni_path)?;
-    let out = exec(&plugin, Command::Add, &[], stdin)?;
-    let value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
-        CniError::new(
-            ErrorCode::Decode,
-            format!("failed to decode the result of {plugin_type}"),
-            e.to_string(),
-        )
-    })?;
-    CniResult::parse(&value, version)
+    let running = start(&plugin, Command::Add, &[], stdin)?;
+    Ok(PendingAdd { plugin_type: plugin_type.to_string(), version: version.to_string(), running })
+}
+
+impl PendingAdd {
+    /// Waits for the delegate and parses its result.
+    pub fn wait(self) -> Result<CniResult, CniError> {
+        let out = self.running.finish()?;
+        let value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+            CniError::new(
+                ErrorCode::Decode,
+                format!("failed to decode the result of {}", self.plugin_type),
+                e.to_string(),
+            )
+        })?;
+        CniResult::parse(&value, &self.version)
+    }
 }
 
 /// Delegates DEL, CHECK, GC or STATUS to `plugin_type`; only the exit status matters.
 pub fn delegate(plugin_type: &str, command: Command, cni_path: &str, stdin: &[u8]) -> Result<(), CniError> {
+    start_delegate(plugin_type, command, cni_path, stdin)?.finish().map(|_| ())
+}
+
+/// Starts [`delegate`] without waiting for the delegate ([`Running::finish`] it).
+pub fn start_delegate(
+    plugin_type: &str,
+    command: Command,
+    cni_path: &str,
+    stdin: &[u8],
+) -> Result<Running, CniError> {
     let plugin = find_plugin(plugin_type, cni_path)?;
-    exec(&plugin, command, &[], stdin).map(|_| ())
+    start(&plugin, command, &[], stdin)
 }
 
 #[cfg(test)]

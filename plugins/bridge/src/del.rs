@@ -101,19 +101,20 @@ fn teardown_masquerade(
 
 /// Removes the attachment. The steps are independent and each waits on the kernel or on
 /// another process, so they run concurrently and DEL takes about as long as the slowest:
-/// IPAM DEL, the macspoofchk teardown and the masquerade teardown run on scoped threads
+/// the IPAM DEL process, and the macspoofchk and masquerade teardowns on scoped threads, run
 /// while this thread finds the interface, hands its addresses to the masquerade teardown
 /// and deletes it (the kernel waits for RCU grace periods).
 ///
-/// The helpers are all spawned before this thread enters the container namespace (briefly,
-/// to open a netlink socket there), so they, and the processes they run, start and stay in
-/// the host namespace: `setns` is per thread and inherited by new threads and processes.
+/// The IPAM process and the helpers are all started before this thread enters the container
+/// namespace (briefly, to open a netlink socket there), so they, and the processes they run,
+/// start and stay in the host namespace: `setns` is per thread and inherited by new threads
+/// and processes.
 ///
 /// Every step is attempted whatever the others do; the error reported is the first in the
 /// sequential order: finding the interface, deleting it, IPAM DEL, masquerade teardown.
 pub fn del(args: &CmdArgs, spec: &BridgeSpec) -> Result<(), Error> {
     let errors = std::thread::scope(|s| {
-        let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn(s, plugin, Command::Del, args));
+        let pending = spec.ipam.as_deref().map(|plugin| ipam::InFlight::start(plugin, Command::Del, args));
         let spoof = spec
             .macspoofchk
             .then(|| s.spawn(|| crate::spoofcheck::teardown(&args.container_id, &args.ifname)));

@@ -1,53 +1,43 @@
-//! IPAM delegation run concurrently with the netlink work, on a scoped thread.
+//! IPAM delegation run concurrently with the netlink work.
 //!
 //! The delegate is a separate process (host-local takes milliseconds to start and to write
-//! its files); running it on a helper thread while the main thread creates the veth or
-//! deletes it (a kernel RCU grace period) hides most of that latency. The helper thread must
-//! be spawned while the calling thread is in the host namespace and never changes namespace
-//! itself, so the delegate always starts in the host namespace, whatever the main thread
-//! does meanwhile (`setns` is per thread).
+//! its files): it is started first, then the calling thread creates the veth or deletes it (a
+//! kernel RCU grace period) while the delegate runs, and collects its answer afterwards. No
+//! helper thread is needed (nor its stack and malloc arena, which counted in the plugin's peak
+//! memory). The delegate must be started while the calling thread is in the host namespace,
+//! so that it runs there (`setns` is per thread and inherited by new processes).
 
-use std::thread::{Scope, ScopedJoinHandle};
-
-use weft_common::cni::invoke;
+use weft_common::cni::invoke::{self, PendingAdd, Running};
 use weft_common::cni::{CmdArgs, CniError, CniResult, Command};
 
-/// A delegate call in flight; [`Pending::wait`] it before the scope ends.
+/// A delegate ADD in flight (or the error of starting it, reported by [`AddInFlight::wait`]).
 #[derive(Debug)]
-pub struct Pending<'scope, T> {
-    plugin: &'scope str,
-    handle: ScopedJoinHandle<'scope, Result<T, CniError>>,
-}
+pub struct AddInFlight(Result<PendingAdd, CniError>);
 
-impl<T> Pending<'_, T> {
-    /// Waits for the delegate's answer.
-    pub fn wait(self) -> Result<T, CniError> {
-        self.handle.join().unwrap_or_else(|_| {
-            Err(CniError::internal(
-                format!("IPAM delegate {} thread failed", self.plugin),
-                "the thread panicked",
-            ))
-        })
+impl AddInFlight {
+    /// Starts the delegate ADD with the exact stdin bytes and the request's version.
+    pub fn start(plugin: &str, args: &CmdArgs) -> AddInFlight {
+        AddInFlight(invoke::start_delegate_add(plugin, &args.path, &args.stdin, &args.version))
+    }
+
+    /// Waits for the delegate's result.
+    pub fn wait(self) -> Result<CniResult, CniError> {
+        self.0?.wait()
     }
 }
 
-/// Starts the delegate ADD with the exact stdin bytes and the request's version.
-pub fn spawn_add<'scope>(
-    scope: &'scope Scope<'scope, '_>,
-    plugin: &'scope str,
-    args: &'scope CmdArgs,
-) -> Pending<'scope, CniResult> {
-    let handle = scope.spawn(move || invoke::delegate_add(plugin, &args.path, &args.stdin, &args.version));
-    Pending { plugin, handle }
-}
+/// A delegate DEL, CHECK, STATUS or GC in flight.
+#[derive(Debug)]
+pub struct InFlight(Result<Running, CniError>);
 
-/// Starts a delegate DEL, CHECK, STATUS or GC.
-pub fn spawn<'scope>(
-    scope: &'scope Scope<'scope, '_>,
-    plugin: &'scope str,
-    command: Command,
-    args: &'scope CmdArgs,
-) -> Pending<'scope, ()> {
-    let handle = scope.spawn(move || invoke::delegate(plugin, command, &args.path, &args.stdin));
-    Pending { plugin, handle }
+impl InFlight {
+    /// Starts the delegate with the exact stdin bytes.
+    pub fn start(plugin: &str, command: Command, args: &CmdArgs) -> InFlight {
+        InFlight(invoke::start_delegate(plugin, command, &args.path, &args.stdin))
+    }
+
+    /// Waits for the delegate; only its success matters.
+    pub fn wait(self) -> Result<(), CniError> {
+        self.0?.finish().map(|_| ())
+    }
 }

@@ -2,8 +2,8 @@
 //! reference Go plugin.
 //!
 //! ADD validates everything first ([`config`]), then works from the host thread with one
-//! netlink socket per namespace: bridge and veth ([`host`]) while IPAM runs by exec on a
-//! scoped thread ([`ipam`]), then container addresses and routes ([`container`]), gateway,
+//! netlink socket per namespace: bridge and veth ([`host`]) while the IPAM process, started
+//! first, runs ([`ipam`]), then container addresses and routes ([`container`]), gateway,
 //! masquerade; any failure undoes what was done ([`undo`]). DEL (its independent steps run
 //! concurrently) and CHECK are in [`del`] and [`check`].
 
@@ -125,13 +125,11 @@ fn add(
     ctr: &mut Netlink,
     undo: &mut Undo,
 ) -> Result<CniResult, Error> {
-    // IPAM runs in its own process, on a thread spawned from the host namespace, while the
-    // bridge and the veth are set up; it is joined before anything else happens.
-    let (l2, allocated) = std::thread::scope(|s| {
-        let pending = spec.ipam.as_deref().map(|plugin| ipam::spawn_add(s, plugin, args));
-        let l2 = add_l2(args, spec, netns, host, ctr, undo);
-        (l2, pending.map(ipam::Pending::wait))
-    });
+    // IPAM runs in its own process, started from the host namespace, while the bridge and the
+    // veth are set up; its answer is collected before anything else happens.
+    let pending = spec.ipam.as_deref().map(|plugin| ipam::AddInFlight::start(plugin, args));
+    let l2 = add_l2(args, spec, netns, host, ctr, undo);
+    let allocated = pending.map(ipam::AddInFlight::wait);
     let allocated = match allocated {
         None => None,
         Some(Ok(result)) => {
