@@ -1,11 +1,12 @@
 //! iptables masquerade backend, the reference's layout (cni.md §7.4) with few processes:
 //! ADD tries one `iptables-restore --noflush` that creates the chain (`-N`) and appends the rules;
 //! if the chain already exists that transaction fails as a whole and we read `iptables-save -t nat`
-//! and append only what is missing. An IPv4 ADD on an iptables-nft host first tries the same
-//! transaction in-process ([`super::iptables_nft`]) and runs the tools only when that does not
-//! apply. DEL reads `iptables-save -t nat` once per family and, if anything is there, removes
-//! every POSTROUTING jump to the chain (any `-s` form, so the legacy `-s ip/prefix` too, and
-//! without needing the addresses), flushes and deletes the chain in one transaction.
+//! and append only what is missing. On an iptables-nft host, ADD (per family) and DEL (all
+//! families at once) first try the same transaction in-process ([`super::iptables_nft`]); the
+//! tools here run only when that does not apply. This DEL reads `iptables-save -t nat` once per
+//! family and, if anything is there, removes every POSTROUTING jump to the chain (any `-s` form,
+//! so the legacy `-s ip/prefix` too, and without needing the addresses), flushes and deletes the
+//! chain in one transaction.
 
 use ipnetwork::IpNetwork;
 
