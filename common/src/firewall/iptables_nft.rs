@@ -29,7 +29,8 @@ use ipnetwork::IpNetwork;
 
 use super::iptables::Family;
 use super::nfnl::Reader;
-use super::nfnl_batch::{Batch, CmpOp, Expr, NFPROTO_IPV4, NFPROTO_IPV6};
+use super::nfnl_batch::{Batch, CmpOp, Expr};
+use super::nft_abi::{NFPROTO_IPV4, NFPROTO_IPV6};
 
 /// iptables' table and built-in chain.
 const TABLE: &str = "nat";

@@ -15,6 +15,7 @@ mod naming;
 mod nfnl;
 mod nfnl_batch;
 mod nfnl_expr;
+mod nft_abi;
 mod nftables;
 
 use ipnetwork::IpNetwork;

@@ -8,44 +8,11 @@ use std::io;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFPROTO_INET: u8 = 1;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-/// Set by the kernel on a dump's messages when the ruleset changed while the dump ran: the dump
-/// resumes by position, so a concurrent delete can make it skip an entry.
-const NLM_F_DUMP_INTR: u16 = 0x10;
+use super::nft_abi::*;
+
 /// How many times an interrupted dump is restarted before giving up with EINTR (libmnl reports
 /// EINTR and nft restarts the same way); each restart needs another writer to commit mid-dump.
 const DUMP_ATTEMPTS: usize = 50;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_FLAGS: u16 = 2;
-const NFTA_TABLE_USERDATA: u16 = 6;
-const NFTA_TABLE_OWNER: u16 = 7;
-const NFTA_CHAIN_USERDATA: u16 = 12;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_USERDATA: u16 = 7;
-/// libnftnl's `NFTNL_UDATA_RULE_COMMENT`, the TLV type `nft` stores rule comments under.
-const UDATA_RULE_COMMENT: u8 = 0;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// One rule of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,7 +357,7 @@ fn udata_comment(buf: &[u8]) -> Option<String> {
     while let (Some(&kind), Some(&len)) = (rest.first(), rest.get(1)) {
         let end = 2 + usize::from(len);
         let value = rest.get(2..end)?;
-        if kind == UDATA_RULE_COMMENT {
+        if kind == UDATA_COMMENT {
             let text = value.split(|&b| b == 0).next().unwrap_or(value);
             return Some(String::from_utf8_lossy(text).into_owned());
         }
@@ -459,7 +426,7 @@ mod tests {
         buf.extend_from_slice(&12u16.to_ne_bytes());
         buf.extend_from_slice(&NFTA_RULE_HANDLE.to_ne_bytes());
         buf.extend_from_slice(&42u64.to_be_bytes());
-        let udata = [UDATA_RULE_COMMENT, 4, b'a', b'b', b'c', 0];
+        let udata = [UDATA_COMMENT, 4, b'a', b'b', b'c', 0];
         buf.extend_from_slice(&(4 + udata.len() as u16).to_ne_bytes());
         buf.extend_from_slice(&(NFTA_RULE_USERDATA | 0x8000).to_ne_bytes());
         buf.extend_from_slice(&udata);

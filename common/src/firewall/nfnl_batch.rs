@@ -16,66 +16,7 @@ use std::io;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFPROTO_INET: u8 = 1;
-const NFPROTO_UNSPEC: u8 = 0;
-/// `NFPROTO_IPV4`, the family of iptables' tables.
-pub(crate) const NFPROTO_IPV4: u8 = 2;
-/// `NFPROTO_IPV6`, the family of ip6tables' tables.
-pub(crate) const NFPROTO_IPV6: u8 = 10;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLMSG_ERROR: u16 = 2;
-const NLA_F_NESTED: u16 = 0x8000;
-
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_FLAGS: u16 = 2;
-const NFTA_TABLE_USERDATA: u16 = 6;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_CHAIN_USERDATA: u16 = 12;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_COMPAT: u16 = 5;
-const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_RULE_COMPAT_PROTO: u16 = 1;
-const NFTA_RULE_COMPAT_FLAGS: u16 = 2;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-
-/// libnftnl's `NFTNL_UDATA_{TABLE,CHAIN,RULE}_COMMENT`: all three are TLV type 0.
-const UDATA_COMMENT: u8 = 0;
-/// `NFT_REG_1`, the 16-byte register `nft` 1.0.x loads into; `NFT_REG_VERDICT` is 0.
-const REG_1: u32 = 1;
-const REG_VERDICT: u32 = 0;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NF_ACCEPT: i32 = 1;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-const NFT_RETURN: i32 = -5;
+use super::nft_abi::*;
 
 /// Comparison of a [`Expr::Cmp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

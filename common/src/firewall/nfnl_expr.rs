@@ -10,20 +10,7 @@
 
 use super::nfnl::attrs;
 use super::nfnl_batch::{CmpOp, Expr};
-
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_BITWISE_BOOL: u32 = 0;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-const NFT_RETURN: i32 = -5;
+use super::nft_abi::*;
 
 /// The expressions of a rule, from the value of its `NFTA_RULE_EXPRESSIONS` attribute.
 pub(crate) fn parse_exprs(buf: &[u8]) -> Option<Vec<Expr>> {

@@ -17,6 +17,7 @@ use ipnetwork::IpNetwork;
 
 use super::nfnl::{self, ChainInfo, RuleInfo};
 use super::nfnl_batch::{Batch, BatchError, CmpOp, Expr, Hook};
+use super::nft_abi::{NFPROTO_IPV4, NFPROTO_IPV6};
 use super::{naming, FirewallError, MasqTarget};
 
 /// The table every reference plugin shares.
@@ -112,9 +113,6 @@ fn postrouting_rules() -> [Vec<Expr>; 3] {
 
 /// `NF_INET_POST_ROUTING`, and the priority `srcnat` names.
 const POSTROUTING: Hook = Hook { kind: "nat", hooknum: 4, priority: 100 };
-/// `NFPROTO_IPV4` / `NFPROTO_IPV6`, the values of `meta nfproto`.
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 /// The operation of a rule delete (its ENOENT: a concurrent DEL won; see [`vanished`]).
 const OP_DELETE_STALE: &str = "nftables: delete rule from masq_checks";
 
