@@ -9,6 +9,7 @@ use std::thread::ScopedJoinHandle;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
+use weft_common::cni::invoke::{self, Running};
 use weft_common::cni::{CmdArgs, CniResult, Command};
 use weft_common::firewall::{self, MasqTarget};
 use weft_common::netlink::{Link, LinkEvents, Netlink};
@@ -17,7 +18,6 @@ use weft_common::netns::NetNs;
 use crate::config::BridgeSpec;
 use crate::container;
 use crate::error::Error;
-use crate::ipam;
 
 /// The container interface, through a socket inside its namespace, with its global
 /// addresses. `None` when the namespace or the interface is gone (or `CNI_NETNS` is empty).
@@ -114,7 +114,10 @@ fn teardown_masquerade(
 /// sequential order: finding the interface, deleting it, IPAM DEL, masquerade teardown.
 pub fn del(args: &CmdArgs, spec: &BridgeSpec) -> Result<(), Error> {
     let errors = std::thread::scope(|s| {
-        let pending = spec.ipam.as_deref().map(|plugin| ipam::InFlight::start(plugin, Command::Del, args));
+        let pending = spec
+            .ipam
+            .as_deref()
+            .map(|plugin| invoke::start_delegate(plugin, Command::Del, &args.path, &args.stdin));
         let spoof = spec
             .macspoofchk
             .then(|| s.spawn(|| crate::spoofcheck::teardown(&args.container_id, &args.ifname)));
@@ -151,7 +154,7 @@ pub fn del(args: &CmdArgs, spec: &BridgeSpec) -> Result<(), Error> {
             }
         }
         if let Some(p) = pending {
-            if let Err(e) = p.wait() {
+            if let Err(e) = p.and_then(Running::finish) {
                 errors.push(Error::Cni(e));
             }
         }

@@ -3,7 +3,7 @@
 //!
 //! ADD validates everything first ([`config`]), then works from the host thread with one
 //! netlink socket per namespace: bridge and veth ([`host`]) while the IPAM process, started
-//! first, runs ([`ipam`]), then container addresses and routes ([`container`]), gateway,
+//! first, runs, then container addresses and routes ([`container`]), gateway,
 //! masquerade; any failure undoes what was done ([`undo`]). DEL (its independent steps run
 //! concurrently) and CHECK are in [`del`] and [`check`].
 
@@ -13,7 +13,6 @@ pub mod container;
 pub mod del;
 pub mod error;
 pub mod host;
-pub mod ipam;
 pub mod plan;
 pub mod spoofcheck;
 pub mod undo;
@@ -125,11 +124,15 @@ fn add(
     ctr: &mut Netlink,
     undo: &mut Undo,
 ) -> Result<CniResult, Error> {
-    // IPAM runs in its own process, started from the host namespace, while the bridge and the
-    // veth are set up; its answer is collected before anything else happens.
-    let pending = spec.ipam.as_deref().map(|plugin| ipam::AddInFlight::start(plugin, args));
+    // IPAM runs in its own process, started from the host namespace (so it runs there: `setns`
+    // is per thread and inherited by new processes) while the bridge and the veth are set up;
+    // its answer is collected before anything else happens. No helper thread is needed.
+    let pending = spec
+        .ipam
+        .as_deref()
+        .map(|plugin| invoke::start_delegate_add(plugin, &args.path, &args.stdin, &args.version));
     let l2 = add_l2(args, spec, netns, host, ctr, undo);
-    let allocated = pending.map(ipam::AddInFlight::wait);
+    let allocated = pending.map(|p| p.and_then(invoke::PendingAdd::wait));
     let allocated = match allocated {
         None => None,
         Some(Ok(result)) => {
