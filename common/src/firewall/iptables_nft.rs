@@ -174,9 +174,7 @@ fn del(chain: &str, families: &[&XtFamily]) -> Result<(), String> {
         let name = fam.table_name();
         let netlink = |e: std::io::Error| format!("read {name}: {e}");
         let mut reader = Reader::open_family(fam.nfproto).map_err(netlink)?;
-        if reader.table(TABLE).map_err(netlink)?.is_none() {
-            continue; // no nat table of this family: nothing of ours in it
-        }
+        // Without a nat table of this family both reads find nothing (the kernel's ENOENT).
         let exists = reader.chain(TABLE, chain).map_err(netlink)?.is_some();
         let jumps: Vec<u64> = reader
             .rules(TABLE, POSTROUTING)
