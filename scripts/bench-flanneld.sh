@@ -8,4 +8,4 @@ bash scripts/install-deps.sh
 # A toolchain rustup installed just now lives here.
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 bash scripts/build-release.sh
-exec target/release/weft-bench flanneld --flanneld target/release/flanneld "$@"
+exec target/dist/weft-bench flanneld --flanneld target/dist/flanneld "$@"

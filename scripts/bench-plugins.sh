@@ -8,4 +8,4 @@ bash scripts/install-deps.sh
 # A toolchain rustup installed just now lives here.
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 bash scripts/build-release.sh
-exec target/release/weft-bench plugins --ours target/release "$@"
+exec target/dist/weft-bench plugins --ours target/dist "$@"

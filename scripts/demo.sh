@@ -18,7 +18,7 @@ bash scripts/install-deps.sh
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 bash scripts/build-release.sh
 
-export WEFT_BIN_DIR="$PWD/target/release"
+export WEFT_BIN_DIR="$PWD/target/dist"
 prefix=wdemo
 # The demo tears its lab down itself (also on Ctrl-C); this catches anything a crash left.
 cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup "$prefix" >/dev/null 2>&1 || true; }

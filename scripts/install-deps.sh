@@ -38,4 +38,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component add clippy rustfmt >/dev/null 2>&1 || true
+  # The static CNI binaries are built for musl (scripts/build-release.sh falls back to a static
+  # glibc link when this target cannot be installed).
+  if [ "$(uname -m)" = x86_64 ]; then
+    rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
+  fi
 fi

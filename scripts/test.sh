@@ -37,5 +37,5 @@ cargo test --workspace -- --test-threads="${WEFT_TEST_THREADS:-4}"
 # What operators install: the release build, CNI binaries linked statically. The plugin
 # suites (end-to-end, interop, concurrency, bad input) run again against those binaries.
 bash scripts/build-release.sh --cni-only
-WEFT_BIN_DIR="$PWD/target/release" cargo test -p weft-bridge -p weft-host-local -p weft-flannel \
+WEFT_BIN_DIR="$PWD/target/dist" cargo test -p weft-bridge -p weft-host-local -p weft-flannel \
   -p weft-cnitool -- --test-threads="${WEFT_TEST_THREADS:-4}"

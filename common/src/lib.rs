@@ -10,6 +10,11 @@
 //! - [`json`]: JSON with sorted keys, as the Go side writes it.
 //!
 //! No tokio and no etcd here: plugins are short-lived processes that must start fast.
+//!
+//! Built for musl (the CNI binaries an operator installs, see `scripts/build-release.sh`),
+//! every weft binary allocates with dlmalloc: musl's own allocator maps and unmaps a page
+//! group for almost every short-lived buffer, ~150 mmap/munmap calls per bridge ADD, which
+//! made an ADD slower than the glibc build; dlmalloc keeps freed memory for reuse.
 
 pub mod cni;
 pub mod firewall;
@@ -20,3 +25,7 @@ pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod sysctl;
+
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;

@@ -7,6 +7,7 @@
 
 mod flanneld;
 mod plugins;
+mod rss;
 mod stats;
 
 use clap::{Parser, Subcommand};

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{getrusage, UsageWho};
 use weft_common::netlink::{Netlink, VethSpec};
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
 
+use crate::rss;
 use crate::stats::{median, ms};
 
 /// Options of `weft-bench plugins`.
@@ -127,21 +127,24 @@ fn parallel(imp: &Impl, cmd: &str, pods: &[Netns], tag: &str) -> Result<Duration
     }
 }
 
-fn peak_rss_kib(imp: &Impl, netns: &str) -> Result<u64, String> {
+/// Peak RSS of one ADD's process tree (see `rss`): the largest process's peak in KiB, and
+/// each process's as the probe printed them.
+fn peak_rss_kib(imp: &Impl, netns: &str) -> Result<(u64, String), String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let bridge = imp.bridge();
     let args = ["rss-probe", bridge.to_str().unwrap_or_default()];
     let child = imp.spawn("ADD", "bench-rss", netns, &me, &args).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let kib = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("RSS_KIB="))
-        .and_then(|v| v.trim().parse().ok())
+    let field = |name: &str| stderr.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let kib = field("RSS_KIB=")
+        .and_then(|v| v.parse().ok())
+        .filter(|_| out.status.success())
         .ok_or_else(|| format!("rss probe for {} failed: {stderr}", imp.label))?;
+    let each = field("RSS_EACH_KIB=").unwrap_or_default().to_string();
     let del = imp.spawn("DEL", "bench-rss", netns, &bridge, &[]).map_err(|e| e.to_string())?;
     finish(del, "DEL after rss probe")?;
-    Ok(kib)
+    Ok((kib, each))
 }
 
 /// The kernel's share of a DEL, with no plugin around it: `rounds` times, a veth pair like an
@@ -174,20 +177,28 @@ fn veth_delete_floor(pod: &Netns, bridge: &str, rounds: usize) -> Result<Vec<Dur
     Ok(out)
 }
 
-/// `rss-probe`: runs argv with our stdin/stdout and reports the peak RSS of the process tree.
+/// `rss-probe`: runs argv with our stdin/stdout and reports the peak RSS of the process tree:
+/// the largest of each process's own `VmHWM` (see `rss`), and every process's on stderr.
 pub fn rss_probe(argv: &[String]) -> i32 {
-    let Some((prog, rest)) = argv.split_first() else { return 2 };
-    let status = match Command::new(prog).args(rest).status() {
-        Ok(s) => s,
+    match rss::trace_peaks(argv) {
+        Ok(t) => {
+            let each: Vec<String> = t
+                .processes
+                .iter()
+                .map(|p| {
+                    let (c, h, a, f) = (&p.comm, p.vm_hwm_kib, p.rss_anon_kib, p.rss_file_kib);
+                    format!("{c} {h} (at exit: {a} anon, {f} file)")
+                })
+                .collect();
+            eprintln!("RSS_EACH_KIB={}", each.join(", "));
+            eprintln!("RSS_KIB={}", t.max_kib());
+            t.exit_code
+        }
         Err(e) => {
             eprintln!("rss-probe: {e}");
-            return 2;
+            2
         }
-    };
-    // ru_maxrss of waited-for children covers their own waited-for descendants (IPAM).
-    let rss = getrusage(UsageWho::RUSAGE_CHILDREN).map(|u| u.max_rss()).unwrap_or(0);
-    eprintln!("RSS_KIB={rss}");
-    status.code().unwrap_or(1)
+    }
 }
 
 fn conf(dir: &Path, backend: Option<&str>, dual_stack: bool) -> Vec<u8> {
@@ -297,13 +308,15 @@ pub fn run(opts: &Options) -> Result<(), String> {
         floor.len(),
         ms(median(&floor))
     );
-    let ratio = rss[0] as f64 / (rss[1].max(1)) as f64;
+    let ratio = rss[0].0 as f64 / (rss[1].0.max(1)) as f64;
     println!(
-        "| peak RSS of one ADD (plugin + IPAM) | {} KiB | {} KiB | {:.3} (1/{:.1}) |",
-        rss[0],
-        rss[1],
+        "| peak RSS of one ADD (largest VmHWM in the process tree) | {} KiB | {} KiB | {:.3} (1/{:.1}) |",
+        rss[0].0,
+        rss[1].0,
         ratio,
         1.0 / ratio.max(1e-9)
     );
+    println!();
+    println!("Peak RSS (VmHWM, KiB) of each process of one ADD: weft {}; reference {}.", rss[0].1, rss[1].1);
     Ok(())
 }
