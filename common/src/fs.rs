@@ -33,6 +33,9 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Resul
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         // The mode given to open() is filtered by the umask; set it explicitly.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if !durable {
+            preallocate(&f, data.len());
+        }
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
@@ -49,6 +52,20 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Resul
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Allocates the blocks of a new file before it is written. On ext4 (mounted with the default
+/// `auto_da_alloc`), renaming a file whose data is still delayed-allocated over an existing one
+/// starts writing that data out at once, inside `rename(2)`: ~0.4 ms per replaced file here,
+/// where a host-local ADD replaces one. Data written into blocks allocated beforehand is not
+/// delayed-allocated, so the rename stays a metadata operation and the data goes out with
+/// normal writeback. Where `fallocate` is unsupported, nothing changes.
+fn preallocate(f: &File, len: usize) {
+    if let Ok(len) = i64::try_from(len) {
+        if len > 0 {
+            let _ = nix::fcntl::fallocate(f, nix::fcntl::FallocateFlags::empty(), 0, len);
+        }
+    }
 }
 
 /// An exclusive `flock(2)` on a file, released when dropped. `flock`, not `fcntl`: the
@@ -79,6 +96,20 @@ mod tests {
         write_atomic(&p, b"two", 0o644).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn preallocated_replace_holds_exactly_the_new_bytes() {
+        // The preallocation must not leave the file longer than its data (a reader parses the
+        // whole file), whether the new content is shorter or longer than the old.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("last_reserved_ip.0");
+        for data in [&b"10.97.0.10"[..], b"10.97.0.9", b"", b"fd00:99::1234"] {
+            write_replace(&p, data, 0o600).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), data);
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
