@@ -1,4 +1,5 @@
-//! File helpers: atomic replacement (tmp + rename, optionally fsynced) and whole-file `flock`.
+//! File helpers: atomic replacement (tmp + rename, optionally fsynced), in-place overwrite of
+//! small lock-protected files, and whole-file `flock`.
 //!
 //! Plugins use [`write_replace`]: a reader or a killed writer never sees a partial file, but
 //! nothing is forced to disk — an fsync costs ~0.2–0.5 ms each on ext4 and a CNI plugin's state
@@ -33,9 +34,6 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Resul
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         // The mode given to open() is filtered by the umask; set it explicitly.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if !durable {
-            preallocate(&f, data.len());
-        }
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
@@ -54,18 +52,21 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> std::io::Resul
     result
 }
 
-/// Allocates the blocks of a new file before it is written. On ext4 (mounted with the default
-/// `auto_da_alloc`), renaming a file whose data is still delayed-allocated over an existing one
-/// starts writing that data out at once, inside `rename(2)`: ~0.4 ms per replaced file here,
-/// where a host-local ADD replaces one. Data written into blocks allocated beforehand is not
-/// delayed-allocated, so the rename stays a metadata operation and the data goes out with
-/// normal writeback. Where `fallocate` is unsupported, nothing changes.
-fn preallocate(f: &File, len: usize) {
-    if let Ok(len) = i64::try_from(len) {
-        if len > 0 {
-            let _ = nix::fcntl::fallocate(f, nix::fcntl::FallocateFlags::empty(), 0, len);
-        }
+/// Writes `data` over the file at `path` in place (created with `mode` if missing), for small
+/// files rewritten on every operation and read only under a lock (host-local's
+/// `last_reserved_ip.<N>`, which the reference also rewrites in place). Neither truncating to
+/// zero nor replacing by rename: on ext4 both make the kernel write the data out at once
+/// (`auto_da_alloc`, ~0.4 ms here), and a replaced file's blocks are freed, which on a
+/// filesystem mounted with `discard` waits for the device. A crash may leave the file torn.
+pub fn overwrite(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new().write(true).create(true).truncate(false).mode(mode).open(path)?;
+    // The mode given to open() is filtered by the umask; set it explicitly.
+    if f.metadata()?.permissions().mode() & 0o7777 != mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
+    f.write_all_at(data, 0)?;
+    f.set_len(data.len() as u64)
 }
 
 /// An exclusive `flock(2)` on a file, released when dropped. `flock`, not `fcntl`: the
@@ -100,16 +101,18 @@ mod tests {
     }
 
     #[test]
-    fn preallocated_replace_holds_exactly_the_new_bytes() {
-        // The preallocation must not leave the file longer than its data (a reader parses the
-        // whole file), whether the new content is shorter or longer than the old.
+    fn overwrite_leaves_exactly_the_new_bytes() {
+        // A reader parses the whole file: nothing of a longer old content may remain.
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("last_reserved_ip.0");
         for data in [&b"10.97.0.10"[..], b"10.97.0.9", b"", b"fd00:99::1234"] {
-            write_replace(&p, data, 0o600).unwrap();
+            overwrite(&p, data, 0o600).unwrap();
             assert_eq!(std::fs::read(&p).unwrap(), data);
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        overwrite(&p, b"10.0.0.1", 0o600).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 

@@ -18,7 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt,
 use std::path::{Path, PathBuf};
 
 use weft_common::cni::conf::is_valid_id;
-use weft_common::fs::{write_replace, FileLock};
+use weft_common::fs::{overwrite, FileLock};
 
 use super::index::{self, Owners};
 use super::{owner_record, Allocation, Store, StoreError};
@@ -150,7 +150,7 @@ impl Store for DiskStore {
             }
         }
         let last = self.last_path(set);
-        if let Err(e) = write_replace(&last, name.as_bytes(), FILE_MODE) {
+        if let Err(e) = overwrite(&last, name.as_bytes(), FILE_MODE) {
             // Keep the store consistent: a reservation is only reported when fully recorded.
             let _ = fs::remove_file(&path);
             self.owners = None;

@@ -16,7 +16,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use weft_common::fs::write_replace;
+use weft_common::fs::overwrite;
 
 /// Directory (under the data dir) holding one cache file per network.
 pub const INDEX_DIR: &str = ".weft-host-local-index";
@@ -91,13 +91,13 @@ pub fn save(network_dir: &Path, owners: &Owners) {
         text.push_str(&format!("{ino}\t{name}\t{}\n", escape(owner)));
     }
     text.push_str(TRAILER);
-    // No fsync: a cache lost or torn by a crash is simply not trusted. Replaced, not rewritten
-    // in place: truncating a file with data to zero makes ext4 write that data out on close.
+    // No fsync: a cache lost or torn by a crash is simply not trusted (no trailer, or a stamp
+    // that does not match). Overwritten in place, not truncated or replaced (see `overwrite`).
     let written = path
         .parent()
         .map(fs::create_dir_all)
         .unwrap_or(Ok(()))
-        .and_then(|()| write_replace(&path, text.as_bytes(), 0o644));
+        .and_then(|()| overwrite(&path, text.as_bytes(), 0o644));
     if let Err(e) = written {
         tracing::debug!(path = %path.display(), error = %e, "cannot save the owner index");
     }
