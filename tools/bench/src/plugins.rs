@@ -182,15 +182,8 @@ fn veth_delete_floor(pod: &Netns, bridge: &str, rounds: usize) -> Result<Vec<Dur
 pub fn rss_probe(argv: &[String]) -> i32 {
     match rss::trace_peaks(argv) {
         Ok(t) => {
-            let each: Vec<String> = t
-                .processes
-                .iter()
-                .map(|p| {
-                    let (c, h, a, f) = (&p.comm, p.vm_hwm_kib, p.rss_anon_kib, p.rss_file_kib);
-                    format!("{c} {h} (at exit: {a} anon, {f} file)")
-                })
-                .collect();
-            eprintln!("RSS_EACH_KIB={}", each.join(", "));
+            let each = describe_peaks(&t.processes);
+            eprintln!("RSS_EACH_KIB={each}");
             eprintln!("RSS_KIB={}", t.max_kib());
             t.exit_code
         }
@@ -199,6 +192,35 @@ pub fn rss_probe(argv: &[String]) -> i32 {
             2
         }
     }
+}
+
+/// One line for a tree's peaks, in the order the processes ended: `comm KiB (anon + file at
+/// exit)` for a command seen once, `comm ×N min–max KiB` for one run several times.
+fn describe_peaks(processes: &[rss::ProcessPeak]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    for p in processes {
+        if !order.contains(&p.comm.as_str()) {
+            order.push(&p.comm);
+        }
+    }
+    let parts: Vec<String> = order
+        .iter()
+        .map(|comm| {
+            let runs: Vec<&rss::ProcessPeak> = processes.iter().filter(|p| p.comm == *comm).collect();
+            match runs.as_slice() {
+                [p] => format!(
+                    "{comm} {} KiB ({} anon + {} file at exit)",
+                    p.vm_hwm_kib, p.rss_anon_kib, p.rss_file_kib
+                ),
+                _ => {
+                    let min = runs.iter().map(|p| p.vm_hwm_kib).min().unwrap_or(0);
+                    let max = runs.iter().map(|p| p.vm_hwm_kib).max().unwrap_or(0);
+                    format!("{comm} ×{} {min}–{max} KiB", runs.len())
+                }
+            }
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn conf(dir: &Path, backend: Option<&str>, dual_stack: bool) -> Vec<u8> {
@@ -317,6 +339,6 @@ pub fn run(opts: &Options) -> Result<(), String> {
         1.0 / ratio.max(1e-9)
     );
     println!();
-    println!("Peak RSS (VmHWM, KiB) of each process of one ADD: weft {}; reference {}.", rss[0].1, rss[1].1);
+    println!("Peak RSS (VmHWM) of each process of one ADD: weft: {}; reference: {}.", rss[0].1, rss[1].1);
     Ok(())
 }
