@@ -189,18 +189,16 @@ fn add(
         }
         host::wait_port_up(host, &veth)?;
     }
-    // Re-read the MACs: the bridge's may have changed when the port joined.
+    // Re-read the bridge: its MAC may have changed when the port joined (a bridge without a
+    // set address takes its ports' lowest). The veth ends keep the MACs read at creation.
     let bridge_now = host.link_by_index(bridge.index).map_err(Error::netlink("failed to read bridge"))?;
-    let veth_now = host.link_by_index(veth.index).map_err(Error::netlink("failed to read host veth"))?;
-    let ctr_now =
-        ctr.link_by_index(ctr_link.index).map_err(Error::netlink("failed to read container veth"))?;
     let att = Attachment {
         bridge: bridge_now.name.clone(),
         bridge_mac: format_mac(&bridge_now.mac),
-        host_veth: veth_now.name.clone(),
-        host_mac: format_mac(&veth_now.mac),
+        host_veth: veth.name.clone(),
+        host_mac: format_mac(&veth.mac),
         ifname: args.ifname.clone(),
-        container_mac: format_mac(&ctr_now.mac),
+        container_mac: format_mac(&ctr_link.mac),
         netns: args.netns.clone(),
         vlan_gateway: match vlan_gateway {
             Some(l) => {
