@@ -22,7 +22,7 @@ use weft_flanneld::lease::{parse_lease_path, LeaseAttrs, LeaseKey};
 use weft_flanneld::metrics::Metrics;
 use weft_flanneld::network::parse_config;
 use weft_flanneld::registry::etcd::{EtcdOptions, EtcdRegistry};
-use weft_flanneld::registry::Registry;
+use weft_flanneld::registry::{Expect, Registry};
 use weft_flanneld::watch::{self, WatchMsg};
 
 const PREFIX: &str = "/coreos.com/network";
@@ -324,6 +324,28 @@ async fn a_dead_endpoint_in_the_list_is_tolerated() {
     // Reads are retried inside the registry: with one live endpoint they succeed.
     for _ in 0..10 {
         assert!(reg.get(&format!("{PREFIX}/config")).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn writes_that_never_reached_a_server_are_retried() {
+    // With a dead endpoint in the list the balancer sends some calls there; such a call fails
+    // before any request is sent, so the registry repeats it, writes included (a node joining
+    // while one etcd member is down must still get its lease at the first attempt).
+    let etcd = Etcd::start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let reg =
+        EtcdRegistry::connect(&EtcdOptions { endpoints: vec![dead, etcd.endpoint()], ..Default::default() })
+            .await
+            .unwrap();
+    for i in 0..40 {
+        let lease = reg.grant(60).await.unwrap_or_else(|e| panic!("grant {i}: {e}"));
+        let key = format!("{PREFIX}/writes/{i}");
+        let put = reg.put_if(&key, b"v", lease, Expect::Absent).await;
+        assert!(matches!(put, Ok(Some(_))), "put {i}: {put:?}");
     }
 }
 

@@ -101,9 +101,41 @@ impl EtcdRegistry {
 
 /// Read-only calls are retried a few times when etcd is unavailable: with several endpoints
 /// the gRPC balancer may still send a call to a dead one, and the next try goes elsewhere.
-/// Writes are not retried here (a lost reply could make a retried conditional write look like
-/// a lost race); the daemon retries them with its own back-off.
-async fn retry_reads<T, F, Fut>(mut call: F) -> Result<T, RegistryError>
+/// Writes are retried only when they were never sent ([`retry_unsent`]): a lost reply could
+/// make a retried conditional write look like a lost race; the daemon retries those with its
+/// own back-off.
+async fn retry_reads<T, F, Fut>(call: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
+{
+    retry_while(call, |e| matches!(e, RegistryError::Unavailable(_)), 5, Duration::from_millis(50)).await
+}
+
+/// Repeats a call, a write included, that failed before any request left this process: the
+/// connection to the endpoint the balancer picked could not be made. With one member of
+/// three down, the balancer picks the dead one for about a third of all calls; without this,
+/// a lease grant followed by a put failed about half the time.
+async fn retry_unsent<T, F, Fut>(call: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
+{
+    // Each try picks again among the endpoints; no need to wait for anything.
+    retry_while(call, never_sent, 12, Duration::from_millis(5)).await
+}
+
+/// The error tonic reports when the channel could not connect (hyper-util's connector).
+fn never_sent(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Unavailable(m) if m.contains("tcp connect error"))
+}
+
+async fn retry_while<T, F, Fut>(
+    mut call: F,
+    retry: fn(&RegistryError) -> bool,
+    retries: u32,
+    pause: Duration,
+) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, RegistryError>>,
@@ -111,16 +143,14 @@ where
     let mut attempt = 0;
     loop {
         match call().await {
-            Err(RegistryError::Unavailable(_)) if attempt < READ_RETRIES => {
+            Err(e) if attempt < retries && retry(&e) => {
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(pause).await;
             }
             other => return other,
         }
     }
 }
-
-const READ_RETRIES: u32 = 3;
 
 /// etcd-client wants a scheme; upstream accepts bare `host:port` too.
 fn normalise_endpoint(e: &str, scheme: &str) -> String {
@@ -160,12 +190,15 @@ impl Registry for EtcdRegistry {
     }
 
     async fn grant(&self, ttl_secs: i64) -> Result<i64, RegistryError> {
-        let resp = self.client.lease_client().grant(ttl_secs, None).await.map_err(map_err)?;
+        let resp = retry_unsent(|| async {
+            self.client.lease_client().grant(ttl_secs, None).await.map_err(map_err)
+        })
+        .await?;
         Ok(resp.id())
     }
 
     async fn revoke(&self, lease: i64) -> Result<(), RegistryError> {
-        self.client.lease_client().revoke(lease).await.map_err(map_err)?;
+        retry_unsent(|| async { self.client.lease_client().revoke(lease).await.map_err(map_err) }).await?;
         Ok(())
     }
 
@@ -183,7 +216,8 @@ impl Registry for EtcdRegistry {
         };
         let opts = (lease != 0).then(|| PutOptions::new().with_lease(lease));
         let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key, value.to_vec(), opts)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
+        let resp = retry_unsent(|| async { self.client.kv_client().txn(txn.clone()).await.map_err(map_err) })
+            .await?;
         Ok(resp.succeeded().then(|| resp.header().map(|h| h.revision()).unwrap_or(0)))
     }
 
@@ -191,7 +225,8 @@ impl Registry for EtcdRegistry {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)])
             .and_then([TxnOp::delete(key, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
+        let resp = retry_unsent(|| async { self.client.kv_client().txn(txn.clone()).await.map_err(map_err) })
+            .await?;
         Ok(resp.succeeded())
     }
 
