@@ -29,6 +29,17 @@ const PREFIX: &str = "/coreos.com/network";
 const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A registry whose endpoint list starts with a closed port, then the live `etcd`.
+async fn registry_with_a_dead_endpoint_first(etcd: &Etcd) -> EtcdRegistry {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    EtcdRegistry::connect(&EtcdOptions { endpoints: vec![dead, etcd.endpoint()], ..Default::default() })
+        .await
+        .unwrap()
+}
+
 async fn registry(etcd: &Etcd) -> EtcdRegistry {
     EtcdRegistry::connect(&EtcdOptions { endpoints: vec![etcd.endpoint()], ..Default::default() })
         .await
@@ -300,14 +311,7 @@ async fn a_dead_endpoint_in_the_list_is_tolerated() {
     let etcd = Etcd::start().await;
     let mut client = etcd.client().await;
     client.put(format!("{PREFIX}/config"), CONFIG, None).await.unwrap();
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
-    };
-    let reg =
-        EtcdRegistry::connect(&EtcdOptions { endpoints: vec![dead, etcd.endpoint()], ..Default::default() })
-            .await
-            .unwrap();
+    let reg = registry_with_a_dead_endpoint_first(&etcd).await;
     let spec = parse_config(CONFIG.as_bytes()).unwrap();
     let ip = Ipv4Addr::new(198, 18, 0, 2);
     let attrs = LeaseAttrs::vxlan(ip, 1, [2, 0, 0, 0, 0, 2]);
@@ -333,14 +337,7 @@ async fn writes_that_never_reached_a_server_are_retried() {
     // before any request is sent, so the registry repeats it, writes included (a node joining
     // while one etcd member is down must still get its lease at the first attempt).
     let etcd = Etcd::start().await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
-    };
-    let reg =
-        EtcdRegistry::connect(&EtcdOptions { endpoints: vec![dead, etcd.endpoint()], ..Default::default() })
-            .await
-            .unwrap();
+    let reg = registry_with_a_dead_endpoint_first(&etcd).await;
     for i in 0..40 {
         let lease = reg.grant(60).await.unwrap_or_else(|e| panic!("grant {i}: {e}"));
         let key = format!("{PREFIX}/writes/{i}");
