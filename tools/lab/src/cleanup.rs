@@ -51,7 +51,14 @@ pub fn cleanup_prefix(prefix: &str) -> Result<Cleaned> {
             }
         }
     }
+    remove_root_if_empty();
     Ok(cleaned)
+}
+
+/// Removes `<tmp>/weft-lab` once no lab uses it (`remove_dir` fails on a non-empty directory,
+/// so a lab being created meanwhile keeps it).
+pub(crate) fn remove_root_if_empty() {
+    let _ = std::fs::remove_dir(std::env::temp_dir().join(crate::lab::LAB_TMP));
 }
 
 /// PIDs of the processes whose network namespace is `name` (`ip netns pids`).

@@ -128,7 +128,6 @@ impl Lab {
         }
         crate::signals::check()?;
         let root = std::env::temp_dir().join(LAB_TMP);
-        std::fs::create_dir_all(&root).map_err(LabError::io("create", &root))?;
         let existing = crate::cleanup::netns_names()?;
         let mut rng = rand::rng();
         let id = loop {
@@ -138,6 +137,9 @@ impl Lab {
                 })
                 .collect();
             let id = format!("{prefix}{tag}");
+            // The shared root is made again each time: another lab's teardown removes it when
+            // it is left empty, possibly between our two calls.
+            std::fs::create_dir_all(&root).map_err(LabError::io("create", &root))?;
             // A fresh id shares no namespace or directory with another lab (or its leftovers).
             if !existing.iter().any(|n| n.starts_with(&id)) && std::fs::create_dir(root.join(&id)).is_ok() {
                 break id;
@@ -351,6 +353,7 @@ impl Lab {
         self.switch = None;
         if std::env::var_os("WEFT_LAB_KEEP").is_none() && self.dir.exists() {
             let _ = std::fs::remove_dir_all(&self.dir);
+            crate::cleanup::remove_root_if_empty();
         }
     }
 }
