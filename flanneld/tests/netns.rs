@@ -354,6 +354,27 @@ async fn etcd_with_network_config() -> Etcd {
     etcd
 }
 
+/// One flanneld (with `extra` flags) on `eth0` of the calling thread's namespace, against its
+/// own etcd holding a network config; everything ends when dropped.
+struct SingleNode {
+    _etcd: Etcd,
+    _dir: tempfile::TempDir,
+    subnet_file: std::path::PathBuf,
+    log_path: std::path::PathBuf,
+    _flanneld: ChildGuard,
+}
+
+impl SingleNode {
+    async fn start(extra: &[&str]) -> SingleNode {
+        let etcd = etcd_with_network_config().await;
+        let dir = tempfile::tempdir().unwrap();
+        let subnet_file = dir.path().join("subnet.env");
+        let log_path = dir.path().join("flanneld.log");
+        let child = spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, extra);
+        SingleNode { _etcd: etcd, _dir: dir, subnet_file, log_path, _flanneld: ChildGuard(Some(child)) }
+    }
+}
+
 /// `--ip-masq-fully-random-disable` reaches the firewall: the real binary (iptables mode, the
 /// default) installs plain `-j MASQUERADE` targets inside its namespace `wtfx<pid>fr`.
 #[test]
@@ -361,13 +382,8 @@ fn ip_masq_fully_random_disable_gives_plain_masquerade() {
     let (_ns, _inside) = one_node_namespace("fr");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let etcd = etcd_with_network_config().await;
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("flanneld.log");
-        let subnet_file = dir.path().join("subnet.env");
-        let extra = ["-ip-masq", "-ip-masq-fully-random-disable"];
-        let child = spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &extra);
-        let _flanneld = ChildGuard(Some(child));
+        let node = SingleNode::start(&["-ip-masq", "-ip-masq-fully-random-disable"]).await;
+        let log_path = &node.log_path;
         let masq_rules = || {
             let out = Command::new("iptables-save").args(["-t", "nat"]).output().unwrap();
             String::from_utf8_lossy(&out.stdout)
@@ -378,7 +394,7 @@ fn ip_masq_fully_random_disable_gives_plain_masquerade() {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while masq_rules().len() < 2 {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
             assert!(tokio::time::Instant::now() < deadline, "no masquerade rules: {log}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -396,15 +412,10 @@ fn ip_blackhole_route_keeps_a_blackhole_for_the_own_subnet() {
     let (_ns, _inside) = one_node_namespace("bh");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let etcd = etcd_with_network_config().await;
-        let dir = tempfile::tempdir().unwrap();
-        let subnet_file = dir.path().join("subnet.env");
-        let log_path = dir.path().join("flanneld.log");
-        let extra = ["-ip-blackhole-route", "-iptables-resync=1"];
-        let child = spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &extra);
-        let _flanneld = ChildGuard(Some(child));
+        let node = SingleNode::start(&["-ip-blackhole-route", "-iptables-resync=1"]).await;
+        let (subnet_file, log_path) = (&node.subnet_file, &node.log_path);
         wait_until("subnet.env", || subnet_file.exists()).await;
-        let subnet = format!("{}/24", flannel_addr(&subnet_file));
+        let subnet = format!("{}/24", flannel_addr(subnet_file));
         let blackholes = || {
             let routes = ip_json(&["route", "show", "type", "blackhole"]);
             routes
@@ -412,7 +423,7 @@ fn ip_blackhole_route_keeps_a_blackhole_for_the_own_subnet() {
                 .map(|a| a.iter().filter_map(|r| r["dst"].as_str().map(String::from)).collect::<Vec<_>>())
                 .unwrap_or_default()
         };
-        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = || std::fs::read_to_string(log_path).unwrap_or_default();
         wait_until("the blackhole route", || blackholes() == [subnet.clone()]).await;
         ip(&["route", "del", "blackhole", &subnet]);
         assert!(blackholes().is_empty());
