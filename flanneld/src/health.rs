@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+use weft_dataplane::view::FlanneldFacts;
 
 use crate::metrics::Metrics;
 
@@ -39,10 +40,11 @@ pub struct HealthState {
     pub ready: bool,
 }
 
-/// Shared health state.
+/// Shared health state, and the facts the daemon publishes for `/debug/dataplane`.
 #[derive(Debug, Default)]
 pub struct Health {
     state: Mutex<HealthState>,
+    facts: Mutex<FlanneldFacts>,
 }
 
 impl Health {
@@ -60,6 +62,18 @@ impl Health {
     /// A copy of the state.
     pub fn get(&self) -> HealthState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Updates what the daemon holds (own lease, expected device, config), as served in the
+    /// `flanneld` part of `/debug/dataplane`.
+    pub fn update_facts(&self, f: impl FnOnce(&mut FlanneldFacts)) {
+        let mut facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut facts);
+    }
+
+    /// A copy of the published facts.
+    pub fn facts(&self) -> FlanneldFacts {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Status and body of `/healthz`.
