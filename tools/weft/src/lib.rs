@@ -5,3 +5,7 @@
 pub mod cause;
 pub mod cli;
 pub mod exit;
+pub mod firewall;
+pub mod kernel;
+pub mod pods;
+pub mod state;
