@@ -140,7 +140,7 @@ impl Netlink {
     }
 
     /// Sends a non-dump query and returns the answer messages (followed by the ack).
-    pub(crate) fn request(
+    pub fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         op: &'static str,
@@ -152,7 +152,7 @@ impl Netlink {
 
     /// Dumps a table (`NLM_F_DUMP`), retrying when the kernel reports the dump was
     /// interrupted by a concurrent change.
-    pub(crate) fn dump(
+    pub fn dump(
         &mut self,
         msg: RouteNetlinkMessage,
         op: &'static str,

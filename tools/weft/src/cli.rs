@@ -1,0 +1,129 @@
+//! The command line: `weft pods`, `weft path`, `weft doctor`.
+//!
+//! Exit status is a fixed interface (see [`crate::exit`]): 0 healthy/reachable, 1 broken,
+//! 2 bad input or something could not be read.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// weft: see the network.
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    about = "weft: see the network (pods, the path a packet takes, the cluster's health)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every pod attachment on this node, read from the kernel outward and matched to on-disk state.
+    Pods(PodsArgs),
+    /// The chain of hops the kernel will take from SRC to DST, and the first broken link.
+    Path(PathArgs),
+    /// Desired state (etcd leases, subnet.env) against every node's kernel view.
+    Doctor(DoctorArgs),
+}
+
+/// Where the CNI state lives on this node (defaults: the standard paths).
+#[derive(Debug, Clone, Args)]
+pub struct CniDirs {
+    /// libcni/cnitool result cache directory (holds `results/<net>-<ctr>-<if>`).
+    #[arg(long, env = "WEFT_CNI_CACHE_DIR", default_value = "/var/lib/cni")]
+    pub cni_cache_dir: PathBuf,
+    /// host-local's data directory (holds `<network>/<ip>` reservations).
+    #[arg(long, env = "WEFT_IPAM_DATA_DIR", default_value = "/var/lib/cni/networks")]
+    pub ipam_data_dir: PathBuf,
+    /// flanneld's subnet file.
+    #[arg(long, env = "WEFT_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
+    pub subnet_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: CniDirs,
+}
+
+/// Protocol of `--probe` packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    /// Print JSON (`verdict`, `cause`, `hops`).
+    #[arg(long)]
+    pub json: bool,
+    /// Minimal stable text (for golden tests): one line per hop, no timings or counters.
+    #[arg(long)]
+    pub brief: bool,
+    /// Send real packets and report where they were seen.
+    #[arg(long)]
+    pub probe: bool,
+    /// Destination port of UDP/TCP probes.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Probe protocol.
+    #[arg(long, value_enum, default_value = "icmp")]
+    pub proto: Proto,
+    /// Port of the remote flanneld's health listener serving `/debug/dataplane`.
+    #[arg(long, env = "WEFT_REMOTE_PORT", default_value_t = 10256)]
+    pub remote_port: u16,
+    /// Comma-separated etcd endpoints; leases are read from etcd when given.
+    #[arg(long, env = "FLANNELD_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+    /// etcd key prefix.
+    #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
+    pub etcd_prefix: String,
+    #[command(flatten)]
+    pub dirs: CniDirs,
+    /// Source: pod IP, container ID or netns path.
+    pub src: String,
+    /// Destination: pod IP, container ID, netns path, node IP or outside address.
+    pub dst: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON (`findings`).
+    #[arg(long)]
+    pub json: bool,
+    /// Print a Graphviz graph.
+    #[arg(long)]
+    pub dot: bool,
+    /// Comma-separated etcd endpoints.
+    #[arg(
+        long,
+        env = "FLANNELD_ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: String,
+    /// etcd key prefix.
+    #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
+    pub etcd_prefix: String,
+    /// TLS client key for etcd.
+    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// TLS client certificate for etcd.
+    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// TLS CA for etcd.
+    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// etcd user name (needs --etcd-password).
+    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password (needs --etcd-username).
+    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+}

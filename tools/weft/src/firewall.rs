@@ -1,0 +1,448 @@
+//! The firewall's verdict for one packet, read from `iptables-save` (and `nft -j list ruleset`
+//! for native nftables tables) of the calling process's namespace.
+//!
+//! netfilter cannot be asked "what would you do with this packet" without sending it, so the
+//! rules are walked here for a NEW IPv4 packet (no conntrack state, no mark): `-s`, `-d`, `-i`,
+//! `-o`, `-p` and comments are evaluated; a rule with any other match is taken as not
+//! matching a new unmarked packet (`--ctstate RELATED,ESTABLISHED`, `--mark` ...) and listed
+//! in [`Verdict::skipped`]. `--probe` sends a real packet when this is not enough.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One packet as the rules see it.
+#[derive(Debug, Clone)]
+pub struct Packet<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub iif: Option<&'a str>,
+    pub oif: Option<&'a str>,
+}
+
+/// What a chain walk decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// `ACCEPT`, `DROP`, `REJECT`, `MASQUERADE`, `SNAT`, or the policy (`policy ACCEPT`).
+    pub verdict: String,
+    /// The deciding rule, as `iptables-save` prints it (or `nft` rule text).
+    pub rule: Option<String>,
+    /// Rules skipped because they use matches weft does not evaluate.
+    pub skipped: Vec<String>,
+}
+
+impl Verdict {
+    pub fn drops(&self) -> bool {
+        self.verdict.contains("DROP") || self.verdict.contains("REJECT")
+    }
+    pub fn masquerades(&self) -> bool {
+        self.verdict == "MASQUERADE" || self.verdict == "SNAT"
+    }
+}
+
+/// The rules of this namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Ruleset {
+    pub nat: Option<String>,
+    pub filter: Option<String>,
+    pub nft: Option<Value>,
+}
+
+fn tool(argv: &[&str]) -> Option<String> {
+    let (cmd, args) = argv.split_first()?;
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Ruleset {
+    /// Reads the rules with the system tools (a missing tool reads as no rules).
+    pub fn read() -> Ruleset {
+        Ruleset {
+            nat: tool(&["iptables-save", "-t", "nat"]),
+            filter: tool(&["iptables-save", "-t", "filter"]),
+            nft: tool(&["nft", "-j", "list", "ruleset"]).and_then(|t| serde_json::from_str(&t).ok()),
+        }
+    }
+
+    /// The FORWARD verdict (iptables filter FORWARD, then any nftables forward hook with a
+    /// drop policy or drop rule that iptables-nft did not write).
+    pub fn forward(&self, p: &Packet) -> Verdict {
+        let ipt = self.filter.as_deref().map(|t| walk(t, "FORWARD", p));
+        if let Some(v) = &ipt {
+            if v.drops() {
+                return v.clone();
+            }
+        }
+        if let Some(v) = self.nft.as_ref().and_then(|n| nft_hook(n, "forward", p)) {
+            if v.drops() {
+                return v;
+            }
+        }
+        ipt.unwrap_or(Verdict { verdict: "policy ACCEPT".into(), rule: None, skipped: vec![] })
+    }
+
+    /// The nat POSTROUTING verdict (masquerade or not).
+    pub fn postrouting(&self, p: &Packet) -> Verdict {
+        let ipt = self.nat.as_deref().map(|t| walk(t, "POSTROUTING", p));
+        if let Some(v) = &ipt {
+            if v.masquerades() {
+                return v.clone();
+            }
+        }
+        if let Some(v) = self.nft.as_ref().and_then(|n| nft_hook(n, "postrouting", p)) {
+            if v.masquerades() {
+                return v;
+            }
+        }
+        ipt.unwrap_or(Verdict { verdict: "policy ACCEPT".into(), rule: None, skipped: vec![] })
+    }
+}
+
+/// Splits an `iptables-save` rule line into words, keeping quoted comments whole.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut any = false;
+    for c in line.chars() {
+        if escaped {
+            cur.push(c);
+            escaped = false;
+        } else if c == '\\' && quoted {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+            any = true;
+        } else if c.is_whitespace() && !quoted {
+            if any || !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+                any = false;
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn net_matches(spec: &str, ip: Ipv4Addr) -> bool {
+    let net = if spec.contains('/') {
+        spec.parse::<Ipv4Network>().ok()
+    } else {
+        spec.parse::<Ipv4Addr>().ok().and_then(|a| Ipv4Network::new(a, 32).ok())
+    };
+    net.is_some_and(|n| n.contains(ip))
+}
+
+fn if_matches(spec: &str, name: Option<&str>) -> bool {
+    let Some(name) = name else { return false };
+    match spec.strip_suffix('+') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == spec,
+    }
+}
+
+/// What one rule does with the packet.
+enum RuleOutcome {
+    NoMatch,
+    Skipped,
+    Target(String, bool),
+}
+
+fn rule_outcome(w: &[String], p: &Packet) -> RuleOutcome {
+    let mut i = 0;
+    let mut negate = false;
+    let mut target = None;
+    let mut goto = false;
+    while let Some(word) = w.get(i) {
+        let arg = w.get(i + 1).map(String::as_str).unwrap_or("");
+        let ok = match word.as_str() {
+            "!" => {
+                negate = true;
+                i += 1;
+                continue;
+            }
+            "-s" | "--source" => net_matches(arg, p.src),
+            "-d" | "--destination" => net_matches(arg, p.dst),
+            "-i" | "--in-interface" => if_matches(arg, p.iif),
+            "-o" | "--out-interface" => if_matches(arg, p.oif),
+            // Probe and ping traffic is ICMP; a rule for another protocol does not match it.
+            "-p" | "--protocol" => matches!(arg, "icmp" | "all" | "1"),
+            "-m" if arg == "comment" => {
+                i += 2;
+                continue;
+            }
+            "--comment" => {
+                i += 2;
+                continue;
+            }
+            "-j" | "-g" => {
+                goto = word == "-g";
+                target = Some(arg.to_string());
+                // Target options (`--random-fully`, `--to-source` ...) follow; they do not match.
+                break;
+            }
+            _ => return RuleOutcome::Skipped,
+        };
+        if ok == negate {
+            return RuleOutcome::NoMatch;
+        }
+        negate = false;
+        i += 2;
+    }
+    match target {
+        Some(t) => RuleOutcome::Target(t, goto),
+        None => RuleOutcome::NoMatch,
+    }
+}
+
+/// Walks `chain` of an `iptables-save` table for `p`.
+pub fn walk(saved: &str, chain: &str, p: &Packet) -> Verdict {
+    let mut skipped = Vec::new();
+    let policy = saved
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(":{chain} "))
+                .map(|r| r.split_whitespace().next().unwrap_or("-").to_string())
+        })
+        .unwrap_or_else(|| "ACCEPT".into());
+    match walk_chain(saved, chain, p, &mut skipped, 0) {
+        Some((verdict, rule)) => Verdict { verdict, rule: Some(rule), skipped },
+        None => Verdict { verdict: format!("policy {policy}"), rule: None, skipped },
+    }
+}
+
+fn walk_chain(
+    saved: &str,
+    chain: &str,
+    p: &Packet,
+    skipped: &mut Vec<String>,
+    depth: usize,
+) -> Option<(String, String)> {
+    if depth > 16 {
+        return None;
+    }
+    let prefix = format!("-A {chain} ");
+    for line in saved.lines().filter(|l| l.starts_with(&prefix)) {
+        let w = words(line.get(prefix.len()..).unwrap_or(""));
+        match rule_outcome(&w, p) {
+            RuleOutcome::NoMatch => {}
+            RuleOutcome::Skipped => skipped.push(line.to_string()),
+            RuleOutcome::Target(t, goto) => match t.as_str() {
+                "ACCEPT" | "DROP" | "REJECT" | "MASQUERADE" | "SNAT" | "DNAT" => {
+                    return Some((t, line.to_string()))
+                }
+                "RETURN" => return None,
+                "LOG" | "MARK" | "CONNMARK" | "NFLOG" | "TRACE" | "CT" => {}
+                user => {
+                    if let Some(v) = walk_chain(saved, user, p, skipped, depth + 1) {
+                        return Some(v);
+                    }
+                    if goto {
+                        return None;
+                    }
+                }
+            },
+        }
+    }
+    None
+}
+
+/// Native nftables base chains on `hook` (tables not written by iptables-nft): the verdict of
+/// the first rule whose `ip saddr`/`ip daddr`/`iifname`/`oifname` matches all hold, else the
+/// chain policy. Rules with other matches are skipped (see the module doc).
+fn nft_hook(ruleset: &Value, hook: &str, p: &Packet) -> Option<Verdict> {
+    let items = ruleset.get("nftables")?.as_array()?;
+    let mut result: Option<Verdict> = None;
+    for chain in items.iter().filter_map(|i| i.get("chain")) {
+        if chain.get("hook").and_then(Value::as_str) != Some(hook) {
+            continue;
+        }
+        let family = chain.get("family").and_then(Value::as_str).unwrap_or("");
+        if !matches!(family, "ip" | "inet") {
+            continue;
+        }
+        let (table, name) =
+            (chain.get("table").and_then(Value::as_str)?, chain.get("name").and_then(Value::as_str)?);
+        // iptables-nft's own tables are judged from iptables-save.
+        if matches!(table, "filter" | "nat" | "mangle" | "raw" | "security") && family == "ip" {
+            continue;
+        }
+        let mut skipped = Vec::new();
+        let v = nft_walk(items, family, table, name, p, &mut skipped, 0);
+        let policy = chain.get("policy").and_then(Value::as_str).unwrap_or("accept");
+        let verdict = match v {
+            Some((verdict, rule)) => Verdict { verdict, rule: Some(rule), skipped },
+            None => Verdict {
+                verdict: format!("policy {}", policy.to_uppercase()),
+                rule: Some(format!("{family} {table} {name}")),
+                skipped,
+            },
+        };
+        if verdict.drops() || verdict.masquerades() || result.is_none() {
+            result = Some(verdict);
+        }
+        if result.as_ref().is_some_and(|r| r.drops() || r.masquerades()) {
+            break;
+        }
+    }
+    result
+}
+
+fn nft_walk(
+    items: &[Value],
+    family: &str,
+    table: &str,
+    chain: &str,
+    p: &Packet,
+    skipped: &mut Vec<String>,
+    depth: usize,
+) -> Option<(String, String)> {
+    if depth > 16 {
+        return None;
+    }
+    let rules = items.iter().filter_map(|i| i.get("rule")).filter(|r| {
+        r.get("family").and_then(Value::as_str) == Some(family)
+            && r.get("table").and_then(Value::as_str) == Some(table)
+            && r.get("chain").and_then(Value::as_str) == Some(chain)
+    });
+    for rule in rules {
+        let text = format!(
+            "{family} {table} {chain}: {}",
+            rule.get("expr").map(Value::to_string).unwrap_or_default()
+        );
+        let exprs = rule.get("expr").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut matched = true;
+        let mut verdict: Option<(String, Option<String>)> = None;
+        for e in &exprs {
+            if let Some(m) = e.get("match") {
+                match nft_match(m, p) {
+                    Some(true) => {}
+                    Some(false) => {
+                        matched = false;
+                        break;
+                    }
+                    None => {
+                        skipped.push(text.clone());
+                        matched = false;
+                        break;
+                    }
+                }
+            } else if e.get("accept").is_some() {
+                verdict = Some(("ACCEPT".into(), None));
+            } else if e.get("drop").is_some() {
+                verdict = Some(("DROP".into(), None));
+            } else if e.get("reject").is_some() {
+                verdict = Some(("REJECT".into(), None));
+            } else if e.get("masquerade").is_some() {
+                verdict = Some(("MASQUERADE".into(), None));
+            } else if e.get("snat").is_some() {
+                verdict = Some(("SNAT".into(), None));
+            } else if e.get("return").is_some() {
+                verdict = Some(("RETURN".into(), None));
+            } else if let Some(t) =
+                e.pointer("/jump/target").or_else(|| e.pointer("/goto/target")).and_then(Value::as_str)
+            {
+                verdict = Some(("JUMP".into(), Some(t.to_string())));
+            }
+        }
+        if !matched {
+            continue;
+        }
+        match verdict {
+            Some((v, _)) if v == "RETURN" => return None,
+            Some((v, Some(target))) if v == "JUMP" => {
+                if let Some(r) = nft_walk(items, family, table, &target, p, skipped, depth + 1) {
+                    return Some(r);
+                }
+            }
+            Some((v, _)) => return Some((v, text)),
+            None => {}
+        }
+    }
+    None
+}
+
+/// `Some(matches)` for the matches weft evaluates, `None` for others.
+fn nft_match(m: &Value, p: &Packet) -> Option<bool> {
+    let op = m.get("op").and_then(Value::as_str).unwrap_or("==");
+    let left = m.get("left")?;
+    let right = m.get("right")?;
+    let field = left.pointer("/payload/field").and_then(Value::as_str);
+    let proto = left.pointer("/payload/protocol").and_then(Value::as_str);
+    let meta = left.pointer("/meta/key").and_then(Value::as_str);
+    let hit = match (proto, field, meta) {
+        (Some("ip"), Some("saddr"), _) => nft_net(right, p.src)?,
+        (Some("ip"), Some("daddr"), _) => nft_net(right, p.dst)?,
+        (_, _, Some("iifname")) => if_matches(&right.as_str()?.replace('*', "+"), p.iif),
+        (_, _, Some("oifname")) => if_matches(&right.as_str()?.replace('*', "+"), p.oif),
+        (_, _, Some("nfproto")) => right.as_str()? == "ipv4",
+        (_, _, Some("mark")) => right.as_u64()? == 0,
+        _ => return None,
+    };
+    match op {
+        "==" | "in" => Some(hit),
+        "!=" => Some(!hit),
+        _ => None,
+    }
+}
+
+fn nft_net(v: &Value, ip: Ipv4Addr) -> Option<bool> {
+    if let Some(s) = v.as_str() {
+        return Some(net_matches(s, ip));
+    }
+    let prefix = v.get("prefix")?;
+    let addr = prefix.get("addr")?.as_str()?;
+    let len = prefix.get("len")?.as_u64()?;
+    Some(net_matches(&format!("{addr}/{len}"), ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVED: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:FLANNEL-FWD - [0:0]\n\
+-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\n\
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT\n\
+-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT\nCOMMIT\n";
+
+    fn pkt(src: &str, dst: &str) -> Packet<'static> {
+        Packet {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            iif: Some("cni0"),
+            oif: Some("flannel.1"),
+        }
+    }
+
+    #[test]
+    fn forward_chain_accepts_pod_traffic_and_policy_drops_the_rest() {
+        let v = walk(SAVED, "FORWARD", &pkt("10.244.1.2", "10.244.2.2"));
+        assert_eq!(v.verdict, "ACCEPT");
+        assert!(v.rule.unwrap().starts_with("-A FLANNEL-FWD -s 10.244.0.0/16"));
+        let v = walk(SAVED, "FORWARD", &pkt("192.168.1.2", "192.168.2.2"));
+        assert_eq!(v.verdict, "policy DROP");
+        assert!(v.drops());
+        assert_eq!(v.skipped.len(), 1);
+    }
+
+    #[test]
+    fn masquerade_chain_with_negations() {
+        let nat = "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n\
+-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n\
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment \"flanneld masq\" -j RETURN\n\
+-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j RETURN\n\
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully\nCOMMIT\n";
+        assert_eq!(walk(nat, "POSTROUTING", &pkt("10.244.1.2", "198.18.0.99")).verdict, "MASQUERADE");
+        assert_eq!(walk(nat, "POSTROUTING", &pkt("10.244.1.2", "10.244.2.2")).verdict, "policy ACCEPT");
+        assert_eq!(walk(nat, "POSTROUTING", &pkt("10.244.1.2", "224.0.0.5")).verdict, "policy ACCEPT");
+    }
+}

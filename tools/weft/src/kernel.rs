@@ -1,0 +1,379 @@
+//! Questions asked of the kernel over rtnetlink, on weft-common's blocking socket: links with
+//! their bridge-port and VXLAN attributes, `RTM_GETROUTE` lookups (what `ip route get ... from
+//! ... iif ...` asks), neighbour and FDB entries, and `RTM_GETNSID`.
+//!
+//! Nothing here changes kernel state. Each function takes the [`Netlink`] socket of the
+//! namespace to ask (see [`Netlink::open_in`]).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use serde::Serialize;
+use weft_common::netlink::{format_mac, Error, Netlink, OperState};
+use weft_common::netns::NetNs;
+
+/// A link with what `weft` needs to judge it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkFacts {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mac: String,
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    pub oper_state: String,
+    /// ifindex of the master (bridge).
+    pub master: Option<u32>,
+    /// `IFLA_LINK` (a veth's peer index, a VXLAN device's lower device in some kernels).
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the peer's namespace, as this namespace numbers it.
+    pub link_netnsid: Option<i32>,
+    /// Bridge-port state (`forwarding`, `disabled`, ...), when a bridge port.
+    pub port_state: Option<String>,
+    /// Bridge-port hairpin flag, when a bridge port.
+    pub hairpin: Option<bool>,
+    pub vxlan: Option<VxlanFacts>,
+}
+
+/// VXLAN attributes of a link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VxlanFacts {
+    pub vni: Option<u32>,
+    pub local: Option<Ipv4Addr>,
+    /// UDP destination port (host order).
+    pub port: Option<u16>,
+    /// ifindex of the underlay device.
+    pub underlay_index: Option<u32>,
+}
+
+impl LinkFacts {
+    pub fn is_veth(&self) -> bool {
+        self.kind.as_deref() == Some("veth")
+    }
+    pub fn is_bridge(&self) -> bool {
+        self.kind.as_deref() == Some("bridge")
+    }
+    /// Up and not operationally down.
+    pub fn is_running(&self) -> bool {
+        self.up && !matches!(self.oper_state.as_str(), "down" | "lowerlayerdown" | "notpresent")
+    }
+
+    fn from_message(msg: &LinkMessage) -> LinkFacts {
+        let mut l = LinkFacts {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mac: String::new(),
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            oper_state: "unknown".into(),
+            master: None,
+            link: None,
+            link_netnsid: None,
+            port_state: None,
+            hairpin: None,
+            vxlan: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => l.name.clone_from(n),
+                LinkAttribute::Address(a) => l.mac = format_mac(a),
+                LinkAttribute::Mtu(m) => l.mtu = *m,
+                LinkAttribute::Controller(m) => l.master = Some(*m),
+                LinkAttribute::OperState(s) => l.oper_state = OperState::from(s).to_string(),
+                LinkAttribute::Link(i) => l.link = Some(*i),
+                LinkAttribute::LinkNetNsId(id) => l.link_netnsid = Some(*id),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                            LinkInfo::Data(InfoData::Vxlan(v)) => l.vxlan = Some(vxlan(v)),
+                            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
+                                for a in p {
+                                    match a {
+                                        InfoBridgePort::State(s) => l.port_state = Some(port_state(s)),
+                                        InfoBridgePort::HairpinMode(h) => l.hairpin = Some(*h),
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+fn vxlan(attrs: &[InfoVxlan]) -> VxlanFacts {
+    let mut v = VxlanFacts::default();
+    for a in attrs {
+        match a {
+            InfoVxlan::Id(id) => v.vni = Some(*id),
+            InfoVxlan::Local(ip) => v.local = Some(*ip),
+            InfoVxlan::Port(p) => v.port = Some(*p),
+            InfoVxlan::Link(i) => v.underlay_index = Some(*i),
+            _ => {}
+        }
+    }
+    v
+}
+
+fn port_state(s: &BridgePortState) -> String {
+    match s {
+        BridgePortState::Disabled => "disabled".into(),
+        BridgePortState::Listening => "listening".into(),
+        BridgePortState::Learning => "learning".into(),
+        BridgePortState::Forwarding => "forwarding".into(),
+        BridgePortState::Blocking => "blocking".into(),
+        BridgePortState::Other(n) => format!("state {n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Every link of the namespace.
+pub fn links(nl: &mut Netlink) -> Result<Vec<LinkFacts>, Error> {
+    let answers = nl.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "list links", "")?;
+    Ok(answers
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(LinkFacts::from_message(l)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The kernel's answer to a route lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteAnswer {
+    /// `unicast`, `local`, `broadcast`, `blackhole`, `unreachable`, `prohibit`, ...
+    pub kind: String,
+    pub oif: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    /// Preferred source address.
+    pub prefsrc: Option<IpAddr>,
+    pub table: Option<u32>,
+    /// Route MTU metric, when set.
+    pub mtu: Option<u32>,
+}
+
+/// What a route lookup asks: `ip route get <to> [from <from>] [iif <iif>] [oif <oif>] [mark <m>]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteQuery {
+    pub to: Option<Ipv4Addr>,
+    pub from: Option<Ipv4Addr>,
+    pub iif: Option<u32>,
+    pub oif: Option<u32>,
+    pub mark: Option<u32>,
+}
+
+fn kind_name(k: RouteType) -> String {
+    match k {
+        RouteType::Unicast => "unicast".into(),
+        RouteType::Local => "local".into(),
+        RouteType::Broadcast => "broadcast".into(),
+        RouteType::Anycast => "anycast".into(),
+        RouteType::Multicast => "multicast".into(),
+        RouteType::BlackHole => "blackhole".into(),
+        RouteType::Unreachable => "unreachable".into(),
+        RouteType::Prohibit => "prohibit".into(),
+        RouteType::Throw => "throw".into(),
+        RouteType::Nat => "nat".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// `RTM_GETROUTE` for one packet: the kernel runs its real lookup (policy rules, `rp_filter`
+/// and forwarding checks when `iif` is given), so an `Err` carries the errno it rejects the
+/// packet with (`EXDEV` for reverse-path filtering, `EHOSTUNREACH`/`ENETUNREACH` for no route,
+/// `EINVAL` when forwarding is off on the input device).
+pub fn route_get(nl: &mut Netlink, q: &RouteQuery) -> Result<RouteAnswer, Error> {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    // RTM_F_LOOKUP_TABLE: report the table the route came from (as `ip route get` does).
+    msg.header.flags = RouteFlags::LookupTable;
+    if let Some(to) = q.to {
+        msg.header.destination_prefix_length = 32;
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(to)));
+    }
+    if let Some(from) = q.from {
+        msg.header.source_prefix_length = 32;
+        msg.attributes.push(RouteAttribute::Source(RouteAddress::Inet(from)));
+    }
+    if let Some(i) = q.iif {
+        msg.attributes.push(RouteAttribute::Iif(i));
+    }
+    if let Some(o) = q.oif {
+        msg.attributes.push(RouteAttribute::Oif(o));
+    }
+    if let Some(m) = q.mark {
+        msg.attributes.push(RouteAttribute::Mark(m));
+    }
+    let object = format!("{q:?}");
+    let answers = nl.request(RouteNetlinkMessage::GetRoute(msg), "route get", &object)?;
+    let r = answers
+        .iter()
+        .find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(r),
+            _ => None,
+        })
+        .ok_or_else(|| Error {
+            op: "route get",
+            object: object.clone(),
+            source: std::io::Error::other("no route in the kernel's answer"),
+            kernel_msg: None,
+        })?;
+    let mut a = RouteAnswer {
+        kind: kind_name(r.header.kind),
+        oif: None,
+        gateway: None,
+        prefsrc: None,
+        table: Some(u32::from(r.header.table)),
+        mtu: None,
+    };
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Oif(o) => a.oif = Some(*o),
+            RouteAttribute::Gateway(g) => a.gateway = route_ip(g),
+            RouteAttribute::PrefSource(s) => a.prefsrc = route_ip(s),
+            RouteAttribute::Table(t) => a.table = Some(*t),
+            RouteAttribute::Metrics(ms) => {
+                for m in ms {
+                    if let netlink_packet_route::route::RouteMetric::Mtu(v) = m {
+                        a.mtu = Some(*v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+/// A neighbour (ARP) entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Neigh {
+    pub ip: IpAddr,
+    pub mac: Option<String>,
+    pub state: String,
+    pub permanent: bool,
+}
+
+/// An FDB entry of a VXLAN device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fdb {
+    pub mac: String,
+    pub dst: Option<IpAddr>,
+}
+
+fn neigh_state(s: NeighbourState) -> (String, bool) {
+    const NUD_PERMANENT: u16 = 0x80;
+    let raw = u16::from(s);
+    let name = match s {
+        NeighbourState::Incomplete => "incomplete".to_string(),
+        NeighbourState::Reachable => "reachable".into(),
+        NeighbourState::Stale => "stale".into(),
+        NeighbourState::Delay => "delay".into(),
+        NeighbourState::Probe => "probe".into(),
+        NeighbourState::Failed => "failed".into(),
+        NeighbourState::Noarp => "noarp".into(),
+        NeighbourState::Permanent => "permanent".into(),
+        NeighbourState::None => "none".into(),
+        NeighbourState::Other(n) => format!("0x{n:x}"),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    (name, raw & NUD_PERMANENT != 0)
+}
+
+fn neigh_dump(nl: &mut Netlink, family: AddressFamily, index: u32) -> Result<Vec<NeighbourMessage>, Error> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = family;
+    msg.header.ifindex = index;
+    let answers =
+        nl.dump(RouteNetlinkMessage::GetNeighbour(msg), "list neighbours", &format!("index {index}"))?;
+    Ok(answers
+        .into_iter()
+        .filter_map(|m| match m {
+            // Filter here too: without strict checking the kernel ignores the ifindex.
+            RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => Some(n),
+            _ => None,
+        })
+        .collect())
+}
+
+/// IPv4 neighbour entries of link `index`.
+pub fn neighbours(nl: &mut Netlink, index: u32) -> Result<Vec<Neigh>, Error> {
+    Ok(neigh_dump(nl, AddressFamily::Inet, index)?
+        .iter()
+        .filter_map(|n| {
+            let ip = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+                _ => None,
+            })?;
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(m) => Some(format_mac(m)),
+                _ => None,
+            });
+            let (state, permanent) = neigh_state(n.header.state);
+            Some(Neigh { ip, mac, state, permanent })
+        })
+        .collect())
+}
+
+/// FDB entries of link `index` (`bridge fdb show dev <link>`).
+pub fn fdb(nl: &mut Netlink, index: u32) -> Result<Vec<Fdb>, Error> {
+    Ok(neigh_dump(nl, AddressFamily::Bridge, index)?
+        .iter()
+        .filter_map(|n| {
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(m) => Some(format_mac(m)),
+                _ => None,
+            })?;
+            let dst = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+                _ => None,
+            });
+            Some(Fdb { mac, dst })
+        })
+        .collect())
+}
+
+/// The id the asking namespace gives to namespace `ns` (`RTM_GETNSID` with its fd); `None`
+/// when it has none assigned (then no link of the asking namespace has a peer there).
+pub fn nsid_of(nl: &mut Netlink, ns: &NetNs) -> Result<Option<i32>, Error> {
+    let fd = u32::try_from(ns.file().as_raw_fd()).unwrap_or(u32::MAX);
+    let mut msg = NsidMessage::default();
+    msg.attributes.push(NsidAttribute::Fd(fd));
+    let answers =
+        nl.request(RouteNetlinkMessage::GetNsId(msg), "get nsid", &ns.path().display().to_string())?;
+    Ok(answers.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewNsId(n) => n.attributes.iter().find_map(|a| match a {
+            NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+            _ => None,
+        }),
+        _ => None,
+    }))
+}

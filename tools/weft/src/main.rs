@@ -1,0 +1,39 @@
+use clap::Parser;
+
+use weft_cli::cli::{Cli, Command};
+use weft_cli::{exit, pods};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Pods(args) => match pods::collect(&args.dirs) {
+            Ok(report) => {
+                if args.json {
+                    match serde_json::to_string_pretty(&report) {
+                        Ok(j) => println!("{j}"),
+                        Err(e) => eprintln!("weft pods: render JSON: {e}"),
+                    }
+                } else {
+                    print!("{}", pods::render_table(&report));
+                }
+                let healthy = report.orphans.is_empty() && report.pods.iter().all(|p| p.problems.is_empty());
+                if !report.errors.is_empty() {
+                    exit::ERROR
+                } else if healthy {
+                    exit::OK
+                } else {
+                    exit::BROKEN
+                }
+            }
+            Err(e) => {
+                eprintln!("weft pods: {e}");
+                exit::ERROR
+            }
+        },
+        Command::Path(_) | Command::Doctor(_) => {
+            eprintln!("weft: not implemented yet");
+            exit::ERROR
+        }
+    };
+    std::process::exit(code);
+}
