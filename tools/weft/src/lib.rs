@@ -7,5 +7,8 @@ pub mod cli;
 pub mod exit;
 pub mod firewall;
 pub mod kernel;
+pub mod leases;
+pub mod path;
 pub mod pods;
+pub mod remote;
 pub mod state;
