@@ -64,6 +64,7 @@ pub const FLAGS: &[(&str, Kind)] = &[
     ("metrics", Kind::Bool),
     ("reconcile-interval", Kind::Value),
     ("vtep-mac-file", Kind::Value),
+    ("debug-dataplane", Kind::Bool),
 ];
 
 /// flanneld's flags (etcd mode, VXLAN backend).
@@ -176,6 +177,10 @@ pub struct Cli {
     /// weft: where the VTEP MAC is persisted (default: next to the subnet file).
     #[arg(long)]
     pub vtep_mac_file: Option<PathBuf>,
+    /// weft: serve this node's kernel view as JSON at /debug/dataplane on the health server
+    /// (read-only, for `weft doctor` and `weft path`; needs --healthz-port).
+    #[arg(long, action = ArgAction::Set, default_value_t = false)]
+    pub debug_dataplane: bool,
 }
 
 /// Upstream's default of `--kube-annotation-prefix` (ignored by weft; only another value is
@@ -215,6 +220,13 @@ impl Cli {
             w.push(
                 "--metrics has no effect: /metrics is served by the health server, which is off \
                  with --healthz-port 0; set --healthz-port to a port to serve metrics"
+                    .to_string(),
+            );
+        }
+        if self.debug_dataplane && self.healthz_port == 0 {
+            w.push(
+                "--debug-dataplane has no effect: /debug/dataplane is served by the health server, \
+                 which is off with --healthz-port 0; set --healthz-port to a port to serve it"
                     .to_string(),
             );
         }

@@ -9,6 +9,7 @@ pub mod acquire;
 pub mod allocate;
 pub mod cli;
 pub mod daemon;
+pub mod debug;
 pub mod health;
 pub mod iface;
 pub mod lease;

@@ -106,6 +106,12 @@ fn run(cli: Cli) -> Result<(), String> {
 
 async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(), String> {
     let health = Health::new();
+    health.update_facts(|f| {
+        f.version = env!("CARGO_PKG_VERSION").to_string();
+        f.public_ip = Some(ext.public_ip);
+        f.underlay_index = Some(ext.index);
+        f.subnet_file = Some(cli.subnet_file.clone());
+    });
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -122,9 +128,15 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
     if cli.healthz_port > 0 {
         let addr = format!("{}:{}", cli.healthz_ip, cli.healthz_port);
         let listener = TcpListener::bind(&addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
-        info!(addr = %addr, metrics = cli.metrics, "health server listening");
-        let m = cli.metrics.then(|| metrics.clone());
-        tokio::spawn(health::serve(listener, health.clone(), m, stopped()));
+        info!(addr = %addr, metrics = cli.metrics, debug_dataplane = cli.debug_dataplane, "health server listening");
+        let mut routes = health::Routes::new(health.clone());
+        if cli.metrics {
+            routes = routes.with_metrics(metrics.clone());
+        }
+        if cli.debug_dataplane {
+            routes = weft_flanneld::debug::with_dataplane(routes, health.clone());
+        }
+        tokio::spawn(health::serve(listener, routes, stopped()));
     }
 
     let creds = cli.etcd_credentials();

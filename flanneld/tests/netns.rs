@@ -431,3 +431,107 @@ fn ip_blackhole_route_keeps_a_blackhole_for_the_own_subnet() {
         assert!(!log().contains("ERROR"), "{}", log());
     });
 }
+
+/// `-debug-dataplane` (namespace `wtfx<pid>dv`): `/debug/dataplane` reports the real kernel
+/// state, read back with `ip`/`bridge`: the device's MAC and attributes, the peer's neighbour,
+/// FDB entry and route, the own lease as published, and the view turns into exactly the
+/// kernel state the reconciler would leave alone.
+#[test]
+fn debug_dataplane_serves_the_real_kernel_view() {
+    use weft_dataplane::plan::{plan_reconcile, Peer};
+    use weft_dataplane::view::DataplaneView;
+
+    let (_ns, _inside) = one_node_namespace("dv");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let etcd = etcd_with_network_config().await;
+        let mut client = etcd.client().await;
+        client
+            .put(
+                format!("{PREFIX}/subnets/10.5.71.0-24"),
+                upstream_value("198.18.0.3", "6e:aa:bb:cc:dd:01"),
+                None,
+            )
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (subnet_file, log_path) = (dir.path().join("subnet.env"), dir.path().join("flanneld.log"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // No periodic reconciliation during the test: a deleted entry stays deleted.
+        let flags = [
+            "-healthz-ip=127.0.0.1".to_string(),
+            format!("-healthz-port={port}"),
+            "-debug-dataplane".into(),
+            "-reconcile-interval=3600".into(),
+        ];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let _f =
+            ChildGuard(Some(spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &flags)));
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let has_route =
+            || ip_json(&["route", "show", "10.5.71.0/24"]).as_array().is_some_and(|r| !r.is_empty());
+        wait_until("peer route", has_route).await;
+
+        let resp = http_get(port, "/debug/dataplane").await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}\n{}", log());
+        let body = resp.split("\r\n\r\n").nth(1).unwrap();
+        let view: DataplaneView = serde_json::from_str(body).unwrap();
+        assert!(view.errors.is_empty(), "{:?}", view.errors);
+
+        let link = ip_json(&["-d", "link", "show", "flannel.1"]);
+        let dev = view.device.as_ref().unwrap();
+        assert_eq!(dev.mac.as_deref(), link[0]["address"].as_str());
+        assert_eq!(Some(u64::from(dev.index)), link[0]["ifindex"].as_u64());
+        assert_eq!(Some(u64::from(dev.mtu)), link[0]["mtu"].as_u64());
+        assert!(dev.up);
+        let vx = dev.vxlan.as_ref().unwrap();
+        assert_eq!((vx.vni, vx.port, vx.learning), (Some(1), 8472, false));
+        assert_eq!(vx.local, Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(vx.underlay.as_deref(), Some("eth0"));
+        assert_eq!(view.underlay.as_ref().map(|u| u.name.as_str()), Some("eth0"));
+        assert!(view.underlay.as_ref().unwrap().addresses.contains(&"198.18.0.2/24".parse().unwrap()));
+
+        let neigh = view.neighbours.iter().find(|n| n.ip.to_string() == "10.5.71.0").unwrap();
+        assert_eq!(neigh.mac.as_deref(), Some("6e:aa:bb:cc:dd:01"));
+        assert!(neigh.permanent);
+        let fdb = view.fdb.iter().find(|f| f.mac == "6e:aa:bb:cc:dd:01").unwrap();
+        assert_eq!(fdb.dst, Some("198.18.0.3".parse().unwrap()));
+        assert!(fdb.self_ && fdb.permanent);
+        let route = view.routes.iter().find(|r| r.dst.to_string() == "10.5.71.0/24").unwrap();
+        assert_eq!(route.gateway, Some("10.5.71.0".parse().unwrap()));
+        assert_eq!((route.dev.as_deref(), route.onlink, route.protocol), (Some("flannel.1"), true, 3));
+
+        // The lease as flanneld holds it, equal to the value in etcd.
+        let facts = view.flanneld.as_ref().unwrap();
+        let lease = facts.lease.as_ref().unwrap();
+        assert_eq!(lease.vtep_mac.as_str(), link[0]["address"].as_str().unwrap());
+        let got = client.get(lease.key.as_str(), None).await.unwrap();
+        let kv = &got.kvs()[0];
+        assert!(kv.value_str().unwrap().contains(&format!(r#""VtepMAC":"{}""#, lease.vtep_mac)));
+        assert_eq!(lease.etcd_revision, kv.mod_revision());
+        assert_eq!(facts.network, Some("10.5.0.0/16".parse().unwrap()));
+        let env = view.subnet_env.as_ref().unwrap();
+        let written = std::fs::read_to_string(&subnet_file).unwrap();
+        assert!(written.contains(&format!("FLANNEL_SUBNET={}\n", env.subnet.unwrap())), "{written}");
+        assert_eq!(env.mtu, Some(dev.mtu));
+        assert!(view.sysctls.ip_forward.is_some() && view.sysctls.rp_filter.contains_key("all"));
+
+        // What the reconciler would change on this kernel: nothing.
+        let peer = Peer {
+            subnet: "10.5.71.0/24".parse().unwrap(),
+            public_ip: "198.18.0.3".parse().unwrap(),
+            vtep_mac: [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01],
+            direct: false,
+        };
+        assert_eq!(plan_reconcile(std::slice::from_ref(&peer), &view.kernel_state()), vec![]);
+        // A neighbour deleted by hand shows up at once, as the one op a reconcile would do.
+        ip(&["neigh", "del", "10.5.71.0", "dev", "flannel.1"]);
+        let body = http_get(port, "/debug/dataplane").await;
+        let view: DataplaneView = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(!view.neighbours.iter().any(|n| n.ip.to_string() == "10.5.71.0"), "{body}");
+        assert_eq!(
+            plan_reconcile(std::slice::from_ref(&peer), &view.kernel_state()),
+            vec![weft_dataplane::NetOp::AddNeigh { ip: "10.5.71.0".parse().unwrap(), mac: peer.vtep_mac }]
+        );
+    });
+}

@@ -7,6 +7,8 @@
 //! - [`plan`]: pure peer → [`NetOp`] planning (add/change, remove, reconcile against a dump).
 //! - [`netlink`]: [`netlink::NetlinkDataplane`], the rtnetlink implementation.
 //! - [`fake`]: [`fake::FakeDataplane`], the in-memory implementation for daemon tests.
+//! - [`view`]: [`view::DataplaneView`], a node's kernel state as JSON for `/debug/dataplane`
+//!   (collected by [`netlink::collect_view`]).
 //! - [`firewall`]: the masquerade/forward rules (nftables or iptables layout) and drift check.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,6 +17,7 @@ pub mod fake;
 pub mod firewall;
 pub mod netlink;
 pub mod plan;
+pub mod view;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 

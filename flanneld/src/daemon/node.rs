@@ -4,9 +4,11 @@
 use ipnetwork::Ipv4Network;
 use tracing::{error, info, warn};
 use weft_dataplane::firewall::{apply_rules, check_drift, FirewallMode, FlannelRules};
+use weft_dataplane::view::{DeviceSpecView, LeaseView};
 use weft_dataplane::{Dataplane, VxlanSpec};
 
 use crate::acquire::OwnLease;
+use crate::lease::{format_mac, LeaseAttrs};
 use crate::registry::Registry;
 use crate::state;
 
@@ -60,7 +62,37 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             self.republish().await;
         }
         self.device = Some(info);
+        self.publish_facts();
         Ok(())
+    }
+
+    /// Publishes what the daemon holds for `/debug/dataplane`: the config as it applies to
+    /// this node, the device it wants and the own lease exactly as written to etcd.
+    pub(super) fn publish_facts(&self) {
+        let subnet = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet);
+        let expected = subnet.map(|s| DeviceSpecView::from(&self.vxlan_spec(s)));
+        let lease = self.own.as_ref().map(|o| {
+            let written = LeaseAttrs::parse(&o.value).ok();
+            let data = written.as_ref().and_then(|a| a.vxlan_data().ok());
+            LeaseView {
+                key: o.path.clone(),
+                subnet: o.subnet(),
+                public_ip: written.as_ref().map_or(self.cfg.public_ip, |a| a.public_ip),
+                vtep_mac: format_mac(&data.as_ref().map_or(self.mac, |d| d.vtep_mac)),
+                vni: data.as_ref().map_or(self.spec.backend.vni, |d| d.vni),
+                etcd_revision: o.revision,
+                etcd_lease: o.etcd_lease,
+            }
+        });
+        self.cfg.health.update_facts(|f| {
+            f.public_ip = Some(self.cfg.public_ip);
+            f.underlay_index = Some(self.cfg.underlay_index);
+            f.subnet_file = Some(self.cfg.subnet_file.clone());
+            f.network = Some(self.spec.network);
+            f.direct_routing = self.spec.backend.direct_routing;
+            f.expected_device = expected;
+            f.lease = lease;
+        });
     }
 
     pub(super) fn firewall_rules(&self) -> Option<FlannelRules> {

@@ -93,6 +93,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.reacquire_backoff = Duration::from_secs(1);
         self.cfg.metrics.last_renewal_timestamp_seconds.set(unix_now());
         self.cfg.health.update(|h| h.lease_held = true);
+        self.publish_facts();
     }
 
     /// Puts our key with the current attributes (a renewal with new contents).
@@ -102,6 +103,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         match renew(&self.registry, &mut own, &value).await {
             Ok(Renewal::Renewed) => {
                 self.own = Some(own);
+                self.publish_facts();
                 self.renew_at = Some(Instant::now() + self.renew_delay());
                 self.cfg.metrics.last_renewal_timestamp_seconds.set(unix_now());
             }
@@ -130,6 +132,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.renew_at = None;
         self.reacquire_at = Some(Instant::now());
         self.cfg.health.update(|h| h.lease_held = false);
+        self.publish_facts();
     }
 
     pub(super) async fn reacquire(&mut self) {

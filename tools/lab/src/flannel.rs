@@ -45,7 +45,8 @@ pub struct Lease {
 
 impl Lab {
     /// Starts flanneld on node `i` with the upstream flags (`--etcd-endpoints`, `--etcd-prefix`,
-    /// `--iface=eth0`, `--public-ip`, `--subnet-file`, `--ip-masq`, `--healthz-port`).
+    /// `--iface=eth0`, `--public-ip`, `--subnet-file`, `--ip-masq`, `--healthz-port`) and weft's
+    /// `--debug-dataplane`.
     pub fn start_flanneld(&mut self, i: usize) -> Result<()> {
         crate::signals::check()?;
         crate::bins::require(&["flanneld"])?;
@@ -76,6 +77,8 @@ impl Lab {
             format!("--subnet-file={}", node.cni.subnet_file.display()),
             "--ip-masq".to_string(),
             format!("--healthz-port={HEALTHZ_PORT}"),
+            // The node's kernel view for `weft doctor` / `weft path` (read-only).
+            "--debug-dataplane".to_string(),
         ];
         let argv: Vec<&str> = args.iter().chain(&extra).map(String::as_str).collect();
         let label = format!("flanneld on {}", node.ns.name());

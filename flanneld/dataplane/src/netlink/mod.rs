@@ -11,6 +11,7 @@
 //! main-table routes it is asked to program, and (`--ip-blackhole-route`) the own subnet's
 //! blackhole route.
 
+mod collect;
 mod device;
 mod msg;
 mod schedule;
@@ -29,6 +30,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 use tokio::sync::watch;
 
+pub use collect::{collect_view, ViewInput, DEFAULT_BRIDGE, DEFAULT_DEVICE, DEFAULT_SUBNET_FILE};
 pub use msg::mac_str;
 
 use crate::{ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};

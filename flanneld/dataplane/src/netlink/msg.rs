@@ -181,6 +181,11 @@ fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
     }
 }
 
+/// `NDA_DST` and `NDA_LLADDR` of a neighbour or FDB message.
+pub(crate) fn neigh_fields(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
+    neigh_parts(m)
+}
+
 fn neigh_parts(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
     let mut ip = None;
     let mut mac = None;
@@ -237,16 +242,14 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-/// The parts of a unicast main-table route with a gateway: `(dst, gw, oif, onlink flag)`.
-pub(crate) fn parse_route(m: &RouteMessage) -> Option<(IpNetwork, IpAddr, Option<u32>, bool)> {
+/// The parts of any route: `(dst, gateway, oif, table)` (the table from `RTA_TABLE` when
+/// present, else the header's).
+pub(crate) fn parse_route_parts(m: &RouteMessage) -> Option<(IpNetwork, Option<IpAddr>, Option<u32>, u32)> {
     let table = m
         .attributes
         .iter()
         .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
         .unwrap_or(u32::from(m.header.table));
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || m.header.kind != RouteType::Unicast {
-        return None;
-    }
     let mut dst = None;
     let mut gw = None;
     let mut oif = None;
@@ -258,7 +261,24 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<(IpNetwork, IpAddr, Option
             _ => {}
         }
     }
-    let dst = IpNetwork::new(dst?, m.header.destination_prefix_length).ok()?;
+    // The default route has no RTA_DST.
+    let dst = match dst {
+        Some(d) => d,
+        None if m.header.address_family == AddressFamily::Inet6 => {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        }
+        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    let dst = IpNetwork::new(dst, m.header.destination_prefix_length).ok()?;
+    Some((dst, gw, oif, table))
+}
+
+/// The parts of a unicast main-table route with a gateway: `(dst, gw, oif, onlink flag)`.
+pub(crate) fn parse_route(m: &RouteMessage) -> Option<(IpNetwork, IpAddr, Option<u32>, bool)> {
+    let (dst, gw, oif, table) = parse_route_parts(m)?;
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || m.header.kind != RouteType::Unicast {
+        return None;
+    }
     Some((dst, gw?, oif, m.header.flags.contains(RouteFlags::Onlink)))
 }
 

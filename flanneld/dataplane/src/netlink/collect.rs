@@ -1,0 +1,337 @@
+//! Collecting a [`DataplaneView`] from the kernel of the calling thread's network namespace:
+//! links, addresses, neighbours and FDB entries of the VXLAN device, main-table routes, the
+//! forwarding sysctls and subnet.env. Read-only. Nothing here fails as a whole: what cannot be
+//! read is named in [`DataplaneView::errors`] and the rest is still reported.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnetwork::IpNetwork;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourMessage};
+use netlink_packet_route::route::{RouteFlags, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use weft_common::flannel::SubnetEnv;
+use weft_common::netlink::OperState;
+
+use super::msg::{mac_str, parse_route_parts};
+use super::NetlinkDataplane;
+use crate::view::{
+    inside, DataplaneView, FdbView, FlanneldFacts, LinkView, NeighView, RouteView, SubnetEnvView, SysctlView,
+    VxlanView, VIEW_VERSION,
+};
+
+/// Default names when neither the caller nor flanneld's facts give one.
+pub const DEFAULT_DEVICE: &str = "flannel.1";
+pub const DEFAULT_BRIDGE: &str = "cni0";
+pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
+
+/// What to collect. Unset fields come from `facts`, then from the defaults above.
+#[derive(Debug, Clone, Default)]
+pub struct ViewInput {
+    /// flanneld's own facts, copied into the view.
+    pub facts: Option<FlanneldFacts>,
+    /// The VXLAN device (default: flanneld's expected device, else `flannel.1`).
+    pub device: Option<String>,
+    /// ifindex of the external interface (default: flanneld's, else the device's lower device).
+    pub underlay_index: Option<u32>,
+    /// The pod bridge (default `cni0`).
+    pub bridge: Option<String>,
+    /// subnet.env (default: flanneld's `-subnet-file`, else `/run/flannel/subnet.env`).
+    pub subnet_file: Option<PathBuf>,
+}
+
+/// Collects the view of the calling thread's network namespace. Must be called inside a tokio
+/// runtime; without one (or without a netlink socket) only the files and sysctls are read and
+/// the failure is named in `errors`.
+pub async fn collect_view(input: &ViewInput) -> DataplaneView {
+    let facts = input.facts.clone();
+    let device_name = input
+        .device
+        .clone()
+        .or_else(|| facts.as_ref()?.expected_device.as_ref().map(|d| d.name.clone()))
+        .unwrap_or_else(|| DEFAULT_DEVICE.to_string());
+    let bridge_name = input.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
+    let subnet_file = input
+        .subnet_file
+        .clone()
+        .or_else(|| facts.as_ref()?.subnet_file.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SUBNET_FILE));
+    let mut view = DataplaneView {
+        version: VIEW_VERSION,
+        collected_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()),
+        flanneld: facts.clone(),
+        ..DataplaneView::default()
+    };
+    view.subnet_env = Some(read_subnet_env(subnet_file));
+
+    match NetlinkDataplane::new() {
+        Ok(nl) => collect_kernel(&nl, input, &device_name, &bridge_name, &mut view).await,
+        Err(e) => view.errors.push(format!("open netlink socket: {e}")),
+    }
+    view.sysctls = read_sysctls(&view);
+    view
+}
+
+async fn collect_kernel(
+    nl: &NetlinkDataplane,
+    input: &ViewInput,
+    device_name: &str,
+    bridge_name: &str,
+    view: &mut DataplaneView,
+) {
+    let links = match nl.dump_req(RouteNetlinkMessage::GetLink(LinkMessage::default()), "links").await {
+        Ok(msgs) => msgs
+            .into_iter()
+            .filter_map(|m| if let RouteNetlinkMessage::NewLink(l) = m { Some(link_view(&l)) } else { None })
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            view.errors.push(format!("dump links: {e}"));
+            return;
+        }
+    };
+    let names: BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+    let mut addrs: BTreeMap<u32, Vec<IpNetwork>> = BTreeMap::new();
+    match nl.dump_req(RouteNetlinkMessage::GetAddress(AddressMessage::default()), "addresses").await {
+        Ok(msgs) => {
+            for m in msgs {
+                if let RouteNetlinkMessage::NewAddress(a) = m {
+                    if let Some(net) = address(&a) {
+                        addrs.entry(a.header.index).or_default().push(net);
+                    }
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump addresses: {e}")),
+    }
+    let with_addrs = |mut l: LinkView| {
+        l.addresses = addrs.get(&l.index).cloned().unwrap_or_default();
+        if let Some(v) = l.vxlan.as_mut() {
+            v.underlay = names.get(&v.underlay_index).cloned();
+        }
+        l
+    };
+    view.device = links.iter().find(|l| l.name == device_name).cloned().map(with_addrs);
+    if view.device.is_none() {
+        view.errors.push(format!("link {device_name}: not found"));
+    }
+    let underlay_index = input
+        .underlay_index
+        .or_else(|| view.flanneld.as_ref()?.underlay_index)
+        .or_else(|| view.device.as_ref()?.vxlan.as_ref().map(|v| v.underlay_index));
+    view.underlay =
+        underlay_index.and_then(|i| links.iter().find(|l| l.index == i && i != 0)).cloned().map(with_addrs);
+    view.bridge = links.iter().find(|l| l.name == bridge_name).cloned().map(with_addrs);
+
+    let Some(dev_index) = view.device.as_ref().map(|d| d.index) else { return };
+    let mut q = NeighbourMessage::default();
+    q.header.family = AddressFamily::Inet;
+    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await {
+        Ok(msgs) => {
+            for m in msgs {
+                if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                    if n.header.ifindex == dev_index {
+                        let (ip, mac) = super::msg::neigh_fields(&n);
+                        if let Some(ip) = ip {
+                            let state = u16::from(n.header.state);
+                            view.neighbours.push(NeighView {
+                                ip,
+                                mac: mac.map(|m| mac_str(&m)),
+                                state: nud_names(state),
+                                permanent: state & NUD_PERMANENT != 0,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump neighbours of {device_name}: {e}")),
+    }
+    let mut q = NeighbourMessage::default();
+    q.header.family = AddressFamily::Bridge;
+    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await {
+        Ok(msgs) => {
+            for m in msgs {
+                if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                    if n.header.ifindex == dev_index && n.header.family == AddressFamily::Bridge {
+                        let (dst, mac) = super::msg::neigh_fields(&n);
+                        if let Some(mac) = mac {
+                            view.fdb.push(FdbView {
+                                mac: mac_str(&mac),
+                                dst,
+                                self_: n.header.flags.contains(NeighbourFlags::Own),
+                                permanent: u16::from(n.header.state) & NUD_PERMANENT != 0,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump fdb of {device_name}: {e}")),
+    }
+    let network = view.network();
+    let mut q = RouteMessage::default();
+    q.header.address_family = AddressFamily::Inet;
+    match nl.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await {
+        Ok(msgs) => {
+            for m in msgs {
+                let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+                let Some(rv) = route_view(&r, &names) else { continue };
+                if rv.table != crate::view::TABLE_MAIN {
+                    continue;
+                }
+                if rv.oif == Some(dev_index) || network.is_some_and(|n| inside(&rv.dst, &n)) {
+                    view.routes.push(rv);
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump routes: {e}")),
+    }
+}
+
+const NUD_PERMANENT: u16 = 0x80;
+
+/// `NUD_*` bits as names joined by `,`.
+fn nud_names(state: u16) -> String {
+    const NAMES: [(u16, &str); 8] = [
+        (0x01, "incomplete"),
+        (0x02, "reachable"),
+        (0x04, "stale"),
+        (0x08, "delay"),
+        (0x10, "probe"),
+        (0x20, "failed"),
+        (0x40, "noarp"),
+        (0x80, "permanent"),
+    ];
+    let names: Vec<&str> = NAMES.iter().filter(|(bit, _)| state & bit != 0).map(|(_, n)| *n).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+fn link_view(m: &LinkMessage) -> LinkView {
+    let mut l = LinkView {
+        index: m.header.index,
+        up: m.header.flags.contains(LinkFlags::Up),
+        oper_state: OperState::Unknown.to_string(),
+        ..LinkView::default()
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name.clone_from(n),
+            LinkAttribute::Address(mac) if !mac.is_empty() => {
+                l.mac = Some(weft_common::netlink::format_mac(mac))
+            }
+            LinkAttribute::Mtu(mtu) => l.mtu = *mtu,
+            LinkAttribute::Controller(i) => l.master = Some(*i),
+            LinkAttribute::OperState(s) => l.oper_state = OperState::from(s).to_string(),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::Vxlan(attrs)) => {
+                            let mut v = VxlanView::default();
+                            for a in attrs {
+                                match a {
+                                    InfoVxlan::Id(id) => v.vni = Some(*id),
+                                    InfoVxlan::Link(i) => v.underlay_index = *i,
+                                    InfoVxlan::Local(ip) => v.local = Some(*ip),
+                                    InfoVxlan::Port(p) => v.port = *p,
+                                    InfoVxlan::Learning(b) => v.learning = *b,
+                                    InfoVxlan::Gbp => v.gbp = true,
+                                    _ => {}
+                                }
+                            }
+                            l.vxlan = Some(v);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn address(m: &AddressMessage) -> Option<IpNetwork> {
+    let mut local = None;
+    let mut addr = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => addr = Some(*ip),
+            _ => {}
+        }
+    }
+    IpNetwork::new(local.or(addr)?, m.header.prefix_len).ok()
+}
+
+fn route_view(m: &RouteMessage, names: &BTreeMap<u32, String>) -> Option<RouteView> {
+    let (dst, gateway, oif, table) = parse_route_parts(m)?;
+    let kind = match m.header.kind {
+        RouteType::Unicast => "unicast".to_string(),
+        RouteType::BlackHole => "blackhole".to_string(),
+        RouteType::Unreachable => "unreachable".to_string(),
+        RouteType::Prohibit => "prohibit".to_string(),
+        RouteType::Local => "local".to_string(),
+        RouteType::Broadcast => "broadcast".to_string(),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    Some(RouteView {
+        dst,
+        gateway,
+        dev: oif.and_then(|i| names.get(&i).cloned()),
+        oif,
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+        protocol: u8::from(m.header.protocol),
+        kind,
+        table,
+    })
+}
+
+fn read_subnet_env(path: PathBuf) -> SubnetEnvView {
+    let shown = path.display().to_string();
+    let mut v = SubnetEnvView { path, ..SubnetEnvView::default() };
+    match std::fs::read_to_string(&v.path) {
+        Err(e) => v.error = Some(format!("read {shown}: {e}")),
+        Ok(text) => match SubnetEnv::parse(&text, &shown) {
+            Ok(env) => {
+                v.network = env.networks;
+                v.subnet = env.subnet;
+                v.mtu = Some(env.mtu);
+                v.ipmasq = Some(env.ipmasq);
+            }
+            Err(e) => v.error = Some(e.to_string()),
+        },
+    }
+    v
+}
+
+fn read_sysctl(key: &str) -> Option<u8> {
+    weft_common::sysctl::get(key).ok()?.parse().ok()
+}
+
+fn read_sysctls(view: &DataplaneView) -> SysctlView {
+    let mut s = SysctlView {
+        ip_forward: read_sysctl("net/ipv4/ip_forward"),
+        bridge_nf_call_iptables: read_sysctl("net/bridge/bridge-nf-call-iptables"),
+        ..SysctlView::default()
+    };
+    let devs = [&view.device, &view.underlay, &view.bridge];
+    let names = ["all", "default"]
+        .into_iter()
+        .map(String::from)
+        .chain(devs.iter().filter_map(|d| d.as_ref().map(|l| l.name.clone())));
+    for name in names {
+        if let Some(v) = read_sysctl(&weft_common::sysctl::iface_key("ipv4", &name, "rp_filter")) {
+            s.rp_filter.insert(name, v);
+        }
+    }
+    s
+}

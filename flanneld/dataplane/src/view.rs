@@ -1,0 +1,419 @@
+//! A node's dataplane as the kernel holds it, plus what flanneld believes it should be: the
+//! JSON that flanneld serves at `GET /debug/dataplane` (with `-debug-dataplane`) and that
+//! `weft doctor` / `weft path` read from every node. Read-only; it never carries etcd
+//! credentials (only the own lease's key, value fields and revision).
+//!
+//! Schema (version 1; field names are stable, new fields may be added):
+//!
+//! ```text
+//! {
+//!   "version": 1, "collected_at": <unix s>, "hostname": "n1" | null,
+//!   "flanneld": {                    // what the daemon holds; null when collected without one
+//!     "version": "0.1.0", "public_ip": "198.18.0.11", "underlay_index": 2,
+//!     "subnet_file": "/run/flannel/subnet.env", "network": "10.244.0.0/16" | null,
+//!     "direct_routing": false,
+//!     "expected_device": {"name","vni","port","local","underlay_index","mtu","gbp","learning","address"} | null,
+//!     "lease": {"key","subnet","public_ip","vtep_mac","vni","etcd_revision","etcd_lease"} | null
+//!   },
+//!   "device":   <link> | null,         // flannel.<VNI>; null: missing
+//!   "underlay": <link> | null,         // the external interface
+//!   "bridge":   <link> | null,         // cni0; null: missing (no pod yet)
+//!   "routes":   [{"dst","gateway","dev","oif","onlink","protocol","kind","table"}],
+//!   "neighbours": [{"ip","mac","state","permanent"}],     // on the device, every state
+//!   "fdb":      [{"mac","dst","self","permanent"}],       // on the device
+//!   "subnet_env": {"path","network","subnet","mtu","ipmasq","error"} | null,
+//!   "sysctls":  {"ip_forward","rp_filter":{"all","default",<dev>...},"bridge_nf_call_iptables"},
+//!   "errors":   ["what could not be read: why", ...]
+//! }
+//! <link> = {"name","index","kind","mac","mtu","up","oper_state","master","addresses":[cidr],
+//!           "vxlan": {"vni","local","port","underlay_index","underlay","learning","gbp"} | null}
+//! ```
+//!
+//! `routes` holds the main-table IPv4 routes whose output device is the VXLAN device or whose
+//! destination lies inside the cluster network (DirectRouting routes, the bridge's own-subnet
+//! route, blackholes). [`DataplaneView::kernel_state`] turns a view into exactly the
+//! [`KernelState`] that [`crate::Dataplane::dump`] would have returned on that node, so a
+//! remote reader can run [`crate::plan::plan_reconcile`] on it and get the ops the node's
+//! reconciler would apply.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use serde::{Deserialize, Serialize};
+
+use crate::{KernelState, Mac, VxlanSpec};
+
+/// Current schema version.
+pub const VIEW_VERSION: u32 = 1;
+
+/// `RTPROT_BOOT`: the protocol of routes flanneld adds.
+pub const PROTO_BOOT: u8 = 3;
+/// `RT_TABLE_MAIN`.
+pub const TABLE_MAIN: u32 = 254;
+
+/// One node's dataplane. See the module documentation for the JSON schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneView {
+    pub version: u32,
+    /// Unix seconds when it was collected.
+    pub collected_at: u64,
+    pub hostname: Option<String>,
+    pub flanneld: Option<FlanneldFacts>,
+    pub device: Option<LinkView>,
+    pub underlay: Option<LinkView>,
+    pub bridge: Option<LinkView>,
+    pub routes: Vec<RouteView>,
+    pub neighbours: Vec<NeighView>,
+    pub fdb: Vec<FdbView>,
+    pub subnet_env: Option<SubnetEnvView>,
+    pub sysctls: SysctlView,
+    /// What could not be read, each naming the object and the reason.
+    pub errors: Vec<String>,
+}
+
+/// What flanneld holds: its configuration as it applies to this node and its own lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlanneldFacts {
+    /// flanneld's version.
+    pub version: String,
+    pub public_ip: Option<Ipv4Addr>,
+    /// ifindex of the external interface.
+    pub underlay_index: Option<u32>,
+    pub subnet_file: Option<PathBuf>,
+    /// The cluster network (`<prefix>/config` `Network`); `None` before the config is read.
+    pub network: Option<Ipv4Network>,
+    pub direct_routing: bool,
+    /// The device flanneld creates or adopts (its VXLAN attributes and MTU).
+    pub expected_device: Option<DeviceSpecView>,
+    pub lease: Option<LeaseView>,
+}
+
+/// The desired VXLAN device ([`VxlanSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpecView {
+    pub name: String,
+    pub vni: u32,
+    /// 0: the kernel default (8472).
+    pub port: u16,
+    pub local: Ipv4Addr,
+    pub underlay_index: u32,
+    pub mtu: u32,
+    pub gbp: bool,
+    pub learning: bool,
+    pub address: Ipv4Network,
+}
+
+impl From<&VxlanSpec> for DeviceSpecView {
+    fn from(s: &VxlanSpec) -> Self {
+        DeviceSpecView {
+            name: s.name.clone(),
+            vni: s.vni,
+            port: s.port,
+            local: s.local,
+            underlay_index: s.underlay_index,
+            mtu: s.mtu,
+            gbp: s.gbp,
+            learning: s.learning,
+            address: s.address,
+        }
+    }
+}
+
+/// The own lease as flanneld holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Full etcd key (`<prefix>/subnets/10.244.1.0-24`).
+    pub key: String,
+    pub subnet: Ipv4Network,
+    pub public_ip: Ipv4Addr,
+    /// `VtepMAC` as published.
+    pub vtep_mac: String,
+    pub vni: u32,
+    /// etcd revision of flanneld's last write of the key.
+    pub etcd_revision: i64,
+    /// etcd lease ID the key is attached to.
+    pub etcd_lease: i64,
+}
+
+/// A link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkView {
+    pub name: String,
+    pub index: u32,
+    /// `IFLA_INFO_KIND` (`vxlan`, `bridge`, `veth`); `None` for physical devices.
+    pub kind: Option<String>,
+    /// `aa:bb:cc:dd:ee:ff`; `None` for devices without one.
+    pub mac: Option<String>,
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// `IFLA_OPERSTATE` as `ip link` prints it, lower case (`up`, `down`, `unknown`, ...).
+    pub oper_state: String,
+    /// ifindex of the master (bridge).
+    pub master: Option<u32>,
+    /// Addresses with prefix length (host bits kept).
+    pub addresses: Vec<IpNetwork>,
+    pub vxlan: Option<VxlanView>,
+}
+
+/// VXLAN attributes of a link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanView {
+    pub vni: Option<u32>,
+    pub local: Option<Ipv4Addr>,
+    /// UDP destination port as the kernel reports it (8472 when flanneld sent none).
+    pub port: u16,
+    /// ifindex of the lower (underlay) device; 0 when none.
+    pub underlay_index: u32,
+    pub underlay: Option<String>,
+    pub learning: bool,
+    pub gbp: bool,
+}
+
+/// A main-table IPv4 route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub dst: IpNetwork,
+    pub gateway: Option<IpAddr>,
+    /// Name of the output device, when it has one.
+    pub dev: Option<String>,
+    pub oif: Option<u32>,
+    pub onlink: bool,
+    /// `RTPROT_*` (3 = boot, flanneld's).
+    pub protocol: u8,
+    /// `unicast`, `blackhole`, `unreachable`, ...
+    pub kind: String,
+    pub table: u32,
+}
+
+/// A neighbour entry on the VXLAN device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighView {
+    pub ip: IpAddr,
+    pub mac: Option<String>,
+    /// `NUD_*` names joined by `,` (`permanent`, `permanent,noarp`, `failed`, ...).
+    pub state: String,
+    pub permanent: bool,
+}
+
+/// An FDB entry on the VXLAN device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbView {
+    pub mac: String,
+    /// Remote VTEP (the peer's PublicIP); `None` for entries without one.
+    pub dst: Option<IpAddr>,
+    /// `NTF_SELF`: an entry of the VXLAN device itself (what flanneld programs).
+    #[serde(rename = "self")]
+    pub self_: bool,
+    pub permanent: bool,
+}
+
+/// subnet.env as found on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetEnvView {
+    pub path: PathBuf,
+    pub network: Vec<IpNetwork>,
+    /// `FLANNEL_SUBNET` as written (first host address + prefix).
+    pub subnet: Option<IpNetwork>,
+    pub mtu: Option<u32>,
+    pub ipmasq: Option<bool>,
+    /// Why it could not be read or parsed.
+    pub error: Option<String>,
+}
+
+/// The sysctls that decide forwarding (values as read from `/proc/sys`, `None` when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlView {
+    pub ip_forward: Option<u8>,
+    /// `net.ipv4.conf.<name>.rp_filter` for `all`, `default` and each device of the view.
+    pub rp_filter: BTreeMap<String, u8>,
+    /// `net.bridge.bridge-nf-call-iptables`; `None` when br_netfilter is not loaded.
+    pub bridge_nf_call_iptables: Option<u8>,
+}
+
+impl SysctlView {
+    /// The kernel's effective `rp_filter` for `dev`: the maximum of `all` and the device's.
+    pub fn rp_filter_effective(&self, dev: &str) -> Option<u8> {
+        match (self.rp_filter.get("all"), self.rp_filter.get(dev)) {
+            (Some(a), Some(d)) => Some(*a.max(d)),
+            (a, d) => a.or(d).copied(),
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff` → bytes.
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+impl DataplaneView {
+    /// The cluster network: flanneld's, else subnet.env's first IPv4 `FLANNEL_NETWORK`.
+    pub fn network(&self) -> Option<Ipv4Network> {
+        self.flanneld.as_ref().and_then(|f| f.network).or_else(|| {
+            self.subnet_env.as_ref()?.network.iter().find_map(|n| match n {
+                IpNetwork::V4(v4) => Some(*v4),
+                IpNetwork::V6(_) => None,
+            })
+        })
+    }
+
+    /// The entries of the device exactly as [`crate::Dataplane::dump`] reports them: permanent
+    /// neighbours with a MAC, permanent `self` FDB entries with a destination, unicast
+    /// main-table routes with a gateway through the device, and DirectRouting routes (protocol
+    /// boot, not onlink, inside the cluster network). Empty without a device.
+    pub fn kernel_state(&self) -> KernelState {
+        let mut k = KernelState::default();
+        let Some(dev) = &self.device else { return k };
+        for n in &self.neighbours {
+            if let (true, Some(mac)) = (n.permanent, n.mac.as_deref().and_then(parse_mac)) {
+                k.neighs.push((n.ip, mac));
+            }
+        }
+        for f in &self.fdb {
+            if let (true, true, Some(dst), Some(mac)) = (f.permanent, f.self_, f.dst, parse_mac(&f.mac)) {
+                k.fdb.push((mac, dst));
+            }
+        }
+        let network = self.network();
+        for r in &self.routes {
+            let Some(gw) = r.gateway else { continue };
+            if r.table != TABLE_MAIN || r.kind != "unicast" || !r.dst.is_ipv4() {
+                continue;
+            }
+            if r.oif == Some(dev.index) {
+                k.routes.push((r.dst, gw, r.onlink));
+            } else if r.protocol == PROTO_BOOT && !r.onlink && network.is_some_and(|n| inside(&r.dst, &n)) {
+                k.routes.push((r.dst, gw, false));
+            }
+        }
+        k
+    }
+}
+
+/// `dst` lies inside `network` (and is not larger).
+pub fn inside(dst: &IpNetwork, network: &Ipv4Network) -> bool {
+    match dst {
+        IpNetwork::V4(d) => d.prefix() >= network.prefix() && network.contains(d.network()),
+        IpNetwork::V6(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> DataplaneView {
+        let dev = LinkView {
+            name: "flannel.1".into(),
+            index: 5,
+            kind: Some("vxlan".into()),
+            mac: Some("2a:11:22:33:44:55".into()),
+            mtu: 1450,
+            up: true,
+            oper_state: "unknown".into(),
+            ..LinkView::default()
+        };
+        let route =
+            |dst: &str, gw: &str, oif: Option<u32>, onlink: bool, protocol: u8, kind: &str| RouteView {
+                dst: dst.parse().unwrap(),
+                gateway: Some(gw.parse().unwrap()),
+                dev: None,
+                oif,
+                onlink,
+                protocol,
+                kind: kind.into(),
+                table: TABLE_MAIN,
+            };
+        DataplaneView {
+            version: VIEW_VERSION,
+            flanneld: Some(FlanneldFacts {
+                network: Some("10.5.0.0/16".parse().unwrap()),
+                ..Default::default()
+            }),
+            device: Some(dev),
+            routes: vec![
+                route("10.5.71.0/24", "10.5.71.0", Some(5), true, PROTO_BOOT, "unicast"),
+                route("10.5.73.0/24", "198.18.0.5", Some(2), false, PROTO_BOOT, "unicast"),
+                route("10.5.74.0/24", "198.18.0.6", Some(2), false, 4, "unicast"),
+                route("10.9.0.0/24", "198.18.0.6", Some(2), false, PROTO_BOOT, "unicast"),
+            ],
+            neighbours: vec![
+                NeighView {
+                    ip: "10.5.71.0".parse().unwrap(),
+                    mac: Some("6e:aa:bb:cc:dd:01".into()),
+                    state: "permanent".into(),
+                    permanent: true,
+                },
+                NeighView {
+                    ip: "10.5.72.9".parse().unwrap(),
+                    mac: None,
+                    state: "failed".into(),
+                    permanent: false,
+                },
+            ],
+            fdb: vec![
+                FdbView {
+                    mac: "6e:aa:bb:cc:dd:01".into(),
+                    dst: Some("198.18.0.3".parse().unwrap()),
+                    self_: true,
+                    permanent: true,
+                },
+                FdbView { mac: "00:00:00:00:00:00".into(), dst: None, self_: true, permanent: true },
+            ],
+            ..DataplaneView::default()
+        }
+    }
+
+    #[test]
+    fn kernel_state_filters_like_the_dump() {
+        let k = view().kernel_state();
+        let m: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
+        assert_eq!(k.neighs, vec![("10.5.71.0".parse().unwrap(), m)]);
+        assert_eq!(k.fdb, vec![(m, "198.18.0.3".parse().unwrap())]);
+        assert_eq!(
+            k.routes,
+            vec![
+                ("10.5.71.0/24".parse().unwrap(), "10.5.71.0".parse().unwrap(), true),
+                ("10.5.73.0/24".parse().unwrap(), "198.18.0.5".parse().unwrap(), false),
+            ]
+        );
+        let no_dev = DataplaneView { device: None, ..view() };
+        assert_eq!(no_dev.kernel_state(), KernelState::default());
+    }
+
+    #[test]
+    fn json_round_trip_and_field_names() {
+        let v = view();
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(text.contains(r#""self":true"#), "{text}");
+        assert!(text.contains(r#""neighbours":["#) && text.contains(r#""fdb":["#), "{text}");
+        let back: DataplaneView = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn macs_and_rp_filter() {
+        assert_eq!(parse_mac("6e:aa:bb:cc:dd:01"), Some([0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]));
+        for bad in ["", "6e:aa:bb:cc:dd", "6e:aa:bb:cc:dd:01:02", "6e:aa:bb:cc:dd:1", "zz:aa:bb:cc:dd:01"] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        let mut s = SysctlView::default();
+        s.rp_filter.insert("all".into(), 1);
+        s.rp_filter.insert("eth0".into(), 2);
+        s.rp_filter.insert("cni0".into(), 0);
+        assert_eq!(s.rp_filter_effective("eth0"), Some(2));
+        assert_eq!(s.rp_filter_effective("cni0"), Some(1));
+        assert_eq!(s.rp_filter_effective("x"), Some(1));
+    }
+}
