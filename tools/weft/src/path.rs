@@ -113,7 +113,10 @@ fn resolve<'a>(pods: &'a PodsReport, what: &str, role: &str) -> Result<Option<&'
             )),
         };
     }
-    if what.chars().all(|c| c.is_ascii_digit() || c == '.') || what.contains(':') || what.contains('/') {
+    // Container IDs are letters, digits, `_`, `.` and `-`; something that starts like a
+    // dotted quad but does not parse is a mistyped address.
+    let addressish = what.starts_with(|c: char| c.is_ascii_digit()) && what.contains('.');
+    if addressish || what.contains(':') || what.contains('/') {
         return err(format!(
             "{role} {what:?}: malformed address (want an IPv4 address, a container ID or a netns path)"
         ));
@@ -468,6 +471,31 @@ fn walk(
         return;
     }
 
+    // A missing or downed VXLAN device takes its routes with it: name the device, not the
+    // route the kernel dropped.
+    if cross {
+        match vtep {
+            None => {
+                let obj = "no flannel.<VNI> device".to_string();
+                w.broken(
+                    "vtep",
+                    obj,
+                    Some("flanneld".into()),
+                    Cause::VtepMissing,
+                    "this node has no VXLAN device".into(),
+                );
+                return;
+            }
+            Some(v) if !v.up => {
+                let obj = format!("{}@{} DOWN", v.name, v.index);
+                let why = format!("{} is down (the kernel dropped its routes and neighbours)", v.name);
+                w.broken("vtep", obj, Some("flanneld".into()), Cause::VtepDown, why);
+                return;
+            }
+            Some(_) => {}
+        }
+    }
+
     // 5. The node's routing decision for a packet arriving from the bridge.
     let ip_forward = sysctl("net.ipv4.ip_forward");
     let answer = kernel::route_get(
@@ -495,10 +523,10 @@ fn walk(
                     Cause::IpForwardOff,
                     "net.ipv4.ip_forward = 0".into(),
                 );
-            } else if errno == libc::EXDEV {
+            } else if errno == libc::EXDEV || (errno == libc::EINVAL && rp_rejects(host, src_ip, bridge)) {
                 w.broken(
                     "host-route",
-                    format!("{q}: EXDEV (rp_filter all={} {}={})", rp("all"), bridge.name, rp(&bridge.name)),
+                    format!("{q}: {e} (rp_filter all={} {}={})", rp("all"), bridge.name, rp(&bridge.name)),
                     Some("net.ipv4.conf.{all,<dev>}.rp_filter".into()),
                     Cause::RpFilter,
                     format!("the kernel rejects {src_ip} arriving on {}: its route back to {src_ip} leaves by another device", bridge.name),
@@ -552,6 +580,29 @@ fn walk(
         );
     } else {
         outside(w, local, &answer, route_obj, src, src_ip, dst_ip, bridge, &out_name);
+    }
+}
+
+/// Whether reverse-path filtering explains a rejected input lookup: the effective
+/// `rp_filter` (the larger of `all` and the device's) is strict and the kernel's own route
+/// back to `src` does not leave by the bridge (loose mode: there is no route back at all).
+/// The kernel reports the failed source validation as `EINVAL` (a martian source; older
+/// kernels said `EXDEV`).
+fn rp_filter_mode(dev: &str) -> u8 {
+    let read = |d: &str| {
+        sysctl(&weft_common::sysctl::iface_key("ipv4", d, "rp_filter"))
+            .and_then(|v| v.parse::<u8>().ok())
+            .unwrap_or(0)
+    };
+    read("all").max(read(dev))
+}
+
+fn rp_rejects(host: &mut Netlink, src: Ipv4Addr, bridge: &LinkFacts) -> bool {
+    let back = kernel::route_get(host, &RouteQuery { to: Some(src), ..RouteQuery::default() });
+    match rp_filter_mode(&bridge.name) {
+        1 => back.map(|r| r.oif != Some(bridge.index)).unwrap_or(true),
+        2 => back.is_err(),
+        _ => false,
     }
 }
 
@@ -752,6 +803,16 @@ fn cross_node(
         );
         return;
     };
+    if !vtep.up {
+        w.broken(
+            "vtep",
+            format!("{}@{} DOWN", vtep.name, vtep.index),
+            None,
+            Cause::VtepDown,
+            format!("{} is down (the kernel dropped its routes and neighbours)", vtep.name),
+        );
+        return;
+    }
     let neighs = kernel::neighbours(host, vtep.index).unwrap_or_else(|e| {
         w.notes.push(format!("neighbours of {}: {e}", vtep.name));
         Vec::new()
@@ -1041,12 +1102,19 @@ fn cross_node(
         },
     };
     w.node = at.to_string();
-    remote_hops(w, &v, at, &nmac, lease.as_ref(), dst_ip);
+    remote_hops(w, &v, at, remote_port, &nmac, lease.as_ref(), dst_ip);
 }
 
-fn remote_hops(w: &mut Walk, v: &Value, at: IpAddr, nmac: &str, lease: Option<&PeerLease>, dst_ip: Ipv4Addr) {
-    let url = remote::url(at, 0);
-    let src = Some(format!("flanneld view {}", url.replace(":0/", ":<port>/")));
+fn remote_hops(
+    w: &mut Walk,
+    v: &Value,
+    at: IpAddr,
+    port: u16,
+    nmac: &str,
+    lease: Option<&PeerLease>,
+    dst_ip: Ipv4Addr,
+) {
+    let src = Some(format!("flanneld view {}", remote::url(at, port)));
     let Some(dev) = v.get("device").filter(|d| !d.is_null()) else {
         w.broken(
             "remote-vtep",
