@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, Parser};
 
 use crate::daemon::FirewallOpts;
+use crate::registry::etcd::{EtcdOptions, EtcdTls};
 
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,27 +76,9 @@ pub const FLAGS: &[(&str, Kind)] = &[
     args_override_self = true
 )]
 pub struct Cli {
-    /// Comma-separated etcd endpoints.
-    #[arg(long, default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379")]
-    pub etcd_endpoints: String,
-    /// etcd key prefix.
-    #[arg(long, default_value = "/coreos.com/network")]
-    pub etcd_prefix: String,
-    /// TLS client key for etcd.
-    #[arg(long)]
-    pub etcd_keyfile: Option<PathBuf>,
-    /// TLS client certificate for etcd.
-    #[arg(long)]
-    pub etcd_certfile: Option<PathBuf>,
-    /// TLS CA for etcd.
-    #[arg(long)]
-    pub etcd_cafile: Option<PathBuf>,
-    /// etcd user name (needs --etcd-password).
-    #[arg(long)]
-    pub etcd_username: Option<String>,
-    /// etcd password (needs --etcd-username).
-    #[arg(long)]
-    pub etcd_password: Option<String>,
+    /// etcd connection (shared with `weft doctor`).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Interface (name or IP) for inter-host traffic; repeatable, first that resolves wins.
     #[arg(long, action = ArgAction::Append)]
     pub iface: Vec<String>,
@@ -183,14 +166,48 @@ pub struct Cli {
     pub debug_dataplane: bool,
 }
 
-/// Upstream's default of `--kube-annotation-prefix` (ignored by weft; only another value is
-/// worth a warning).
-const KUBE_ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
-/// Upstream's default of `--net-config-path` (ignored by weft, likewise).
-const NET_CONFIG_PATH: &str = "/etc/kube-flannel/net-conf.json";
+/// The etcd flags, one struct for every binary that reads flanneld's etcd: `flanneld` and
+/// `weft doctor` flatten it (`#[command(flatten)]`), so both take the same `-etcd-*` flags and,
+/// through [`normalise`]/[`merge_env`] or [`etcd_args_from_env`], the same `FLANNELD_ETCD_*`
+/// variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EtcdArgs {
+    /// Comma-separated etcd endpoints.
+    #[arg(long, default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379")]
+    pub etcd_endpoints: String,
+    /// etcd key prefix.
+    #[arg(long, default_value = "/coreos.com/network")]
+    pub etcd_prefix: String,
+    /// TLS client key for etcd.
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// TLS client certificate for etcd.
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// TLS CA for etcd.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// etcd user name (needs --etcd-password).
+    #[arg(long)]
+    pub etcd_username: Option<String>,
+    /// etcd password (needs --etcd-username).
+    #[arg(long)]
+    pub etcd_password: Option<String>,
+}
 
-impl Cli {
-    /// Startup checks that clap cannot express; an error is a bad command line (exit 2).
+/// The etcd flags' names (upstream spelling).
+pub const ETCD_FLAGS: &[&str] = &[
+    "etcd-endpoints",
+    "etcd-prefix",
+    "etcd-keyfile",
+    "etcd-certfile",
+    "etcd-cafile",
+    "etcd-username",
+    "etcd-password",
+];
+
+impl EtcdArgs {
+    /// Checks clap cannot express; an error is a bad command line (exit 2).
     pub fn check(&self) -> Result<(), String> {
         // etcd's Go client authenticates only when both are non-empty, so upstream runs
         // unauthenticated with just one of them: almost certainly a broken config, refused here.
@@ -206,11 +223,95 @@ impl Cli {
     }
 
     /// etcd credentials to use: both or neither (empty values count as unset).
-    pub fn etcd_credentials(&self) -> Option<(String, String)> {
+    pub fn credentials(&self) -> Option<(String, String)> {
         match (&self.etcd_username, &self.etcd_password) {
             (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u.clone(), p.clone())),
             _ => None,
         }
+    }
+
+    /// The TLS files, and a warning when some but not both of key and cert are given: upstream
+    /// builds a TLS config only with both, else connects without TLS.
+    pub fn tls(&self) -> (Option<EtcdTls>, Option<String>) {
+        match (&self.etcd_keyfile, &self.etcd_certfile) {
+            (Some(key), Some(cert)) => {
+                (Some(EtcdTls { cert: cert.clone(), key: key.clone(), ca: self.etcd_cafile.clone() }), None)
+            }
+            _ if self.etcd_cafile.is_some()
+                || self.etcd_keyfile.is_some()
+                || self.etcd_certfile.is_some() =>
+            {
+                (
+                    None,
+                    Some(
+                        "etcd TLS needs both --etcd-keyfile and --etcd-certfile; connecting without TLS"
+                            .into(),
+                    ),
+                )
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// Connection options for [`crate::registry::etcd::EtcdRegistry::connect`]; the TLS files
+    /// are read here (the error names the file).
+    pub fn options(&self, tls: Option<&EtcdTls>) -> Result<EtcdOptions, String> {
+        let creds = self.credentials();
+        Ok(EtcdOptions {
+            endpoints: self
+                .etcd_endpoints
+                .split(',')
+                .filter(|e| !e.trim().is_empty())
+                .map(String::from)
+                .collect(),
+            username: creds.as_ref().map(|(u, _)| u.clone()),
+            password: creds.map(|(_, p)| p),
+            tls: tls.map(EtcdTls::load).transpose().map_err(|e| format!("etcd TLS: {e}"))?,
+        })
+    }
+}
+
+/// For a program that flattens [`EtcdArgs`] (`weft doctor`): rewrites flanneld's single-dash
+/// spelling of the etcd flags (`-etcd-prefix=/x`, `-etcd-prefix /x`) into clap's `--` form and
+/// appends `FLANNELD_ETCD_*` values for etcd flags not on the command line, exactly as
+/// flanneld takes them (command line wins, empty values ignored).
+pub fn etcd_args_from_env(argv: &[String], env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out: Vec<String> = argv
+        .iter()
+        .map(|a| match a.strip_prefix("-etcd-") {
+            Some(rest) if !a.starts_with("--") => format!("--etcd-{rest}"),
+            _ => a.clone(),
+        })
+        .collect();
+    for name in ETCD_FLAGS {
+        let flag = format!("--{name}");
+        let given = out.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        if given {
+            continue;
+        }
+        let var = format!("FLANNELD_{}", name.to_ascii_uppercase().replace('-', "_"));
+        if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
+            out.push(format!("{flag}={value}"));
+        }
+    }
+    out
+}
+
+/// Upstream's default of `--kube-annotation-prefix` (ignored by weft; only another value is
+/// worth a warning).
+const KUBE_ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
+/// Upstream's default of `--net-config-path` (ignored by weft, likewise).
+const NET_CONFIG_PATH: &str = "/etc/kube-flannel/net-conf.json";
+
+impl Cli {
+    /// Startup checks that clap cannot express; an error is a bad command line (exit 2).
+    pub fn check(&self) -> Result<(), String> {
+        self.etcd.check()
+    }
+
+    /// etcd credentials to use: both or neither (empty values count as unset).
+    pub fn etcd_credentials(&self) -> Option<(String, String)> {
+        self.etcd.credentials()
     }
 
     /// Warnings about settings that are accepted but have no effect.
@@ -431,8 +532,8 @@ mod tests {
             "-etcd-endpoints=http://a:2379 --etcd-prefix /x -iface eth0 --iface=198.18.0.2 -ip-masq -iptables-forward-rules=false -subnet-lease-renew-margin 30 -v=2 -healthz-port 8471",
             &[],
         );
-        assert_eq!(c.etcd_endpoints, "http://a:2379");
-        assert_eq!(c.etcd_prefix, "/x");
+        assert_eq!(c.etcd.etcd_endpoints, "http://a:2379");
+        assert_eq!(c.etcd.etcd_prefix, "/x");
         assert_eq!(c.iface, vec!["eth0", "198.18.0.2"]);
         assert!(c.ip_masq);
         assert!(!c.iptables_forward_rules);
@@ -459,8 +560,8 @@ mod tests {
                 ("FLANNELD_IPTABLES_FORWARD_RULES", "maybe"),
             ],
         );
-        assert_eq!(c.etcd_prefix, "/cli");
-        assert_eq!(c.etcd_endpoints, "http://e:1");
+        assert_eq!(c.etcd.etcd_prefix, "/cli");
+        assert_eq!(c.etcd.etcd_endpoints, "http://e:1");
         assert!(c.ip_masq);
         assert_eq!(c.iface, vec!["eth1,eth2"]);
         assert!(c.public_ip.is_none());
@@ -534,6 +635,43 @@ mod tests {
         assert_eq!(c.etcd_credentials(), Some(("flannel".into(), "secret".into())));
         assert_eq!(run("", &[]).etcd_credentials(), None);
         assert_eq!(run("-etcd-username= -etcd-password=", &[]).etcd_credentials(), None);
+    }
+
+    #[test]
+    fn etcd_args_for_other_programs_take_flanneld_spelling_and_env() {
+        let argv: Vec<String> = ["weft", "doctor", "-etcd-prefix=/x", "-etcd-cafile", "/ca.pem", "--json"]
+            .map(String::from)
+            .to_vec();
+        let env = [
+            ("FLANNELD_ETCD_PREFIX", "/env"),
+            ("FLANNELD_ETCD_ENDPOINTS", "http://e:1"),
+            ("FLANNELD_ETCD_USERNAME", ""),
+        ];
+        let out =
+            etcd_args_from_env(&argv, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()));
+        assert_eq!(
+            out,
+            [
+                "weft",
+                "doctor",
+                "--etcd-prefix=/x",
+                "--etcd-cafile",
+                "/ca.pem",
+                "--json",
+                "--etcd-endpoints=http://e:1"
+            ]
+            .map(String::from)
+            .to_vec()
+        );
+        #[derive(Parser)]
+        struct Other {
+            #[command(flatten)]
+            etcd: EtcdArgs,
+        }
+        let o = Other::try_parse_from(["x", "--etcd-username=u", "--etcd-password=p"]).unwrap();
+        assert_eq!(o.etcd.credentials(), Some(("u".into(), "p".into())));
+        assert_eq!(o.etcd.etcd_prefix, "/coreos.com/network");
+        assert!(o.etcd.options(None).unwrap().endpoints.len() == 2);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use weft_flanneld::daemon::{self, DaemonConfig};
 use weft_flanneld::health::{self, Health};
 use weft_flanneld::iface::{self, IfaceOpts};
 use weft_flanneld::metrics::Metrics;
-use weft_flanneld::registry::etcd::{EtcdOptions, EtcdRegistry, EtcdTls};
+use weft_flanneld::registry::etcd::{EtcdRegistry, EtcdTls};
 use weft_flanneld::state;
 
 fn main() -> ExitCode {
@@ -73,18 +73,10 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.kube_subnet_mgr {
         return Err("--kube-subnet-mgr is not supported by weft flanneld (etcd mode only)".into());
     }
-    let tls = match (&cli.etcd_keyfile, &cli.etcd_certfile) {
-        (Some(key), Some(cert)) => {
-            Some(EtcdTls { cert: cert.clone(), key: key.clone(), ca: cli.etcd_cafile.clone() })
-        }
-        _ => {
-            if cli.etcd_cafile.is_some() || cli.etcd_keyfile.is_some() || cli.etcd_certfile.is_some() {
-                // Upstream builds a TLS config only with both key and cert, else connects insecurely.
-                warn!("etcd TLS needs both --etcd-keyfile and --etcd-certfile; connecting without TLS");
-            }
-            None
-        }
-    };
+    let (tls, tls_warning) = cli.etcd.tls();
+    if let Some(w) = tls_warning {
+        warn!("{w}");
+    }
     if cli.public_ipv6.is_some() {
         warn!("--public-ipv6 is ignored: IPv6 is not supported by weft flanneld yet");
     }
@@ -139,13 +131,7 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         tokio::spawn(health::serve(listener, routes, stopped()));
     }
 
-    let creds = cli.etcd_credentials();
-    let opts = EtcdOptions {
-        endpoints: cli.etcd_endpoints.split(',').filter(|e| !e.trim().is_empty()).map(String::from).collect(),
-        username: creds.as_ref().map(|(u, _)| u.clone()),
-        password: creds.map(|(_, p)| p),
-        tls: tls.map(|t| t.load()).transpose().map_err(|e| format!("etcd TLS: {e}"))?,
-    };
+    let opts = cli.etcd.options(tls.as_ref())?;
     let mut backoff = Duration::from_millis(500);
     let registry = loop {
         tokio::select! {
@@ -165,7 +151,7 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
 
     let mac_file = cli.vtep_mac_file.clone().unwrap_or_else(|| state::mac_file_for(&cli.subnet_file));
     let config = DaemonConfig {
-        etcd_prefix: cli.etcd_prefix.clone(),
+        etcd_prefix: cli.etcd.etcd_prefix.clone(),
         public_ip: ext.public_ip,
         underlay_index: ext.index,
         underlay_mtu: ext.mtu,

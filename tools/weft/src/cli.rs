@@ -93,37 +93,26 @@ pub struct PathArgs {
     pub dst: String,
 }
 
+/// flanneld's default health port is 0 (server off), which cannot be asked; doctor uses the port
+/// the weft lab and `weft path` use. `FLANNELD_HEALTHZ_PORT` (flanneld's own variable) overrides it.
+pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Print JSON (`findings`).
-    #[arg(long)]
+    /// Print JSON (`healthy`, `findings` with `cause` and `nodes`, `dry_run`, `nodes`).
+    #[arg(long, conflicts_with = "dot")]
     pub json: bool,
-    /// Print a Graphviz graph.
+    /// Print a Graphviz graph of nodes, subnets, VTEPs and overlay links (broken ones red).
     #[arg(long)]
     pub dot: bool,
-    /// Comma-separated etcd endpoints.
-    #[arg(
-        long,
-        env = "FLANNELD_ETCD_ENDPOINTS",
-        default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: String,
-    /// etcd key prefix.
-    #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
-    pub etcd_prefix: String,
-    /// TLS client key for etcd.
-    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
-    pub etcd_keyfile: Option<PathBuf>,
-    /// TLS client certificate for etcd.
-    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
-    pub etcd_certfile: Option<PathBuf>,
-    /// TLS CA for etcd.
-    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
-    pub etcd_cafile: Option<PathBuf>,
-    /// etcd user name (needs --etcd-password).
-    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
-    pub etcd_username: Option<String>,
-    /// etcd password (needs --etcd-username).
-    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
-    pub etcd_password: Option<String>,
+    /// Port of every node's flanneld health server (`-healthz-port`) serving /debug/dataplane.
+    #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = DEFAULT_HEALTHZ_PORT)]
+    pub healthz_port: u16,
+    /// Time allowed for each node's view, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+    /// etcd: flanneld's flags (`-etcd-endpoints`, `-etcd-prefix`, TLS, user/password) and
+    /// `FLANNELD_ETCD_*` variables.
+    #[command(flatten)]
+    pub etcd: weft_flanneld::cli::EtcdArgs,
 }

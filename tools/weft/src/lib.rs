@@ -4,6 +4,7 @@
 
 pub mod cause;
 pub mod cli;
+pub mod doctor;
 pub mod exit;
 pub mod firewall;
 pub mod kernel;

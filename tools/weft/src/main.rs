@@ -1,10 +1,16 @@
 use clap::Parser;
 
 use weft_cli::cli::{Cli, Command};
-use weft_cli::{exit, path, pods};
+use weft_cli::{doctor, exit, path, pods};
 
 fn main() {
-    let cli = Cli::parse();
+    // `weft doctor` takes flanneld's etcd flags as flanneld does: single-dash spelling and
+    // FLANNELD_ETCD_* variables (command line wins, empty values ignored).
+    let mut argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if argv.get(1).map(String::as_str) == Some("doctor") {
+        argv = weft_flanneld::cli::etcd_args_from_env(&argv, |k| std::env::var(k).ok());
+    }
+    let cli = Cli::parse_from(argv);
     let code = match cli.command {
         Command::Pods(args) => match pods::collect(&args.dirs) {
             Ok(report) => {
@@ -54,10 +60,7 @@ fn main() {
                 exit::ERROR
             }
         },
-        Command::Doctor(_) => {
-            eprintln!("weft: not implemented yet");
-            exit::ERROR
-        }
+        Command::Doctor(args) => doctor::run(&args),
     };
     std::process::exit(code);
 }

@@ -139,7 +139,7 @@ pub(crate) fn is_add(op: &NetOp) -> bool {
 }
 
 /// A short description of `op` for errors and logs, in `ip`/`bridge` words.
-pub(crate) fn describe(op: &NetOp) -> String {
+pub fn describe(op: &NetOp) -> String {
     match op {
         NetOp::AddNeigh { ip, mac } => format!("add neigh {ip} lladdr {}", mac_str(mac)),
         NetOp::DelNeigh { ip, mac } => format!("del neigh {ip} lladdr {}", mac_str(mac)),
