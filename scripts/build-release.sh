@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 # Package and binary of every static CNI binary.
 cni_bins=(weft-bridge:bridge weft-host-local:host-local weft-flannel:flannel weft-cnitool:cnitool)
-other_bins=(flanneld weft-lab weft-bench)
+other_bins=(flanneld weft weft-lab weft-bench)
 dist=target/dist
 mkdir -p "$dist"
 

@@ -181,6 +181,28 @@ pub struct RouteQuery {
     pub mark: Option<u32>,
 }
 
+impl std::fmt::Display for RouteQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(t) = self.to {
+            parts.push(format!("{t}"));
+        }
+        if let Some(s) = self.from {
+            parts.push(format!("from {s}"));
+        }
+        if let Some(i) = self.iif {
+            parts.push(format!("iif {i}"));
+        }
+        if let Some(o) = self.oif {
+            parts.push(format!("oif {o}"));
+        }
+        if let Some(m) = self.mark {
+            parts.push(format!("mark {m:#x}"));
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
 fn kind_name(k: RouteType) -> String {
     match k {
         RouteType::Unicast => "unicast".into(),
@@ -223,7 +245,7 @@ pub fn route_get(nl: &mut Netlink, q: &RouteQuery) -> Result<RouteAnswer, Error>
     if let Some(m) = q.mark {
         msg.attributes.push(RouteAttribute::Mark(m));
     }
-    let object = format!("{q:?}");
+    let object = q.to_string();
     let answers = nl.request(RouteNetlinkMessage::GetRoute(msg), "route get", &object)?;
     let r = answers
         .iter()
@@ -310,7 +332,14 @@ fn neigh_state(s: NeighbourState) -> (String, bool) {
 fn neigh_dump(nl: &mut Netlink, family: AddressFamily, index: u32) -> Result<Vec<NeighbourMessage>, Error> {
     let mut msg = NeighbourMessage::default();
     msg.header.family = family;
-    msg.header.ifindex = index;
+    if family == AddressFamily::Bridge {
+        // rtnl_fdb_dump: the header's ifindex selects the port (or the device itself).
+        msg.header.ifindex = index;
+    } else {
+        // neigh_valid_dump_req refuses a header ifindex under strict checking; the filter is
+        // the NDA_IFINDEX attribute.
+        msg.attributes.push(NeighbourAttribute::IfIndex(index));
+    }
     let answers =
         nl.dump(RouteNetlinkMessage::GetNeighbour(msg), "list neighbours", &format!("index {index}"))?;
     Ok(answers
@@ -354,6 +383,12 @@ pub fn fdb(nl: &mut Netlink, index: u32) -> Result<Vec<Fdb>, Error> {
             let dst = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
                 NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+                // AF_BRIDGE messages carry NDA_DST as raw bytes.
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+                    4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                    _ => None,
+                },
                 _ => None,
             });
             Some(Fdb { mac, dst })

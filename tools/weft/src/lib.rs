@@ -8,5 +8,8 @@ pub mod doctor;
 pub mod exit;
 pub mod firewall;
 pub mod kernel;
+pub mod leases;
+pub mod path;
 pub mod pods;
+pub mod remote;
 pub mod state;

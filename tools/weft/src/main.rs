@@ -1,7 +1,7 @@
 use clap::Parser;
 
 use weft_cli::cli::{Cli, Command};
-use weft_cli::{doctor, exit, pods};
+use weft_cli::{doctor, exit, path, pods};
 
 fn main() {
     // `weft doctor` takes flanneld's etcd flags as flanneld does: single-dash spelling and
@@ -36,11 +36,31 @@ fn main() {
                 exit::ERROR
             }
         },
+        Command::Path(args) => match path::run(&args) {
+            Ok(out) => {
+                if args.json {
+                    match serde_json::to_string_pretty(&out.report) {
+                        Ok(j) => println!("{j}"),
+                        Err(e) => eprintln!("weft path: render JSON: {e}"),
+                    }
+                } else {
+                    print!("{}", path::render_text(&out.report, args.brief));
+                }
+                if let Some(e) = &out.unreadable {
+                    eprintln!("weft path: {e}");
+                    exit::ERROR
+                } else if out.report.cause.is_some() {
+                    exit::BROKEN
+                } else {
+                    exit::OK
+                }
+            }
+            Err(e) => {
+                eprintln!("weft path: {e}");
+                exit::ERROR
+            }
+        },
         Command::Doctor(args) => doctor::run(&args),
-        Command::Path(_) => {
-            eprintln!("weft: not implemented yet");
-            exit::ERROR
-        }
     };
     std::process::exit(code);
 }

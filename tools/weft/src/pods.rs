@@ -93,7 +93,8 @@ pub enum Orphan {
     Veth { name: String, index: u32, bridge: Option<String> },
     /// A host-local reservation no pod interface holds.
     Reservation { path: PathBuf, ip: IpAddr, container_id: String, ifname: String },
-    /// A result-cache entry with no reservation for its addresses.
+    /// A result-cache entry with no reservation for its addresses, or no interface (its pod
+    /// namespace was deleted without a CNI DEL).
     Cache { path: PathBuf, container_id: String, ifname: String, netns: Option<String>, netns_exists: bool },
 }
 
@@ -344,7 +345,8 @@ fn orphans(
             && c.ips
                 .iter()
                 .all(|i| reservations.iter().any(|r| r.ip == i.ip() && r.container_id == c.container_id));
-        if !reserved {
+        let attached = pods.iter().any(|p| p.cache.as_ref().is_some_and(|pc| pc.path == c.path));
+        if !reserved || !attached {
             out.push(Orphan::Cache {
                 path: c.path.clone(),
                 container_id: c.container_id.clone(),
@@ -435,7 +437,7 @@ pub fn render_table(r: &PodsReport) -> String {
                     )
                 }
                 Orphan::Cache { path, container_id, netns, netns_exists, .. } => format!(
-                    "  cache       {container_id} ({}): no reservation; netns {} {}",
+                    "  cache       {container_id} ({}): no live attachment; netns {} {}",
                     path.display(),
                     netns.as_deref().unwrap_or("-"),
                     if *netns_exists { "exists" } else { "is gone" }

@@ -1,0 +1,63 @@
+//! Leases straight from etcd (with flanneld's registry and key/value codec), for the "where
+//! it should have come from" side of a hop.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+use weft_flanneld::lease::{self, LeaseAttrs};
+use weft_flanneld::registry::etcd::{EtcdOptions, EtcdRegistry};
+use weft_flanneld::registry::Registry;
+
+/// One subnet lease as stored in etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub key: String,
+    pub subnet: Ipv4Network,
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: Option<String>,
+    pub vni: Option<u32>,
+    pub revision: i64,
+}
+
+/// How long reading etcd may take in all.
+const ETCD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Reads every lease under `<prefix>/subnets/`; malformed records are skipped.
+pub fn read(endpoints: &str, prefix: &str) -> Result<Vec<Lease>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start async runtime: {e}"))?;
+    let opts = EtcdOptions {
+        endpoints: endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect(),
+        ..EtcdOptions::default()
+    };
+    let dir = lease::subnets_dir(prefix);
+    let records = rt.block_on(async {
+        tokio::time::timeout(ETCD_DEADLINE, async {
+            let reg = EtcdRegistry::connect(&opts).await.map_err(|e| e.to_string())?;
+            reg.list(&dir).await.map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| format!("etcd at {endpoints} did not answer within {}s", ETCD_DEADLINE.as_secs()))?
+    });
+    let (records, _) = records.map_err(|e| format!("read leases from etcd at {endpoints}: {e}"))?;
+    let mut out = Vec::new();
+    for r in records {
+        let Ok(key) = lease::parse_lease_path(&dir, &r.key) else { continue };
+        let Ok(attrs) = LeaseAttrs::parse(&r.value) else { continue };
+        let subnet = key.ipv4;
+        let data = attrs.backend_data.as_ref();
+        out.push(Lease {
+            key: r.key.clone(),
+            subnet,
+            public_ip: attrs.public_ip,
+            vtep_mac: data.and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_lowercase),
+            vni: data.and_then(|d| d.get("VNI")).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok()),
+            revision: r.mod_revision,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,273 @@
+//! `weft pods` and `weft path` in a two-node lab (etcd, weft flanneld with -debug-dataplane,
+//! two pods per node): a healthy lab, then one broken link at a time (flanneld frozen with
+//! SIGSTOP so the break holds), each named by its cause code and healthy again once repaired.
+//! Needs root and the built binaries; never skipped.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{assert_broken, assert_reachable, on, path, wait_reachable, weft, Freeze, PREFIX};
+use serde_json::Value;
+use weft_lab::ns::require_root;
+use weft_lab::{FlannelSpec, Lab};
+
+fn lab() -> Lab {
+    require_root();
+    Lab::flannel(PREFIX, FlannelSpec { nodes: 2, pods_per_node: 2, etcd_members: 1 }).unwrap()
+}
+
+/// The pod's interface index as the pod itself sees its peer (`iflink`), read with `ip -j`.
+fn pod_peer_index(lab: &Lab, p: usize) -> u64 {
+    let v = lab.pod(p).unwrap().ns().ip_json(&["link", "show", "dev", "eth0"]);
+    v[0]["link_index"].as_u64().unwrap()
+}
+
+#[test]
+fn healthy_lab_lists_pods_and_every_path_is_reachable() {
+    let lab = lab();
+    // pods: exactly the pods of each node, each with its real host veth.
+    for n in 0..2 {
+        let run = weft(&lab, n, "pods", &["--json"]);
+        assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+        let v: Value = serde_json::from_str(&run.stdout).unwrap();
+        let listed = v["pods"].as_array().unwrap();
+        let mine: Vec<usize> = (0..lab.pods().len()).filter(|p| lab.pod(*p).unwrap().node() == n).collect();
+        assert_eq!(listed.len(), mine.len(), "{}", run.stdout);
+        assert!(v["orphans"].as_array().unwrap().is_empty(), "{}", run.stdout);
+        for p in mine {
+            let pod = lab.pod(p).unwrap();
+            let entry = listed
+                .iter()
+                .find(|e| e["netns"] == pod.ns().path().as_str())
+                .unwrap_or_else(|| panic!("pod {} missing:\n{}", pod.ns().path(), run.stdout));
+            assert_eq!(
+                entry["addresses"][0].as_str().unwrap().split('/').next(),
+                Some(pod.ip().to_string().as_str())
+            );
+            assert_eq!(entry["host_veth"]["index"].as_u64(), Some(pod_peer_index(&lab, p)));
+            assert_eq!(entry["host_veth"]["bridge"], "cni0");
+            assert_eq!(entry["host_veth"]["peer_confirmed"], true);
+            // The host veth named is really a veth on cni0 in the node (read with ip -j).
+            let name = entry["host_veth"]["name"].as_str().unwrap();
+            let link = lab.node(n).unwrap().ns().ip_json(&["link", "show", "dev", name]);
+            assert_eq!(link[0]["master"], "cni0");
+            assert_eq!(entry["reservations"][0]["container_id"], entry["container_id"]);
+            assert_eq!(entry["cache"]["container_id"], entry["container_id"]);
+            assert_eq!(entry["masquerade"]["expected_by"], "flanneld");
+            assert_eq!(entry["masquerade"]["present"], true);
+        }
+        let table = weft(&lab, n, "pods", &[]);
+        assert_eq!(table.status, Some(0));
+        assert!(table.stdout.starts_with("CONTAINER"), "{}", table.stdout);
+    }
+    // path: every pair, from the source's node; by IP, container ID and netns path.
+    let pods: Vec<(usize, String, String)> =
+        lab.pods().iter().map(|p| (p.node(), p.ip().to_string(), p.ns().path())).collect();
+    for (sn, sip, _) in &pods {
+        for (_, dip, _) in pods.iter().filter(|d| d.1 != *sip) {
+            assert_reachable(&lab, *sn, sip, dip);
+        }
+    }
+    let (code, v, run) = path(&lab, 0, &pods[0].2, &pods[2].1);
+    assert_eq!(code, 0, "{}", run.stdout);
+    let steps: Vec<&str> =
+        v["hops"].as_array().unwrap().iter().map(|h| h["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        [
+            "pod",
+            "pod-route",
+            "veth",
+            "bridge",
+            "host-route",
+            "forward",
+            "vtep",
+            "neighbour",
+            "fdb",
+            "underlay",
+            "remote-vtep",
+            "remote-route",
+            "dst-pod"
+        ]
+    );
+    // The remote node's hops are the remote node's.
+    assert_eq!(v["hops"][10]["node"], lab.node(1).unwrap().ip().to_string());
+    // The same with the leases read from etcd.
+    let ep = lab.etcd().unwrap().endpoints();
+    let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, "--json", &pods[0].1, &pods[3].1]);
+    assert_eq!(r.status, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("rev "), "lease revision cited: {}", r.stdout);
+    // Outside the cluster (etcd's address on the underlay switch): masqueraded.
+    let outside = lab.etcd().unwrap().members()[0].ip().to_string();
+    let (code, v, run) = path(&lab, 0, &pods[0].1, &outside);
+    assert_eq!(code, 0, "{}", run.stdout);
+    let masq = v["hops"].as_array().unwrap().iter().find(|h| h["step"] == "masquerade").unwrap();
+    assert!(masq["object"].as_str().unwrap().contains("MASQUERADE"), "{masq}");
+    // Another node's underlay address.
+    assert_reachable(&lab, 0, &pods[0].1, &lab.node(1).unwrap().ip().to_string());
+    // The minimal text form is stable: step names and the verdict only.
+    let brief = weft(&lab, 0, "path", &["--brief", &pods[0].1, &pods[2].1]);
+    assert_eq!(
+        brief.stdout,
+        "✓ pod\n✓ pod-route\n✓ veth\n✓ bridge\n✓ host-route\n✓ forward\n✓ vtep\n✓ neighbour\n✓ fdb\n✓ underlay\n\
+         ✓ remote-vtep remote\n✓ remote-route remote\n✓ dst-pod remote\nreachable\n"
+    );
+}
+
+/// Lease facts of node `i`: (subnet, gateway S.0, VtepMAC).
+fn lease(lab: &Lab, i: usize) -> (String, String, String) {
+    let l = lab.lease(i).unwrap().unwrap();
+    let mac = l.attrs["BackendData"]["VtepMAC"].as_str().unwrap().to_lowercase();
+    (l.subnet.to_string(), l.subnet.network().to_string(), mac)
+}
+
+#[test]
+fn each_broken_link_is_named_and_healthy_after_repair() {
+    let lab = lab();
+    let src = lab.pod(0).unwrap().ip().to_string();
+    let dst = lab.pod(2).unwrap().ip().to_string();
+    let local_dst = lab.pod(1).unwrap().ip().to_string();
+    let outside = lab.etcd().unwrap().members()[0].ip().to_string();
+    let peer_ip = lab.node(1).unwrap().ip().to_string();
+    let (subnet, gw, mac) = lease(&lab, 1);
+    assert_reachable(&lab, 0, &src, &dst);
+
+    // F1: the peer route deleted.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        on(&lab, 0, &["ip", "route", "del", &subnet]);
+        assert_broken(&lab, 0, &src, &dst, "host-route", "NO_ROUTE");
+        on(&lab, 0, &["ip", "route", "add", &subnet, "via", &gw, "dev", "flannel.1", "onlink"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F3: the FDB entry deleted.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        on(&lab, 0, &["bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &peer_ip]);
+        assert_broken(&lab, 0, &src, &dst, "fdb", "FDB_MISSING");
+        on(
+            &lab,
+            0,
+            &["bridge", "fdb", "append", &mac, "dev", "flannel.1", "dst", &peer_ip, "self", "permanent"],
+        );
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F3: the neighbour's MAC changed (with and without etcd as the lease source).
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        on(
+            &lab,
+            0,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                &gw,
+                "lladdr",
+                "02:00:00:00:00:99",
+                "dev",
+                "flannel.1",
+                "nud",
+                "permanent",
+            ],
+        );
+        assert_broken(&lab, 0, &src, &dst, "neighbour", "NEIGH_MAC_STALE");
+        let ep = lab.etcd().unwrap().endpoints();
+        let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, "--json", &src, &dst]);
+        assert_eq!(r.status, Some(1), "{}", r.stdout);
+        assert!(r.stdout.contains("\"cause\": \"NEIGH_MAC_STALE\""), "{}", r.stdout);
+        on(&lab, 0, &["ip", "neigh", "replace", &gw, "lladdr", &mac, "dev", "flannel.1", "nud", "permanent"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F4: flannel.1 down (the kernel drops its routes and neighbours with it).
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        on(&lab, 0, &["ip", "link", "set", "flannel.1", "down"]);
+        assert_broken(&lab, 0, &src, &dst, "vtep", "VTEP_DOWN");
+        on(&lab, 0, &["ip", "link", "set", "flannel.1", "up"]);
+        on(&lab, 0, &["ip", "neigh", "replace", &gw, "lladdr", &mac, "dev", "flannel.1", "nud", "permanent"]);
+        on(
+            &lab,
+            0,
+            &["bridge", "fdb", "replace", &mac, "dev", "flannel.1", "dst", &peer_ip, "self", "permanent"],
+        );
+        on(&lab, 0, &["ip", "route", "replace", &subnet, "via", &gw, "dev", "flannel.1", "onlink"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F8: the pod's MTU above what the overlay carries.
+    {
+        let pod = lab.pod(0).unwrap();
+        let before = pod.mtu().unwrap().to_string();
+        assert!(pod.ns().exec(&["ip", "link", "set", "eth0", "mtu", "1500"]).ok());
+        assert_broken(&lab, 0, &src, &dst, "pod", "MTU_MISMATCH");
+        assert!(pod.ns().exec(&["ip", "link", "set", "eth0", "mtu", &before]).ok());
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F11: the pod's bridge port down (same-node and cross-node paths both name it).
+    {
+        let pods = weft(&lab, 0, "pods", &["--json"]);
+        let v: Value = serde_json::from_str(&pods.stdout).unwrap();
+        let src_ns = lab.pod(0).unwrap().ns().path();
+        let veth = v["pods"].as_array().unwrap().iter().find(|p| p["netns"] == src_ns.as_str()).unwrap()
+            ["host_veth"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        on(&lab, 0, &["ip", "link", "set", &veth, "down"]);
+        assert_broken(&lab, 0, &src, &dst, "veth", "BRIDGE_PORT_DOWN");
+        assert_broken(&lab, 0, &src, &local_dst, "veth", "BRIDGE_PORT_DOWN");
+        let table = weft(&lab, 0, "pods", &[]);
+        assert_eq!(table.status, Some(1), "pods reports the problem: {}", table.stdout);
+        on(&lab, 0, &["ip", "link", "set", &veth, "up"]);
+        wait_reachable(&lab, 0, &src, &dst);
+    }
+    // F11: ip_forward off.
+    {
+        on(&lab, 0, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        assert_broken(&lab, 0, &src, &dst, "host-route", "IP_FORWARD_OFF");
+        on(&lab, 0, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F10: strict rp_filter with an asymmetric path back to the pod.
+    {
+        let before = on(&lab, 0, &["sysctl", "-n", "net.ipv4.conf.all.rp_filter"]).trim().to_string();
+        on(&lab, 0, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
+        on(&lab, 0, &["ip", "route", "add", &format!("{src}/32"), "dev", "eth0"]);
+        assert_broken(&lab, 0, &src, &dst, "host-route", "RP_FILTER");
+        on(&lab, 0, &["ip", "route", "del", &format!("{src}/32"), "dev", "eth0"]);
+        on(&lab, 0, &["sysctl", "-qw", &format!("net.ipv4.conf.all.rp_filter={before}")]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F7: FORWARD policy DROP with flanneld's accept rules gone.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let saved = on(&lab, 0, &["iptables-save", "-t", "filter"]);
+        on(&lab, 0, &["iptables", "-P", "FORWARD", "DROP"]);
+        on(&lab, 0, &["iptables", "-F", "FLANNEL-FWD"]);
+        assert_broken(&lab, 0, &src, &dst, "forward", "FORWARD_DROP");
+        let r = lab.node(0).unwrap().ns().exec_with(&["iptables-restore"], &[], saved.as_bytes());
+        assert!(r.ok(), "{}", r.stderr);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // Masquerade removed: an outside destination is named, pod-to-pod is not affected.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let saved = on(&lab, 0, &["iptables-save", "-t", "nat"]);
+        on(&lab, 0, &["iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG"]);
+        assert_broken(&lab, 0, &src, &outside, "masquerade", "MASQ_MISSING");
+        assert_reachable(&lab, 0, &src, &dst);
+        let r = lab.node(0).unwrap().ns().exec_with(&["iptables-restore"], &[], saved.as_bytes());
+        assert!(r.ok(), "{}", r.stderr);
+        assert_reachable(&lab, 0, &src, &outside);
+    }
+    // The remote flanneld stopped: its view cannot be read (exit 2, cause named).
+    {
+        let _f = Freeze::new(&lab, &[1]);
+        let (code, v, run) = path(&lab, 0, &src, &dst);
+        assert_eq!(code, 2, "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(v["cause"], "REMOTE_VIEW_UNAVAILABLE", "{}", run.stdout);
+        assert!(run.stderr.contains("/debug/dataplane"), "{}", run.stderr);
+    }
+    assert_reachable(&lab, 0, &src, &dst);
+}
