@@ -472,16 +472,13 @@ pub fn diagnose(c: &Cluster) -> Report {
         })
         .collect();
     findings = merge_per_node(findings);
-    findings.sort_by(|a, b| {
-        (a.severity, a.cause.failure_mode().unwrap_or("F99").len(), a.cause.failure_mode(), a.cause)
-            .cmp(&(
-                b.severity,
-                b.cause.failure_mode().unwrap_or("F99").len(),
-                b.cause.failure_mode(),
-                b.cause,
-            ))
-            .then(a.nodes.cmp(&b.nodes))
-    });
+    // Errors first; among them causes that break a whole node (device, lease, forwarding,
+    // view) before the per-link symptoms they usually explain; then by failure mode.
+    let rank = |f: &Finding| {
+        let fm = f.cause.failure_mode().unwrap_or("F99");
+        (f.severity, !breaks_links(f.cause), fm.len(), fm, f.cause)
+    };
+    findings.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.nodes.cmp(&b.nodes)));
     for f in &findings {
         if f.peer.is_none() {
             for n in &f.nodes {
