@@ -3,8 +3,15 @@
 //! Checks run in the reference skel's order (reference/cni.md §2.2): `CNI_*` variables,
 //! then stdin, the network name, the command and the version. The "CNI_NETNS is my own
 //! namespace" check runs *before* ADD/CHECK do any work (the reference runs it after).
+//!
+//! A panic (a bug: plugins never panic on input) still answers the runtime: [`run`] installs a
+//! hook that prints the spec's error document (code 999, the panic message and location in
+//! `details`) on stdout and exits 1, before the release profile's `panic = "abort"` would end
+//! the process with SIGABRT and an empty stdout, which a runtime reports as an unparsable result.
 
 use std::io::{Read, Write};
+use std::panic::PanicHookInfo;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -95,6 +102,7 @@ pub struct Outcome {
 /// Runs `plugin` as a CNI plugin process and exits. `name` is used in the "about" text.
 pub fn run<P: Plugin>(plugin: P, name: &str) -> ! {
     crate::log::init_plugin();
+    install_panic_hook();
     let outcome = dispatch(&plugin, name, &|k| std::env::var(k).ok(), &mut std::io::stdin());
     if !outcome.stderr.is_empty() {
         let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
@@ -103,6 +111,42 @@ pub fn run<P: Plugin>(plugin: P, name: &str) -> ! {
     let _ = out.write_all(outcome.stdout.as_bytes());
     let _ = out.flush();
     std::process::exit(outcome.exit)
+}
+
+/// The `cniVersion` a panic's error document carries: the request's, once it is known.
+static ANSWER_VERSION: OnceLock<String> = OnceLock::new();
+
+/// Makes a panic answer with the spec's error document on stdout and exit status 1 (see the
+/// module docs). The default hook still prints the message (and backtrace) on stderr. No
+/// stdout has been written when the plugin runs: [`run`] writes the outcome only at the end.
+fn install_panic_hook() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let version = ANSWER_VERSION.get().map_or(version::CURRENT, String::as_str);
+        let doc = panic_error(info).to_json(version);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(doc.as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+        drop(out);
+        default_hook(info);
+        std::process::exit(1);
+    }));
+}
+
+/// Code 999 with the panic message and where it happened.
+fn panic_error(info: &PanicHookInfo<'_>) -> CniError {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let details = match info.location() {
+        Some(l) => format!("{message} (at {}:{}:{})", l.file(), l.line(), l.column()),
+        None => message.to_string(),
+    };
+    CniError::internal("internal error: plugin panicked", details)
 }
 
 fn fail(err: CniError, version: &str) -> Outcome {
@@ -241,6 +285,8 @@ pub fn dispatch<P: Plugin>(
             )
         }
     };
+    // For a panic's answer; a process serves one request (tests call dispatch many times).
+    let _ = ANSWER_VERSION.set(requested.clone());
     let network = match conf::validate_network_name(conf_value.get("name")) {
         Ok(n) => n,
         Err(e) => return fail(e, &requested),
@@ -299,10 +345,10 @@ pub fn dispatch<P: Plugin>(
     };
     let ok = |stdout: String| Outcome { stdout, stderr: String::new(), exit: 0 };
     let outcome = match command {
-        Command::Add => plugin
-            .add(&args)
-            .and_then(|r| r.render(&requested))
-            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Command::Add => plugin.add(&args).and_then(|r| r.render(&requested)).and_then(|v| {
+            serde_json::to_string_pretty(&v)
+                .map_err(|e| CniError::internal("encode the result", e.to_string()))
+        }),
         Command::Del => plugin.del(&args).map(|()| String::new()),
         Command::Check => plugin.check(&args).map(|()| String::new()),
         Command::Gc => plugin.gc(&args).map(|()| String::new()),
