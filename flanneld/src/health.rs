@@ -1,16 +1,31 @@
-//! Health and readiness (reference/flannel.md §11) and a tiny HTTP/1.0-style server for
-//! `/healthz`, `/readyz` and `/metrics`.
+//! Health and readiness (reference/flannel.md §11) and the small HTTP server for `/healthz`,
+//! `/readyz`, `/metrics` and any extra read-only routes (see [`Routes::route`]).
 //!
 //! The daemon loop publishes its state here; the server only reads it. Unlike upstream (which
 //! always answers 200), `/healthz` reflects real state: lease held, etcd reachable and the mesh
 //! programmed, else 503 with the reason. `/readyz` turns 200 once subnet.env is written.
+//!
+//! HTTP/1.1 is hyper's (already compiled in through tonic), one request per connection. The
+//! server must never hurt the daemon: at most [`Limits::max_connections`] connections are served
+//! at once (more wait in the kernel's accept queue), each gets [`Limits::request_timeout`], and a
+//! failing `accept` (EMFILE, ENFILE, ENOBUFS...) backs off from 5 ms to 1 s instead of spinning,
+//! as Go's `net/http` `Server.Serve` does, logging each distinct error once.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::debug;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 
@@ -77,92 +92,300 @@ impl Health {
     }
 }
 
-/// Serves until `shutdown` completes. `metrics` enables `/metrics`.
-pub async fn serve(
-    listener: TcpListener,
+/// One response: status, `Content-Type` and body. A `HEAD` request gets the same status and
+/// headers without the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    /// A `text/plain` reply.
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+    }
+
+    /// An `application/json` reply; `body` is JSON already.
+    pub fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply { status, content_type: "application/json", body: body.into() }
+    }
+}
+
+/// The future an extra route's handler returns.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// An extra route's handler: called once per `GET`/`HEAD` of its path.
+pub type Handler = Arc<dyn Fn() -> ReplyFuture + Send + Sync>;
+
+/// What the server answers: `/healthz` and `/readyz` always, `/metrics` when metrics are given,
+/// and extra `GET`/`HEAD` routes added with [`Routes::route`], for example
+///
+/// ```
+/// use weft_flanneld::health::{Health, Reply, Routes};
+///
+/// let routes = Routes::new(Health::new())
+///     .route("/debug/dataplane", || async { Reply::json(200, r#"{"peers":[]}"#) });
+/// ```
+///
+/// Any other path is 404; any other method 405 (with `Allow: GET, HEAD`).
+#[derive(Clone)]
+pub struct Routes {
     health: Arc<Health>,
     metrics: Option<Arc<Metrics>>,
-    shutdown: impl std::future::Future<Output = ()>,
+    extra: Vec<(&'static str, Handler)>,
+}
+
+impl Routes {
+    /// `/healthz` and `/readyz` from `health`.
+    pub fn new(health: Arc<Health>) -> Routes {
+        Routes { health, metrics: None, extra: Vec::new() }
+    }
+
+    /// Also serves `/metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Routes {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Also serves `path` (exact match, query string ignored) with `handler`. A path added twice,
+    /// or one of the built-in paths, is answered by the built-in or first handler.
+    pub fn route<F, Fut>(mut self, path: &'static str, handler: F) -> Routes
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move || Box::pin(handler()) as ReplyFuture);
+        self.extra.push((path, handler));
+        self
+    }
+
+    /// The reply to `method` on `path` (no query string).
+    pub async fn reply(&self, method: &Method, path: &str) -> Reply {
+        if method != Method::GET && method != Method::HEAD {
+            return Reply::text(405, "method not allowed\n");
+        }
+        match path {
+            "/healthz" => {
+                let (status, body) = self.health.healthz();
+                Reply::text(status, body)
+            }
+            "/readyz" => {
+                let (status, body) = self.health.readyz();
+                Reply::text(status, body)
+            }
+            "/metrics" if self.metrics.is_some() => Reply {
+                status: 200,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: self.metrics.as_deref().map(Metrics::render).unwrap_or_default(),
+            },
+            _ => match self.extra.iter().find(|(p, _)| *p == path) {
+                Some((_, handler)) => handler().await,
+                None => Reply::text(404, "not found\n"),
+            },
+        }
+    }
+
+    async fn respond(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let reply = self.reply(req.method(), req.uri().path()).await;
+        let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+        *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        resp
+    }
+}
+
+/// How much the server takes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; further ones wait in the listen backlog until one ends.
+    pub max_connections: usize,
+    /// Time to read the request head.
+    pub header_timeout: Duration,
+    /// Whole-connection deadline (head, handler, response); the connection is dropped after it.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 32 connections (probes and a scraper need a handful), 5 s for the head, 10 s in all.
+    fn default() -> Self {
+        Limits {
+            max_connections: 32,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `routes` on `listener` with the default [`Limits`] until `shutdown` completes.
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, routes, Limits::default(), shutdown).await
+}
+
+/// Serves `routes` on `listener` within `limits` until `shutdown` completes. Connections being
+/// served when it completes finish on their own (bounded by `request_timeout`).
+pub async fn serve_with(
+    listener: TcpListener,
+    routes: Routes,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_accepting(listener, routes, limits, shutdown).await
+}
+
+/// Where connections come from: a [`TcpListener`], or a test double that fails on demand.
+trait Accept {
+    fn accept_stream(&mut self) -> impl Future<Output = io::Result<TcpStream>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn accept_stream(&mut self) -> io::Result<TcpStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+async fn serve_accepting(
+    mut listener: impl Accept,
+    routes: Routes,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut backoff = AcceptBackoff::default();
     loop {
-        tokio::select! {
+        // A slot first: at the limit, new connections wait in the kernel's accept queue.
+        let permit = tokio::select! {
             _ = &mut shutdown => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let (h, m) = (health.clone(), metrics.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &h, m.as_deref()).await {
-                        debug!(error = %e, "health request failed");
-                    }
-                });
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // never closed
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept_stream() => a,
+        };
+        let stream = match accepted {
+            Ok(stream) => {
+                backoff.succeeded();
+                stream
             }
-        }
+            Err(e) => {
+                drop(permit);
+                let step = backoff.failed(&e);
+                if step.log {
+                    warn!(error = %e, retry_in = ?step.delay, "health server: accept failed");
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(step.delay) => {}
+                }
+                continue;
+            }
+        };
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, routes, limits).await;
+        });
     }
 }
 
-async fn handle(mut stream: TcpStream, health: &Health, metrics: Option<&Metrics>) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
-    let text = String::from_utf8_lossy(&buf);
-    let mut parts = text.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/healthz") => with_type(health.healthz()),
-        ("GET" | "HEAD", "/readyz") => with_type(health.readyz()),
-        ("GET" | "HEAD", "/metrics") if metrics.is_some() => (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.map(Metrics::render).unwrap_or_default(),
-        ),
-        ("GET" | "HEAD", _) => (404, "text/plain; charset=utf-8", "not found\n".into()),
-        _ => (405, "text/plain; charset=utf-8", "method not allowed\n".into()),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(body.as_bytes()).await?;
+async fn serve_connection(stream: TcpStream, routes: Routes, limits: Limits) {
+    let service = hyper::service::service_fn(move |req| {
+        let routes = routes.clone();
+        async move { Ok::<_, Infallible>(routes.respond(req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(limits.request_timeout, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "health request failed"),
+        Err(_) => debug!("health request timed out"),
     }
-    stream.shutdown().await
 }
 
-fn with_type((status, body): (u16, String)) -> (u16, &'static str, String) {
-    (status, "text/plain; charset=utf-8", body)
+/// What to do after a failed `accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BackoffStep {
+    delay: Duration,
+    /// First failure of this kind since the last success or other error.
+    log: bool,
+}
+
+/// Back-off for `accept` errors. An error about one connection (reset or aborted before it
+/// was accepted) costs nothing; anything else (out of descriptors or memory) waits 5 ms, doubling
+/// up to 1 s, until an `accept` succeeds, and is logged when it differs from the previous one.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    delay: Option<Duration>,
+    last_logged: Option<(io::ErrorKind, Option<i32>)>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn succeeded(&mut self) {
+        self.delay = None;
+        self.last_logged = None;
+    }
+
+    fn failed(&mut self, e: &io::Error) -> BackoffStep {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionRefused
+        ) {
+            return BackoffStep { delay: Duration::ZERO, log: false };
+        }
+        let delay = self.delay.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
+        self.delay = Some(delay);
+        let id = Some((e.kind(), e.raw_os_error()));
+        let log = self.last_logged != id;
+        self.last_logged = id;
+        BackoffStep { delay, log }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        request(addr, "GET", path).await
+    }
+
+    /// A server on a free port; dropping the sender stops it.
+    async fn start(
+        routes: Routes,
+        limits: Limits,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(listener, routes, limits, async {
+            let _ = rx.await;
+        }));
+        (addr, tx)
     }
 
     #[tokio::test]
@@ -172,7 +395,8 @@ mod tests {
         let health = Health::new();
         let metrics = Arc::new(Metrics::new());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, health.clone(), Some(metrics), async {
+        let routes = Routes::new(health.clone()).with_metrics(metrics);
+        let server = tokio::spawn(serve(listener, routes, async {
             let _ = rx.await;
         }));
         let r = get(addr, "/healthz").await;
@@ -182,11 +406,127 @@ mod tests {
             *s = HealthState { lease_held: true, etcd_reachable: true, mesh_programmed: true, ready: true }
         });
         let r = get(addr, "/healthz").await;
-        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("flanneld is running\n"), "{r}");
-        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(addr, "/metrics").await.contains("flanneld_peers_programmed"));
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\nflanneld is running\n"), "{r}");
+        assert!(r.contains("content-type: text/plain; charset=utf-8\r\n"), "{r}");
+        assert!(r.contains("content-length: 20\r\n"), "{r}");
+        assert!(get(addr, "/readyz?verbose").await.starts_with("HTTP/1.1 200"));
+        let r = get(addr, "/metrics").await;
+        assert!(r.contains("flanneld_peers_programmed") && r.contains("application/openmetrics-text"), "{r}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        let r = request(addr, "HEAD", "/healthz").await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\n"), "{r}");
+        assert!(r.contains("content-length: 20\r\n"), "HEAD keeps the GET length: {r}");
+        let r = request(addr, "POST", "/healthz").await;
+        assert!(r.starts_with("HTTP/1.1 405") && r.contains("allow: GET, HEAD\r\n"), "{r}");
         tx.send(()).unwrap();
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_are_404_unless_enabled_and_extra_routes_answer() {
+        let routes =
+            Routes::new(Health::new()).route("/debug/thing", || async { Reply::json(200, r#"{"ok":true}"#) });
+        let (addr, _stop) = start(routes, Limits::default()).await;
+        assert!(get(addr, "/metrics").await.starts_with("HTTP/1.1 404"));
+        let r = get(addr, "/debug/thing").await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.contains("content-type: application/json\r\n"), "{r}");
+        assert!(r.ends_with(r#"{"ok":true}"#), "{r}");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_and_are_served_once_others_close() {
+        let limits = Limits { max_connections: 2, ..Limits::default() };
+        let (addr, _stop) = start(Routes::new(Health::new()), limits).await;
+        // Two silent connections take both slots (three, to be sure one is past the limit).
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // The kernel completes the handshake, but nobody reads the request yet.
+        let waiting = tokio::spawn(get(addr, "/readyz"));
+        let waited = tokio::time::timeout(Duration::from_millis(300), async {
+            while !waiting.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_err(), "answered although every slot was taken");
+        drop(idle);
+        let r = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_is_dropped_after_the_header_timeout() {
+        let limits =
+            Limits { max_connections: 1, header_timeout: Duration::from_millis(200), ..Limits::default() };
+        let (addr, _stop) = start(Routes::new(Health::new()), limits).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        // The server closes it (hyper may answer 408 first).
+        tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await.unwrap().unwrap();
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
+    }
+
+    #[test]
+    fn backoff_grows_to_a_second_logs_each_distinct_error_once_and_resets_on_success() {
+        let emfile = || io::Error::from_raw_os_error(nix::libc::EMFILE);
+        let enfile = io::Error::from_raw_os_error(nix::libc::ENFILE);
+        let mut b = AcceptBackoff::default();
+        let steps: Vec<BackoffStep> = (0..10).map(|_| b.failed(&emfile())).collect();
+        let delays: Vec<u64> = steps.iter().map(|s| s.delay.as_millis() as u64).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(steps.iter().filter(|s| s.log).count(), 1);
+        assert!(steps[0].log);
+        // Another error is logged once too; the delay keeps growing.
+        assert_eq!(b.failed(&enfile), BackoffStep { delay: Duration::from_secs(1), log: true });
+        assert!(!b.failed(&enfile).log);
+        assert!(b.failed(&emfile()).log);
+        // A reset connection costs nothing and does not disturb the state.
+        let reset = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(b.failed(&reset), BackoffStep { delay: Duration::ZERO, log: false });
+        b.succeeded();
+        assert_eq!(b.failed(&emfile()), BackoffStep { delay: Duration::from_millis(5), log: true });
+    }
+
+    /// Fails `failures` times with EMFILE, recording when, then accepts for real.
+    struct Flaky {
+        listener: TcpListener,
+        failures: usize,
+        calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
+    }
+
+    impl Accept for Flaky {
+        async fn accept_stream(&mut self) -> io::Result<TcpStream> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                self.calls.lock().unwrap().push(tokio::time::Instant::now());
+                return Err(io::Error::from_raw_os_error(nix::libc::EMFILE));
+            }
+            self.listener.accept_stream().await
+        }
+    }
+
+    #[tokio::test]
+    async fn accept_errors_back_off_instead_of_spinning_and_serving_resumes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let flaky = Flaky { listener, failures: 5, calls: calls.clone() };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_accepting(flaky, Routes::new(Health::new()), Limits::default(), async {
+            let _ = rx.await;
+        }));
+        let r = tokio::time::timeout(Duration::from_secs(5), get(addr, "/healthz")).await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 5);
+        // 5, 10, 20, 40 ms between the failed attempts.
+        for (i, pair) in calls.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_millis(5 << i), "attempt {i}: only {gap:?} after the previous one");
+        }
+        tx.send(()).unwrap();
     }
 }

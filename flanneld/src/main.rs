@@ -123,8 +123,11 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         let addr = format!("{}:{}", cli.healthz_ip, cli.healthz_port);
         let listener = TcpListener::bind(&addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
         info!(addr = %addr, metrics = cli.metrics, "health server listening");
-        let m = cli.metrics.then(|| metrics.clone());
-        tokio::spawn(health::serve(listener, health.clone(), m, stopped()));
+        let mut routes = health::Routes::new(health.clone());
+        if cli.metrics {
+            routes = routes.with_metrics(metrics.clone());
+        }
+        tokio::spawn(health::serve(listener, routes, stopped()));
     }
 
     let creds = cli.etcd_credentials();

@@ -93,6 +93,10 @@ pub enum DaemonError {
     },
     #[error("install firewall rules: {0}")]
     Firewall(String),
+    /// The lease watch task ended on its own, which only a panic in it does: exiting non-zero
+    /// lets the supervisor restart flanneld, instead of running on blind to peer changes.
+    #[error("the lease watch task ended unexpectedly (a bug; see the panic message above)")]
+    WatchEnded,
     #[error("write {}", .path.display())]
     File {
         path: PathBuf,
@@ -102,7 +106,8 @@ pub enum DaemonError {
 }
 
 /// Runs until `shutdown` completes. Returns an error only for startup failures that upstream
-/// also treats as fatal (device, files).
+/// also treats as fatal (device, files), and when the lease watch task died
+/// ([`DaemonError::WatchEnded`]).
 pub async fn run<R: Registry, D: Dataplane>(
     config: DaemonConfig,
     registry: R,
@@ -186,8 +191,8 @@ pub async fn run<R: Registry, D: Dataplane>(
             msg = rx.recv() => match msg {
                 Some(m) => d.on_watch(m).await,
                 None => {
-                    error!("lease watch task ended");
-                    break;
+                    error!("lease watch task ended unexpectedly; exiting");
+                    return Err(DaemonError::WatchEnded);
                 }
             },
             _ = sleep_until(next_reconcile) => {
