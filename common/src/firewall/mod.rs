@@ -130,6 +130,14 @@ fn setup_iptables(t: &MasqTarget, addrs: &[IpNetwork]) -> Result<(), FirewallErr
     iptables::setup(Family::V6, t, &v6)
 }
 
+/// The comments of the rules in nftables' `masq_checks` chain (`None` for a rule without one),
+/// in chain order, from one in-process listing that is consistent even while other processes
+/// change the ruleset (an interrupted dump is restarted). Empty when the table or chain is
+/// missing. In the calling thread's namespace. For tests and diagnostics.
+pub fn nftables_masquerade_comments() -> Result<Vec<Option<String>>, FirewallError> {
+    nftables::rule_comments()
+}
+
 /// DEL: removes this attachment's rules from BOTH backends; works with `addrs` empty (interface
 /// already gone). iptables: every POSTROUTING jump to `CNI-<hash>` (whatever its `-s` form) and the
 /// chain, for both families (only the families of `addrs` when it is non-empty); nftables: the
