@@ -7,6 +7,7 @@
 //! - [`firewall`]: masquerade rules (iptables and nftables layouts of the reference plugins).
 //! - [`flannel`]: the one `subnet.env` parser/renderer.
 //! - [`log`]: plugin logging to stderr.
+//! - [`process`]: running a system tool (the one process runner).
 //! - [`json`]: JSON with sorted keys, as the Go side writes it.
 //!
 //! No tokio and no etcd here: plugins are short-lived processes that must start fast.
@@ -24,6 +25,7 @@ pub mod json;
 pub mod log;
 pub mod netlink;
 pub mod netns;
+pub mod process;
 pub mod sysctl;
 
 #[cfg(target_env = "musl")]
