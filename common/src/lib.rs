@@ -7,6 +7,7 @@
 //! - [`firewall`]: masquerade rules (iptables and nftables layouts of the reference plugins).
 //! - [`flannel`]: the one `subnet.env` parser/renderer.
 //! - [`log`]: plugin logging to stderr.
+//! - [`mac`]: MAC address text and random local MACs.
 //! - [`process`]: running a system tool (the one process runner).
 //! - [`json`]: JSON with sorted keys, as the Go side writes it.
 //!
@@ -23,6 +24,7 @@ pub mod flannel;
 pub mod fs;
 pub mod json;
 pub mod log;
+pub mod mac;
 pub mod netlink;
 pub mod netns;
 pub mod process;
