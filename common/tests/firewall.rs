@@ -262,20 +262,29 @@ fn nftables_in_process_matches_nft_tool() {
     assert!(after.contains("Masquerade traffic from certain IPs"), "{after}");
 }
 
-/// ADD after the table, or only one chain, was deleted by someone else recreates exactly the layout
-/// a first ADD builds (the reference's script in a fresh namespace).
-#[test]
-fn nftables_add_recreates_deleted_table_and_chain() {
+/// A namespace for our dual-stack ADD (`add` runs it there) and the listing the reference's
+/// script gives in a fresh one: what every ADD must leave behind.
+fn ours_and_golden(prefix: &str) -> (Netns, String, impl Fn()) {
     require_root();
-    let ours = Netns::unique("wtnx");
-    let golden = Netns::unique("wtnx");
-    let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
-    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+    let ours = Netns::unique(prefix);
+    let golden = Netns::unique(prefix);
     let comment = nft_comment(NET, "eth0", "ctr1");
     golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
     let want = listing(&golden, &[]);
     let ns = NetNs::open(ours.path()).unwrap();
-    let add = || ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    let add = move || {
+        let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
+        let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+        ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    };
+    (ours, want, add)
+}
+
+/// ADD after the table, or only one chain, was deleted by someone else recreates exactly the layout
+/// a first ADD builds (the reference's script in a fresh namespace).
+#[test]
+fn nftables_add_recreates_deleted_table_and_chain() {
+    let (ours, want, add) = ours_and_golden("wtnx");
 
     add();
     assert_eq!(listing(&ours, &[]), want);
@@ -301,16 +310,7 @@ fn nftables_add_recreates_deleted_table_and_chain() {
 /// rules the `nft` tool writes from the reference's text, which read as already filled.
 #[test]
 fn nftables_add_refills_a_changed_postrouting_chain() {
-    require_root();
-    let ours = Netns::unique("wtny");
-    let golden = Netns::unique("wtny");
-    let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
-    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
-    let comment = nft_comment(NET, "eth0", "ctr1");
-    golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
-    let want = listing(&golden, &[]);
-    let ns = NetNs::open(ours.path()).unwrap();
-    let add = || ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    let (ours, want, add) = ours_and_golden("wtny");
     let postrouting = |multicast: &str| {
         let tbl = "inet cni_plugins_masquerade";
         format!(
