@@ -416,6 +416,12 @@ mod tests {
         let r = request(addr, "HEAD", "/healthz").await;
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\n"), "{r}");
         assert!(r.contains("content-length: 20\r\n"), "HEAD keeps the GET length: {r}");
+        // HTTP/1.0 without keep-alive, as weft-lab's bash /dev/tcp probe sends it.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        assert!(r.starts_with("HTTP/1.0 200") && r.ends_with("\r\n\r\nflanneld is ready\n"), "{r}");
         let r = request(addr, "POST", "/healthz").await;
         assert!(r.starts_with("HTTP/1.1 405") && r.contains("allow: GET, HEAD\r\n"), "{r}");
         tx.send(()).unwrap();

@@ -29,15 +29,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.known_keys = records.iter().map(|r| r.key.clone()).collect();
         self.update_lease_gauge();
         if let Some(own) = &self.own {
-            // A listing older than our last write says nothing about our key.
-            if revision >= own.revision {
-                match records.iter().find(|r| r.key == own.path) {
-                    None => self.lost_lease("key deleted", own.subnet()),
-                    Some(r) if r.lease != own.etcd_lease && r.value != own.value => {
-                        self.lost_lease("key overwritten by another node", own.subnet())
-                    }
-                    Some(_) => {}
-                }
+            if let Some(why) = own.lost_because(records.iter().find(|r| r.key == own.path), revision) {
+                self.lost_lease(why, own.subnet());
             }
         }
         let own_path = self.own.as_ref().map(|o| o.path.clone());
@@ -72,16 +65,12 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             };
             if let Some(own) = &self.own {
                 if *key == own.path {
-                    if ev.revision() >= own.revision {
-                        match ev {
-                            WatchEvent::Delete { .. } => {
-                                self.lost_lease("key deleted or expired", own.subnet())
-                            }
-                            WatchEvent::Put(r) if r.lease != own.etcd_lease && r.value != own.value => {
-                                self.lost_lease("key overwritten by another node", own.subnet())
-                            }
-                            WatchEvent::Put(_) => {}
-                        }
+                    let current = match ev {
+                        WatchEvent::Put(r) => Some(r),
+                        WatchEvent::Delete { .. } => None,
+                    };
+                    if let Some(why) = own.lost_because(current, ev.revision()) {
+                        self.lost_lease(why, own.subnet());
                     }
                     continue;
                 }

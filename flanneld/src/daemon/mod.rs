@@ -19,6 +19,7 @@ use ipnetwork::Ipv4Network;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
+use weft_dataplane::firewall::FirewallError;
 use weft_dataplane::plan::Peer;
 use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, Mac, NetOp};
 
@@ -91,8 +92,11 @@ pub enum DaemonError {
         #[source]
         source: DataplaneError,
     },
+    /// The message includes the tool's (not a `source`: it is also logged on its own).
     #[error("install firewall rules: {0}")]
-    Firewall(String),
+    Firewall(FirewallError),
+    #[error("firewall task ended: {0}")]
+    FirewallTask(tokio::task::JoinError),
     /// The lease watch task ended on its own, which only a panic in it does: exiting non-zero
     /// lets the supervisor restart flanneld, instead of running on blind to peer changes.
     #[error("the lease watch task ended unexpectedly (a bug; see the panic message above)")]
@@ -166,7 +170,7 @@ pub async fn run<R: Registry, D: Dataplane>(
     let (records, list_revision) = (acquired.records.clone(), acquired.list_revision);
     d.take_lease(acquired);
     d.ensure_device().await?;
-    d.apply_firewall().await.map_err(DaemonError::Firewall)?;
+    d.apply_firewall().await?;
     d.write_subnet_file()?;
     d.cfg.health.update(|h| h.ready = true);
     info!("flanneld is ready");

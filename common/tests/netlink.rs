@@ -1,12 +1,16 @@
-//! Kernel tests (root): each runs on its own thread moved into fresh namespaces with
-//! `unshare(CLONE_NEWNET)`, so nothing outside them is touched and they vanish with the thread.
+//! rtnetlink operations against the kernel (root): each test runs in namespaces of its own,
+//! unshared per test thread or named `wtle…`, so nothing outside them is touched.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
 
-use super::*;
-use crate::netns::NetNs;
+use weft_common::netlink::parse_mac;
+use weft_common::netlink::{
+    BridgeSpec, LinkEvents, Netlink, OperState, PortAttrs, PortVlan, Route, VethSpec,
+};
+use weft_common::netns::NetNs;
 
 /// Runs `f` on a new thread inside two fresh namespaces: `host` (the thread's own at the
 /// start of `f`) and `other`, both gone when the thread ends.
@@ -140,4 +144,18 @@ fn bridge_veth_addresses_routes() {
         assert!(nl.del_link(host.index).unwrap_err().is_not_found());
         assert!(nl.links().unwrap().iter().any(|l| l.name == "br-t"));
     });
+}
+
+/// A real deletion in a fresh namespace is seen; nothing else is (root).
+#[test]
+fn link_events_see_a_real_deletion() {
+    weft_lab::ns::require_root();
+    let lab = weft_lab::ns::Netns::unique("wtle");
+    let ns = NetNs::open(lab.path()).unwrap();
+    lab.exec(&["ip", "link", "add", "wtle0", "type", "veth", "peer", "name", "wtle1"]).expect_ok();
+    let (mut events, mut nl) = ns.run(|| (LinkEvents::open().unwrap(), Netlink::open().unwrap())).unwrap();
+    let index = nl.link_by_name("wtle0").unwrap().index;
+    assert!(!events.wait_deleted(index, Duration::from_millis(20)), "nothing deleted yet");
+    nl.del_link(index).unwrap();
+    assert!(events.wait_deleted(index, Duration::from_secs(5)));
 }
