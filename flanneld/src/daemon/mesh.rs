@@ -1,13 +1,20 @@
 //! The mesh: lease events and snapshots → peer changes → kernel ops, applied in batches, and
 //! reconciliation of the kernel against the desired peers (dump, compare, correct).
+//!
+//! Both paths change only what the ownership rule (`weft_dataplane::own`) gives flanneld: route
+//! ops from lease events are checked against a fresh route dump first (`plan_guard`), and a
+//! route in the way of a peer route is reported as a conflict (log, `/healthz`, metric), never
+//! replaced.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
-use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer};
-use weft_dataplane::{Dataplane, NetOp};
+use weft_dataplane::own::{Conflict, Ownership};
+use weft_dataplane::plan::{plan_add, plan_guard, plan_reconcile, plan_remove, Peer};
+use weft_dataplane::{Dataplane, NetOp, RT_TABLE_MAIN};
 
 use crate::peers::{Change, RemotePeer};
 use crate::registry::{Record, Registry, WatchEvent};
@@ -60,7 +67,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     pub(super) async fn on_events(&mut self, events: &[WatchEvent]) {
-        let mut ops = Vec::new();
+        let mut ops: Vec<NetOp> = Vec::new();
         for ev in events {
             let key = match ev {
                 WatchEvent::Put(r) => &r.key,
@@ -108,12 +115,76 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             }
         }
         self.update_lease_gauge();
-        if !ops.is_empty() {
-            let clean = self.apply(&ops).await;
-            if clean {
-                self.cfg.metrics.peers_programmed.set(gauge(self.desired.len()));
+        if ops.is_empty() {
+            return;
+        }
+        if ops.iter().any(|o| matches!(o, NetOp::AddRoute { .. } | NetOp::DelRoute { .. })) {
+            // Never replace or delete a route flanneld does not own: look at the routes first.
+            let routes = match self.dp.dump_routes().await {
+                Ok(r) => r,
+                Err(e) => {
+                    // `desired` is up to date: the reconciliation programs it from a full dump.
+                    self.cfg.metrics.netlink_errors.inc();
+                    error!(error = %e, "reading routes failed, will reconcile");
+                    self.device_suspect = true;
+                    self.reconcile_retry.get_or_insert(Instant::now() + self.retry_backoff);
+                    self.cfg.health.update(|h| h.mesh_programmed = false);
+                    return;
+                }
+            };
+            let guarded = plan_guard(ops, &routes, &self.ownership());
+            ops = guarded.ops;
+            self.note_conflicts(guarded.conflicts, false);
+        } else {
+            self.note_conflicts(Vec::new(), false);
+        }
+        let clean = self.apply(&ops).await;
+        if clean {
+            self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
+        }
+    }
+
+    /// What flanneld may change in the kernel now.
+    pub(super) fn ownership(&self) -> Ownership {
+        Ownership {
+            network: self.spec.network,
+            subnet_len: self.spec.subnet_len,
+            leases: self.peers.held().clone(),
+            direct: self.spec.backend.direct_routing || self.direct_cleanup,
+        }
+    }
+
+    /// Peers whose entries are all programmed (as far as the last plan knows).
+    fn programmed(&self) -> usize {
+        self.desired.len().saturating_sub(self.conflicts.len())
+    }
+
+    /// Records route conflicts: `found` replaces the known ones (`full`, a reconciliation) or
+    /// is added to them (lease events); only destinations a peer still needs are kept. Each
+    /// new conflict is logged once, and `/healthz` and the metric follow.
+    fn note_conflicts(&mut self, found: Vec<Conflict>, full: bool) {
+        let mut next = if full { BTreeMap::new() } else { self.conflicts.clone() };
+        next.extend(found.into_iter().map(|c| (c.dst, c.route)));
+        let needed: BTreeSet<IpNetwork> = self.desired.keys().map(|s| route_dst(*s)).collect();
+        next.retain(|dst, _| needed.contains(dst));
+        for (dst, route) in &next {
+            if self.conflicts.get(dst) != Some(route) {
+                warn!(subnet = %dst, route = %route,
+                    "a route flanneld did not make holds a peer subnet; leaving it, the peer's route is not programmed");
             }
         }
+        for dst in self.conflicts.keys().filter(|d| !next.contains_key(d)) {
+            info!(subnet = %dst, "route conflict gone");
+        }
+        self.conflicts = next;
+        self.cfg.metrics.route_conflicts.set(gauge(self.conflicts.len()));
+        let list: Vec<String> = self.conflicts.keys().map(ToString::to_string).collect();
+        self.cfg.health.update(|h| {
+            if !list.is_empty() {
+                h.mesh_programmed = false;
+            }
+            h.route_conflicts = list;
+        });
     }
 
     pub(super) fn update_lease_gauge(&self) {
@@ -214,7 +285,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             }
         };
         let desired: Vec<Peer> = self.desired.values().cloned().collect();
-        let ops = plan_reconcile(&desired, &actual);
+        let plan = plan_reconcile(&desired, &actual, &self.ownership());
+        self.note_conflicts(plan.conflicts, true);
+        let ops = plan.ops;
         if !ops.is_empty() {
             if self.mesh_done {
                 info!(corrections = ops.len(), "reconciliation found kernel drift, correcting");
@@ -226,9 +299,15 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let clean = ops.is_empty() || self.apply(&ops).await;
         if clean {
             self.reconcile_retry = None;
-            self.cfg.metrics.peers_programmed.set(gauge(desired.len()));
-            self.cfg.health.update(|h| h.mesh_programmed = true);
-            if !self.mesh_done {
+            self.direct_cleanup = false;
+            // A removed lease is remembered while a route to its subnet may still be ours.
+            self.peers.forget_held(|s, _| {
+                actual.routes.iter().any(|r| r.table == RT_TABLE_MAIN && r.dst == route_dst(*s))
+            });
+            self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
+            let full = self.conflicts.is_empty();
+            self.cfg.health.update(|h| h.mesh_programmed = full);
+            if full && !self.mesh_done {
                 self.mesh_done = true;
                 let secs = self.started.elapsed().as_secs_f64();
                 self.cfg.metrics.time_to_full_mesh_seconds.set(secs);
@@ -236,6 +315,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             }
         }
     }
+}
+
+/// The destination of a peer route for `subnet` (host bits cleared).
+fn route_dst(subnet: Ipv4Network) -> IpNetwork {
+    IpNetwork::V4(Ipv4Network::new(subnet.network(), subnet.prefix()).unwrap_or(subnet))
 }
 
 fn gauge(n: usize) -> i64 {

@@ -9,7 +9,8 @@
 //!
 //! It must not: touch anything but the device it created or adopted, its addresses, the
 //! main-table routes it is asked to program, and (`--ip-blackhole-route`) the own subnet's
-//! blackhole route.
+//! blackhole route. Dumps report everything (every device, table and protocol); the caller
+//! decides what is its own with `own::Ownership`.
 
 mod device;
 mod msg;
@@ -18,13 +19,13 @@ mod schedule;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::stream::{self, StreamExt};
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::Ipv4Network;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::neighbour::NeighbourMessage;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 use tokio::sync::watch;
@@ -56,8 +57,6 @@ enum Outcome {
 #[derive(Debug, Clone)]
 struct Device {
     index: u32,
-    name: String,
-    network: Ipv4Network,
 }
 
 /// rtnetlink implementation of [`Dataplane`] for the network namespace it was created in.
@@ -271,7 +270,7 @@ impl Dataplane for NetlinkDataplane {
         mac_hint: Option<Mac>,
     ) -> Result<DeviceInfo, DataplaneError> {
         let info = device::ensure(self, spec, mac_hint).await?;
-        self.device = Some(Device { index: info.index, name: spec.name.clone(), network: spec.network });
+        self.device = Some(Device { index: info.index });
         Ok(info)
     }
 
@@ -320,41 +319,40 @@ impl Dataplane for NetlinkDataplane {
     }
 
     async fn dump(&mut self) -> Result<KernelState, DataplaneError> {
-        let dev = self.device()?.clone();
-        let mut state = KernelState::default();
-
+        let mut state = self.dump_routes().await?;
         let mut q = NeighbourMessage::default();
         q.header.family = AddressFamily::Inet;
         for m in self.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await? {
             if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                if let Some(e) = msg::parse_neigh(dev.index, &n) {
-                    state.neighs.push(e);
-                }
+                state.neighs.extend(msg::parse_neigh(&n));
             }
         }
         let mut q = NeighbourMessage::default();
         q.header.family = AddressFamily::Bridge;
         for m in self.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await? {
             if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                if let Some(e) = msg::parse_fdb(dev.index, &n) {
-                    state.fdb.push(e);
-                }
+                state.fdb.extend(msg::parse_fdb(&n));
             }
         }
+        tracing::debug!(
+            neighs = state.neighs.len(),
+            fdb = state.fdb.len(),
+            routes = state.routes.len(),
+            "dumped kernel state"
+        );
+        Ok(state)
+    }
+
+    async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
+        let device = self.device()?.index;
+        let mut state = KernelState { device, ..KernelState::default() };
         let mut q = RouteMessage::default();
         q.header.address_family = AddressFamily::Inet;
         for m in self.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await? {
-            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
-            let Some((dst, gw, oif, onlink)) = msg::parse_route(&r) else { continue };
-            if oif == Some(dev.index) {
-                state.routes.push((dst, gw, onlink));
-            } else if r.header.protocol == RouteProtocol::Boot && inside(&dst, &dev.network) && !onlink {
-                // A DirectRouting route: a peer subnet of our cluster network via its public IP.
-                state.routes.push((dst, gw, false));
+            if let RouteNetlinkMessage::NewRoute(r) = m {
+                state.routes.extend(msg::parse_route(&r));
             }
         }
-        tracing::debug!(device = %dev.name, neighs = state.neighs.len(), fdb = state.fdb.len(),
-            routes = state.routes.len(), "dumped dataplane");
         Ok(state)
     }
 
@@ -400,13 +398,6 @@ impl Dataplane for NetlinkDataplane {
             Outcome::Overrun => Err(nl_err("add route", &object, "receive buffer overrun", Some(ENOBUFS))),
             Outcome::Closed => Err(nl_err("add route", &object, "netlink connection closed", None)),
         }
-    }
-}
-
-fn inside(dst: &IpNetwork, network: &Ipv4Network) -> bool {
-    match dst {
-        IpNetwork::V4(d) => d.prefix() >= network.prefix() && network.contains(d.network()),
-        IpNetwork::V6(_) => false,
     }
 }
 
