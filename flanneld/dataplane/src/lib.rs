@@ -217,7 +217,7 @@ pub struct ApplyReport {
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("netlink {op} on {object}: {message}")]
-    Netlink { op: &'static str, object: String, message: String, errno: Option<i32> },
+    Netlink { op: &'static str, object: String, message: String, errno: Option<nix::errno::Errno> },
     #[error("{0}")]
     Other(String),
 }

@@ -27,6 +27,7 @@ use netlink_packet_core::{
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use nix::errno::Errno;
 use rtnetlink::Handle;
 use tokio::sync::watch;
 
@@ -45,8 +46,8 @@ const RCVBUF: usize = 8 << 20;
 #[derive(Debug)]
 enum Outcome {
     Done,
-    /// Negative errno from the kernel, as a positive number.
-    Errno(i32),
+    /// The kernel's error (its negative errno, as an [`Errno`]).
+    Errno(Errno),
     /// The socket overran while this request was in flight: its ack may be lost.
     Overrun,
     /// The connection is gone.
@@ -78,13 +79,14 @@ fn nl_err(
     op: &'static str,
     object: impl Into<String>,
     message: impl Into<String>,
-    errno: Option<i32>,
+    errno: Option<Errno>,
 ) -> DataplaneError {
     DataplaneError::Netlink { op, object: object.into(), message: message.into(), errno }
 }
 
-fn errno_text(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno).to_string()
+/// `No such device (os error 19)`, as `std::io::Error` words it.
+fn errno_text(errno: Errno) -> String {
+    std::io::Error::from(errno).to_string()
 }
 
 impl NetlinkDataplane {
@@ -100,8 +102,9 @@ impl NetlinkDataplane {
     pub fn with_receive_buffer(rcvbuf: usize) -> Result<Self, DataplaneError> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| DataplaneError::Other(format!("NetlinkDataplane needs a tokio runtime: {e}")))?;
-        let (mut conn, handle, mut messages) = rtnetlink::new_connection()
-            .map_err(|e| nl_err("open", "route netlink socket", e.to_string(), e.raw_os_error()))?;
+        let (mut conn, handle, mut messages) = rtnetlink::new_connection().map_err(|e| {
+            nl_err("open", "route netlink socket", e.to_string(), e.raw_os_error().map(Errno::from_raw))
+        })?;
         {
             use netlink_sys::AsyncSocket;
             let sock = conn.socket_mut().socket_mut();
@@ -155,7 +158,7 @@ impl NetlinkDataplane {
                 return Ok(out);
             }
         }
-        Err(nl_err("dump", what, "interrupted by concurrent changes every time", Some(EINTR)))
+        Err(nl_err("dump", what, "interrupted by concurrent changes every time", Some(Errno::EINTR)))
     }
 
     /// Sends a get request (`extra` = NLM_F_DUMP for dumps) and collects the inner messages.
@@ -189,11 +192,11 @@ impl NetlinkDataplane {
                 match m.payload {
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     NetlinkPayload::Error(e) if e.code.is_some() => {
-                        let errno = e.raw_code().abs();
+                        let errno = Errno::from_raw(e.raw_code().abs());
                         return Err(nl_err("get", what, errno_text(errno), Some(errno)));
                     }
                     NetlinkPayload::Overrun(_) => {
-                        return Err(nl_err("dump", what, "receive buffer overrun", Some(ENOBUFS)))
+                        return Err(nl_err("dump", what, "receive buffer overrun", Some(Errno::ENOBUFS)))
                     }
                     _ => {}
                 }
@@ -204,18 +207,14 @@ impl NetlinkDataplane {
         tokio::select! {
             out = collect => out,
             _ = overruns.wait_for(|n| *n > seen) => {
-                Err(nl_err("dump", what, "receive buffer overrun", Some(ENOBUFS)))
+                Err(nl_err("dump", what, "receive buffer overrun", Some(Errno::ENOBUFS)))
             }
         }
     }
 }
 
-const ENOBUFS: i32 = 105;
-const EINTR: i32 = 4;
 /// How many times a dump interrupted by concurrent changes is restarted.
 const DUMP_ATTEMPTS: usize = 20;
-const ENETUNREACH: i32 = 101;
-const EHOSTUNREACH: i32 = 113;
 
 async fn ack(
     mut handle: Handle,
@@ -234,7 +233,7 @@ async fn ack(
             match m.payload {
                 NetlinkPayload::Error(e) => {
                     return match e.code {
-                        Some(code) => Outcome::Errno(code.get().abs()),
+                        Some(code) => Outcome::Errno(Errno::from_raw(code.get().abs())),
                         None => Outcome::Done,
                     }
                 }
@@ -252,14 +251,11 @@ async fn ack(
 }
 
 /// EEXIST on an add and ENOENT/ESRCH on a delete mean the kernel is already as asked.
-fn benign(op: &NetOp, errno: i32) -> bool {
-    const ENOENT: i32 = 2;
-    const ESRCH: i32 = 3;
-    const EEXIST: i32 = 17;
+fn benign(op: &NetOp, errno: Errno) -> bool {
     if msg::is_add(op) {
-        errno == EEXIST
+        errno == Errno::EEXIST
     } else {
-        errno == ENOENT || errno == ESRCH
+        matches!(errno, Errno::ENOENT | Errno::ESRCH)
     }
 }
 
@@ -298,9 +294,10 @@ impl Dataplane for NetlinkDataplane {
                 match outcome {
                     Outcome::Done => report.applied += 1,
                     Outcome::Errno(e) if benign(op, e) => report.applied += 1,
-                    Outcome::Errno(e) => report
-                        .failed
-                        .push((op.clone(), format!("{}: {} (errno {e})", msg::describe(op), errno_text(e)))),
+                    Outcome::Errno(e) => report.failed.push((
+                        op.clone(),
+                        format!("{}: {} (errno {})", msg::describe(op), errno_text(e), e as i32),
+                    )),
                     Outcome::Overrun => report.overrun = true,
                     Outcome::Closed => {
                         return Err(nl_err("apply", msg::describe(op), "netlink connection closed", None))
@@ -363,7 +360,9 @@ impl Dataplane for NetlinkDataplane {
         q.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
         let routes = match self.get(RouteNetlinkMessage::GetRoute(q), 0, "route get").await {
             // No route at all: certainly not on-link.
-            Err(DataplaneError::Netlink { errno: Some(ENETUNREACH | EHOSTUNREACH), .. }) => return Ok(false),
+            Err(DataplaneError::Netlink {
+                errno: Some(Errno::ENETUNREACH | Errno::EHOSTUNREACH), ..
+            }) => return Ok(false),
             other => other?,
         };
         let found: Vec<&RouteMessage> = routes
@@ -395,7 +394,9 @@ impl Dataplane for NetlinkDataplane {
         match self.ack(RouteNetlinkMessage::NewRoute(msg::blackhole(&dst)), NLM_F_CREATE | NLM_F_EXCL).await {
             Outcome::Done => Ok(true),
             Outcome::Errno(errno) => Err(nl_err("add route", &object, errno_text(errno), Some(errno))),
-            Outcome::Overrun => Err(nl_err("add route", &object, "receive buffer overrun", Some(ENOBUFS))),
+            Outcome::Overrun => {
+                Err(nl_err("add route", &object, "receive buffer overrun", Some(Errno::ENOBUFS)))
+            }
             Outcome::Closed => Err(nl_err("add route", &object, "netlink connection closed", None)),
         }
     }
@@ -419,4 +420,23 @@ fn futures_are_send(dp: &mut NetlinkDataplane, fake: &mut crate::fake::FakeDatap
     send(fake.apply(&[]));
     send(fake.dump());
     send(fake.is_onlink(Ipv4Addr::LOCALHOST));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benign_errnos_and_their_text() {
+        let add = NetOp::AddNeigh { ip: IpAddr::V4(Ipv4Addr::new(10, 5, 1, 0)), mac: [2; 6] };
+        let del = NetOp::DelRoute {
+            dst: "10.5.1.0/24".parse().unwrap_or_else(|_| unreachable!()),
+            gw: IpAddr::V4(Ipv4Addr::new(10, 5, 1, 0)),
+            onlink: true,
+        };
+        assert!(benign(&add, Errno::EEXIST) && !benign(&add, Errno::ENOENT));
+        assert!(benign(&del, Errno::ENOENT) && benign(&del, Errno::ESRCH) && !benign(&del, Errno::EEXIST));
+        assert_eq!(errno_text(Errno::ENODEV), "No such device (os error 19)");
+        assert_eq!(Errno::ENOBUFS as i32, 105, "the value the code used to spell out");
+    }
 }
