@@ -773,3 +773,45 @@ async fn direct_routing_routes_are_owned_only_while_in_use() {
         })
         .await;
 }
+
+/// DirectRouting with many peers: the on-link question of every peer is answered from one
+/// route dump (not one kernel lookup per peer), and each peer gets the right kind of route.
+#[tokio::test(start_paused = true)]
+async fn direct_routing_decides_all_peers_from_one_route_dump() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(
+                &format!("{PREFIX}/config"),
+                br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+                0,
+            );
+            let dp = RecordingDataplane::new();
+            for i in 1..=100u32 {
+                let public = format!("198.18.1.{i}");
+                reg.put_raw(
+                    &key(&format!("10.5.{i}.0-24")),
+                    upstream_value(&public, &format!("02:00:00:00:01:{i:02x}")).as_bytes(),
+                    0,
+                );
+                if i % 2 == 0 {
+                    dp.with(|k| k.onlink.push(public.parse().unwrap()));
+                }
+            }
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let routes = dp.routes();
+            assert_eq!(routes.len(), 100);
+            for i in 1..=100u32 {
+                let want = if i % 2 == 0 { format!("198.18.1.{i}") } else { format!("10.5.{i}.0") };
+                assert_eq!(routes[&format!("10.5.{i}.0/24")], want);
+            }
+            // One for the snapshot's decisions, one in the reconciliation's full dump.
+            assert_eq!(dp.with(|k| k.route_dumps), 2);
+            run.stop().await;
+        })
+        .await;
+}

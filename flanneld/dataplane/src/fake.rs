@@ -4,8 +4,6 @@
 //! replace key), including entries of other devices, tables and protocols that flanneld must
 //! leave alone.
 
-use std::net::Ipv4Addr;
-
 use ipnetwork::Ipv4Network;
 
 use crate::{
@@ -38,8 +36,6 @@ pub struct FakeDataplane {
     pub fail: Vec<(NetOp, String)>,
     /// When set, the next `apply` applies everything but reports `overrun` (then clears it).
     pub overrun_next: bool,
-    /// Public IPs `is_onlink` answers `true` for.
-    pub onlink: Vec<Ipv4Addr>,
     /// The MAC a newly created device gets when no hint is given.
     pub next_mac: Mac,
     /// Blackhole routes (`ensure_blackhole`), in the order they were added.
@@ -203,10 +199,6 @@ impl Dataplane for FakeDataplane {
         Ok(k)
     }
 
-    async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError> {
-        Ok(self.onlink.contains(&dst))
-    }
-
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
         if let Some(e) = &self.blackhole_error {
             return Err(DataplaneError::Other(e.clone()));
@@ -306,7 +298,7 @@ mod tests {
 
     mod props {
         use std::collections::BTreeSet;
-        use std::net::IpAddr;
+        use std::net::{IpAddr, Ipv4Addr};
 
         use ipnetwork::IpNetwork;
         use proptest::prelude::*;

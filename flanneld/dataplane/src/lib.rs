@@ -163,6 +163,23 @@ impl KernelRoute {
     }
 }
 
+impl KernelState {
+    /// DirectRouting's on-link test for `dst`, answered from the routes (a dump) instead of one
+    /// `RTM_GETROUTE` per peer: the main-table route the kernel would pick (longest prefix,
+    /// then lowest metric; tos 0) is a unicast route without a gateway. Upstream asks the
+    /// kernel (`netlink.RouteGet`) and takes one route with no gateway as on-link; policy
+    /// routing rules, which a lookup would follow, are not considered here.
+    pub fn is_onlink(&self, dst: Ipv4Addr) -> bool {
+        let best = self
+            .routes
+            .iter()
+            .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
+            .filter(|r| matches!(r.dst, IpNetwork::V4(n) if n.contains(dst)))
+            .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric));
+        best.is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
+    }
+}
+
 impl std::fmt::Display for KernelRoute {
     /// In `ip route` words: `10.5.7.0/24 via 198.18.0.11 dev #2 proto static table 254`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,8 +256,6 @@ pub trait Dataplane {
     async fn dump(&mut self) -> Result<KernelState, DataplaneError>;
     /// Like [`Dataplane::dump`], routes only (neighbours and FDB left empty).
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError>;
-    /// Route lookup used by DirectRouting: `Some(())` when `dst` is on-link (one route, no gateway).
-    async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError>;
     /// `--ip-blackhole-route`: adds `blackhole <dst>` to the main table unless a blackhole route
     /// for exactly `dst` is there, as upstream does (an exclusive add: it fails with EEXIST when
     /// another route of that prefix and metric exists, e.g. the bridge's `dev cni0` route).

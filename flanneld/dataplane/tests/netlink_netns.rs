@@ -336,8 +336,9 @@ fn direct_routing_route_and_onlink_lookup() {
         dp.ensure_device(&s, None).await.unwrap();
         let r = dp.apply(&plan_add(None, &p)).await.unwrap();
         assert_eq!((r.applied, r.failed.len()), (1, 0));
-        let a = dp.is_onlink("198.18.0.3".parse().unwrap()).await.unwrap();
-        let b = dp.is_onlink("203.0.113.9".parse().unwrap()).await.unwrap();
+        let routes = dp.dump_routes().await.unwrap();
+        let a = routes.is_onlink("198.18.0.3".parse().unwrap());
+        let b = routes.is_onlink("203.0.113.9".parse().unwrap());
         let st = dp.dump().await.unwrap();
         assert_eq!(reconcile(std::slice::from_ref(&p), &st), vec![]);
         // Switching to VXLAN replaces the route; back to direct, then removal.
@@ -366,8 +367,51 @@ fn direct_routing_route_and_onlink_lookup() {
 #[test]
 fn is_onlink_without_any_route_is_false() {
     let ns = node(2);
-    let r = in_ns(&ns, |mut dp| async move { dp.is_onlink("203.0.113.9".parse().unwrap()).await.unwrap() });
+    let r = in_ns(&ns, |mut dp| async move {
+        dp.dump_routes().await.unwrap().is_onlink("203.0.113.9".parse().unwrap())
+    });
     assert!(!r);
+}
+
+/// DirectRouting's on-link answer from one route dump agrees with the kernel's own lookup
+/// (`ip route get`: on-link when the chosen route has no gateway) for connected, gatewayed,
+/// more specific, blackhole and metric-ordered routes (namespace `wtown…`).
+#[test]
+fn onlink_from_one_dump_agrees_with_route_get() {
+    let ns = node_in("wtown", 2);
+    for r in [
+        &["default", "via", "198.18.0.1"][..],
+        &["203.0.113.0/24", "dev", "eth0"],
+        &["blackhole", "192.0.2.0/24"],
+        &["198.51.100.0/24", "via", "198.18.0.1", "metric", "10"],
+        &["198.51.100.0/24", "dev", "eth0", "metric", "20"],
+        &["198.51.100.128/25", "dev", "eth0", "metric", "30"],
+        &["10.9.0.0/16", "via", "198.18.0.1", "table", "100"],
+    ] {
+        let mut args = vec!["ip", "route", "add"];
+        args.extend_from_slice(r);
+        ns.exec(&args).expect_ok();
+    }
+    let probes: Vec<std::net::Ipv4Addr> =
+        ["198.18.0.3", "203.0.113.9", "192.0.2.5", "198.51.100.7", "198.51.100.200", "10.9.1.1", "8.8.8.8"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+    let p = probes.clone();
+    let ours = in_ns(&ns, move |mut dp| async move {
+        let routes = dp.dump_routes().await.unwrap();
+        p.iter().map(|a| routes.is_onlink(*a)).collect::<Vec<_>>()
+    });
+    let kernel: Vec<bool> = probes
+        .iter()
+        .map(|a| {
+            let out = ns.exec(&["ip", "-j", "route", "get", &a.to_string()]);
+            out.ok()
+                && serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()[0].get("gateway").is_none()
+        })
+        .collect();
+    assert_eq!(ours, kernel, "{probes:?}");
+    assert_eq!(ours, [true, true, false, false, true, false, false]);
 }
 
 fn many_peers(n: u32) -> Vec<Peer> {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use weft_dataplane::own::{Conflict, Ownership};
 use weft_dataplane::plan::{plan_add, plan_guard, plan_reconcile, plan_remove, Peer};
-use weft_dataplane::{Dataplane, NetOp, RT_TABLE_MAIN};
+use weft_dataplane::{Dataplane, KernelState, NetOp, RT_TABLE_MAIN};
 
 use crate::peers::{Change, RemotePeer};
 use crate::registry::{Record, Registry, WatchEvent};
@@ -51,10 +51,14 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let others: Vec<Record> =
             records.iter().filter(|r| Some(&r.key) != own_path.as_ref()).cloned().collect();
         let changes = self.peers.snapshot(&others);
+        // DirectRouting: one route dump answers every peer's on-link question.
+        let upserts = changes.iter().any(|c| matches!(c, Change::Upsert(_)));
+        let routes =
+            if upserts && self.spec.backend.direct_routing { self.routes().await.ok() } else { None };
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    let peer = self.peer_for(&p).await;
+                    let peer = self.peer_for(&p, routes.as_ref());
                     self.desired.insert(p.subnet(), peer);
                 }
                 Change::Remove(s) => {
@@ -67,7 +71,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     pub(super) async fn on_events(&mut self, events: &[WatchEvent]) {
-        let mut ops: Vec<NetOp> = Vec::new();
+        let mut changes = Vec::new();
         for ev in events {
             let key = match ev {
                 WatchEvent::Put(r) => &r.key,
@@ -93,55 +97,60 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     continue;
                 }
             }
-            let changes = match ev {
+            changes.extend(match ev {
                 WatchEvent::Put(r) => self.peers.put(r),
                 WatchEvent::Delete { key, .. } => self.peers.delete(key),
-            };
-            for change in changes {
-                match change {
-                    Change::Upsert(p) => {
-                        let new = self.peer_for(&p).await;
-                        info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
-                        ops.extend(plan_add(self.desired.get(&new.subnet), &new));
-                        self.desired.insert(new.subnet, new);
-                    }
-                    Change::Remove(s) => {
-                        if let Some(old) = self.desired.remove(&s) {
-                            info!(subnet = %s, public_ip = %old.public_ip, "peer removed");
-                            ops.extend(plan_remove(&old));
-                        }
+            });
+        }
+        self.update_lease_gauge();
+        if changes.is_empty() {
+            return;
+        }
+        // One route dump per batch: it answers DirectRouting's on-link questions and shows
+        // the routes flanneld must not replace or delete. Every change has a route op.
+        let routes = self.routes().await;
+        let mut ops: Vec<NetOp> = Vec::new();
+        for change in changes {
+            match change {
+                Change::Upsert(p) => {
+                    let new = self.peer_for(&p, routes.as_ref().ok());
+                    info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
+                    ops.extend(plan_add(self.desired.get(&new.subnet), &new));
+                    self.desired.insert(new.subnet, new);
+                }
+                Change::Remove(s) => {
+                    if let Some(old) = self.desired.remove(&s) {
+                        info!(subnet = %s, public_ip = %old.public_ip, "peer removed");
+                        ops.extend(plan_remove(&old));
                     }
                 }
             }
         }
-        self.update_lease_gauge();
         if ops.is_empty() {
             return;
         }
-        if ops.iter().any(|o| matches!(o, NetOp::AddRoute { .. } | NetOp::DelRoute { .. })) {
-            // Never replace or delete a route flanneld does not own: look at the routes first.
-            let routes = match self.dp.dump_routes().await {
-                Ok(r) => r,
-                Err(e) => {
-                    // `desired` is up to date: the reconciliation programs it from a full dump.
-                    self.cfg.metrics.netlink_errors.inc();
-                    error!(error = %e, "reading routes failed, will reconcile");
-                    self.device_suspect = true;
-                    self.reconcile_retry.get_or_insert(Instant::now() + self.retry_backoff);
-                    self.cfg.health.update(|h| h.mesh_programmed = false);
-                    return;
-                }
-            };
-            let guarded = plan_guard(ops, &routes, &self.ownership());
-            ops = guarded.ops;
-            self.note_conflicts(guarded.conflicts, false);
-        } else {
-            self.note_conflicts(Vec::new(), false);
-        }
-        let clean = self.apply(&ops).await;
+        let Ok(routes) = routes else {
+            // `desired` is up to date: the reconciliation programs it from a full dump.
+            self.device_suspect = true;
+            self.reconcile_retry.get_or_insert(Instant::now() + self.retry_backoff);
+            self.cfg.health.update(|h| h.mesh_programmed = false);
+            return;
+        };
+        // Never replace or delete a route flanneld does not own.
+        let guarded = plan_guard(ops, &routes, &self.ownership());
+        self.note_conflicts(guarded.conflicts, false);
+        let clean = self.apply(&guarded.ops).await;
         if clean {
             self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
         }
+    }
+
+    /// The kernel's routes; a failure is counted and logged (ERROR) here.
+    async fn routes(&mut self) -> Result<KernelState, ()> {
+        self.dp.dump_routes().await.map_err(|e| {
+            self.cfg.metrics.netlink_errors.inc();
+            error!(error = %e, "reading routes failed, will reconcile");
+        })
     }
 
     /// What flanneld may change in the kernel now.
@@ -191,19 +200,17 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.cfg.metrics.leases_known.set(gauge(self.known_keys.len()));
     }
 
-    pub(super) async fn peer_for(&mut self, p: &RemotePeer) -> Peer {
-        let direct = if self.spec.backend.direct_routing {
-            match self.dp.is_onlink(p.public_ip).await {
-                Ok(d) => d,
-                Err(e) => {
-                    self.cfg.metrics.netlink_errors.inc();
-                    warn!(public_ip = %p.public_ip, error = %e, "route lookup failed, using VXLAN");
+    /// The peer to program for `p`. With DirectRouting, `routes` (one dump for many peers)
+    /// says whether its PublicIP is on-link; without them (the dump failed) it gets VXLAN.
+    pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Peer {
+        let direct = self.spec.backend.direct_routing
+            && match routes {
+                Some(r) => r.is_onlink(p.public_ip),
+                None => {
+                    warn!(public_ip = %p.public_ip, "no route dump for the on-link check, using VXLAN");
                     false
                 }
-            }
-        } else {
-            false
-        };
+            };
         Peer { subnet: p.subnet(), public_ip: p.public_ip, vtep_mac: p.vtep_mac, direct }
     }
 

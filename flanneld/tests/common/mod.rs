@@ -30,6 +30,8 @@ pub struct Kernel {
     pub log: Vec<NetOp>,
     pub ensure_calls: usize,
     pub dumps: usize,
+    /// Route dumps (`dump_routes`, and the route part of every `dump`).
+    pub route_dumps: usize,
     /// Sizes of the batches passed to `apply`.
     pub batches: Vec<usize>,
     /// Ops matching this fail (with the op left undone).
@@ -44,7 +46,8 @@ pub struct Kernel {
     pub blackhole_calls: Vec<Ipv4Network>,
     /// `ensure_blackhole` fails with this (like the kernel's EEXIST next to a `cni0` route).
     pub blackhole_error: Option<String>,
-    /// Public IPs `is_onlink` answers `true` for (DirectRouting).
+    /// Public IPs that are on-link for DirectRouting: dumps show a `<ip>/32 dev eth0 scope
+    /// link` route for each.
     pub onlink: Vec<Ipv4Addr>,
 }
 
@@ -155,6 +158,7 @@ impl Dataplane for RecordingDataplane {
     }
 
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
+        self.kernel.borrow_mut().route_dumps += 1;
         let k = self.kernel.borrow();
         let dev = k.device.as_ref().map_or(0, |(_, i)| i.index);
         let mut routes: Vec<KernelRoute> = k
@@ -163,11 +167,13 @@ impl Dataplane for RecordingDataplane {
             .map(|(d, (g, o))| KernelRoute::made(*d, *g, *o, Some(if *o { dev } else { 2 })))
             .collect();
         routes.extend(k.foreign.iter().cloned());
+        routes.extend(k.onlink.iter().map(|ip| KernelRoute {
+            gw: None,
+            protocol: 2,
+            scope: 253,
+            ..KernelRoute::made(IpNetwork::V4(Ipv4Network::from(*ip)), IpAddr::V4(*ip), false, Some(2))
+        }));
         Ok(KernelState { device: dev, routes, ..KernelState::default() })
-    }
-
-    async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError> {
-        Ok(self.kernel.borrow().onlink.contains(&dst))
     }
 
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
