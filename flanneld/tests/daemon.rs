@@ -479,7 +479,7 @@ async fn periodic_reconcile_heals_manual_changes_and_overruns() {
             assert!(metrics.render().contains("flanneld_reconcile_corrections_total 1"));
 
             // Failing ops: health drops and the daemon retries until they succeed.
-            dp.with(|k| k.fail = Some(|op| matches!(op, NetOp::AddRoute { .. })));
+            dp.with(|k| k.fail = Some(|op| matches!(op, NetOp::AddRoute { .. } | NetOp::CreateRoute { .. })));
             reg.put_raw(
                 &key("10.5.71.0-24"),
                 upstream_value("198.18.0.12", "02:00:00:00:00:12").as_bytes(),

@@ -103,7 +103,7 @@ impl FakeDataplane {
                 // The kernel deletes only the entry with that destination.
                 self.fdb.retain(|e| !(e.ifindex == dev && e.mac == *mac && e.dst == *dst && e.self_))
             }
-            NetOp::AddRoute { dst, gw, onlink } => {
+            NetOp::AddRoute { dst, gw, onlink } | NetOp::CreateRoute { dst, gw, onlink } => {
                 let oif = if *onlink { dev } else { self.underlay() };
                 let new = KernelRoute::made(*dst, *gw, *onlink, Some(oif));
                 // create+replace: the first route with the same table, destination, tos and
@@ -174,6 +174,16 @@ impl Dataplane for FakeDataplane {
             if let Some((_, why)) = self.fail.iter().find(|(f, _)| f == op) {
                 report.failed.push((op.clone(), why.clone()));
                 continue;
+            }
+            if let NetOp::CreateRoute { dst, .. } = op {
+                if self
+                    .routes
+                    .iter()
+                    .any(|r| r.table == RT_TABLE_MAIN && r.dst == *dst && r.tos == 0 && r.metric == 0)
+                {
+                    report.exists.push(op.clone());
+                    continue;
+                }
             }
             self.exec(op);
             report.applied += 1;
@@ -545,10 +555,29 @@ mod tests {
                 let mut ops: Vec<NetOp> = old.iter().flat_map(plan_remove).collect();
                 ops.extend(new.iter().flat_map(|p| plan_add(None, p)));
                 let guarded = plan_guard(ops, &before, &o);
+                let mut exclusive = dp.clone();
                 block(dp.apply(&guarded.ops)).unwrap();
                 let after = dp.state();
                 for r in before.routes.iter().filter(|r| !o.owns_route(before.device, r)) {
                     prop_assert!(after.routes.contains(r), "foreign route changed: {}", r);
+                }
+                // New peers' routes created exclusively, unguarded: nothing that was there changes.
+                let create: Vec<NetOp> = new
+                    .iter()
+                    .flat_map(|p| plan_add(None, p))
+                    .map(|op| match op {
+                        NetOp::AddRoute { dst, gw, onlink } => NetOp::CreateRoute { dst, gw, onlink },
+                        other => other,
+                    })
+                    .collect();
+                let report = block(exclusive.apply(&create)).unwrap();
+                let after = exclusive.state();
+                for r in &before.routes {
+                    prop_assert!(after.routes.contains(r), "route changed by an exclusive create: {}", r);
+                }
+                for op in &report.exists {
+                    let NetOp::CreateRoute { dst, .. } = op else { unreachable!() };
+                    prop_assert!(before.routes.iter().any(|r| r.dst == *dst && r.table == RT_TABLE_MAIN));
                 }
             }
         }

@@ -86,6 +86,15 @@ pub enum NetOp {
         gw: IpAddr,
         onlink: bool,
     },
+    /// Like [`NetOp::AddRoute`], but create+exclusive: when any route holds the destination
+    /// (the kernel's replace key: main table, prefix, tos 0, no metric) nothing changes and the
+    /// op is reported in [`ApplyReport::exists`]. For routes believed absent, so that a route
+    /// flanneld did not make is never overwritten without first looking at it.
+    CreateRoute {
+        dst: IpNetwork,
+        gw: IpAddr,
+        onlink: bool,
+    },
 }
 
 /// The main routing table (`RT_TABLE_MAIN`).
@@ -228,6 +237,9 @@ pub struct ApplyReport {
     /// The socket overran (ENOBUFS): the kernel may have applied more than reported; the
     /// caller must re-read and reconcile.
     pub overrun: bool,
+    /// [`NetOp::CreateRoute`]s that found a route at their destination (EEXIST) and changed
+    /// nothing: the caller looks at the kernel's routes before deciding anything.
+    pub exists: Vec<NetOp>,
 }
 
 /// Errors of the dataplane.

@@ -230,25 +230,28 @@ pub fn plan_reconcile(desired: &[Peer], actual: &KernelState, owner: &Ownership)
 /// Checks ops planned from lease events ([`plan_add`], [`plan_remove`]) against the routes of
 /// `actual` (a fresh [`crate::Dataplane::dump_routes`]): a route add whose destination is held
 /// by a route flanneld does not own is dropped and reported as a conflict (the replace would
-/// overwrite it), and a route delete that matches no route flanneld owns is dropped (there is
-/// nothing of flanneld's to delete, and the kernel's delete matches loosely, e.g. any metric).
-/// Neighbour and FDB ops only ever address the device's own entries and pass unchanged.
+/// overwrite it), and a route delete that matches no route flanneld owns (in `actual`, or
+/// added by an earlier op of the same list) is dropped: there is nothing of flanneld's to
+/// delete, and the kernel's delete matches loosely (any metric). Neighbour and FDB ops only
+/// ever address the device's own entries and pass unchanged.
 pub fn plan_guard(ops: Vec<NetOp>, actual: &KernelState, owner: &Ownership) -> Reconcile {
     let dev = actual.device;
     let mut out = Reconcile::default();
+    let mut added: Vec<(IpNetwork, IpAddr, bool)> = Vec::new();
     for op in ops {
         match &op {
-            NetOp::AddRoute { dst, .. } => {
+            NetOp::AddRoute { dst, gw, onlink } | NetOp::CreateRoute { dst, gw, onlink } => {
                 if let Some(r) = actual.routes.iter().find(|r| owner.blocks(dev, r, dst)) {
                     out.conflicts.push(Conflict { dst: *dst, route: r.clone() });
                     continue;
                 }
+                added.push((*dst, *gw, *onlink));
             }
             NetOp::DelRoute { dst, gw, onlink } => {
                 let owned = actual.routes.iter().any(|r| {
                     r.dst == *dst && r.gw == Some(*gw) && r.onlink == *onlink && owner.owns_route(dev, r)
                 });
-                if !owned {
+                if !owned && !added.contains(&(*dst, *gw, *onlink)) {
                     continue;
                 }
             }
@@ -552,6 +555,11 @@ pub(crate) mod tests {
                 NetOp::AddFdb { mac: M1, dst: ip("198.18.0.3") }
             ]
         );
+        // A lease put and deleted in one batch: the delete of the route just added stays.
+        let mut ops = plan_add(None, &p);
+        ops.extend(plan_remove(&p));
+        let empty = KernelState { device: DEV, ..KernelState::default() };
+        assert_eq!(plan_guard(ops.clone(), &empty, &owner(std::slice::from_ref(&p))).ops, ops);
         let k = state_of(std::slice::from_ref(&q));
         assert_eq!(plan_guard(plan_remove(&q), &k, &owner(std::slice::from_ref(&q))).ops, plan_remove(&q));
     }

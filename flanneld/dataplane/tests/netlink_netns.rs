@@ -653,6 +653,21 @@ fn operator_routes_are_dumped_as_they_are_and_never_planned_over() {
         assert!(after.lines().any(|l| l == line), "{line} is gone:\n{after}");
     }
     assert!(after.contains("10.5.71.0/24 via 10.5.71.0 dev flannel.1 onlink"), "{after}");
+    // An exclusive create meets the foreign route, reports it and changes nothing.
+    let dst: ipnetwork::IpNetwork = "10.5.73.0/24".parse().unwrap();
+    let create = NetOp::CreateRoute { dst, gw: "10.5.73.0".parse().unwrap(), onlink: true };
+    let s3 = s.clone();
+    let report = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_device(&s3, None).await.unwrap();
+        let r = dp.apply(std::slice::from_ref(&create)).await.unwrap();
+        (r.applied, r.failed.len(), r.exists)
+    });
+    assert_eq!(report.0 + report.1, 0);
+    assert_eq!(report.2.len(), 1);
+    assert_eq!(
+        text(&ns, &["ip", "route", "show", "table", "main", "10.5.73.0/24"]),
+        "10.5.73.0/24 via 198.18.0.50 dev eth0 proto static"
+    );
     // What the conflict rule prevents: the kernel's create+replace overwrites the foreign route.
     let (applied, failed, _) = apply(&ns, s, plan_add(None, &q));
     assert_eq!((applied, failed), (3, 0));

@@ -106,16 +106,35 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         if changes.is_empty() {
             return;
         }
-        // One route dump per batch: it answers DirectRouting's on-link questions and shows
-        // the routes flanneld must not replace or delete. Every change has a route op.
-        let routes = self.routes().await;
+        // DirectRouting: one route dump answers every on-link question of the batch (and
+        // guards its route ops below).
+        let direct_routing = self.spec.backend.direct_routing;
+        let mut routes = if direct_routing { Some(self.routes().await) } else { None };
         let mut ops: Vec<NetOp> = Vec::new();
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    let new = self.peer_for(&p, routes.as_ref().ok());
+                    let new = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok()));
                     info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
-                    ops.extend(plan_add(self.desired.get(&new.subnet), &new));
+                    let old = self.desired.get(&new.subnet);
+                    let mut add = plan_add(old, &new);
+                    if !direct_routing {
+                        // Without DirectRouting a known peer's route never changes (`S via
+                        // S.0`); a new one is created exclusively: an existing route at its
+                        // destination is reported, not overwritten, and looked at below.
+                        let known = old.is_some();
+                        add = add
+                            .into_iter()
+                            .filter_map(|op| match op {
+                                NetOp::AddRoute { .. } if known => None,
+                                NetOp::AddRoute { dst, gw, onlink } => {
+                                    Some(NetOp::CreateRoute { dst, gw, onlink })
+                                }
+                                other => Some(other),
+                            })
+                            .collect();
+                    }
+                    ops.extend(add);
                     self.desired.insert(new.subnet, new);
                 }
                 Change::Remove(s) => {
@@ -129,18 +148,30 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         if ops.is_empty() {
             return;
         }
-        let Ok(routes) = routes else {
-            // `desired` is up to date: the reconciliation programs it from a full dump.
-            self.device_suspect = true;
-            self.reconcile_retry.get_or_insert(Instant::now() + self.retry_backoff);
-            self.cfg.health.update(|h| h.mesh_programmed = false);
-            return;
-        };
-        // Never replace or delete a route flanneld does not own.
-        let guarded = plan_guard(ops, &routes, &self.ownership());
-        self.note_conflicts(guarded.conflicts, false);
-        let clean = self.apply(&guarded.ops).await;
-        if clean {
+        // Replacing and deleting routes needs a look at them first: never replace or delete a
+        // route flanneld does not own.
+        if ops.iter().any(|o| matches!(o, NetOp::AddRoute { .. } | NetOp::DelRoute { .. })) {
+            if routes.is_none() {
+                routes = Some(self.routes().await);
+            }
+            let Some(Ok(seen)) = &routes else {
+                // `desired` is up to date: the reconciliation programs it from a full dump.
+                self.device_suspect = true;
+                self.reconcile_retry.get_or_insert(Instant::now() + self.retry_backoff);
+                self.cfg.health.update(|h| h.mesh_programmed = false);
+                return;
+            };
+            let guarded = plan_guard(ops, seen, &self.ownership());
+            ops = guarded.ops;
+            self.note_conflicts(guarded.conflicts, false);
+        } else {
+            self.note_conflicts(Vec::new(), false);
+        }
+        let clean = self.apply(&ops).await;
+        if std::mem::take(&mut self.routes_in_the_way) {
+            // A new peer's destination already had a route: decide from a full dump now.
+            self.reconcile().await;
+        } else if clean {
             self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
         }
     }
@@ -232,6 +263,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         }
                     }
                     self.cfg.metrics.netlink_errors.inc_by(u64::try_from(report.failed.len()).unwrap_or(0));
+                    if !report.exists.is_empty() {
+                        debug!(routes = report.exists.len(), "route destinations already taken");
+                        self.routes_in_the_way = true;
+                    }
                     if !report.failed.is_empty() {
                         // ENODEV and friends: the device may be gone; the next pass re-checks it.
                         self.device_suspect = true;

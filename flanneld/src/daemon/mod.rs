@@ -154,6 +154,7 @@ pub async fn run<R: Registry, D: Dataplane>(
         blackhole_failing: None,
         direct_cleanup: false,
         conflicts: BTreeMap::new(),
+        routes_in_the_way: false,
     };
     // Started with DirectRouting off: the first clean reconciliation also removes the
     // DirectRouting routes a previous run may have made (then never again).
@@ -291,6 +292,8 @@ struct Daemon<R, D> {
     /// Peer routes not programmed because a route flanneld does not own holds the destination
     /// (destination → that route), as last reported.
     conflicts: BTreeMap<IpNetwork, KernelRoute>,
+    /// A `CreateRoute` found its destination taken (set by `apply`; the caller reconciles).
+    routes_in_the_way: bool,
 }
 
 fn unix_now() -> i64 {

@@ -132,6 +132,17 @@ impl Dataplane for RecordingDataplane {
                 NetOp::DelRoute { dst, .. } => {
                     k.routes.remove(dst);
                 }
+                NetOp::CreateRoute { dst, gw, onlink } => {
+                    let taken = k.routes.contains_key(dst)
+                        || k.foreign.iter().any(|r| {
+                            r.table == RT_TABLE_MAIN && r.dst == *dst && r.tos == 0 && r.metric == 0
+                        });
+                    if taken {
+                        report.exists.push(op.clone());
+                        continue;
+                    }
+                    k.routes.insert(*dst, (*gw, *onlink));
+                }
             }
             report.applied += 1;
         }

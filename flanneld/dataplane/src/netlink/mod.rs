@@ -293,6 +293,9 @@ impl Dataplane for NetlinkDataplane {
                 let Some(op) = ops.get(i) else { continue };
                 match outcome {
                     Outcome::Done => report.applied += 1,
+                    Outcome::Errno(Errno::EEXIST) if matches!(op, NetOp::CreateRoute { .. }) => {
+                        report.exists.push(op.clone())
+                    }
                     Outcome::Errno(e) if benign(op, e) => report.applied += 1,
                     Outcome::Errno(e) => report.failed.push((
                         op.clone(),

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -130,12 +130,19 @@ pub(crate) fn request(index: u32, op: &NetOp) -> Request {
         NetOp::DelRoute { dst, gw, onlink } => {
             Request { msg: RouteNetlinkMessage::DelRoute(route(index, dst, *gw, *onlink)), flags: 0 }
         }
+        NetOp::CreateRoute { dst, gw, onlink } => Request {
+            msg: RouteNetlinkMessage::NewRoute(route(index, dst, *gw, *onlink)),
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+        },
     }
 }
 
 /// True when the op adds (EEXIST is then success) rather than deletes (ENOENT/ESRCH are).
 pub(crate) fn is_add(op: &NetOp) -> bool {
-    matches!(op, NetOp::AddNeigh { .. } | NetOp::AddFdb { .. } | NetOp::AddRoute { .. })
+    matches!(
+        op,
+        NetOp::AddNeigh { .. } | NetOp::AddFdb { .. } | NetOp::AddRoute { .. } | NetOp::CreateRoute { .. }
+    )
 }
 
 /// A short description of `op` for errors and logs, in `ip`/`bridge` words.
@@ -147,6 +154,9 @@ pub(crate) fn describe(op: &NetOp) -> String {
         NetOp::DelFdb { mac, dst } => format!("del fdb {} dst {dst}", mac_str(mac)),
         NetOp::AddRoute { dst, gw, onlink } => format!("add route {dst} via {gw}{}", onlink_str(*onlink)),
         NetOp::DelRoute { dst, gw, onlink } => format!("del route {dst} via {gw}{}", onlink_str(*onlink)),
+        NetOp::CreateRoute { dst, gw, onlink } => {
+            format!("create route {dst} via {gw}{}", onlink_str(*onlink))
+        }
     }
 }
 
