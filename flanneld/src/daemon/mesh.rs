@@ -232,16 +232,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     /// The peer to program for `p`. With DirectRouting, `routes` (one dump for many peers)
-    /// says whether its PublicIP is on-link; without them (the dump failed) it gets VXLAN.
+    /// says whether its PublicIP is on-link; without them (the dump failed, logged once by
+    /// the caller) it gets VXLAN, as upstream does when its route lookup fails.
     pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Peer {
-        let direct = self.spec.backend.direct_routing
-            && match routes {
-                Some(r) => r.is_onlink(p.public_ip),
-                None => {
-                    warn!(public_ip = %p.public_ip, "no route dump for the on-link check, using VXLAN");
-                    false
-                }
-            };
+        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(p.public_ip));
         Peer { subnet: p.subnet(), public_ip: p.public_ip, vtep_mac: p.vtep_mac, direct }
     }
 
