@@ -4,7 +4,8 @@
 //! Startup: config (retried every second), VTEP MAC (persisted), lease, device, subnet.env,
 //! then the loop. Decide, then do: lease records → [`PeerSet`] changes (pure) →
 //! `weft_dataplane::plan` ops (pure) → `Dataplane::apply` in batches. A periodic reconciliation
-//! (and one after every snapshot) dumps the kernel and corrects drift. Losing the own lease
+//! (and one after every snapshot) dumps the kernel and corrects drift, changing only what
+//! `weft_dataplane::own::Ownership` says flanneld made. Losing the own lease
 //! re-acquires it, preferring the same subnet; the daemon never exits for it. etcd outages
 //! keep the kernel state as it is.
 
@@ -15,13 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
 use weft_dataplane::firewall::FirewallError;
 use weft_dataplane::plan::Peer;
-use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, Mac, NetOp};
+use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, KernelRoute, Mac, NetOp};
 
 use crate::acquire::OwnLease;
 use crate::health::Health;
@@ -160,7 +161,13 @@ pub async fn run<R: Registry, D: Dataplane>(
         failing: BTreeSet::new(),
         device_suspect: false,
         blackhole_failing: None,
+        direct_cleanup: false,
+        conflicts: BTreeMap::new(),
+        routes_in_the_way: false,
     };
+    // Started with DirectRouting off: the first clean reconciliation also removes the
+    // DirectRouting routes a previous run may have made (then never again).
+    d.direct_cleanup = !d.spec.backend.direct_routing;
 
     let acquired = tokio::select! {
         a = d.acquire_until_done() => Some(a),
@@ -288,6 +295,14 @@ struct Daemon<R, D> {
     device_suspect: bool,
     /// The last blackhole-route failure (logged once per distinct message).
     blackhole_failing: Option<String>,
+    /// DirectRouting is off and its routes of a previous run are still to be removed (until the
+    /// first clean reconciliation).
+    direct_cleanup: bool,
+    /// Peer routes not programmed because a route flanneld does not own holds the destination
+    /// (destination → that route), as last reported.
+    conflicts: BTreeMap<IpNetwork, KernelRoute>,
+    /// A `CreateRoute` found its destination taken (set by `apply`; the caller reconciles).
+    routes_in_the_way: bool,
 }
 
 fn unix_now() -> i64 {
