@@ -9,7 +9,8 @@
 # starts without glibc's start-up work (~0.3 ms less per process here). Measured with
 # `weft-bench plugins`: peak RSS of a bridge ADD 1.6 MB (glibc static, opt-level 3: 2.8 MB),
 # ADD time no worse. Where the musl target cannot be installed, they are linked statically
-# against glibc instead. flanneld and the tools are ordinary dynamic release builds.
+# against glibc instead. flanneld and the tools are ordinary dynamic release builds (they unwind
+# on panic; the CNI binaries abort: see the profiles in Cargo.toml).
 # Repeated runs rebuild nothing that has not changed.
 # Usage: scripts/build-release.sh [--cni-only]   (--cni-only: only the CNI binaries)
 set -euo pipefail

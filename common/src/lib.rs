@@ -7,6 +7,8 @@
 //! - [`firewall`]: masquerade rules (iptables and nftables layouts of the reference plugins).
 //! - [`flannel`]: the one `subnet.env` parser/renderer.
 //! - [`log`]: plugin logging to stderr.
+//! - [`mac`]: MAC address text and random local MACs.
+//! - [`process`]: running a system tool (the one process runner).
 //! - [`json`]: JSON with sorted keys, as the Go side writes it.
 //!
 //! No tokio and no etcd here: plugins are short-lived processes that must start fast.
@@ -22,8 +24,10 @@ pub mod flannel;
 pub mod fs;
 pub mod json;
 pub mod log;
+pub mod mac;
 pub mod netlink;
 pub mod netns;
+pub mod process;
 pub mod sysctl;
 
 #[cfg(target_env = "musl")]

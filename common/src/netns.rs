@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::statfs::fstatfs;
 
-use crate::cni::error::{CniError, ErrorCode};
-
 const NSFS_MAGIC: i64 = 0x6e73_6673;
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
@@ -72,6 +70,12 @@ impl NetNs {
         &self.file
     }
 
+    /// Device and inode of the namespace file: equal for two handles on the same namespace.
+    pub fn id(&self) -> std::io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map(|m| (m.dev(), m.ino()))
+    }
+
     /// Moves the calling thread into this namespace until the guard is dropped.
     pub fn enter(&self) -> Result<NetnsGuard, NetnsError> {
         let original = NetNs::current()?;
@@ -103,34 +107,6 @@ impl Drop for NetnsGuard {
     }
 }
 
-/// Refuses a `CNI_NETNS` that is missing, not a namespace, or the plugin's own namespace
-/// (code 4 / 8), unless `CNI_NETNS_OVERRIDE` is `1`/`true`. Runs before any work is done.
-pub fn ensure_not_own_netns(path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), CniError> {
-    let ns = NetNs::open(path).map_err(|e| CniError::invalid_env("CNI_NETNS", e.to_string()))?;
-    let override_set =
-        env("CNI_NETNS_OVERRIDE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
-    if override_set {
-        return Ok(());
-    }
-    let id = |f: &File| {
-        f.metadata().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino())
-        })
-    };
-    let own = NetNs::current().map_err(|e| CniError::internal("cannot read own netns", e.to_string()))?;
-    if let (Ok(a), Ok(b)) = (id(&ns.file), id(&own.file)) {
-        if a == b {
-            return Err(CniError::new(
-                ErrorCode::InvalidNetns,
-                "plugin's netns and netns from CNI_NETNS should not be the same",
-                path.to_string(),
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,13 +121,5 @@ mod tests {
     fn regular_file_is_not_a_namespace() {
         let f = tempfile::NamedTempFile::new().unwrap();
         assert!(matches!(NetNs::open(f.path()).unwrap_err(), NetnsError::NotNamespace { .. }));
-    }
-
-    #[test]
-    fn own_namespace_is_refused() {
-        let e = ensure_not_own_netns("/proc/self/ns/net", &|_| None).unwrap_err();
-        assert_eq!(e.code, 8);
-        assert!(ensure_not_own_netns("/proc/self/ns/net", &|_| Some("true".into())).is_ok());
-        assert_eq!(ensure_not_own_netns("/nope", &|_| None).unwrap_err().code, 4);
     }
 }

@@ -2,7 +2,8 @@
 //! tools, teardown with and without addresses, idempotence, and interop with the reference bridge
 //! plugin (Debian v1.1.1, iptables) in both directions, and the in-process nftables transaction
 //! against the `nft` tool, and the in-process iptables-nft ADD against `iptables-restore`. Every
-//! namespace is named `wtfw…`, `wtnx…` or `wtix…` and deleted on drop, also when a test panics.
+//! namespace is named `wtfw…`, `wtnx…`, `wtny…`, `wtnd…` or `wtix…` and deleted on drop, also
+//! when a test panics.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +11,8 @@ use std::os::unix::fs::MetadataExt;
 
 use ipnetwork::IpNetwork;
 use weft_common::firewall::{
-    chain_name, iptables_comment, nft_comment, setup_masquerade, teardown_masquerade, BackendChoice,
-    MasqTarget,
+    chain_name, iptables_comment, nft_comment, nftables_masquerade_comments, setup_masquerade,
+    teardown_masquerade, BackendChoice, MasqTarget,
 };
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
@@ -261,20 +262,29 @@ fn nftables_in_process_matches_nft_tool() {
     assert!(after.contains("Masquerade traffic from certain IPs"), "{after}");
 }
 
-/// ADD after the table, or only one chain, was deleted by someone else recreates exactly the layout
-/// a first ADD builds (the reference's script in a fresh namespace).
-#[test]
-fn nftables_add_recreates_deleted_table_and_chain() {
+/// A namespace for our dual-stack ADD (`add` runs it there) and the listing the reference's
+/// script gives in a fresh one: what every ADD must leave behind.
+fn ours_and_golden(prefix: &str) -> (Netns, String, impl Fn()) {
     require_root();
-    let ours = Netns::unique("wtnx");
-    let golden = Netns::unique("wtnx");
-    let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
-    let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+    let ours = Netns::unique(prefix);
+    let golden = Netns::unique(prefix);
     let comment = nft_comment(NET, "eth0", "ctr1");
     golden.exec_with(&["nft", "-f", "-"], &[], reference_script(&comment).as_bytes()).expect_ok();
     let want = listing(&golden, &[]);
     let ns = NetNs::open(ours.path()).unwrap();
-    let add = || ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    let add = move || {
+        let dual = addrs(&["198.19.1.2/20", "fd00:77::2/64"]);
+        let t = MasqTarget { network: NET, container_id: "ctr1", ifname: "eth0" };
+        ns.run(|| setup_masquerade(BackendChoice::Nftables, &t, &dual)).unwrap().unwrap();
+    };
+    (ours, want, add)
+}
+
+/// ADD after the table, or only one chain, was deleted by someone else recreates exactly the layout
+/// a first ADD builds (the reference's script in a fresh namespace).
+#[test]
+fn nftables_add_recreates_deleted_table_and_chain() {
+    let (ours, want, add) = ours_and_golden("wtnx");
 
     add();
     assert_eq!(listing(&ours, &[]), want);
@@ -294,6 +304,89 @@ fn nftables_add_recreates_deleted_table_and_chain() {
     }
     add();
     assert_eq!(listing(&ours, &[]), want);
+}
+
+/// ADD refills a postrouting chain someone changed (an extra rule, an altered one) and keeps the
+/// rules the `nft` tool writes from the reference's text, which read as already filled.
+#[test]
+fn nftables_add_refills_a_changed_postrouting_chain() {
+    let (ours, want, add) = ours_and_golden("wtny");
+    let postrouting = |multicast: &str| {
+        let tbl = "inet cni_plugins_masquerade";
+        format!(
+            "flush chain {tbl} postrouting\n\
+             add rule {tbl} postrouting ip daddr == {multicast} return\n\
+             add rule {tbl} postrouting ip6 daddr == ff00::/8 return\n\
+             add rule {tbl} postrouting goto masq_checks\n"
+        )
+    };
+
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+    // The chain as the tool writes it from the reference's text.
+    ours.exec_with(&["nft", "-f", "-"], &[], postrouting("224.0.0.0/4").as_bytes()).expect_ok();
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+    // An extra rule.
+    ours.exec(&["nft", "add", "rule", "inet", "cni_plugins_masquerade", "postrouting", "counter"])
+        .expect_ok();
+    assert_ne!(listing(&ours, &[]), want);
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+    // An altered rule.
+    ours.exec_with(&["nft", "-f", "-"], &[], postrouting("224.0.0.0/8").as_bytes()).expect_ok();
+    assert_ne!(listing(&ours, &[]), want);
+    add();
+    assert_eq!(listing(&ours, &[]), want);
+}
+
+/// A listing taken while other attachments' rules are being deleted still holds every rule
+/// that stays: the kernel resumes a multi-part dump by position, so without the restart of an
+/// interrupted dump a concurrent delete made a DEL miss its own rule.
+#[test]
+fn nftables_listing_during_concurrent_dels_misses_nothing() {
+    require_root();
+    let lab = Netns::unique("wtnd");
+    fn target(id: &str) -> MasqTarget<'_> {
+        MasqTarget { network: "wtndnet", container_id: id, ifname: "eth0" }
+    }
+    let ids: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
+    let addr = |i: usize| -> IpNetwork { format!("198.19.{}.{}/16", i / 200, i % 200 + 2).parse().unwrap() };
+    let ns = NetNs::open(lab.path()).unwrap();
+    ns.run(|| {
+        for (i, id) in ids.iter().enumerate() {
+            setup_masquerade(BackendChoice::Nftables, &target(id), &[addr(i)]).unwrap();
+        }
+    })
+    .unwrap();
+    let odd = |c: &Option<String>| {
+        c.as_deref().is_some_and(|c| {
+            let id = c.rsplit("id: ").next().unwrap_or("");
+            id.trim_start_matches('c').parse::<usize>().is_ok_and(|n| n % 2 == 1)
+        })
+    };
+    // The even attachments are deleted one by one in another thread; the odd ones stay.
+    let listings = std::thread::scope(|scope| {
+        let deleter = scope.spawn(|| {
+            let ns = NetNs::open(lab.path()).unwrap();
+            ns.run(|| {
+                for (i, id) in ids.iter().enumerate().step_by(2).take(100) {
+                    teardown_masquerade(&target(id), &[addr(i)]).unwrap();
+                }
+            })
+            .unwrap()
+        });
+        let mut listings = 0;
+        while !deleter.is_finished() {
+            let comments = ns.run(nftables_masquerade_comments).unwrap().unwrap();
+            let kept = comments.iter().filter(|c| odd(c)).count();
+            assert_eq!(kept, ids.len() / 2, "a listing missed a rule that was never deleted");
+            listings += 1;
+        }
+        listings
+    });
+    assert!(listings > 0);
+    assert_eq!(nft_rules(&lab, "masq_checks").len(), 200, "100 of 300 deleted");
 }
 
 /// A transaction the kernel rejects applies nothing and reports the rejected operation and errno.

@@ -33,6 +33,23 @@ impl OwnLease {
     pub fn subnet(&self) -> Ipv4Network {
         self.key.ipv4
     }
+
+    /// Why the lease is lost, if it is, given what etcd holds at our key (`None`: no key) as of
+    /// `revision` (a listing's, or a watch event's). A view older than our last write says
+    /// nothing; a key on another etcd lease with another value was taken by another node (our
+    /// own renewal changes only one of the two).
+    pub fn lost_because(&self, current: Option<&Record>, revision: i64) -> Option<&'static str> {
+        if revision < self.revision {
+            return None;
+        }
+        match current {
+            None => Some("key deleted or expired"),
+            Some(r) if r.lease != self.etcd_lease && r.value != self.value => {
+                Some("key overwritten by another node")
+            }
+            Some(_) => None,
+        }
+    }
 }
 
 /// The result of a successful attempt, with the listing it was based on (reused as the
@@ -162,5 +179,34 @@ pub async fn renew<R: Registry>(
             revoke_quietly(registry, fresh).await;
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_only_when_a_view_newer_than_our_write_shows_the_key_gone_or_taken() {
+        let own = OwnLease {
+            key: LeaseKey::parse("10.5.7.0-24").unwrap(),
+            path: "/coreos.com/network/subnets/10.5.7.0-24".into(),
+            value: b"ours".to_vec(),
+            etcd_lease: 7,
+            revision: 100,
+        };
+        let rec = |lease: i64, value: &[u8]| Record {
+            key: own.path.clone(),
+            value: value.to_vec(),
+            lease,
+            mod_revision: 101,
+        };
+        assert_eq!(own.lost_because(None, 99), None, "older than our write");
+        assert_eq!(own.lost_because(None, 100), Some("key deleted or expired"));
+        assert_eq!(own.lost_because(Some(&rec(8, b"theirs")), 101), Some("key overwritten by another node"));
+        assert_eq!(own.lost_because(Some(&rec(8, b"theirs")), 50), None);
+        // Renewed onto a new etcd lease, or rewritten with our new MAC: still ours.
+        assert_eq!(own.lost_because(Some(&rec(8, b"ours")), 101), None);
+        assert_eq!(own.lost_because(Some(&rec(7, b"new mac")), 101), None);
     }
 }

@@ -38,6 +38,9 @@ pub struct HealthState {
     pub mesh_programmed: bool,
     /// subnet.env written (upstream's readiness).
     pub ready: bool,
+    /// Peer routes (destinations) not programmed because a route flanneld did not make holds
+    /// the destination (it is left alone).
+    pub route_conflicts: Vec<String>,
 }
 
 /// Shared health state, and the facts the daemon publishes for `/debug/dataplane`.
@@ -81,13 +84,19 @@ impl Health {
         let s = self.get();
         let mut why = Vec::new();
         if !s.lease_held {
-            why.push("no subnet lease held");
+            why.push("no subnet lease held".to_string());
         }
         if !s.etcd_reachable {
-            why.push("etcd unreachable");
+            why.push("etcd unreachable".to_string());
         }
         if !s.mesh_programmed {
-            why.push("peer routes not fully programmed");
+            why.push("peer routes not fully programmed".to_string());
+        }
+        if !s.route_conflicts.is_empty() {
+            why.push(format!(
+                "routes flanneld did not make hold peer subnets {} (left alone)",
+                s.route_conflicts.join(" ")
+            ));
         }
         if why.is_empty() {
             (200, "flanneld is running\n".into())
@@ -417,7 +426,13 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 503") && r.contains("no subnet lease held"), "{r}");
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         health.update(|s| {
-            *s = HealthState { lease_held: true, etcd_reachable: true, mesh_programmed: true, ready: true }
+            *s = HealthState {
+                lease_held: true,
+                etcd_reachable: true,
+                mesh_programmed: true,
+                ready: true,
+                ..HealthState::default()
+            }
         });
         let r = get(addr, "/healthz").await;
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\nflanneld is running\n"), "{r}");
@@ -430,8 +445,17 @@ mod tests {
         let r = request(addr, "HEAD", "/healthz").await;
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\n"), "{r}");
         assert!(r.contains("content-length: 20\r\n"), "HEAD keeps the GET length: {r}");
+        // HTTP/1.0 without keep-alive, as weft-lab's bash /dev/tcp probe sends it.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).await.unwrap();
+        assert!(r.starts_with("HTTP/1.0 200") && r.ends_with("\r\n\r\nflanneld is ready\n"), "{r}");
         let r = request(addr, "POST", "/healthz").await;
         assert!(r.starts_with("HTTP/1.1 405") && r.contains("allow: GET, HEAD\r\n"), "{r}");
+        health.update(|s| s.route_conflicts = vec!["10.5.7.0/24".into()]);
+        let r = get(addr, "/healthz").await;
+        assert!(r.starts_with("HTTP/1.1 503") && r.contains("hold peer subnets 10.5.7.0/24"), "{r}");
         tx.send(()).unwrap();
         server.await.unwrap();
     }

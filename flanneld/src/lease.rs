@@ -188,25 +188,8 @@ struct AttrsWire<'a> {
     backend_v6_data: Option<&'a Value>,
 }
 
-/// Formats a MAC as upstream publishes it: lower-case, colon-separated.
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-/// Parses a MAC as Go's `net.ParseMAC` does for 6-octet addresses (`:` or `-`, either case).
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let sep = if text.contains('-') { '-' } else { ':' };
-    let mut out = [0u8; 6];
-    let mut parts = text.split(sep);
-    for slot in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *slot = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
+/// MAC text as upstream publishes (lower-case, colon-separated) and parses it (Go's `net.ParseMAC`).
+pub use weft_common::mac::{format_mac, parse_mac};
 
 impl LeaseAttrs {
     /// Attributes of a VXLAN node (what this daemon publishes).

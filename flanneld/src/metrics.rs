@@ -26,6 +26,8 @@ pub struct Metrics {
     pub netlink_errors: Counter,
     /// Unix time of the last successful lease acquisition or renewal.
     pub last_renewal_timestamp_seconds: Gauge,
+    /// Peer routes not programmed because a route flanneld did not make holds the destination.
+    pub route_conflicts: Gauge,
 }
 
 impl Default for Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
             etcd_errors: Counter::default(),
             netlink_errors: Counter::default(),
             last_renewal_timestamp_seconds: Gauge::default(),
+            route_conflicts: Gauge::default(),
         };
         registry.register("leases_known", "Lease records known in etcd", m.leases_known.clone());
         registry.register("peers_programmed", "Peers programmed in the kernel", m.peers_programmed.clone());
@@ -66,6 +69,11 @@ impl Metrics {
             "last_renewal_timestamp_seconds",
             "Unix time of the last lease acquisition or renewal",
             m.last_renewal_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "route_conflicts",
+            "Peer routes not programmed because a route flanneld did not make holds the destination",
+            m.route_conflicts.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -95,5 +103,6 @@ mod tests {
         assert!(text.contains("flanneld_etcd_errors_total 1"), "{text}");
         assert!(text.contains("flanneld_peers_programmed 3"), "{text}");
         assert!(text.contains("flanneld_last_renewal_timestamp_seconds 0"), "{text}");
+        assert!(text.contains("flanneld_route_conflicts 0"), "{text}");
     }
 }

@@ -6,8 +6,12 @@
 //! is logged at WARN with its key and skipped — it never removes any other peer (the upstream
 //! defect of §6.3 must not be copied), and a malformed re-put of a known peer keeps the
 //! last-known good attributes.
+//!
+//! It also remembers which node held which lease (`(subnet, PublicIP)`, current and removed
+//! ones): DirectRouting routes `S via P` are flanneld's only for such pairs (see
+//! `weft_dataplane::own`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -58,12 +62,20 @@ pub struct PeerSet {
     subnets_dir: String,
     own: Option<Ipv4Network>,
     peers: BTreeMap<Ipv4Network, RemotePeer>,
+    /// `(subnet, PublicIP)` of every peer lease seen, current and removed (pruned with
+    /// [`PeerSet::forget_held`]).
+    held: BTreeSet<(Ipv4Network, Ipv4Addr)>,
 }
 
 impl PeerSet {
     /// An empty set for leases under `subnets_dir` (`<prefix>/subnets/`).
     pub fn new(subnets_dir: &str) -> PeerSet {
-        PeerSet { subnets_dir: subnets_dir.to_string(), own: None, peers: BTreeMap::new() }
+        PeerSet {
+            subnets_dir: subnets_dir.to_string(),
+            own: None,
+            peers: BTreeMap::new(),
+            held: BTreeSet::new(),
+        }
     }
 
     /// Sets our own subnet; a peer known at that subnet is removed.
@@ -93,6 +105,19 @@ impl PeerSet {
     /// The peer at `subnet`.
     pub fn get(&self, subnet: &Ipv4Network) -> Option<&RemotePeer> {
         self.peers.get(subnet)
+    }
+
+    /// `(subnet, PublicIP)` of every peer lease held now or seen before (until forgotten).
+    pub fn held(&self) -> &BTreeSet<(Ipv4Network, Ipv4Addr)> {
+        &self.held
+    }
+
+    /// Forgets remembered leases that no peer holds any more and for which `keep` is false
+    /// (the daemon keeps those that may still have a route in the kernel). Current peers'
+    /// leases are always kept.
+    pub fn forget_held(&mut self, keep: impl Fn(&Ipv4Network, &Ipv4Addr) -> bool) {
+        let peers = &self.peers;
+        self.held.retain(|(s, ip)| peers.get(s).is_some_and(|p| p.public_ip == *ip) || keep(s, ip));
     }
 
     fn is_own(&self, key: &LeaseKey) -> bool {
@@ -136,6 +161,7 @@ impl PeerSet {
                     // A renewal: nothing to reprogram (reconciliation catches kernel drift).
                     return Vec::new();
                 }
+                self.held.insert((p.subnet(), p.public_ip));
                 self.peers.insert(p.subnet(), p.clone());
                 vec![Change::Upsert(p)]
             }
@@ -178,6 +204,7 @@ impl PeerSet {
         let mut changes: Vec<Change> =
             self.peers.keys().filter(|s| !next.contains_key(s)).map(|s| Change::Remove(*s)).collect();
         for (subnet, p) in &next {
+            self.held.insert((*subnet, p.public_ip));
             if self.peers.get(subnet) != Some(p) {
                 changes.push(Change::Upsert(p.clone()));
             }
@@ -256,6 +283,32 @@ mod tests {
         ];
         assert!(set.snapshot(&snap).is_empty());
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn held_leases_outlive_their_peers_until_forgotten() {
+        let mut set = PeerSet::new(DIR);
+        set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02")));
+        // The node moved to another address, then the lease went.
+        set.put(&rec("10.5.2.0-24", &vx("198.18.0.9", "02:00:00:00:00:02")));
+        set.snapshot(&[rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03"))]);
+        let pair = |s: &str, ip: &str| (net(s), ip.parse::<Ipv4Addr>().unwrap());
+        let all: Vec<_> = set.held().iter().copied().collect();
+        assert_eq!(
+            all,
+            [
+                pair("10.5.2.0/24", "198.18.0.3"),
+                pair("10.5.2.0/24", "198.18.0.9"),
+                pair("10.5.3.0/24", "198.18.0.4")
+            ]
+        );
+        set.forget_held(|s, ip| (*s, *ip) == pair("10.5.2.0/24", "198.18.0.9"));
+        let all: Vec<_> = set.held().iter().copied().collect();
+        assert_eq!(
+            all,
+            [pair("10.5.2.0/24", "198.18.0.9"), pair("10.5.3.0/24", "198.18.0.4")],
+            "current kept"
+        );
     }
 
     #[test]

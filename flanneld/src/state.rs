@@ -9,7 +9,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
-use rand::RngCore;
 use weft_common::flannel::SubnetEnv;
 use weft_common::fs::write_atomic;
 use weft_dataplane::Mac;
@@ -92,10 +91,7 @@ pub fn load_or_create_mac(path: &Path) -> io::Result<Mac> {
         }
         tracing::warn!(path = %path.display(), "ignoring unreadable persisted VTEP MAC");
     }
-    let mut mac = [0u8; 6];
-    rand::rng().fill_bytes(&mut mac);
-    // Unicast (bit 0 clear), locally administered (bit 1 set), like the kernel's random MACs.
-    mac[0] = (mac[0] & 0xfe) | 0x02;
+    let mac = weft_common::mac::random_local_mac();
     save_mac(path, &mac)?;
     Ok(mac)
 }

@@ -479,7 +479,7 @@ async fn periodic_reconcile_heals_manual_changes_and_overruns() {
             assert!(metrics.render().contains("flanneld_reconcile_corrections_total 1"));
 
             // Failing ops: health drops and the daemon retries until they succeed.
-            dp.with(|k| k.fail = Some(|op| matches!(op, NetOp::AddRoute { .. })));
+            dp.with(|k| k.fail = Some(|op| matches!(op, NetOp::AddRoute { .. } | NetOp::CreateRoute { .. })));
             reg.put_raw(
                 &key("10.5.71.0-24"),
                 upstream_value("198.18.0.12", "02:00:00:00:00:12").as_bytes(),
@@ -612,6 +612,205 @@ async fn blackhole_route_for_the_own_subnet_is_kept_every_period() {
                 k.blackholes.clear();
             });
             wait_for("re-added", LIMIT, || dp.with(|k| k.blackholes.contains(&own.ipv4))).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+/// A route as an operator (or another tool) adds it: on `eth0` (#2), no onlink.
+fn foreign(dst: &str, gw: &str, table: u32, protocol: u8, metric: u32) -> weft_dataplane::KernelRoute {
+    weft_dataplane::KernelRoute {
+        table,
+        protocol,
+        metric,
+        ..weft_dataplane::KernelRoute::made(dst.parse().unwrap(), gw.parse().unwrap(), false, Some(2))
+    }
+}
+
+const BOOT: u8 = 3;
+const STATIC: u8 = 4;
+
+/// Issue 13's routes and their relatives, none of which flanneld made: a /32 via a peer's
+/// address with iproute2's default protocol (boot), a /24 with protocol static, a /24 of the
+/// lease size via an address that is no peer's PublicIP, a peer subnet in another table and
+/// one with a metric.
+fn operator_routes() -> Vec<weft_dataplane::KernelRoute> {
+    vec![
+        foreign("10.5.200.7/32", "198.18.0.3", 254, BOOT, 0),
+        foreign("10.5.201.0/24", "198.18.0.3", 254, STATIC, 0),
+        foreign("10.5.202.0/24", "198.18.0.99", 254, BOOT, 0),
+        foreign("10.5.8.0/24", "198.18.0.99", 100, BOOT, 0),
+        foreign("10.5.8.0/24", "198.18.0.98", 254, STATIC, 100),
+    ]
+}
+
+/// Issue 13, without root: routes flanneld did not make survive every reconcile pass; one that
+/// holds a peer subnet (found at startup or met by a lease event) is left alone and reported
+/// (`/healthz` 503 naming the subnet, `flanneld_route_conflicts`), and once the operator
+/// removes it the peer route is programmed and health returns.
+#[tokio::test(start_paused = true)]
+async fn routes_flanneld_did_not_make_are_never_touched_and_conflicts_are_reported() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "02:00:00:00:00:07").as_bytes(), 0);
+            reg.put_raw(&key("10.5.8.0-24"), upstream_value("198.18.0.4", "02:00:00:00:00:08").as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            let in_the_way = foreign("10.5.7.0/24", "198.18.0.50", 254, STATIC, 0);
+            dp.with(|k| {
+                k.foreign = operator_routes();
+                k.foreign.push(in_the_way.clone());
+            });
+            let cfg = config(dir.path());
+            let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("peer route and conflict", LIMIT, || {
+                dp.routes().contains_key("10.5.8.0/24") && health.get().route_conflicts == ["10.5.7.0/24"]
+            })
+            .await;
+            let (code, body) = health.healthz();
+            assert_eq!(code, 503);
+            assert!(body.contains("hold peer subnets 10.5.7.0/24"), "{body}");
+            let text = metrics.render();
+            assert!(text.contains("flanneld_route_conflicts 1"), "{text}");
+            assert!(text.contains("flanneld_peers_programmed 1"), "{text}");
+            // The peer's neighbour and FDB entry are there; only its route waits.
+            dp.with(|k| assert_eq!(k.neighs.get(&gw("10.5.7.0")), Some(&mac(7))));
+
+            // Several reconcile passes later nothing foreign has changed.
+            let dumps = dp.with(|k| k.dumps);
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            assert!(dp.with(|k| k.dumps) >= dumps + 3);
+            let mut want = operator_routes();
+            want.push(in_the_way.clone());
+            assert_eq!(dp.with(|k| k.foreign.clone()), want);
+            assert!(!dp.routes().contains_key("10.5.7.0/24"));
+
+            // A lease event for a subnet an operator route holds: not replaced either.
+            let blocks_new = foreign("10.5.9.0/24", "198.18.0.51", 254, BOOT, 0);
+            dp.with(|k| k.foreign.push(blocks_new.clone()));
+            reg.put_raw(&key("10.5.9.0-24"), upstream_value("198.18.0.5", "02:00:00:00:00:09").as_bytes(), 0);
+            wait_for("event conflict", LIMIT, || health.get().route_conflicts.len() == 2).await;
+            dp.with(|k| {
+                assert!(k.foreign.contains(&blocks_new));
+                let dst: ipnetwork::IpNetwork = "10.5.9.0/24".parse().unwrap();
+                assert!(!k.log.iter().any(|o| matches!(o, NetOp::AddRoute { dst: d, .. } if *d == dst)));
+            });
+
+            // The operator takes the routes in the way away: programmed, healthy again.
+            dp.with(|k| k.foreign.retain(|r| *r != in_the_way && *r != blocks_new));
+            wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
+            assert!(dp.routes().contains_key("10.5.7.0/24") && dp.routes().contains_key("10.5.9.0/24"));
+            assert!(metrics.render().contains("flanneld_route_conflicts 0"));
+            assert_eq!(dp.with(|k| k.foreign.clone()), operator_routes());
+            run.stop().await;
+        })
+        .await;
+}
+
+/// DirectRouting: its routes are healed and removed with their lease, operator routes via the
+/// same peer stay; restarted with DirectRouting off, its routes are replaced once, and a route
+/// of that shape added afterwards is an operator's (a conflict, left alone).
+#[tokio::test(start_paused = true)]
+async fn direct_routing_routes_are_owned_only_while_in_use() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(
+                &format!("{PREFIX}/config"),
+                br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+                0,
+            );
+            reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "02:00:00:00:00:07").as_bytes(), 0);
+            reg.put_raw(&key("10.5.8.0-24"), upstream_value("198.18.0.4", "02:00:00:00:00:08").as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            dp.with(|k| {
+                k.foreign = operator_routes();
+                k.onlink = vec!["198.18.0.3".parse().unwrap()];
+            });
+            let direct =
+                |dp: &RecordingDataplane| dp.with(|k| k.routes.get(&"10.5.7.0/24".parse().unwrap()).copied());
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("direct route", LIMIT, || direct(&dp) == Some((gw("198.18.0.3"), false))).await;
+            assert_eq!(dp.routes()["10.5.8.0/24"], "10.5.8.0", "not on-link: VXLAN");
+            wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
+
+            dp.with(|k| k.routes.remove(&"10.5.7.0/24".parse().unwrap()));
+            wait_for("healed", LIMIT, || direct(&dp).is_some()).await;
+            reg.delete_raw(&key("10.5.7.0-24"));
+            wait_for("removed with its lease", LIMIT, || direct(&dp).is_none()).await;
+            reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "02:00:00:00:00:07").as_bytes(), 0);
+            wait_for("back", LIMIT, || direct(&dp) == Some((gw("198.18.0.3"), false))).await;
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            assert_eq!(dp.with(|k| k.foreign.clone()), operator_routes());
+            run.stop().await;
+
+            // DirectRouting switched off: the next run replaces its route, once.
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("VXLAN route", LIMIT, || direct(&dp) == Some((gw("10.5.7.0"), true))).await;
+            wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
+            // Now a route of the DirectRouting shape is an operator's.
+            let by_hand = foreign("10.5.7.0/24", "198.18.0.3", 254, BOOT, 0);
+            dp.with(|k| {
+                k.routes.remove(&"10.5.7.0/24".parse().unwrap());
+                k.foreign.push(by_hand.clone());
+            });
+            wait_for("conflict", LIMIT, || health.get().route_conflicts == ["10.5.7.0/24"]).await;
+            tokio::time::sleep(Duration::from_secs(70)).await;
+            assert!(dp
+                .with(|k| k.foreign.contains(&by_hand)
+                    && !k.routes.contains_key(&"10.5.7.0/24".parse().unwrap())));
+            assert!(dp.with(|k| operator_routes().iter().all(|r| k.foreign.contains(r))));
+            run.stop().await;
+        })
+        .await;
+}
+
+/// DirectRouting with many peers: the on-link question of every peer is answered from one
+/// route dump (not one kernel lookup per peer), and each peer gets the right kind of route.
+#[tokio::test(start_paused = true)]
+async fn direct_routing_decides_all_peers_from_one_route_dump() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            reg.put_raw(
+                &format!("{PREFIX}/config"),
+                br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+                0,
+            );
+            let dp = RecordingDataplane::new();
+            for i in 1..=100u32 {
+                let public = format!("198.18.1.{i}");
+                reg.put_raw(
+                    &key(&format!("10.5.{i}.0-24")),
+                    upstream_value(&public, &format!("02:00:00:00:01:{i:02x}")).as_bytes(),
+                    0,
+                );
+                if i % 2 == 0 {
+                    dp.with(|k| k.onlink.push(public.parse().unwrap()));
+                }
+            }
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let routes = dp.routes();
+            assert_eq!(routes.len(), 100);
+            for i in 1..=100u32 {
+                let want = if i % 2 == 0 { format!("198.18.1.{i}") } else { format!("10.5.{i}.0") };
+                assert_eq!(routes[&format!("10.5.{i}.0/24")], want);
+            }
+            // One for the snapshot's decisions, one in the reconciliation's full dump.
+            assert_eq!(dp.with(|k| k.route_dumps), 2);
             run.stop().await;
         })
         .await;

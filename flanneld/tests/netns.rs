@@ -326,8 +326,13 @@ fn two_nodes_reach_each_other_over_vxlan() {
 /// up), entered by the calling thread until the returned guard drops; removed with the
 /// `NsGuard`.
 fn one_node_namespace(tag: &str) -> (NsGuard, weft_common::netns::NetnsGuard) {
+    named_node_namespace(&format!("wtfx{}{tag}", std::process::id()))
+}
+
+/// [`one_node_namespace`] with the namespace name given.
+fn named_node_namespace(name: &str) -> (NsGuard, weft_common::netns::NetnsGuard) {
     assert!(nix::unistd::geteuid().is_root(), "this test needs root (network namespaces)");
-    let name = format!("wtfx{}{tag}", std::process::id());
+    let name = name.to_string();
     assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
     let guard = NsGuard(name.clone());
     for args in [
@@ -345,12 +350,14 @@ fn one_node_namespace(tag: &str) -> (NsGuard, weft_common::netns::NetnsGuard) {
 
 /// A private etcd holding a vxlan network config for 10.5.0.0/16.
 async fn etcd_with_network_config() -> Etcd {
+    etcd_with_config(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).await
+}
+
+/// A private etcd holding `config` as the network config.
+async fn etcd_with_config(config: &str) -> Etcd {
     let etcd = Etcd::start().await;
     let mut client = etcd.client().await;
-    client
-        .put(format!("{PREFIX}/config"), r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, None)
-        .await
-        .unwrap();
+    client.put(format!("{PREFIX}/config"), config, None).await.unwrap();
     etcd
 }
 
@@ -366,7 +373,11 @@ struct SingleNode {
 
 impl SingleNode {
     async fn start(extra: &[&str]) -> SingleNode {
-        let etcd = etcd_with_network_config().await;
+        SingleNode::start_with(etcd_with_network_config().await, extra)
+    }
+
+    /// [`SingleNode::start`] against a given etcd.
+    fn start_with(etcd: Etcd, extra: &[&str]) -> SingleNode {
         let dir = tempfile::tempdir().unwrap();
         let subnet_file = dir.path().join("subnet.env");
         let log_path = dir.path().join("flanneld.log");
@@ -523,15 +534,113 @@ fn debug_dataplane_serves_the_real_kernel_view() {
             vtep_mac: [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01],
             direct: false,
         };
-        assert_eq!(plan_reconcile(std::slice::from_ref(&peer), &view.kernel_state()), vec![]);
+        let owner = weft_dataplane::own::Ownership::of_peers(
+            "10.5.0.0/16".parse().unwrap(),
+            24,
+            std::slice::from_ref(&peer),
+            false,
+        );
+        assert_eq!(plan_reconcile(std::slice::from_ref(&peer), &view.kernel_state(), &owner).ops, vec![]);
         // A neighbour deleted by hand shows up at once, as the one op a reconcile would do.
         ip(&["neigh", "del", "10.5.71.0", "dev", "flannel.1"]);
         let body = http_get(port, "/debug/dataplane").await;
         let view: DataplaneView = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert!(!view.neighbours.iter().any(|n| n.ip.to_string() == "10.5.71.0"), "{body}");
         assert_eq!(
-            plan_reconcile(std::slice::from_ref(&peer), &view.kernel_state()),
+            plan_reconcile(std::slice::from_ref(&peer), &view.kernel_state(), &owner).ops,
             vec![weft_dataplane::NetOp::AddNeigh { ip: "10.5.71.0".parse().unwrap(), mac: peer.vtep_mac }]
         );
     });
+}
+
+/// Issue 13 on the real kernel (namespaces `wtown<pid>off` and `wtown<pid>dr`): with
+/// DirectRouting off and on, routes flanneld did not make — the issue's `/32` via a peer's
+/// address (proto boot, iproute2's default) and `/24 … proto static`, a lease-sized route via an
+/// address that is no peer's PublicIP, and a peer subnet in another table — survive several
+/// reconcile passes; flanneld's own peer route is healed when deleted and removed when its
+/// lease goes.
+#[test]
+fn routes_flanneld_did_not_make_survive_reconciliation_with_direct_routing_off_and_on() {
+    for (tag, direct) in [("off", false), ("dr", true)] {
+        let (_ns, _inside) = named_node_namespace(&format!("wtown{}{tag}", std::process::id()));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(operator_routes_scenario(direct));
+    }
+}
+
+/// `ip -j route show table <table> <dst>` as (gateway, dev, protocol) triples.
+fn routes_to(table: &str, dst: &str) -> Vec<(String, String, String)> {
+    let v = ip_json(&["-d", "route", "show", "table", table, dst]);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+                    (s("gateway"), s("dev"), s("protocol"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn operator_routes_scenario(direct: bool) {
+    let config =
+        format!(r#"{{"Network":"10.5.0.0/16","Backend":{{"Type":"vxlan","DirectRouting":{direct}}}}}"#);
+    let etcd = etcd_with_config(&config).await;
+    let mut client = etcd.client().await;
+    let peer_key = format!("{PREFIX}/subnets/10.5.71.0-24");
+    // On the underlay's /24: on-link, so DirectRouting gives `10.5.71.0/24 via 198.18.0.11`.
+    client.put(peer_key.clone(), upstream_value("198.18.0.11", "6e:aa:bb:cc:dd:01"), None).await.unwrap();
+    let operator: [(&str, &[&str]); 4] = [
+        ("main", &["10.5.200.7/32", "via", "198.18.0.11", "dev", "eth0"]),
+        ("main", &["10.5.201.0/24", "via", "198.18.0.11", "dev", "eth0", "proto", "static"]),
+        ("main", &["10.5.202.0/24", "via", "198.18.0.99", "dev", "eth0"]),
+        ("100", &["10.5.71.0/24", "via", "198.18.0.11", "dev", "eth0", "table", "100"]),
+    ];
+    for (_, r) in &operator {
+        let mut args = vec!["route", "add"];
+        args.extend_from_slice(r);
+        ip(&args);
+    }
+    let snapshot = || operator.iter().map(|(t, r)| routes_to(t, r[0])).collect::<Vec<_>>();
+    let before = snapshot();
+    assert!(before.iter().all(|r| r.len() == 1), "{before:?}");
+    assert_eq!(before[0][0].2, "boot", "iproute2's default protocol");
+
+    let node = SingleNode::start_with(etcd, &["-v=1", "-reconcile-interval=1"]);
+    let log = || std::fs::read_to_string(&node.log_path).unwrap_or_default();
+    let ours = move || {
+        routes_to("main", "10.5.71.0/24").into_iter().any(|(gw, dev, proto)| {
+            proto == "boot"
+                && if direct {
+                    gw == "198.18.0.11" && dev == "eth0"
+                } else {
+                    gw == "10.5.71.0" && dev == "flannel.1"
+                }
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !ours() {
+        assert!(tokio::time::Instant::now() < deadline, "peer route never programmed: {}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let passes = || log().matches("dumped kernel state").count();
+    let seen = passes();
+    wait_until("three more reconcile passes", || passes() >= seen + 3).await;
+    assert_eq!(snapshot(), before, "{}", log());
+
+    // Its own route: healed when deleted by hand.
+    ip(&["route", "del", "10.5.71.0/24", "table", "main"]);
+    wait_until("peer route healed", ours).await;
+    assert_eq!(snapshot(), before);
+
+    // Removed when its lease goes; everything else stays.
+    client.delete(peer_key, None).await.unwrap();
+    wait_until("peer route removed", || routes_to("main", "10.5.71.0/24").is_empty()).await;
+    let seen = passes();
+    wait_until("two more reconcile passes", || passes() >= seen + 2).await;
+    assert_eq!(snapshot(), before, "{}", log());
+    let log = log();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(!log.contains("a route flanneld did not make holds a peer subnet"), "{log}");
 }

@@ -3,8 +3,15 @@
 //! Checks run in the reference skel's order (reference/cni.md §2.2): `CNI_*` variables,
 //! then stdin, the network name, the command and the version. The "CNI_NETNS is my own
 //! namespace" check runs *before* ADD/CHECK do any work (the reference runs it after).
+//!
+//! A panic (a bug: plugins never panic on input) still answers the runtime: [`run`] installs a
+//! hook that prints the spec's error document (code 999, the panic message and location in
+//! `details`) on stdout and exits 1, before the release profile's `panic = "abort"` would end
+//! the process with SIGABRT and an empty stdout, which a runtime reports as an unparsable result.
 
 use std::io::{Read, Write};
+use std::panic::PanicHookInfo;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -12,6 +19,7 @@ use super::conf::{self, COMMON_KEYS};
 use super::error::{CniError, ErrorCode};
 use super::result::CniResult;
 use super::version::{self, Version};
+use crate::netns::NetNs;
 
 /// A CNI command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +103,7 @@ pub struct Outcome {
 /// Runs `plugin` as a CNI plugin process and exits. `name` is used in the "about" text.
 pub fn run<P: Plugin>(plugin: P, name: &str) -> ! {
     crate::log::init_plugin();
+    install_panic_hook();
     let outcome = dispatch(&plugin, name, &|k| std::env::var(k).ok(), &mut std::io::stdin());
     if !outcome.stderr.is_empty() {
         let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
@@ -103,6 +112,42 @@ pub fn run<P: Plugin>(plugin: P, name: &str) -> ! {
     let _ = out.write_all(outcome.stdout.as_bytes());
     let _ = out.flush();
     std::process::exit(outcome.exit)
+}
+
+/// The `cniVersion` a panic's error document carries: the request's, once it is known.
+static ANSWER_VERSION: OnceLock<String> = OnceLock::new();
+
+/// Makes a panic answer with the spec's error document on stdout and exit status 1 (see the
+/// module docs). The default hook still prints the message (and backtrace) on stderr. No
+/// stdout has been written when the plugin runs: [`run`] writes the outcome only at the end.
+fn install_panic_hook() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let version = ANSWER_VERSION.get().map_or(version::CURRENT, String::as_str);
+        let doc = panic_error(info).to_json(version);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(doc.as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+        drop(out);
+        default_hook(info);
+        std::process::exit(1);
+    }));
+}
+
+/// Code 999 with the panic message and where it happened.
+fn panic_error(info: &PanicHookInfo<'_>) -> CniError {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let details = match info.location() {
+        Some(l) => format!("{message} (at {}:{}:{})", l.file(), l.line(), l.column()),
+        None => message.to_string(),
+    };
+    CniError::internal("internal error: plugin panicked", details)
 }
 
 fn fail(err: CniError, version: &str) -> Outcome {
@@ -138,13 +183,14 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
 }
 
 /// The whole protocol, with the environment and stdin passed in (tests call this directly).
+/// No `CNI_COMMAND` prints the "about" text; otherwise [`invoke`] runs the steps and the
+/// outcome is its stdout, or the error document at the version known by then.
 pub fn dispatch<P: Plugin>(
     plugin: &P,
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
 ) -> Outcome {
-    let fallback_version = version::CURRENT;
     let Some(cmd_text) = env("CNI_COMMAND").filter(|s| !s.is_empty()) else {
         return Outcome {
             stdout: String::new(),
@@ -156,162 +202,217 @@ pub fn dispatch<P: Plugin>(
             exit: 0,
         };
     };
-    let Some(command) = Command::parse(&cmd_text) else {
-        return fail(
-            CniError::new(
-                ErrorCode::InvalidEnvironment,
-                format!("unknown CNI_COMMAND: {cmd_text}"),
-                "CNI_COMMAND must be one of ADD, DEL, CHECK, VERSION, GC, STATUS",
-            ),
-            fallback_version,
-        );
-    };
+    match invoke(plugin, &cmd_text, env, stdin) {
+        Ok(stdout) => Outcome { stdout, stderr: String::new(), exit: 0 },
+        Err(Stop { error, version }) => fail(error, &version),
+    }
+}
+
+/// An invocation that ends in an error, with the `cniVersion` to answer in: the plugin's
+/// current one until the request's is known.
+struct Stop {
+    error: CniError,
+    version: String,
+}
+
+impl Stop {
+    fn early(error: CniError) -> Stop {
+        Stop { error, version: version::CURRENT.to_string() }
+    }
+}
+
+/// The steps: the command, the `CNI_*` variables, the request on stdin, its checks, the
+/// namespace, then the plugin. Returns what goes to stdout.
+fn invoke<P: Plugin>(
+    plugin: &P,
+    cmd_text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+) -> Result<String, Stop> {
+    let command = Command::parse(cmd_text).ok_or_else(|| {
+        Stop::early(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("unknown CNI_COMMAND: {cmd_text}"),
+            "CNI_COMMAND must be one of ADD, DEL, CHECK, VERSION, GC, STATUS",
+        ))
+    })?;
     if command == Command::Version {
         let doc = serde_json::json!({
             "cniVersion": version::CURRENT,
             "supportedVersions": version::SUPPORTED,
         });
-        return Outcome { stdout: format!("{doc}\n"), stderr: String::new(), exit: 0 };
+        return Ok(format!("{doc}\n"));
     }
+    let vars = read_env(command, env).map_err(Stop::early)?;
+    let request = read_request(stdin).map_err(Stop::early)?;
+    // For a panic's answer; a process serves one request (tests call dispatch many times).
+    let _ = ANSWER_VERSION.set(request.version.clone());
+    let at_version = |error| Stop { error, version: request.version.clone() };
+    let network = check_request(command, &request).map_err(at_version)?;
+    if matches!(command, Command::Add | Command::Check) {
+        ensure_not_own_netns(&vars.netns, env).map_err(at_version)?;
+    }
+    let version = request.version.clone();
+    let args = CmdArgs {
+        command,
+        container_id: vars.container_id,
+        netns: vars.netns,
+        ifname: vars.ifname,
+        args: env("CNI_ARGS").unwrap_or_default(),
+        path: vars.path,
+        stdin: request.bytes,
+        conf: request.conf,
+        network,
+        version: version.clone(),
+    };
+    run_command(plugin, &args).map_err(|error| Stop { error, version })
+}
 
-    // Required variables, in the reference's order.
+/// The `CNI_*` variables a command needs.
+struct EnvVars {
+    container_id: String,
+    netns: String,
+    ifname: String,
+    path: String,
+}
+
+/// Reads and checks the variables, in the reference's order: a malformed container ID or
+/// interface name is reported before the list of missing variables.
+fn read_env(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<EnvVars, CniError> {
     let attach = matches!(command, Command::Add | Command::Del | Command::Check);
     let needs_netns = matches!(command, Command::Add | Command::Check);
     let get = |k: &str| env(k).unwrap_or_default();
-    let (container_id, netns, ifname, path) =
-        (get("CNI_CONTAINERID"), get("CNI_NETNS"), get("CNI_IFNAME"), get("CNI_PATH"));
+    let vars = EnvVars {
+        container_id: get("CNI_CONTAINERID"),
+        netns: get("CNI_NETNS"),
+        ifname: get("CNI_IFNAME"),
+        path: get("CNI_PATH"),
+    };
     let mut missing = Vec::new();
-    if attach && container_id.is_empty() {
+    if attach && vars.container_id.is_empty() {
         missing.push("CNI_CONTAINERID");
     }
-    if needs_netns && netns.is_empty() {
+    if needs_netns && vars.netns.is_empty() {
         missing.push("CNI_NETNS");
     }
-    if attach && ifname.is_empty() {
+    if attach && vars.ifname.is_empty() {
         missing.push("CNI_IFNAME");
     }
-    if path.is_empty() {
+    if vars.path.is_empty() {
         missing.push("CNI_PATH");
     }
-    if attach && !container_id.is_empty() {
-        if let Err(e) = validate_container_id(&container_id) {
-            return fail(e, fallback_version);
-        }
+    if attach && !vars.container_id.is_empty() {
+        validate_container_id(&vars.container_id)?;
     }
-    if attach && !ifname.is_empty() {
-        if let Err(e) = validate_ifname(&ifname) {
-            return fail(e, fallback_version);
-        }
+    if attach && !vars.ifname.is_empty() {
+        validate_ifname(&vars.ifname)?;
     }
     if !missing.is_empty() {
-        return fail(
-            CniError::new(
-                ErrorCode::InvalidEnvironment,
-                format!("required env variables [{}] missing", missing.join(",")),
-                "",
-            ),
-            fallback_version,
-        );
+        return Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("required env variables [{}] missing", missing.join(",")),
+            "",
+        ));
     }
+    Ok(vars)
+}
 
+/// The request on stdin: its bytes, parsed with the common keys case-folded, and its
+/// `cniVersion`.
+struct Request {
+    bytes: Vec<u8>,
+    conf: Value,
+    /// `"0.1.0"` when absent or empty, as in the reference.
+    version: String,
+}
+
+fn read_request(stdin: &mut dyn Read) -> Result<Request, CniError> {
     let mut bytes = Vec::new();
-    if let Err(e) = stdin.read_to_end(&mut bytes) {
-        return fail(
-            CniError::new(ErrorCode::Io, "error reading from stdin", e.to_string()),
-            fallback_version,
-        );
-    }
-    let mut conf_value = match conf::parse_json(&bytes) {
-        Ok(v) => v,
-        Err(e) => return fail(e, fallback_version),
-    };
-    conf::fold_keys(&mut conf_value, &[COMMON_KEYS]);
-    let requested = match conf_value.get("cniVersion") {
+    stdin
+        .read_to_end(&mut bytes)
+        .map_err(|e| CniError::new(ErrorCode::Io, "error reading from stdin", e.to_string()))?;
+    let mut conf = conf::parse_json(&bytes)?;
+    conf::fold_keys(&mut conf, &[COMMON_KEYS]);
+    let version = match conf.get("cniVersion") {
         None | Some(Value::Null) => "0.1.0".to_string(),
         Some(Value::String(s)) if s.is_empty() => "0.1.0".to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
-            return fail(
-                CniError::new(
-                    ErrorCode::Decode,
-                    "invalid cniVersion",
-                    format!("must be a string, got {other}"),
-                ),
-                fallback_version,
-            )
+            return Err(CniError::new(
+                ErrorCode::Decode,
+                "invalid cniVersion",
+                format!("must be a string, got {other}"),
+            ))
         }
     };
-    let network = match conf::validate_network_name(conf_value.get("name")) {
-        Ok(n) => n,
-        Err(e) => return fail(e, &requested),
-    };
-    match conf_value.get("type") {
+    Ok(Request { bytes, conf, version })
+}
+
+/// The network name, the plugin type and the version (supported, and new enough for the
+/// command); returns the validated network name.
+fn check_request(command: Command, request: &Request) -> Result<String, CniError> {
+    let network = conf::validate_network_name(request.conf.get("name"))?;
+    match request.conf.get("type") {
         Some(Value::String(t)) if !t.is_empty() => {}
         _ => {
-            return fail(
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    "missing type",
-                    "the configuration has no plugin \"type\"",
-                ),
-                &requested,
-            )
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                "missing type",
+                "the configuration has no plugin \"type\"",
+            ))
         }
     }
-    let parsed = match version::check_supported(&requested) {
-        Ok(v) => v,
-        Err(e) => return fail(e, &requested),
-    };
+    let parsed = version::check_supported(&request.version)?;
     let minimum = match command {
         Command::Check => Some(Version::V0_4_0),
         Command::Gc | Command::Status => Some(Version::V1_1_0),
         _ => None,
     };
-    if let Some(min) = minimum {
-        if parsed < min {
-            return fail(
-                CniError::new(
-                    ErrorCode::IncompatibleVersion,
-                    format!("config version does not allow {}", command.as_str()),
-                    format!("cniVersion {requested} is older than {min}"),
-                ),
-                &requested,
-            );
-        }
+    if let Some(min) = minimum.filter(|min| parsed < *min) {
+        return Err(CniError::new(
+            ErrorCode::IncompatibleVersion,
+            format!("config version does not allow {}", command.as_str()),
+            format!("cniVersion {} is older than {min}", request.version),
+        ));
     }
-    if needs_netns {
-        if let Err(e) = crate::netns::ensure_not_own_netns(&netns, env) {
-            return fail(e, &requested);
-        }
-    }
+    Ok(network)
+}
 
-    let args = CmdArgs {
-        command,
-        container_id,
-        netns,
-        ifname,
-        args: get("CNI_ARGS"),
-        path,
-        stdin: bytes,
-        conf: conf_value,
-        network,
-        version: requested.clone(),
-    };
-    let ok = |stdout: String| Outcome { stdout, stderr: String::new(), exit: 0 };
-    let outcome = match command {
-        Command::Add => plugin
-            .add(&args)
-            .and_then(|r| r.render(&requested))
-            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Command::Del => plugin.del(&args).map(|()| String::new()),
-        Command::Check => plugin.check(&args).map(|()| String::new()),
-        Command::Gc => plugin.gc(&args).map(|()| String::new()),
-        Command::Status => plugin.status(&args).map(|()| String::new()),
+/// Refuses a `CNI_NETNS` that is missing, not a namespace, or the plugin's own namespace
+/// (code 4 / 8), unless `CNI_NETNS_OVERRIDE` is `1`/`true`. Runs before ADD/CHECK do any work.
+fn ensure_not_own_netns(path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), CniError> {
+    let ns = NetNs::open(path).map_err(|e| CniError::invalid_env("CNI_NETNS", e.to_string()))?;
+    let override_set =
+        env("CNI_NETNS_OVERRIDE").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
+    if override_set {
+        return Ok(());
+    }
+    let own = NetNs::current().map_err(|e| CniError::internal("cannot read own netns", e.to_string()))?;
+    if let (Ok(a), Ok(b)) = (ns.id(), own.id()) {
+        if a == b {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetns,
+                "plugin's netns and netns from CNI_NETNS should not be the same",
+                path.to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Calls the plugin; ADD's result is rendered at the request's version.
+fn run_command<P: Plugin>(plugin: &P, args: &CmdArgs) -> Result<String, CniError> {
+    match args.command {
+        Command::Add => {
+            let rendered = plugin.add(args)?.render(&args.version)?;
+            serde_json::to_string_pretty(&rendered)
+                .map_err(|e| CniError::internal("encode the result", e.to_string()))
+        }
+        Command::Del => plugin.del(args).map(|()| String::new()),
+        Command::Check => plugin.check(args).map(|()| String::new()),
+        Command::Gc => plugin.gc(args).map(|()| String::new()),
+        Command::Status => plugin.status(args).map(|()| String::new()),
         Command::Version => Ok(String::new()),
-    };
-    match outcome {
-        Ok(out) => ok(out),
-        Err(e) => fail(e, &requested),
     }
 }
 
@@ -414,6 +515,14 @@ mod tests {
         env[0] = ("CNI_COMMAND", "GC");
         assert_eq!(code(&run_with(&env, r#"{"cniVersion":"1.0.0","name":"n","type":"x"}"#)), 1);
         assert_eq!(run_with(&env, r#"{"cniVersion":"1.1.0","name":"n","type":"x"}"#).exit, 0);
+    }
+
+    #[test]
+    fn own_namespace_is_refused() {
+        let e = ensure_not_own_netns("/proc/self/ns/net", &|_| None).unwrap_err();
+        assert_eq!(e.code, 8);
+        assert!(ensure_not_own_netns("/proc/self/ns/net", &|_| Some("true".into())).is_ok());
+        assert_eq!(ensure_not_own_netns("/nope", &|_| None).unwrap_err().code, 4);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 
 use ipnetwork::IpNetwork;
 
-use super::{exec, naming, FirewallError, MasqTarget};
+use super::{naming, FirewallError, MasqTarget};
+use crate::process::{self, ToolError};
 
 /// An address family and its tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,9 +169,9 @@ pub(crate) fn setup(family: Family, t: &MasqTarget, addrs: &[IpNetwork]) -> Resu
     let wanted = plan_rules(&chain, &comment, addrs);
     // Fast path: a new attachment, so the chain does not exist yet: one process.
     if let Some(script) = plan_add(&chain, &wanted, &Saved::default()) {
-        match exec::run(family.restore_tool(), RESTORE_ARGS, &script) {
+        match process::run(family.restore_tool(), RESTORE_ARGS, &script) {
             Ok(_) => return Ok(()),
-            Err(e @ FirewallError::Spawn { .. }) => return Err(e),
+            Err(e @ ToolError::Spawn { .. }) => return Err(e.into()),
             Err(e) => tracing::debug!(error = %e, "fast masquerade add failed, reading the nat table"),
         }
     }
@@ -178,19 +179,19 @@ pub(crate) fn setup(family: Family, t: &MasqTarget, addrs: &[IpNetwork]) -> Resu
     // One retry covers a concurrent change between our read and our write.
     let mut last = None;
     for _ in 0..2 {
-        let saved = parse_save(&exec::run(family.save_tool(), SAVE_ARGS, "")?, &chain);
+        let saved = parse_save(&process::run(family.save_tool(), SAVE_ARGS, "")?, &chain);
         let Some(script) = plan_add(&chain, &wanted, &saved) else { return Ok(()) };
-        match exec::run(family.restore_tool(), RESTORE_ARGS, &script) {
+        match process::run(family.restore_tool(), RESTORE_ARGS, &script) {
             Ok(_) => return Ok(()),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(e.into()),
         }
     }
     Err(last.unwrap_or(FirewallError::Unavailable { backend: "iptables" }))
 }
 
 /// Starts the `*-save` read of one family (so both families can be read concurrently).
-pub(crate) fn start_read(family: Family) -> Result<exec::Pending, FirewallError> {
-    exec::start(family.save_tool(), SAVE_ARGS, "")
+pub(crate) fn start_read(family: Family) -> Result<process::Pending, FirewallError> {
+    Ok(process::start(family.save_tool(), SAVE_ARGS, "")?)
 }
 
 /// DEL, first step for one family: reads its `nat` table (started by [`start_read`]) and starts the
@@ -199,13 +200,12 @@ pub(crate) fn start_read(family: Family) -> Result<exec::Pending, FirewallError>
 pub(crate) fn start_teardown(
     family: Family,
     t: &MasqTarget,
-    read: exec::Pending,
-) -> Result<Option<(exec::Pending, String)>, FirewallError> {
+    read: process::Pending,
+) -> Result<Option<process::Pending>, FirewallError> {
     let chain = naming::chain_name(t.network, t.container_id);
-    let saved = parse_save(&read.wait("")?, &chain);
+    let saved = parse_save(&read.wait()?, &chain);
     let Some(script) = plan_del(&chain, &saved) else { return Ok(None) };
-    let write = exec::start(family.restore_tool(), RESTORE_ARGS, &script)?;
-    Ok(Some((write, script)))
+    Ok(Some(process::start(family.restore_tool(), RESTORE_ARGS, &script)?))
 }
 
 /// DEL, second step: waits for the write; on failure (a rule changed since our read) reads again
@@ -213,15 +213,14 @@ pub(crate) fn start_teardown(
 pub(crate) fn finish_teardown(
     family: Family,
     t: &MasqTarget,
-    write: exec::Pending,
-    script: &str,
+    write: process::Pending,
 ) -> Result<(), FirewallError> {
-    if let Err(first) = write.wait(script) {
+    if let Err(first) = write.wait() {
         tracing::debug!(error = %first, "masquerade removal failed, reading the nat table again");
         let chain = naming::chain_name(t.network, t.container_id);
-        let saved = parse_save(&exec::run(family.save_tool(), SAVE_ARGS, "")?, &chain);
+        let saved = parse_save(&process::run(family.save_tool(), SAVE_ARGS, "")?, &chain);
         if let Some(script) = plan_del(&chain, &saved) {
-            exec::run(family.restore_tool(), RESTORE_ARGS, &script)?;
+            process::run(family.restore_tool(), RESTORE_ARGS, &script)?;
         }
     }
     Ok(())

@@ -8,7 +8,6 @@
 //! Tools run as child processes and, like the netlink sockets, use the calling thread's network
 //! namespace.
 
-mod exec;
 mod iptables;
 pub mod iptables_nft;
 mod naming;
@@ -20,6 +19,7 @@ mod nftables;
 
 use ipnetwork::IpNetwork;
 
+use crate::process::ToolError;
 use iptables::Family;
 pub use naming::{chain_name, iptables_comment, nft_comment, nft_instance_hash, nft_network_hash};
 pub use nftables::{MASQ_CHAIN as NFT_MASQ_CHAIN, TABLE as NFT_TABLE};
@@ -60,10 +60,9 @@ pub enum FirewallError {
     /// Bad `ipMasqBackend` value (invalid configuration, field `ipMasqBackend`).
     #[error("invalid ipMasqBackend {value:?}: must be \"iptables\" or \"nftables\"")]
     InvalidBackend { value: String },
-    #[error("failed to run {tool}: {source}")]
-    Spawn { tool: &'static str, source: std::io::Error },
-    #[error("{tool} failed (exit {status:?}): {stderr}")]
-    Tool { tool: &'static str, status: Option<i32>, stderr: String, script: String },
+    /// A tool (`iptables-restore`, ...) could not run or failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error("{op}: {source}")]
     Netlink { op: &'static str, source: std::io::Error },
     #[error("no usable {backend} backend")]
@@ -85,7 +84,7 @@ impl FirewallError {
     /// True when the backend's tool is not installed / the kernel interface is missing.
     fn is_unavailable(&self) -> bool {
         match self {
-            FirewallError::Spawn { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            FirewallError::Tool(e) => e.is_not_found(),
             FirewallError::Netlink { source, .. } => {
                 matches!(source.raw_os_error(), Some(libc::EPROTONOSUPPORT) | Some(libc::EAFNOSUPPORT))
             }
@@ -128,6 +127,14 @@ fn setup_iptables(t: &MasqTarget, addrs: &[IpNetwork]) -> Result<(), FirewallErr
     let (v4, v6) = split(addrs);
     iptables::setup(Family::V4, t, &v4)?;
     iptables::setup(Family::V6, t, &v6)
+}
+
+/// The comments of the rules in nftables' `masq_checks` chain (`None` for a rule without one),
+/// in chain order, from one in-process listing that is consistent even while other processes
+/// change the ruleset (an interrupted dump is restarted). Empty when the table or chain is
+/// missing. In the calling thread's namespace. For tests and diagnostics.
+pub fn nftables_masquerade_comments() -> Result<Vec<Option<String>>, FirewallError> {
+    nftables::rule_comments()
 }
 
 /// DEL: removes this attachment's rules from BOTH backends; works with `addrs` empty (interface
@@ -188,8 +195,8 @@ fn teardown_iptables(t: &MasqTarget, families: &[Family], errors: &mut Vec<Firew
             Err(e) => skip(e, errors),
         }
     }
-    for (family, (write, script)) in writes {
-        if let Err(e) = iptables::finish_teardown(family, t, write, &script) {
+    for (family, write) in writes {
+        if let Err(e) = iptables::finish_teardown(family, t, write) {
             skip(e, errors);
         }
     }

@@ -118,19 +118,4 @@ mod tests {
             let _ = deleted(&two[..n], 9);
         }
     }
-
-    /// A real deletion in a fresh namespace is seen; nothing else is (root).
-    #[test]
-    fn sees_a_real_deletion() {
-        weft_lab::ns::require_root();
-        let lab = weft_lab::ns::Netns::unique("wtle");
-        let ns = crate::netns::NetNs::open(lab.path()).unwrap();
-        lab.exec(&["ip", "link", "add", "wtle0", "type", "veth", "peer", "name", "wtle1"]).expect_ok();
-        let (mut events, mut nl) =
-            ns.run(|| (LinkEvents::open().unwrap(), super::super::Netlink::open().unwrap())).unwrap();
-        let index = nl.link_by_name("wtle0").unwrap().index;
-        assert!(!events.wait_deleted(index, Duration::from_millis(20)), "nothing deleted yet");
-        nl.del_link(index).unwrap();
-        assert!(events.wait_deleted(index, Duration::from_secs(5)));
-    }
 }

@@ -128,27 +128,7 @@ impl Link {
     }
 }
 
-/// Formats a hardware address as lowercase colon-separated hex.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (either case); `None` unless exactly six octets.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for slot in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *slot = u8::from_str_radix(p, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(out)
-}
+pub use crate::mac::{format_mac, parse_mac};
 
 /// A new bridge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -343,20 +323,6 @@ impl Netlink {
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(10));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mac_text() {
-        let mac = parse_mac("0A:58:0a:f4:01:02").unwrap();
-        assert_eq!(format_mac(&mac), "0a:58:0a:f4:01:02");
-        for bad in ["", "0a:58:0a:f4:01", "0a:58:0a:f4:01:02:03", "0a:58:0a:f4:01:zz", "a:58:0a:f4:01:02"] {
-            assert!(parse_mac(bad).is_none(), "{bad}");
         }
     }
 }

@@ -25,6 +25,3 @@ pub use events::LinkEvents;
 pub use link::{format_mac, parse_mac, BridgeSpec, Link, OperState, VethSpec};
 pub use route::Route;
 pub use socket::Netlink;
-
-#[cfg(test)]
-mod tests;

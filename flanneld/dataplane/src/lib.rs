@@ -5,6 +5,7 @@
 //! operations and holds an in-memory kernel state for tests.
 //!
 //! - [`plan`]: pure peer → [`NetOp`] planning (add/change, remove, reconcile against a dump).
+//! - [`own`]: the ownership rule (pure): which kernel entries are flanneld's to change.
 //! - [`netlink`]: [`netlink::NetlinkDataplane`], the rtnetlink implementation.
 //! - [`fake`]: [`fake::FakeDataplane`], the in-memory implementation for daemon tests.
 //! - [`view`]: [`view::DataplaneView`], a node's kernel state as JSON for `/debug/dataplane`
@@ -16,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 pub mod fake;
 pub mod firewall;
 pub mod netlink;
+pub mod own;
 pub mod plan;
 pub mod view;
 
@@ -87,18 +89,147 @@ pub enum NetOp {
         gw: IpAddr,
         onlink: bool,
     },
+    /// Like [`NetOp::AddRoute`], but create+exclusive: when any route holds the destination
+    /// (the kernel's replace key: main table, prefix, tos 0, no metric) nothing changes and the
+    /// op is reported in [`ApplyReport::exists`]. For routes believed absent, so that a route
+    /// flanneld did not make is never overwritten without first looking at it.
+    CreateRoute {
+        dst: IpNetwork,
+        gw: IpAddr,
+        onlink: bool,
+    },
 }
 
-/// What the dataplane found on the device (for reconciliation).
+/// The main routing table (`RT_TABLE_MAIN`).
+pub const RT_TABLE_MAIN: u32 = 254;
+/// `RTPROT_BOOT`: the protocol of every route flanneld adds (upstream's netlink default, and
+/// iproute2's when `proto` is not given).
+pub const RTPROT_BOOT: u8 = 3;
+/// `RTN_UNICAST`.
+pub const RTN_UNICAST: u8 = 1;
+/// `RT_SCOPE_UNIVERSE`.
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+
+/// A permanent or dynamic neighbour entry (family inet/inet6) as dumped, on any device.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelNeigh {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub mac: Mac,
+    /// NUD_PERMANENT (what flanneld sets).
+    pub permanent: bool,
+}
+
+/// An FDB entry (family bridge) with a destination address, as dumped, on any device.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelFdb {
+    pub ifindex: u32,
+    pub mac: Mac,
+    pub dst: IpAddr,
+    /// NUD_PERMANENT.
+    pub permanent: bool,
+    /// NTF_SELF: the device's own forwarding table (what flanneld sets), not a bridge master's.
+    pub self_: bool,
+}
+
+/// An IPv4 route as dumped, of any table, protocol, type or device.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelRoute {
+    pub dst: IpNetwork,
+    /// `RTA_GATEWAY`; `None` for a device route, a multipath route or a non-unicast type.
+    pub gw: Option<IpAddr>,
+    /// `RTA_OIF`.
+    pub oif: Option<u32>,
+    pub table: u32,
+    pub protocol: u8,
+    /// `RTN_*` (`RTN_UNICAST`, `RTN_BLACKHOLE`, …).
+    pub kind: u8,
+    pub scope: u8,
+    pub tos: u8,
+    /// `RTA_PRIORITY` (`metric`), 0 when absent.
+    pub metric: u32,
+    /// `RTNH_F_ONLINK`.
+    pub onlink: bool,
+    /// Has `RTA_MULTIPATH` next hops.
+    pub multipath: bool,
+}
+
+impl KernelRoute {
+    /// The route flanneld's [`NetOp::AddRoute`] creates, as the kernel reports it: main table,
+    /// protocol boot, unicast, scope universe, no metric; with `onlink` on `device` (output
+    /// `oif`), otherwise (DirectRouting) on whatever device the kernel resolved (`oif`).
+    pub fn made(dst: IpNetwork, gw: IpAddr, onlink: bool, oif: Option<u32>) -> KernelRoute {
+        KernelRoute {
+            dst,
+            gw: Some(gw),
+            oif,
+            table: RT_TABLE_MAIN,
+            protocol: RTPROT_BOOT,
+            kind: RTN_UNICAST,
+            scope: RT_SCOPE_UNIVERSE,
+            tos: 0,
+            metric: 0,
+            onlink,
+            multipath: false,
+        }
+    }
+}
+
+impl KernelState {
+    /// DirectRouting's on-link test for `dst`, answered from the routes (a dump) instead of one
+    /// `RTM_GETROUTE` per peer: the main-table route the kernel would pick (longest prefix,
+    /// then lowest metric; tos 0) is a unicast route without a gateway. Upstream asks the
+    /// kernel (`netlink.RouteGet`) and takes one route with no gateway as on-link; policy
+    /// routing rules, which a lookup would follow, are not considered here.
+    pub fn is_onlink(&self, dst: Ipv4Addr) -> bool {
+        let best = self
+            .routes
+            .iter()
+            .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
+            .filter(|r| matches!(r.dst, IpNetwork::V4(n) if n.contains(dst)))
+            .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric));
+        best.is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
+    }
+}
+
+impl std::fmt::Display for KernelRoute {
+    /// In `ip route` words: `10.5.7.0/24 via 198.18.0.11 dev #2 proto static table 254`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind != RTN_UNICAST {
+            write!(f, "type {} ", self.kind)?;
+        }
+        write!(f, "{}", self.dst)?;
+        if let Some(gw) = self.gw {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(oif) = self.oif {
+            write!(f, " dev #{oif}")?;
+        }
+        match self.protocol {
+            2 => write!(f, " proto kernel")?,
+            RTPROT_BOOT => write!(f, " proto boot")?,
+            4 => write!(f, " proto static")?,
+            p => write!(f, " proto {p}")?,
+        }
+        if self.metric != 0 {
+            write!(f, " metric {}", self.metric)?;
+        }
+        if self.onlink {
+            write!(f, " onlink")?;
+        }
+        write!(f, " table {}", self.table)
+    }
+}
+
+/// What a dump found (for reconciliation): every neighbour, FDB entry with a destination and
+/// IPv4 route of the namespace, whoever made it; [`own::Ownership`] decides what is flanneld's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelState {
-    /// Permanent neighbours on the device.
-    pub neighs: Vec<(IpAddr, Mac)>,
-    /// Permanent `self` FDB entries with a destination on the device.
-    pub fdb: Vec<(Mac, IpAddr)>,
-    /// Routes in the main table with the device as output, plus DirectRouting routes whose
-    /// gateway is a known peer (the caller filters).
-    pub routes: Vec<(IpNetwork, IpAddr, bool)>,
+    /// ifindex of the VXLAN device when the dump was made.
+    pub device: u32,
+    pub neighs: Vec<KernelNeigh>,
+    pub fdb: Vec<KernelFdb>,
+    pub routes: Vec<KernelRoute>,
 }
 
 /// Result of applying a batch: how many succeeded, and the failures with their op.
@@ -109,13 +240,16 @@ pub struct ApplyReport {
     /// The socket overran (ENOBUFS): the kernel may have applied more than reported; the
     /// caller must re-read and reconcile.
     pub overrun: bool,
+    /// [`NetOp::CreateRoute`]s that found a route at their destination (EEXIST) and changed
+    /// nothing: the caller looks at the kernel's routes before deciding anything.
+    pub exists: Vec<NetOp>,
 }
 
 /// Errors of the dataplane.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("netlink {op} on {object}: {message}")]
-    Netlink { op: &'static str, object: String, message: String, errno: Option<i32> },
+    Netlink { op: &'static str, object: String, message: String, errno: Option<nix::errno::Errno> },
     #[error("{0}")]
     Other(String),
 }
@@ -133,10 +267,10 @@ pub trait Dataplane {
     ) -> Result<DeviceInfo, DataplaneError>;
     /// Applies `ops` in order (batched; a failure of one op does not stop the others).
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError>;
-    /// Reads the device's neighbours, FDB entries and routes.
+    /// Reads every neighbour, FDB entry (with a destination) and IPv4 route of the namespace.
     async fn dump(&mut self) -> Result<KernelState, DataplaneError>;
-    /// Route lookup used by DirectRouting: `Some(())` when `dst` is on-link (one route, no gateway).
-    async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError>;
+    /// Like [`Dataplane::dump`], routes only (neighbours and FDB left empty).
+    async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError>;
     /// `--ip-blackhole-route`: adds `blackhole <dst>` to the main table unless a blackhole route
     /// for exactly `dst` is there, as upstream does (an exclusive add: it fails with EEXIST when
     /// another route of that prefix and metric exists, e.g. the bridge's `dev cni0` route).

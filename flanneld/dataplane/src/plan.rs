@@ -5,13 +5,15 @@
 //! so the kernel never tries to resolve the gateway `S.0` itself on a device without learning.
 //! Cleanup of a peer's previous entries (old MAC, old public IP) comes *after* the new entries:
 //! make before break, no window without forwarding state. Deleting stale FDB entries and
-//! reconciling against a dump are safe divergences from upstream (§15).
+//! reconciling against a dump are safe divergences from upstream (§15); both touch only what
+//! [`Ownership`] says flanneld made.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 
+use crate::own::{Conflict, Ownership};
 use crate::{KernelState, Mac, NetOp};
 
 /// One remote node as the dataplane needs it.
@@ -130,12 +132,22 @@ pub fn plan_remove(p: &Peer) -> Vec<NetOp> {
     ]
 }
 
-/// Ops that turn `actual` (a dump of the device, see [`crate::Dataplane::dump`]) into exactly the
-/// entries `desired` needs: missing or different entries are (re)added (neighbours and FDB
-/// first, routes after), entries nobody needs are removed, including stale FDB entries of a
-/// MAC whose destination changed. Every route in `actual` is taken as ours (the dump only
-/// reports routes of the device and DirectRouting routes inside the cluster network).
-pub fn plan_reconcile(desired: &[Peer], actual: &KernelState) -> Vec<NetOp> {
+/// The outcome of [`plan_reconcile`] or [`plan_guard`]: the ops to apply and the routes
+/// flanneld needs but may not program because a route it does not own holds the destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconcile {
+    pub ops: Vec<NetOp>,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Ops that turn `actual` (a dump, see [`crate::Dataplane::dump`]) into exactly the entries
+/// `desired` needs, touching only what `owner` says is flanneld's: missing or different entries
+/// are (re)added (neighbours and FDB first, routes after), owned entries nobody needs are
+/// removed, including stale FDB entries of a MAC whose destination changed. A needed route
+/// whose destination is held by a route flanneld does not own is not added (the add would
+/// replace it): it is reported in [`Reconcile::conflicts`] instead.
+pub fn plan_reconcile(desired: &[Peer], actual: &KernelState, owner: &Ownership) -> Reconcile {
+    let dev = actual.device;
     let mut want_neigh: BTreeMap<IpAddr, Mac> = BTreeMap::new();
     let mut want_fdb: BTreeSet<(Mac, IpAddr)> = BTreeSet::new();
     let mut want_route: BTreeMap<IpNetwork, (IpAddr, bool)> = BTreeMap::new();
@@ -148,8 +160,18 @@ pub fn plan_reconcile(desired: &[Peer], actual: &KernelState) -> Vec<NetOp> {
             want_route.insert(dst, (gw, onlink));
         }
     }
-    let have_neigh: BTreeMap<IpAddr, Mac> = actual.neighs.iter().copied().collect();
-    let have_fdb: BTreeSet<(Mac, IpAddr)> = actual.fdb.iter().copied().collect();
+    let neighs: Vec<(IpAddr, Mac)> =
+        actual.neighs.iter().filter(|n| owner.owns_neigh(dev, n)).map(|n| (n.ip, n.mac)).collect();
+    let fdb: Vec<(Mac, IpAddr)> =
+        actual.fdb.iter().filter(|e| owner.owns_fdb(dev, e)).map(|e| (e.mac, e.dst)).collect();
+    let routes: Vec<(IpNetwork, IpAddr, bool)> = actual
+        .routes
+        .iter()
+        .filter(|r| owner.owns_route(dev, r))
+        .filter_map(|r| r.gw.map(|gw| (r.dst, gw, r.onlink)))
+        .collect();
+    let have_neigh: BTreeMap<IpAddr, Mac> = neighs.iter().copied().collect();
+    let have_fdb: BTreeSet<(Mac, IpAddr)> = fdb.iter().copied().collect();
 
     let mut adds = Vec::new();
     for (ip, mac) in &want_neigh {
@@ -162,27 +184,37 @@ pub fn plan_reconcile(desired: &[Peer], actual: &KernelState) -> Vec<NetOp> {
             adds.push(NetOp::AddFdb { mac: *mac, dst: *dst });
         }
     }
-    let mut routes = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut route_adds = Vec::new();
     for (dst, (gw, onlink)) in &want_route {
-        let present = actual.routes.iter().any(|(d, g, o)| d == dst && g == gw && o == onlink);
+        if let Some(r) = actual.routes.iter().find(|r| owner.blocks(dev, r, dst)) {
+            conflicts.push(Conflict { dst: *dst, route: r.clone() });
+            continue;
+        }
+        let present = routes.iter().any(|(d, g, o)| d == dst && g == gw && o == onlink);
         if !present {
-            routes.push(NetOp::AddRoute { dst: *dst, gw: *gw, onlink: *onlink });
+            route_adds.push(NetOp::AddRoute { dst: *dst, gw: *gw, onlink: *onlink });
         }
     }
 
     let mut dels = Vec::new();
-    for (dst, gw, onlink) in &actual.routes {
-        // A route for a wanted destination with other attributes is rewritten by the replace.
-        if !want_route.contains_key(dst) {
+    for (dst, gw, onlink) in &routes {
+        // An owned route for a wanted destination with other attributes is rewritten by the
+        // replace; where a conflict stops the replace, it is deleted instead.
+        let stale = match want_route.get(dst) {
+            None => true,
+            Some(want) => want != &(*gw, *onlink) && conflicts.iter().any(|c| c.dst == *dst),
+        };
+        if stale {
             dels.push(NetOp::DelRoute { dst: *dst, gw: *gw, onlink: *onlink });
         }
     }
-    for (ip, mac) in &actual.neighs {
+    for (ip, mac) in &neighs {
         if !want_neigh.contains_key(ip) {
             dels.push(NetOp::DelNeigh { ip: *ip, mac: *mac });
         }
     }
-    for (mac, dst) in &actual.fdb {
+    for (mac, dst) in &fdb {
         // Stale: a MAC nobody has any more, or a wanted MAC with an old destination.
         if !want_fdb.contains(&(*mac, *dst)) {
             dels.push(NetOp::DelFdb { mac: *mac, dst: *dst });
@@ -190,14 +222,50 @@ pub fn plan_reconcile(desired: &[Peer], actual: &KernelState) -> Vec<NetOp> {
     }
     // Route deletions after the additions of what replaces them; the FDB deletions after the
     // FDB replaces, which may already have rewritten a stale destination.
-    adds.extend(routes);
+    adds.extend(route_adds);
     adds.extend(dels);
-    adds
+    Reconcile { ops: adds, conflicts }
+}
+
+/// Checks ops planned from lease events ([`plan_add`], [`plan_remove`]) against the routes of
+/// `actual` (a fresh [`crate::Dataplane::dump_routes`]): a route add whose destination is held
+/// by a route flanneld does not own is dropped and reported as a conflict (the replace would
+/// overwrite it), and a route delete that matches no route flanneld owns (in `actual`, or
+/// added by an earlier op of the same list) is dropped: there is nothing of flanneld's to
+/// delete, and the kernel's delete matches loosely (any metric). Neighbour and FDB ops only
+/// ever address the device's own entries and pass unchanged.
+pub fn plan_guard(ops: Vec<NetOp>, actual: &KernelState, owner: &Ownership) -> Reconcile {
+    let dev = actual.device;
+    let mut out = Reconcile::default();
+    let mut added: Vec<(IpNetwork, IpAddr, bool)> = Vec::new();
+    for op in ops {
+        match &op {
+            NetOp::AddRoute { dst, gw, onlink } | NetOp::CreateRoute { dst, gw, onlink } => {
+                if let Some(r) = actual.routes.iter().find(|r| owner.blocks(dev, r, dst)) {
+                    out.conflicts.push(Conflict { dst: *dst, route: r.clone() });
+                    continue;
+                }
+                added.push((*dst, *gw, *onlink));
+            }
+            NetOp::DelRoute { dst, gw, onlink } => {
+                let owned = actual.routes.iter().any(|r| {
+                    r.dst == *dst && r.gw == Some(*gw) && r.onlink == *onlink && owner.owns_route(dev, r)
+                });
+                if !owned && !added.contains(&(*dst, *gw, *onlink)) {
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        out.ops.push(op);
+    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::{KernelFdb, KernelNeigh, KernelRoute};
 
     const M1: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
     const M2: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x02];
@@ -315,14 +383,23 @@ mod tests {
         );
     }
 
-    fn state_of(peers: &[Peer]) -> KernelState {
-        let mut k = KernelState::default();
+    const DEV: u32 = 7;
+
+    /// The kernel after `plan_add(None, p)` for every peer (DirectRouting routes on `eth0`, #2).
+    pub(crate) fn state_of(peers: &[Peer]) -> KernelState {
+        let mut k = KernelState { device: DEV, ..KernelState::default() };
         for p in peers {
             for op in plan_add(None, p) {
                 match op {
-                    NetOp::AddNeigh { ip, mac } => k.neighs.push((ip, mac)),
-                    NetOp::AddFdb { mac, dst } => k.fdb.push((mac, dst)),
-                    NetOp::AddRoute { dst, gw, onlink } => k.routes.push((dst, gw, onlink)),
+                    NetOp::AddNeigh { ip, mac } => {
+                        k.neighs.push(KernelNeigh { ifindex: DEV, ip, mac, permanent: true })
+                    }
+                    NetOp::AddFdb { mac, dst } => {
+                        k.fdb.push(KernelFdb { ifindex: DEV, mac, dst, permanent: true, self_: true })
+                    }
+                    NetOp::AddRoute { dst, gw, onlink } => {
+                        k.routes.push(KernelRoute::made(dst, gw, onlink, Some(if onlink { DEV } else { 2 })))
+                    }
                     _ => unreachable!(),
                 }
             }
@@ -330,11 +407,23 @@ mod tests {
         k
     }
 
+    fn owner(peers: &[Peer]) -> Ownership {
+        Ownership::of_peers("10.5.0.0/16".parse().unwrap(), 24, peers, true)
+    }
+
+    /// `plan_reconcile` with the ownership of `peers` plus the peers of `before`, ops only.
+    fn reconcile(peers: &[Peer], before: &[Peer], k: &KernelState) -> Vec<NetOp> {
+        let all: Vec<Peer> = peers.iter().chain(before).cloned().collect();
+        let r = plan_reconcile(peers, k, &owner(&all));
+        assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+        r.ops
+    }
+
     #[test]
     fn reconcile_of_matching_state_is_empty() {
         let peers =
             vec![peer("10.5.71.0/24", "198.18.0.3", M1, false), peer("10.5.72.0/24", "198.18.0.4", M2, true)];
-        assert_eq!(plan_reconcile(&peers, &state_of(&peers)), vec![]);
+        assert_eq!(reconcile(&peers, &[], &state_of(&peers)), vec![]);
     }
 
     #[test]
@@ -343,7 +432,7 @@ mod tests {
             peer("10.5.71.0/24", "198.18.0.3", M1, false),
             peer("10.5.73.0/24", "198.18.0.5", M2, false),
         ];
-        let ops = plan_reconcile(&peers, &KernelState::default());
+        let ops = reconcile(&peers, &[], &KernelState::default());
         assert_eq!(ops.len(), 6);
         let first_route = ops.iter().position(|o| matches!(o, NetOp::AddRoute { .. })).unwrap();
         assert!(ops[first_route..].iter().all(|o| matches!(o, NetOp::AddRoute { .. })));
@@ -354,11 +443,11 @@ mod tests {
         let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M1, false)];
         let mut k = state_of(&peers);
         k.routes.clear();
-        k.routes.push((net("10.5.99.0/24"), ip("10.5.99.0"), true));
-        k.neighs.push((ip("10.5.99.0"), M2));
-        k.fdb.push((M2, ip("198.18.0.99")));
+        k.routes.push(KernelRoute::made(net("10.5.99.0/24"), ip("10.5.99.0"), true, Some(DEV)));
+        k.neighs.push(KernelNeigh { ifindex: DEV, ip: ip("10.5.99.0"), mac: M2, permanent: true });
+        k.fdb.push(KernelFdb { ifindex: DEV, mac: M2, dst: ip("198.18.0.99"), permanent: true, self_: true });
         assert_eq!(
-            plan_reconcile(&peers, &k),
+            reconcile(&peers, &[], &k),
             vec![
                 NetOp::AddRoute { dst: net("10.5.71.0/24"), gw: ip("10.5.71.0"), onlink: true },
                 NetOp::DelRoute { dst: net("10.5.99.0/24"), gw: ip("10.5.99.0"), onlink: true },
@@ -372,8 +461,8 @@ mod tests {
     fn reconcile_removes_stale_fdb_and_rewrites_wrong_entries() {
         let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M2, false)];
         let mut k = state_of(&[peer("10.5.71.0/24", "198.18.0.3", M1, false)]);
-        k.fdb.push((M2, ip("198.18.0.7")));
-        let ops = plan_reconcile(&peers, &k);
+        k.fdb.push(KernelFdb { ifindex: DEV, mac: M2, dst: ip("198.18.0.7"), permanent: true, self_: true });
+        let ops = reconcile(&peers, &[], &k);
         assert_eq!(
             ops,
             vec![
@@ -389,7 +478,7 @@ mod tests {
     fn reconcile_switches_route_kind_by_replace() {
         let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M1, true)];
         let k = state_of(&[peer("10.5.71.0/24", "198.18.0.3", M1, false)]);
-        let ops = plan_reconcile(&peers, &k);
+        let ops = reconcile(&peers, &[], &k);
         assert_eq!(
             ops,
             vec![
@@ -398,5 +487,80 @@ mod tests {
                 NetOp::DelFdb { mac: M1, dst: ip("198.18.0.3") },
             ]
         );
+    }
+    #[test]
+    fn foreign_route_in_the_way_is_a_conflict_not_replaced_and_ours_there_goes() {
+        let peers = vec![peer("10.5.71.0/24", "198.18.0.3", M1, false)];
+        // Our old DirectRouting route for it, and an operator's route with the replace key.
+        let mut k = state_of(&[peer("10.5.71.0/24", "198.18.0.3", M1, true)]);
+        let theirs = KernelRoute {
+            protocol: 4,
+            ..KernelRoute::made(net("10.5.71.0/24"), ip("198.18.0.50"), false, Some(2))
+        };
+        k.routes.push(theirs.clone());
+        let r = plan_reconcile(&peers, &k, &owner(&peers));
+        assert_eq!(r.conflicts, vec![Conflict { dst: net("10.5.71.0/24"), route: theirs }]);
+        assert_eq!(
+            r.ops,
+            vec![
+                NetOp::AddNeigh { ip: ip("10.5.71.0"), mac: M1 },
+                NetOp::AddFdb { mac: M1, dst: ip("198.18.0.3") },
+                NetOp::DelRoute { dst: net("10.5.71.0/24"), gw: ip("198.18.0.3"), onlink: false },
+            ]
+        );
+    }
+
+    #[test]
+    fn issue_13_routes_are_left_alone_with_direct_routing_off_and_on() {
+        let peers = vec![peer("10.5.71.0/24", "198.18.0.11", M1, false)];
+        let mut k = state_of(&peers);
+        let operator = vec![
+            KernelRoute::made(net("10.5.200.7/32"), ip("198.18.0.11"), false, Some(2)),
+            KernelRoute {
+                protocol: 4,
+                ..KernelRoute::made(net("10.5.201.0/24"), ip("198.18.0.11"), false, Some(2))
+            },
+            KernelRoute::made(net("10.5.202.0/24"), ip("198.18.0.99"), false, Some(2)),
+            KernelRoute {
+                table: 100,
+                ..KernelRoute::made(net("10.5.203.0/24"), ip("198.18.0.11"), false, Some(2))
+            },
+        ];
+        k.routes.extend(operator);
+        for direct in [false, true] {
+            let o = Ownership::of_peers("10.5.0.0/16".parse().unwrap(), 24, &peers, direct);
+            assert_eq!(plan_reconcile(&peers, &k, &o), Reconcile::default(), "direct routing {direct}");
+        }
+    }
+
+    #[test]
+    fn guard_drops_adds_over_foreign_routes_and_deletes_of_routes_not_ours() {
+        let p = peer("10.5.71.0/24", "198.18.0.3", M1, false);
+        let q = peer("10.5.72.0/24", "198.18.0.4", M2, true);
+        let mut k = KernelState { device: DEV, ..KernelState::default() };
+        let theirs = KernelRoute {
+            protocol: 4,
+            ..KernelRoute::made(net("10.5.71.0/24"), ip("198.18.0.50"), false, Some(2))
+        };
+        k.routes.push(theirs.clone());
+        // `q`'s route is not in the kernel: its delete is dropped (nothing of ours to delete).
+        let mut ops = plan_add(None, &p);
+        ops.extend(plan_remove(&q));
+        let g = plan_guard(ops, &k, &owner(&[p.clone(), q.clone()]));
+        assert_eq!(g.conflicts, vec![Conflict { dst: net("10.5.71.0/24"), route: theirs }]);
+        assert_eq!(
+            g.ops,
+            vec![
+                NetOp::AddNeigh { ip: ip("10.5.71.0"), mac: M1 },
+                NetOp::AddFdb { mac: M1, dst: ip("198.18.0.3") }
+            ]
+        );
+        // A lease put and deleted in one batch: the delete of the route just added stays.
+        let mut ops = plan_add(None, &p);
+        ops.extend(plan_remove(&p));
+        let empty = KernelState { device: DEV, ..KernelState::default() };
+        assert_eq!(plan_guard(ops.clone(), &empty, &owner(std::slice::from_ref(&p))).ops, ops);
+        let k = state_of(std::slice::from_ref(&q));
+        assert_eq!(plan_guard(plan_remove(&q), &k, &owner(std::slice::from_ref(&q))).ops, plan_remove(&q));
     }
 }

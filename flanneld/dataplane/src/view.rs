@@ -18,7 +18,7 @@
 //!   "device":   <link> | null,         // flannel.<VNI>; null: missing
 //!   "underlay": <link> | null,         // the external interface
 //!   "bridge":   <link> | null,         // cni0; null: missing (no pod yet)
-//!   "routes":   [{"dst","gateway","dev","oif","onlink","protocol","kind","table"}],
+//!   "routes":   [{"dst","gateway","dev","oif","onlink","protocol","kind","table","scope","tos","metric","multipath"}],
 //!   "neighbours": [{"ip","mac","state","permanent"}],     // on the device, every state
 //!   "fdb":      [{"mac","dst","self","permanent"}],       // on the device
 //!   "subnet_env": {"path","network","subnet","mtu","ipmasq","error"} | null,
@@ -31,10 +31,10 @@
 //!
 //! `routes` holds the main-table IPv4 routes whose output device is the VXLAN device or whose
 //! destination lies inside the cluster network (DirectRouting routes, the bridge's own-subnet
-//! route, blackholes). [`DataplaneView::kernel_state`] turns a view into exactly the
-//! [`KernelState`] that [`crate::Dataplane::dump`] would have returned on that node, so a
-//! remote reader can run [`crate::plan::plan_reconcile`] on it and get the ops the node's
-//! reconciler would apply.
+//! route, blackholes, routes somebody else put there). [`DataplaneView::kernel_state`] turns a
+//! view into the [`KernelState`] of [`crate::Dataplane::dump`] (those routes, the device's
+//! neighbours and FDB entries), so a remote reader can run [`crate::plan::plan_reconcile`] with
+//! flanneld's [`crate::own::Ownership`] on it and get the ops the node's reconciler would apply.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -43,15 +43,12 @@ use std::path::PathBuf;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::{Deserialize, Serialize};
 
-use crate::{KernelState, Mac, VxlanSpec};
+use crate::{KernelFdb, KernelNeigh, KernelRoute, KernelState, Mac, VxlanSpec};
 
 /// Current schema version.
 pub const VIEW_VERSION: u32 = 1;
 
-/// `RTPROT_BOOT`: the protocol of routes flanneld adds.
-pub const PROTO_BOOT: u8 = 3;
-/// `RT_TABLE_MAIN`.
-pub const TABLE_MAIN: u32 = 254;
+pub use crate::{RTPROT_BOOT as PROTO_BOOT, RT_TABLE_MAIN as TABLE_MAIN};
 
 /// One node's dataplane. See the module documentation for the JSON schema.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,9 +180,90 @@ pub struct RouteView {
     pub onlink: bool,
     /// `RTPROT_*` (3 = boot, flanneld's).
     pub protocol: u8,
-    /// `unicast`, `blackhole`, `unreachable`, ...
+    /// `unicast`, `blackhole`, `unreachable`, ... (`type <n>` for others)
     pub kind: String,
     pub table: u32,
+    /// `RT_SCOPE_*` (0 = universe).
+    #[serde(default)]
+    pub scope: u8,
+    #[serde(default)]
+    pub tos: u8,
+    /// `RTA_PRIORITY`, 0 when absent.
+    #[serde(default)]
+    pub metric: u32,
+    /// Has `RTA_MULTIPATH` next hops.
+    #[serde(default)]
+    pub multipath: bool,
+}
+
+/// `RTN_*` names as `ip route` prints them.
+const ROUTE_KINDS: [(u8, &str); 11] = [
+    (1, "unicast"),
+    (2, "local"),
+    (3, "broadcast"),
+    (4, "anycast"),
+    (5, "multicast"),
+    (6, "blackhole"),
+    (7, "unreachable"),
+    (8, "prohibit"),
+    (9, "throw"),
+    (10, "nat"),
+    (11, "xresolve"),
+];
+
+/// The name of an `RTN_*` route type.
+pub fn route_kind_name(kind: u8) -> String {
+    ROUTE_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or_else(|| format!("type {kind}"), |(_, n)| n.to_string())
+}
+
+/// The `RTN_*` code of a route type name (0 for an unknown one).
+pub fn route_kind_code(name: &str) -> u8 {
+    ROUTE_KINDS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(k, _)| *k)
+        .or_else(|| name.strip_prefix("type ").and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+impl RouteView {
+    /// The route as a dump reports it.
+    pub fn kernel(&self) -> KernelRoute {
+        KernelRoute {
+            dst: self.dst,
+            gw: self.gateway,
+            oif: self.oif,
+            table: self.table,
+            protocol: self.protocol,
+            kind: route_kind_code(&self.kind),
+            scope: self.scope,
+            tos: self.tos,
+            metric: self.metric,
+            onlink: self.onlink,
+            multipath: self.multipath,
+        }
+    }
+
+    /// The view of a dumped route; `dev` names its output device.
+    pub fn of(r: &KernelRoute, dev: Option<String>) -> RouteView {
+        RouteView {
+            dst: r.dst,
+            gateway: r.gw,
+            dev,
+            oif: r.oif,
+            onlink: r.onlink,
+            protocol: r.protocol,
+            kind: route_kind_name(r.kind),
+            table: r.table,
+            scope: r.scope,
+            tos: r.tos,
+            metric: r.metric,
+            multipath: r.multipath,
+        }
+    }
 }
 
 /// A neighbour entry on the VXLAN device.
@@ -268,35 +346,32 @@ impl DataplaneView {
         })
     }
 
-    /// The entries of the device exactly as [`crate::Dataplane::dump`] reports them: permanent
-    /// neighbours with a MAC, permanent `self` FDB entries with a destination, unicast
-    /// main-table routes with a gateway through the device, and DirectRouting routes (protocol
-    /// boot, not onlink, inside the cluster network). Empty without a device.
+    /// The node's kernel as [`crate::Dataplane::dump`] reports it, as far as the view holds it:
+    /// the neighbours and FDB entries (with a MAC and destination) of the VXLAN device and the
+    /// routes of the view (main table: through the device or inside the cluster network).
+    /// [`crate::own::Ownership`] then decides, as in the daemon, which of them are flanneld's.
+    /// Empty without a device.
     pub fn kernel_state(&self) -> KernelState {
         let mut k = KernelState::default();
         let Some(dev) = &self.device else { return k };
+        k.device = dev.index;
         for n in &self.neighbours {
-            if let (true, Some(mac)) = (n.permanent, n.mac.as_deref().and_then(parse_mac)) {
-                k.neighs.push((n.ip, mac));
+            if let Some(mac) = n.mac.as_deref().and_then(parse_mac) {
+                k.neighs.push(KernelNeigh { ifindex: dev.index, ip: n.ip, mac, permanent: n.permanent });
             }
         }
         for f in &self.fdb {
-            if let (true, true, Some(dst), Some(mac)) = (f.permanent, f.self_, f.dst, parse_mac(&f.mac)) {
-                k.fdb.push((mac, dst));
+            if let (Some(dst), Some(mac)) = (f.dst, parse_mac(&f.mac)) {
+                k.fdb.push(KernelFdb {
+                    ifindex: dev.index,
+                    mac,
+                    dst,
+                    permanent: f.permanent,
+                    self_: f.self_,
+                });
             }
         }
-        let network = self.network();
-        for r in &self.routes {
-            let Some(gw) = r.gateway else { continue };
-            if r.table != TABLE_MAIN || r.kind != "unicast" || !r.dst.is_ipv4() {
-                continue;
-            }
-            if r.oif == Some(dev.index) {
-                k.routes.push((r.dst, gw, r.onlink));
-            } else if r.protocol == PROTO_BOOT && !r.onlink && network.is_some_and(|n| inside(&r.dst, &n)) {
-                k.routes.push((r.dst, gw, false));
-            }
-        }
+        k.routes = self.routes.iter().filter(|r| r.dst.is_ipv4()).map(RouteView::kernel).collect();
         k
     }
 }
@@ -334,6 +409,10 @@ mod tests {
                 protocol,
                 kind: kind.into(),
                 table: TABLE_MAIN,
+                scope: 0,
+                tos: 0,
+                metric: 0,
+                multipath: false,
             };
         DataplaneView {
             version: VIEW_VERSION,
@@ -376,18 +455,35 @@ mod tests {
     }
 
     #[test]
-    fn kernel_state_filters_like_the_dump() {
+    fn kernel_state_feeds_the_reconciler_like_a_dump() {
         let k = view().kernel_state();
         let m: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
-        assert_eq!(k.neighs, vec![("10.5.71.0".parse().unwrap(), m)]);
-        assert_eq!(k.fdb, vec![(m, "198.18.0.3".parse().unwrap())]);
+        assert_eq!(k.device, 5);
+        // The neighbour without a MAC and the FDB entry without a destination are not dumped.
         assert_eq!(
-            k.routes,
-            vec![
-                ("10.5.71.0/24".parse().unwrap(), "10.5.71.0".parse().unwrap(), true),
-                ("10.5.73.0/24".parse().unwrap(), "198.18.0.5".parse().unwrap(), false),
-            ]
+            k.neighs,
+            vec![KernelNeigh { ifindex: 5, ip: "10.5.71.0".parse().unwrap(), mac: m, permanent: true }]
         );
+        assert_eq!(k.fdb.len(), 1);
+        assert_eq!(k.routes.len(), 4);
+        assert_eq!(
+            k.routes[0],
+            KernelRoute::made("10.5.71.0/24".parse().unwrap(), "10.5.71.0".parse().unwrap(), true, Some(5))
+        );
+        let peer = crate::plan::Peer {
+            subnet: "10.5.71.0/24".parse().unwrap(),
+            public_ip: "198.18.0.3".parse().unwrap(),
+            vtep_mac: m,
+            direct: false,
+        };
+        let owner = crate::own::Ownership::of_peers(
+            "10.5.0.0/16".parse().unwrap(),
+            24,
+            std::slice::from_ref(&peer),
+            false,
+        );
+        // Healthy: nothing to change, and the routes flanneld did not make are left alone.
+        assert_eq!(crate::plan::plan_reconcile(std::slice::from_ref(&peer), &k, &owner).ops, vec![]);
         let no_dev = DataplaneView { device: None, ..view() };
         assert_eq!(no_dev.kernel_state(), KernelState::default());
     }

@@ -9,8 +9,9 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use weft_dataplane::netlink::{mac_str, NetlinkDataplane};
+use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer};
-use weft_dataplane::{Dataplane, DeviceInfo, Mac, NetOp, VxlanSpec};
+use weft_dataplane::{Dataplane, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
 use weft_lab::ns::{require_root, Netns};
 
 /// Runs `f` with a fresh [`NetlinkDataplane`] whose socket lives in `ns`: a dedicated thread
@@ -38,8 +39,13 @@ where
 /// A namespace with an underlay `eth0` at `198.18.0.<host>/24` (a veth whose peer stays in the
 /// namespace, up: the kernel has no dummy module here).
 fn node(host: u8) -> Netns {
+    node_in("wtdp", host)
+}
+
+/// [`node`] with another namespace name prefix.
+fn node_in(prefix: &str, host: u8) -> Netns {
     require_root();
-    let ns = Netns::unique("wtdp");
+    let ns = Netns::unique(prefix);
     let addr = format!("198.18.0.{host}/24");
     ns.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]).expect_ok();
     ns.exec(&["ip", "link", "set", "eth0p", "up"]).expect_ok();
@@ -95,6 +101,23 @@ fn peer(third: u8, host: u8, mac: Mac) -> Peer {
         vtep_mac: mac,
         direct: false,
     }
+}
+
+/// The ownership rule for `peers` in 10.5.0.0/16 (lease size 24), DirectRouting on.
+fn owner(peers: &[Peer]) -> Ownership {
+    Ownership::of_peers("10.5.0.0/16".parse().unwrap(), 24, peers, true)
+}
+
+/// The reconcile ops for `peers` (there must be no conflict).
+fn reconcile(peers: &[Peer], st: &KernelState) -> Vec<NetOp> {
+    let r = plan_reconcile(peers, st, &owner(peers));
+    assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+    r.ops
+}
+
+/// Only flanneld's entries of `st` (for `peers`), the device index dropped.
+fn ours(peers: &[Peer], st: &KernelState) -> KernelState {
+    KernelState { device: 0, ..owner(peers).owned(st) }
 }
 
 const M1: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
@@ -313,19 +336,21 @@ fn direct_routing_route_and_onlink_lookup() {
         dp.ensure_device(&s, None).await.unwrap();
         let r = dp.apply(&plan_add(None, &p)).await.unwrap();
         assert_eq!((r.applied, r.failed.len()), (1, 0));
-        let a = dp.is_onlink("198.18.0.3".parse().unwrap()).await.unwrap();
-        let b = dp.is_onlink("203.0.113.9".parse().unwrap()).await.unwrap();
+        let routes = dp.dump_routes().await.unwrap();
+        let a = routes.is_onlink("198.18.0.3".parse().unwrap());
+        let b = routes.is_onlink("203.0.113.9".parse().unwrap());
         let st = dp.dump().await.unwrap();
-        assert_eq!(plan_reconcile(std::slice::from_ref(&p), &st), vec![]);
+        assert_eq!(reconcile(std::slice::from_ref(&p), &st), vec![]);
         // Switching to VXLAN replaces the route; back to direct, then removal.
         let mut vx = p.clone();
         vx.direct = false;
         assert!(dp.apply(&plan_add(Some(&p), &vx)).await.unwrap().failed.is_empty());
-        assert_eq!(plan_reconcile(std::slice::from_ref(&vx), &dp.dump().await.unwrap()), vec![]);
+        assert_eq!(reconcile(std::slice::from_ref(&vx), &dp.dump().await.unwrap()), vec![]);
         assert!(dp.apply(&plan_add(Some(&vx), &p)).await.unwrap().failed.is_empty());
         let back = dp.dump().await.unwrap();
-        assert_eq!(back, st, "neighbour and FDB of the VXLAN period are gone");
-        (a, b, st)
+        let only = std::slice::from_ref(&p);
+        assert_eq!(ours(only, &back), ours(only, &st), "neighbour and FDB of the VXLAN period are gone");
+        (a, b, ours(only, &st))
     });
     assert!(onlink_peer);
     assert!(!onlink_far, "via a gateway is not on-link");
@@ -334,7 +359,7 @@ fn direct_routing_route_and_onlink_lookup() {
     let removed = in_ns(&ns, move |mut dp| async move {
         dp.ensure_device(&s2, None).await.unwrap();
         let r = dp.apply(&plan_remove(&p2)).await.unwrap();
-        (r.applied, r.failed.len(), dp.dump().await.unwrap())
+        (r.applied, r.failed.len(), ours(std::slice::from_ref(&p2), &dp.dump().await.unwrap()))
     });
     assert_eq!(removed, (1, 0, Default::default()));
 }
@@ -342,8 +367,51 @@ fn direct_routing_route_and_onlink_lookup() {
 #[test]
 fn is_onlink_without_any_route_is_false() {
     let ns = node(2);
-    let r = in_ns(&ns, |mut dp| async move { dp.is_onlink("203.0.113.9".parse().unwrap()).await.unwrap() });
+    let r = in_ns(&ns, |mut dp| async move {
+        dp.dump_routes().await.unwrap().is_onlink("203.0.113.9".parse().unwrap())
+    });
     assert!(!r);
+}
+
+/// DirectRouting's on-link answer from one route dump agrees with the kernel's own lookup
+/// (`ip route get`: on-link when the chosen route has no gateway) for connected, gatewayed,
+/// more specific, blackhole and metric-ordered routes (namespace `wtown…`).
+#[test]
+fn onlink_from_one_dump_agrees_with_route_get() {
+    let ns = node_in("wtown", 2);
+    for r in [
+        &["default", "via", "198.18.0.1"][..],
+        &["203.0.113.0/24", "dev", "eth0"],
+        &["blackhole", "192.0.2.0/24"],
+        &["198.51.100.0/24", "via", "198.18.0.1", "metric", "10"],
+        &["198.51.100.0/24", "dev", "eth0", "metric", "20"],
+        &["198.51.100.128/25", "dev", "eth0", "metric", "30"],
+        &["10.9.0.0/16", "via", "198.18.0.1", "table", "100"],
+    ] {
+        let mut args = vec!["ip", "route", "add"];
+        args.extend_from_slice(r);
+        ns.exec(&args).expect_ok();
+    }
+    let probes: Vec<std::net::Ipv4Addr> =
+        ["198.18.0.3", "203.0.113.9", "192.0.2.5", "198.51.100.7", "198.51.100.200", "10.9.1.1", "8.8.8.8"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+    let p = probes.clone();
+    let ours = in_ns(&ns, move |mut dp| async move {
+        let routes = dp.dump_routes().await.unwrap();
+        p.iter().map(|a| routes.is_onlink(*a)).collect::<Vec<_>>()
+    });
+    let kernel: Vec<bool> = probes
+        .iter()
+        .map(|a| {
+            let out = ns.exec(&["ip", "-j", "route", "get", &a.to_string()]);
+            out.ok()
+                && serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()[0].get("gateway").is_none()
+        })
+        .collect();
+    assert_eq!(ours, kernel, "{probes:?}");
+    assert_eq!(ours, [true, true, false, false, true, false, false]);
 }
 
 fn many_peers(n: u32) -> Vec<Peer> {
@@ -377,15 +445,16 @@ fn thousand_peers_apply_dump_reconcile_remove() {
         let t = Instant::now();
         let st = dp.dump().await.unwrap();
         let dump_ms = t.elapsed().as_secs_f64() * 1e3;
-        let counts = (st.neighs.len(), st.fdb.len(), st.routes.len());
-        assert_eq!(plan_reconcile(&peers, &st), vec![]);
+        let mine = ours(&peers, &st);
+        let counts = (mine.neighs.len(), mine.fdb.len(), mine.routes.len());
+        assert_eq!(reconcile(&peers, &st), vec![]);
         let ops: Vec<NetOp> = peers.iter().flat_map(plan_remove).collect();
         let t = Instant::now();
         let r = dp.apply(&ops).await.unwrap();
         let remove_ms = t.elapsed().as_secs_f64() * 1e3;
         assert_eq!((r.applied, r.failed.len()), (3000, 0));
         let st = dp.dump().await.unwrap();
-        assert_eq!(st, Default::default());
+        assert_eq!(ours(&peers, &st), Default::default());
         // For comparison: the same batch one request at a time.
         dp.set_window(1);
         let ops: Vec<NetOp> = peers.iter().flat_map(|p| plan_add(None, p)).collect();
@@ -425,10 +494,10 @@ fn reconcile_heals_deleted_route_and_removes_extra_one() {
     let (planned, after) = in_ns(&ns, move |mut dp| async move {
         dp.ensure_device(&s, None).await.unwrap();
         let st = dp.dump().await.unwrap();
-        let ops = plan_reconcile(&p2, &st);
+        let ops = reconcile(&p2, &st);
         let r = dp.apply(&ops).await.unwrap();
         assert_eq!(r.failed.len(), 0);
-        let after = plan_reconcile(&p2, &dp.dump().await.unwrap());
+        let after = reconcile(&p2, &dp.dump().await.unwrap());
         (ops, after)
     });
     assert_eq!(planned.len(), 3, "add one route, delete one route and one FDB entry: {planned:?}");
@@ -507,7 +576,7 @@ fn tiny_buffer_huge_window_never_hangs_and_converges() {
             let mut rounds = 0;
             loop {
                 let st = dp.dump().await.unwrap();
-                let fix = plan_reconcile(&peers, &st);
+                let fix = reconcile(&peers, &st);
                 if fix.is_empty() {
                     break;
                 }
@@ -522,4 +591,88 @@ fn tiny_buffer_huge_window_never_hangs_and_converges() {
     .unwrap();
     eprintln!("overrun: {overrun}, reconcile rounds: {healed}");
     assert!(overrun || healed == 0, "nothing to heal without an overrun");
+}
+
+/// Issue 13 at the dataplane level (namespace `wtown…`): the dump reports operators' routes with
+/// their real protocol, table and device; reconciliation with DirectRouting off and on plans
+/// nothing for them, and a route holding a peer subnet is a conflict — not replaced, although
+/// the kernel's create+replace would have overwritten it (shown at the end).
+#[test]
+fn operator_routes_are_dumped_as_they_are_and_never_planned_over() {
+    let ns = node_in("wtown", 2);
+    let s = spec(&ns, 2, "10.5.72.0");
+    let p = peer(71, 11, M1);
+    let q = peer(73, 12, M2);
+    for r in [
+        &["10.5.200.7/32", "via", "198.18.0.11", "dev", "eth0"][..],
+        &["10.5.201.0/24", "via", "198.18.0.11", "dev", "eth0", "proto", "static"],
+        &["10.5.202.0/24", "via", "198.18.0.99", "dev", "eth0"],
+        &["10.5.71.0/24", "via", "198.18.0.11", "dev", "eth0", "table", "100"],
+        // In the way of peer q's route.
+        &["10.5.73.0/24", "via", "198.18.0.50", "dev", "eth0", "proto", "static"],
+    ] {
+        let mut args = vec!["ip", "route", "add"];
+        args.extend_from_slice(r);
+        ns.exec(&args).expect_ok();
+    }
+    let all_routes = || text(&ns, &["ip", "route", "show", "table", "all"]);
+    let before = all_routes();
+    let (peers, s2) = (vec![p.clone(), q.clone()], s.clone());
+    let (conflicts, states) = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_device(&s2, None).await.unwrap();
+        let mut conflicts = Vec::new();
+        let mut states = Vec::new();
+        for direct in [false, true, false] {
+            let o = Ownership::of_peers("10.5.0.0/16".parse().unwrap(), 24, &peers, direct);
+            let st = dp.dump().await.unwrap();
+            let plan = plan_reconcile(&peers, &st, &o);
+            assert!(dp.apply(&plan.ops).await.unwrap().failed.is_empty());
+            conflicts.push(plan.conflicts.iter().map(|c| c.route.to_string()).collect::<Vec<_>>());
+            states.push(st);
+        }
+        (conflicts, states)
+    });
+    let st = &states[0];
+    let dev = st.device;
+    let find = |dst: &str, table: u32| {
+        st.routes.iter().find(|r| r.dst.to_string() == dst && r.table == table).unwrap().clone()
+    };
+    let eth0 = ifindex(&ns, "eth0");
+    let r = find("10.5.200.7/32", 254);
+    assert_eq!((r.protocol, r.oif, r.onlink, r.metric), (3, Some(eth0), false, 0), "iproute2 default: boot");
+    assert_eq!(find("10.5.201.0/24", 254).protocol, 4);
+    assert_eq!(find("10.5.71.0/24", 100).gw, Some("198.18.0.11".parse().unwrap()));
+    assert_ne!(dev, 0);
+    for c in &conflicts {
+        assert_eq!(c.len(), 1, "{conflicts:?}");
+        assert!(c[0].starts_with("10.5.73.0/24 via 198.18.0.50") && c[0].contains("proto static"), "{c:?}");
+    }
+    // Everything that was there is still there, flanneld's own peer route for p added.
+    let after = all_routes();
+    for line in before.lines() {
+        assert!(after.lines().any(|l| l == line), "{line} is gone:\n{after}");
+    }
+    assert!(after.contains("10.5.71.0/24 via 10.5.71.0 dev flannel.1 onlink"), "{after}");
+    // An exclusive create meets the foreign route, reports it and changes nothing.
+    let dst: ipnetwork::IpNetwork = "10.5.73.0/24".parse().unwrap();
+    let create = NetOp::CreateRoute { dst, gw: "10.5.73.0".parse().unwrap(), onlink: true };
+    let s3 = s.clone();
+    let report = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_device(&s3, None).await.unwrap();
+        let r = dp.apply(std::slice::from_ref(&create)).await.unwrap();
+        (r.applied, r.failed.len(), r.exists)
+    });
+    assert_eq!(report.0 + report.1, 0);
+    assert_eq!(report.2.len(), 1);
+    assert_eq!(
+        text(&ns, &["ip", "route", "show", "table", "main", "10.5.73.0/24"]),
+        "10.5.73.0/24 via 198.18.0.50 dev eth0 proto static"
+    );
+    // What the conflict rule prevents: the kernel's create+replace overwrites the foreign route.
+    let (applied, failed, _) = apply(&ns, s, plan_add(None, &q));
+    assert_eq!((applied, failed), (3, 0));
+    assert_eq!(
+        text(&ns, &["ip", "route", "show", "table", "main", "10.5.73.0/24"]),
+        "10.5.73.0/24 via 10.5.73.0 dev flannel.1 onlink"
+    );
 }

@@ -1,13 +1,20 @@
 //! The mesh: lease events and snapshots → peer changes → kernel ops, applied in batches, and
 //! reconciliation of the kernel against the desired peers (dump, compare, correct).
+//!
+//! Both paths change only what the ownership rule (`weft_dataplane::own`) gives flanneld: route
+//! ops from lease events are checked against a fresh route dump first (`plan_guard`), and a
+//! route in the way of a peer route is reported as a conflict (log, `/healthz`, metric), never
+//! replaced.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
-use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer};
-use weft_dataplane::{Dataplane, NetOp};
+use weft_dataplane::own::{Conflict, Ownership};
+use weft_dataplane::plan::{plan_add, plan_guard, plan_reconcile, plan_remove, Peer};
+use weft_dataplane::{Dataplane, KernelState, NetOp, RT_TABLE_MAIN};
 
 use crate::peers::{Change, RemotePeer};
 use crate::registry::{Record, Registry, WatchEvent};
@@ -29,25 +36,22 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.known_keys = records.iter().map(|r| r.key.clone()).collect();
         self.update_lease_gauge();
         if let Some(own) = &self.own {
-            // A listing older than our last write says nothing about our key.
-            if revision >= own.revision {
-                match records.iter().find(|r| r.key == own.path) {
-                    None => self.lost_lease("key deleted", own.subnet()),
-                    Some(r) if r.lease != own.etcd_lease && r.value != own.value => {
-                        self.lost_lease("key overwritten by another node", own.subnet())
-                    }
-                    Some(_) => {}
-                }
+            if let Some(why) = own.lost_because(records.iter().find(|r| r.key == own.path), revision) {
+                self.lost_lease(why, own.subnet());
             }
         }
         let own_path = self.own.as_ref().map(|o| o.path.clone());
         let others: Vec<Record> =
             records.iter().filter(|r| Some(&r.key) != own_path.as_ref()).cloned().collect();
         let changes = self.peers.snapshot(&others);
+        // DirectRouting: one route dump answers every peer's on-link question.
+        let upserts = changes.iter().any(|c| matches!(c, Change::Upsert(_)));
+        let routes =
+            if upserts && self.spec.backend.direct_routing { self.routes().await.ok() } else { None };
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    let peer = self.peer_for(&p).await;
+                    let peer = self.peer_for(&p, routes.as_ref());
                     self.desired.insert(p.subnet(), peer);
                 }
                 Change::Remove(s) => {
@@ -60,7 +64,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     pub(super) async fn on_events(&mut self, events: &[WatchEvent]) {
-        let mut ops = Vec::new();
+        let mut changes = Vec::new();
         for ev in events {
             let key = match ev {
                 WatchEvent::Put(r) => &r.key,
@@ -72,67 +76,155 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             };
             if let Some(own) = &self.own {
                 if *key == own.path {
-                    if ev.revision() >= own.revision {
-                        match ev {
-                            WatchEvent::Delete { .. } => {
-                                self.lost_lease("key deleted or expired", own.subnet())
-                            }
-                            WatchEvent::Put(r) if r.lease != own.etcd_lease && r.value != own.value => {
-                                self.lost_lease("key overwritten by another node", own.subnet())
-                            }
-                            WatchEvent::Put(_) => {}
-                        }
+                    let current = match ev {
+                        WatchEvent::Put(r) => Some(r),
+                        WatchEvent::Delete { .. } => None,
+                    };
+                    if let Some(why) = own.lost_because(current, ev.revision()) {
+                        self.lost_lease(why, own.subnet());
                     }
                     continue;
                 }
             }
-            let changes = match ev {
+            changes.extend(match ev {
                 WatchEvent::Put(r) => self.peers.put(r),
                 WatchEvent::Delete { key, .. } => self.peers.delete(key),
-            };
-            for change in changes {
-                match change {
-                    Change::Upsert(p) => {
-                        let new = self.peer_for(&p).await;
-                        info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
-                        ops.extend(plan_add(self.desired.get(&new.subnet), &new));
-                        self.desired.insert(new.subnet, new);
+            });
+        }
+        self.update_lease_gauge();
+        if changes.is_empty() {
+            return;
+        }
+        // DirectRouting: one route dump answers every on-link question of the batch (and
+        // guards its route ops below).
+        let direct_routing = self.spec.backend.direct_routing;
+        let mut routes = if direct_routing { Some(self.routes().await) } else { None };
+        let mut ops: Vec<NetOp> = Vec::new();
+        for change in changes {
+            match change {
+                Change::Upsert(p) => {
+                    let new = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok()));
+                    info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
+                    let old = self.desired.get(&new.subnet);
+                    let mut add = plan_add(old, &new);
+                    if !direct_routing {
+                        // Without DirectRouting a known peer's route never changes (`S via
+                        // S.0`); a new one is created exclusively: an existing route at its
+                        // destination is reported, not overwritten, and looked at below.
+                        let known = old.is_some();
+                        add = add
+                            .into_iter()
+                            .filter_map(|op| match op {
+                                NetOp::AddRoute { .. } if known => None,
+                                NetOp::AddRoute { dst, gw, onlink } => {
+                                    Some(NetOp::CreateRoute { dst, gw, onlink })
+                                }
+                                other => Some(other),
+                            })
+                            .collect();
                     }
-                    Change::Remove(s) => {
-                        if let Some(old) = self.desired.remove(&s) {
-                            info!(subnet = %s, public_ip = %old.public_ip, "peer removed");
-                            ops.extend(plan_remove(&old));
-                        }
+                    ops.extend(add);
+                    self.desired.insert(new.subnet, new);
+                }
+                Change::Remove(s) => {
+                    if let Some(old) = self.desired.remove(&s) {
+                        info!(subnet = %s, public_ip = %old.public_ip, "peer removed");
+                        ops.extend(plan_remove(&old));
                     }
                 }
             }
         }
-        self.update_lease_gauge();
-        if !ops.is_empty() {
-            let clean = self.apply(&ops).await;
-            if clean {
-                self.cfg.metrics.peers_programmed.set(gauge(self.desired.len()));
+        if ops.is_empty() {
+            return;
+        }
+        // Replacing and deleting routes needs a look at them first: never replace or delete a
+        // route flanneld does not own.
+        if ops.iter().any(|o| matches!(o, NetOp::AddRoute { .. } | NetOp::DelRoute { .. })) {
+            if routes.is_none() {
+                routes = Some(self.routes().await);
+            }
+            let Some(Ok(seen)) = &routes else {
+                // `desired` is up to date: the reconciliation programs it from a full dump.
+                self.device_suspect = true;
+                self.reconcile_retry.get_or_insert(Instant::now() + self.retry_backoff);
+                self.cfg.health.update(|h| h.mesh_programmed = false);
+                return;
+            };
+            let guarded = plan_guard(ops, seen, &self.ownership());
+            ops = guarded.ops;
+            self.note_conflicts(guarded.conflicts, false);
+        } else {
+            self.note_conflicts(Vec::new(), false);
+        }
+        let clean = self.apply(&ops).await;
+        if std::mem::take(&mut self.routes_in_the_way) {
+            // A new peer's destination already had a route: decide from a full dump now.
+            self.reconcile().await;
+        } else if clean {
+            self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
+        }
+    }
+
+    /// The kernel's routes; a failure is counted and logged (ERROR) here.
+    async fn routes(&mut self) -> Result<KernelState, ()> {
+        self.dp.dump_routes().await.map_err(|e| {
+            self.cfg.metrics.netlink_errors.inc();
+            error!(error = %e, "reading routes failed, will reconcile");
+        })
+    }
+
+    /// What flanneld may change in the kernel now.
+    pub(super) fn ownership(&self) -> Ownership {
+        Ownership {
+            network: self.spec.network,
+            subnet_len: self.spec.subnet_len,
+            leases: self.peers.held().clone(),
+            direct: self.spec.backend.direct_routing || self.direct_cleanup,
+        }
+    }
+
+    /// Peers whose entries are all programmed (as far as the last plan knows).
+    fn programmed(&self) -> usize {
+        self.desired.len().saturating_sub(self.conflicts.len())
+    }
+
+    /// Records route conflicts: `found` replaces the known ones (`full`, a reconciliation) or
+    /// is added to them (lease events); only destinations a peer still needs are kept. Each
+    /// new conflict is logged once, and `/healthz` and the metric follow.
+    fn note_conflicts(&mut self, found: Vec<Conflict>, full: bool) {
+        let mut next = if full { BTreeMap::new() } else { self.conflicts.clone() };
+        next.extend(found.into_iter().map(|c| (c.dst, c.route)));
+        let needed: BTreeSet<IpNetwork> = self.desired.keys().map(|s| route_dst(*s)).collect();
+        next.retain(|dst, _| needed.contains(dst));
+        for (dst, route) in &next {
+            if self.conflicts.get(dst) != Some(route) {
+                warn!(subnet = %dst, route = %route,
+                    "a route flanneld did not make holds a peer subnet; leaving it, the peer's route is not programmed");
             }
         }
+        for dst in self.conflicts.keys().filter(|d| !next.contains_key(d)) {
+            info!(subnet = %dst, "route conflict gone");
+        }
+        self.conflicts = next;
+        self.cfg.metrics.route_conflicts.set(gauge(self.conflicts.len()));
+        let list: Vec<String> = self.conflicts.keys().map(ToString::to_string).collect();
+        self.cfg.health.update(|h| {
+            if !list.is_empty() {
+                h.mesh_programmed = false;
+            }
+            h.route_conflicts = list;
+        });
     }
 
     pub(super) fn update_lease_gauge(&self) {
         self.cfg.metrics.leases_known.set(gauge(self.known_keys.len()));
     }
 
-    pub(super) async fn peer_for(&mut self, p: &RemotePeer) -> Peer {
-        let direct = if self.spec.backend.direct_routing {
-            match self.dp.is_onlink(p.public_ip).await {
-                Ok(d) => d,
-                Err(e) => {
-                    self.cfg.metrics.netlink_errors.inc();
-                    warn!(public_ip = %p.public_ip, error = %e, "route lookup failed, using VXLAN");
-                    false
-                }
-            }
-        } else {
-            false
-        };
+    /// The peer to program for `p`. With DirectRouting, `routes` (one dump for many peers)
+    /// says whether its PublicIP is on-link; without them (the dump failed, logged once by
+    /// the caller) it gets VXLAN, as upstream does when its route lookup fails.
+    pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Peer {
+        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(p.public_ip));
         Peer { subnet: p.subnet(), public_ip: p.public_ip, vtep_mac: p.vtep_mac, direct }
     }
 
@@ -154,6 +246,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         }
                     }
                     self.cfg.metrics.netlink_errors.inc_by(u64::try_from(report.failed.len()).unwrap_or(0));
+                    if !report.exists.is_empty() {
+                        debug!(routes = report.exists.len(), "route destinations already taken");
+                        self.routes_in_the_way = true;
+                    }
                     if !report.failed.is_empty() {
                         // ENODEV and friends: the device may be gone; the next pass re-checks it.
                         self.device_suspect = true;
@@ -214,7 +310,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             }
         };
         let desired: Vec<Peer> = self.desired.values().cloned().collect();
-        let ops = plan_reconcile(&desired, &actual);
+        let plan = plan_reconcile(&desired, &actual, &self.ownership());
+        self.note_conflicts(plan.conflicts, true);
+        let ops = plan.ops;
         if !ops.is_empty() {
             if self.mesh_done {
                 info!(corrections = ops.len(), "reconciliation found kernel drift, correcting");
@@ -226,9 +324,15 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let clean = ops.is_empty() || self.apply(&ops).await;
         if clean {
             self.reconcile_retry = None;
-            self.cfg.metrics.peers_programmed.set(gauge(desired.len()));
-            self.cfg.health.update(|h| h.mesh_programmed = true);
-            if !self.mesh_done {
+            self.direct_cleanup = false;
+            // A removed lease is remembered while a route to its subnet may still be ours.
+            self.peers.forget_held(|s, _| {
+                actual.routes.iter().any(|r| r.table == RT_TABLE_MAIN && r.dst == route_dst(*s))
+            });
+            self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
+            let full = self.conflicts.is_empty();
+            self.cfg.health.update(|h| h.mesh_programmed = full);
+            if full && !self.mesh_done {
                 self.mesh_done = true;
                 let secs = self.started.elapsed().as_secs_f64();
                 self.cfg.metrics.time_to_full_mesh_seconds.set(secs);
@@ -236,6 +340,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             }
         }
     }
+}
+
+/// The destination of a peer route for `subnet` (host bits cleared).
+fn route_dst(subnet: Ipv4Network) -> IpNetwork {
+    IpNetwork::V4(Ipv4Network::new(subnet.network(), subnet.prefix()).unwrap_or(subnet))
 }
 
 fn gauge(n: usize) -> i64 {

@@ -4,7 +4,8 @@
 //! Startup: config (retried every second), VTEP MAC (persisted), lease, device, subnet.env,
 //! then the loop. Decide, then do: lease records → [`PeerSet`] changes (pure) →
 //! `weft_dataplane::plan` ops (pure) → `Dataplane::apply` in batches. A periodic reconciliation
-//! (and one after every snapshot) dumps the kernel and corrects drift. Losing the own lease
+//! (and one after every snapshot) dumps the kernel and corrects drift, changing only what
+//! `weft_dataplane::own::Ownership` says flanneld made. Losing the own lease
 //! re-acquires it, preferring the same subnet; the daemon never exits for it. etcd outages
 //! keep the kernel state as it is.
 
@@ -15,12 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
+use weft_dataplane::firewall::FirewallError;
 use weft_dataplane::plan::Peer;
-use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, Mac, NetOp};
+use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, KernelRoute, Mac, NetOp};
 
 use crate::acquire::OwnLease;
 use crate::health::Health;
@@ -91,8 +93,15 @@ pub enum DaemonError {
         #[source]
         source: DataplaneError,
     },
+    /// The message includes the tool's (not a `source`: it is also logged on its own).
     #[error("install firewall rules: {0}")]
-    Firewall(String),
+    Firewall(FirewallError),
+    #[error("firewall task ended: {0}")]
+    FirewallTask(tokio::task::JoinError),
+    /// The lease watch task ended on its own, which only a panic in it does: exiting non-zero
+    /// lets the supervisor restart flanneld, instead of running on blind to peer changes.
+    #[error("the lease watch task ended unexpectedly (a bug; see the panic message above)")]
+    WatchEnded,
     #[error("write {}", .path.display())]
     File {
         path: PathBuf,
@@ -102,7 +111,8 @@ pub enum DaemonError {
 }
 
 /// Runs until `shutdown` completes. Returns an error only for startup failures that upstream
-/// also treats as fatal (device, files).
+/// also treats as fatal (device, files), and when the lease watch task died
+/// ([`DaemonError::WatchEnded`]).
 pub async fn run<R: Registry, D: Dataplane>(
     config: DaemonConfig,
     registry: R,
@@ -151,7 +161,13 @@ pub async fn run<R: Registry, D: Dataplane>(
         failing: BTreeSet::new(),
         device_suspect: false,
         blackhole_failing: None,
+        direct_cleanup: false,
+        conflicts: BTreeMap::new(),
+        routes_in_the_way: false,
     };
+    // Started with DirectRouting off: the first clean reconciliation also removes the
+    // DirectRouting routes a previous run may have made (then never again).
+    d.direct_cleanup = !d.spec.backend.direct_routing;
 
     let acquired = tokio::select! {
         a = d.acquire_until_done() => Some(a),
@@ -161,7 +177,7 @@ pub async fn run<R: Registry, D: Dataplane>(
     let (records, list_revision) = (acquired.records.clone(), acquired.list_revision);
     d.take_lease(acquired);
     d.ensure_device().await?;
-    d.apply_firewall().await.map_err(DaemonError::Firewall)?;
+    d.apply_firewall().await?;
     d.write_subnet_file()?;
     d.cfg.health.update(|h| h.ready = true);
     info!("flanneld is ready");
@@ -186,8 +202,8 @@ pub async fn run<R: Registry, D: Dataplane>(
             msg = rx.recv() => match msg {
                 Some(m) => d.on_watch(m).await,
                 None => {
-                    error!("lease watch task ended");
-                    break;
+                    error!("lease watch task ended unexpectedly; exiting");
+                    return Err(DaemonError::WatchEnded);
                 }
             },
             _ = sleep_until(next_reconcile) => {
@@ -279,6 +295,14 @@ struct Daemon<R, D> {
     device_suspect: bool,
     /// The last blackhole-route failure (logged once per distinct message).
     blackhole_failing: Option<String>,
+    /// DirectRouting is off and its routes of a previous run are still to be removed (until the
+    /// first clean reconciliation).
+    direct_cleanup: bool,
+    /// Peer routes not programmed because a route flanneld does not own holds the destination
+    /// (destination → that route), as last reported.
+    conflicts: BTreeMap<IpNetwork, KernelRoute>,
+    /// A `CreateRoute` found its destination taken (set by `apply`; the caller reconciles).
+    routes_in_the_way: bool,
 }
 
 fn unix_now() -> i64 {

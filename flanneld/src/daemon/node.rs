@@ -109,14 +109,17 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     /// Installs the rules (the tools are blocking child processes: run off the loop's thread).
-    pub(super) async fn apply_firewall(&self) -> Result<(), String> {
+    pub(super) async fn apply_firewall(&self) -> Result<(), DaemonError> {
         let Some(rules) = self.firewall_rules() else { return Ok(()) };
         if rules.mode == FirewallMode::Iptables && !std::path::Path::new(BR_NETFILTER).exists() {
             // Upstream refuses to start here (§2 step 4); bridged pod traffic would bypass
             // iptables. We only warn: the overlay itself does not depend on it.
             warn!(path = BR_NETFILTER, "br_netfilter is not loaded; bridged traffic bypasses iptables");
         }
-        tokio::task::spawn_blocking(move || apply_rules(&rules)).await.map_err(|e| e.to_string())??;
+        tokio::task::spawn_blocking(move || apply_rules(&rules))
+            .await
+            .map_err(DaemonError::FirewallTask)?
+            .map_err(DaemonError::Firewall)?;
         info!("firewall rules installed");
         Ok(())
     }

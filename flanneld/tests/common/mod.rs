@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use weft_dataplane::{
-    ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec,
+    ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelFdb, KernelNeigh, KernelRoute, KernelState,
+    Mac, NetOp, VxlanSpec, RT_TABLE_MAIN,
 };
 
 /// The fake kernel behind [`RecordingDataplane`].
@@ -20,11 +21,17 @@ pub struct Kernel {
     pub device: Option<(VxlanSpec, DeviceInfo)>,
     pub neighs: BTreeMap<IpAddr, Mac>,
     pub fdb: BTreeSet<(Mac, IpAddr)>,
+    /// Routes of flanneld's shapes: destination → (gateway, onlink).
     pub routes: BTreeMap<IpNetwork, (IpAddr, bool)>,
+    /// Other routes (an operator's, other tables, …). A route add with the same main-table
+    /// replace key overwrites one, as the kernel's create+replace does, so a test sees it.
+    pub foreign: Vec<KernelRoute>,
     /// Every op applied, in order.
     pub log: Vec<NetOp>,
     pub ensure_calls: usize,
     pub dumps: usize,
+    /// Route dumps (`dump_routes`, and the route part of every `dump`).
+    pub route_dumps: usize,
     /// Sizes of the batches passed to `apply`.
     pub batches: Vec<usize>,
     /// Ops matching this fail (with the op left undone).
@@ -39,6 +46,9 @@ pub struct Kernel {
     pub blackhole_calls: Vec<Ipv4Network>,
     /// `ensure_blackhole` fails with this (like the kernel's EEXIST next to a `cni0` route).
     pub blackhole_error: Option<String>,
+    /// Public IPs that are on-link for DirectRouting: dumps show a `<ip>/32 dev eth0 scope
+    /// link` route for each.
+    pub onlink: Vec<Ipv4Addr>,
 }
 
 /// Records what the daemon asks of the kernel; clones share the kernel.
@@ -114,10 +124,24 @@ impl Dataplane for RecordingDataplane {
                     k.fdb.remove(&(*mac, *dst));
                 }
                 NetOp::AddRoute { dst, gw, onlink } => {
+                    k.foreign.retain(|r| {
+                        !(r.table == RT_TABLE_MAIN && r.dst == *dst && r.tos == 0 && r.metric == 0)
+                    });
                     k.routes.insert(*dst, (*gw, *onlink));
                 }
                 NetOp::DelRoute { dst, .. } => {
                     k.routes.remove(dst);
+                }
+                NetOp::CreateRoute { dst, gw, onlink } => {
+                    let taken = k.routes.contains_key(dst)
+                        || k.foreign.iter().any(|r| {
+                            r.table == RT_TABLE_MAIN && r.dst == *dst && r.tos == 0 && r.metric == 0
+                        });
+                    if taken {
+                        report.exists.push(op.clone());
+                        continue;
+                    }
+                    k.routes.insert(*dst, (*gw, *onlink));
                 }
             }
             report.applied += 1;
@@ -127,17 +151,40 @@ impl Dataplane for RecordingDataplane {
     }
 
     async fn dump(&mut self) -> Result<KernelState, DataplaneError> {
+        let mut state = self.dump_routes().await?;
         let mut k = self.kernel.borrow_mut();
         k.dumps += 1;
-        Ok(KernelState {
-            neighs: k.neighs.iter().map(|(i, m)| (*i, *m)).collect(),
-            fdb: k.fdb.iter().copied().collect(),
-            routes: k.routes.iter().map(|(d, (g, o))| (*d, *g, *o)).collect(),
-        })
+        let dev = state.device;
+        state.neighs = k
+            .neighs
+            .iter()
+            .map(|(ip, mac)| KernelNeigh { ifindex: dev, ip: *ip, mac: *mac, permanent: true })
+            .collect();
+        state.fdb = k
+            .fdb
+            .iter()
+            .map(|(mac, dst)| KernelFdb { ifindex: dev, mac: *mac, dst: *dst, permanent: true, self_: true })
+            .collect();
+        Ok(state)
     }
 
-    async fn is_onlink(&mut self, _dst: Ipv4Addr) -> Result<bool, DataplaneError> {
-        Ok(false)
+    async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
+        self.kernel.borrow_mut().route_dumps += 1;
+        let k = self.kernel.borrow();
+        let dev = k.device.as_ref().map_or(0, |(_, i)| i.index);
+        let mut routes: Vec<KernelRoute> = k
+            .routes
+            .iter()
+            .map(|(d, (g, o))| KernelRoute::made(*d, *g, *o, Some(if *o { dev } else { 2 })))
+            .collect();
+        routes.extend(k.foreign.iter().cloned());
+        routes.extend(k.onlink.iter().map(|ip| KernelRoute {
+            gw: None,
+            protocol: 2,
+            scope: 253,
+            ..KernelRoute::made(IpNetwork::V4(Ipv4Network::from(*ip)), IpAddr::V4(*ip), false, Some(2))
+        }));
+        Ok(KernelState { device: dev, routes, ..KernelState::default() })
     }
 
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {

@@ -4,10 +4,8 @@
 //! implementation removes the other's rules. Written with one `nft -f -` transaction; the
 //! teardown reads the table once (JSON) to find its rules.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
+use weft_common::process;
 
 use crate::error::Error;
 
@@ -81,35 +79,16 @@ pub fn plan_teardown(container_id: &str, ifname: &str, listing: &Value) -> Optio
     Some(script).filter(|s| !s.is_empty())
 }
 
-fn nft(args: &[&str], stdin: &str) -> Result<String, String> {
-    let mut child = Command::new("nft")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("failed to run nft: {e}"))?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes()).map_err(|e| format!("failed to write to nft: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("failed to wait for nft: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("nft {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
 /// Installs the filter for the attachment.
 pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<(), Error> {
-    nft(&["-f", "-"], &plan_setup(container_id, ifname, host_veth, mac))
+    process::run("nft", &["-f", "-"], &plan_setup(container_id, ifname, host_veth, mac))
         .map(|_| ())
         .map_err(|e| Error::Internal(format!("failed to set up macspoofchk: {e}")))
 }
 
 /// Removes the attachment's filter; absent table, chains or rules are fine.
 pub fn teardown(container_id: &str, ifname: &str) -> Result<(), Error> {
-    let listing = match nft(&["-j", "list", "table", "bridge", TABLE], "") {
+    let listing = match process::run("nft", &["-j", "list", "table", "bridge", TABLE], "") {
         Ok(text) => serde_json::from_str::<Value>(&text)
             .map_err(|e| Error::Internal(format!("failed to parse nft listing: {e}")))?,
         // No such table: nothing to remove.
@@ -117,7 +96,7 @@ pub fn teardown(container_id: &str, ifname: &str) -> Result<(), Error> {
     };
     match plan_teardown(container_id, ifname, &listing) {
         None => Ok(()),
-        Some(script) => nft(&["-f", "-"], &script)
+        Some(script) => process::run("nft", &["-f", "-"], &script)
             .map(|_| ())
             .map_err(|e| Error::Internal(format!("failed to tear down macspoofchk: {e}"))),
     }

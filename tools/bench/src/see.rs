@@ -244,6 +244,10 @@ fn emulated_view(real: &DataplaneView, k: u32, real_ip: Ipv4Addr) -> DataplaneVi
             protocol: PROTO_BOOT,
             kind: "unicast".into(),
             table: TABLE_MAIN,
+            scope: 0,
+            tos: 0,
+            metric: 0,
+            multipath: false,
         });
     }
     if let Some(d) = v.device.as_mut() {

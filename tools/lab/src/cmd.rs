@@ -1,7 +1,7 @@
 //! Running helper commands with a timeout, logging command, output and exit code on failure.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A finished command.
@@ -50,30 +50,41 @@ pub fn run(argv: &[&str], env: &[(&str, &str)], stdin: &[u8], timeout: Duration)
         Ok(c) => c,
         Err(e) => return Run { cmdline, status: None, stdout: String::new(), stderr: e.to_string() },
     };
+    // Drain both pipes while the command runs: one that fills a pipe (64 KiB) would otherwise
+    // block until the timeout kills it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     if let Some(mut input) = child.stdin.take() {
         let _ = input.write_all(stdin);
     }
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status.code(),
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
-                break;
+                break child.wait().ok().and_then(|s| s.code());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(_) => break,
+            Err(_) => break None,
         }
-    }
-    let out: Output = match child.wait_with_output() {
-        Ok(o) => o,
-        Err(e) => return Run { cmdline, status: None, stdout: String::new(), stderr: e.to_string() },
     };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
     Run {
         cmdline,
-        status: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
 

@@ -113,3 +113,21 @@ impl Netns {
         serde_json::from_str(&out.stdout).map_err(|e| crate::error::LabError::parse(argv.join(" "), e))
     }
 }
+
+/// Whether this kernel supports bridge VLAN filtering (`CONFIG_BRIDGE_VLAN_FILTERING`), probed
+/// once per process: in a throwaway namespace named from `prefix`, create a bridge with
+/// `vlan_filtering 1` using the `ip` tool (independent of the code under test) and read the
+/// setting back. Tests use it to assert the branch the kernel implies instead of accepting
+/// either outcome.
+pub fn kernel_has_bridge_vlan_filtering(prefix: &str) -> bool {
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| {
+        require_root();
+        let ns = Netns::unique(prefix);
+        if !ns.exec(&["ip", "link", "add", "vlanprobe", "type", "bridge", "vlan_filtering", "1"]).ok() {
+            return false;
+        }
+        let link = ns.ip_json(&["-d", "link", "show", "dev", "vlanprobe"]);
+        link[0]["linkinfo"]["info_data"]["vlan_filtering"] == 1
+    })
+}

@@ -6,7 +6,9 @@
 
 use ipnetwork::Ipv4Network;
 
-use super::{run, run_ok, FlannelRules};
+use weft_common::process;
+
+use super::{FirewallError, FlannelRules};
 
 const MASQ_COMMENT: &str = "-m comment --comment \"flanneld masq\"";
 const FWD_COMMENT: &str = "-m comment --comment \"flanneld forward\"";
@@ -68,12 +70,13 @@ fn fwd_rules(c: Ipv4Network) -> Vec<String> {
     vec![format!("-A {ch} -s {c} {FWD_COMMENT} -j ACCEPT"), format!("-A {ch} -d {c} {FWD_COMMENT} -j ACCEPT")]
 }
 
-fn save(table: &str) -> Result<String, String> {
-    run_ok("iptables-save", &["-t", table], "")
+fn save(table: &str) -> Result<String, FirewallError> {
+    Ok(process::run("iptables-save", &["-t", table], "")?)
 }
 
-fn restore(payload: &str) -> Result<(), String> {
-    run_ok("iptables-restore", &["--noflush", "--wait"], payload).map(|_| ())
+fn restore(payload: &str) -> Result<(), FirewallError> {
+    process::run("iptables-restore", &["--noflush", "--wait"], payload)?;
+    Ok(())
 }
 
 /// The restore payload that makes `chain` hold exactly `rules` with one jump to it (`want`), or
@@ -109,7 +112,7 @@ fn payload(chain: &Chain, saved: &str, want: bool, rules: &[String]) -> Option<S
     Some(p)
 }
 
-pub(super) fn apply(r: &FlannelRules) -> Result<(), String> {
+pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
     let (c, l) = r.nets();
     for (chain, want, rules) in
         [(&POSTRTG, r.ip_masq, masq_rules(c, l, r.fully_random)), (&FWD, r.forward, fwd_rules(c))]
@@ -124,13 +127,11 @@ pub(super) fn apply(r: &FlannelRules) -> Result<(), String> {
 
 /// Removes both flannel chains and their jumps (nftables mode). Without the iptables tools
 /// there is nothing we could remove, which is not an error.
-pub(super) fn remove_all() -> Result<(), String> {
+pub(super) fn remove_all() -> Result<(), FirewallError> {
     for chain in [&POSTRTG, &FWD] {
-        let saved = match run("iptables-save", &["-t", chain.table], "") {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("iptables-save: cannot run: {e}")),
-            Ok(o) if o.ok => o.stdout,
-            Ok(o) => return Err(format!("iptables-save -t {} failed: {}", chain.table, o.stderr)),
+        let saved = match process::run("iptables-save", &["-t", chain.table], "") {
+            Err(e) if e.is_not_found() => return Ok(()),
+            other => other?,
         };
         if let Some(p) = payload(chain, &saved, false, &[]) {
             restore(&p)?;
@@ -139,7 +140,7 @@ pub(super) fn remove_all() -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn drift(r: &FlannelRules) -> Result<bool, String> {
+pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
     let (c, l) = r.nets();
     for (chain, want, rules) in
         [(&POSTRTG, r.ip_masq, masq_rules(c, l, r.fully_random)), (&FWD, r.forward, fwd_rules(c))]

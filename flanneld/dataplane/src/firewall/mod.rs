@@ -13,10 +13,30 @@
 mod iptables;
 mod nft;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use ipnetwork::Ipv4Network;
+use weft_common::process::ToolError;
+
+/// A firewall operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// A tool (`iptables-save`, `iptables-restore`, `nft`) could not run or failed; a failed
+    /// one's message ends with the script it was given.
+    #[error("{source}{}", script_of(source))]
+    Tool {
+        #[from]
+        source: ToolError,
+    },
+    /// `nft -j` printed something that is not its JSON.
+    #[error("parse the nft -j listing: {0}")]
+    Listing(#[source] serde_json::Error),
+}
+
+fn script_of(e: &ToolError) -> String {
+    match e {
+        ToolError::Failed { stdin, .. } if !stdin.is_empty() => format!("\ninput:\n{stdin}"),
+        _ => String::new(),
+    }
+}
 
 /// Which firewall layout to use (`EnableNFTables` in the network config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +72,7 @@ impl FlannelRules {
 
 /// Installs the rules of `rules.mode` and removes the other mode's objects. Idempotent: the
 /// flannel chains are rebuilt in place (flushed and refilled in the same transaction).
-pub fn apply_rules(rules: &FlannelRules) -> Result<(), String> {
+pub fn apply_rules(rules: &FlannelRules) -> Result<(), FirewallError> {
     match rules.mode {
         FirewallMode::Nftables => {
             iptables::remove_all()?;
@@ -67,46 +87,9 @@ pub fn apply_rules(rules: &FlannelRules) -> Result<(), String> {
 
 /// True when any wanted rule or chain is missing or different (or an unwanted flannel chain
 /// exists) in the active mode; the caller then calls [`apply_rules`] again.
-pub fn check_drift(rules: &FlannelRules) -> Result<bool, String> {
+pub fn check_drift(rules: &FlannelRules) -> Result<bool, FirewallError> {
     match rules.mode {
         FirewallMode::Nftables => nft::drift(rules),
         FirewallMode::Iptables => iptables::drift(rules),
-    }
-}
-
-/// Output of a finished tool.
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `tool args…` with `stdin`; Err only when it cannot be started.
-fn run(tool: &str, args: &[&str], stdin: &str) -> Result<Output, std::io::Error> {
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut input) = child.stdin.take() {
-        // Scripts are a few KiB at most, below the pipe buffer: no deadlock with the output.
-        input.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
-}
-
-/// Runs a tool that must succeed; the error names the tool, its arguments and its stderr.
-fn run_ok(tool: &str, args: &[&str], stdin: &str) -> Result<String, String> {
-    let out = run(tool, args, stdin).map_err(|e| format!("{tool}: cannot run: {e}"))?;
-    if out.ok {
-        Ok(out.stdout)
-    } else {
-        Err(format!("{tool} {} failed: {}\ninput:\n{stdin}", args.join(" "), out.stderr))
     }
 }

@@ -5,7 +5,9 @@
 use ipnetwork::Ipv4Network;
 use serde_json::{json, Value};
 
-use super::{run, run_ok, FlannelRules};
+use weft_common::process::{self, ToolError};
+
+use super::{FirewallError, FlannelRules};
 
 const TABLE: &str = "flannel-ipv4";
 const TABLE6: &str = "flannel-ipv6";
@@ -55,21 +57,20 @@ pub(super) fn script(r: &FlannelRules) -> String {
     s
 }
 
-pub(super) fn apply(r: &FlannelRules) -> Result<(), String> {
-    run_ok("nft", &["-f", "-"], &script(r)).map(|_| ())
+pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
+    process::run("nft", &["-f", "-"], &script(r))?;
+    Ok(())
 }
 
 /// Deletes both flannel tables (iptables mode). Without the `nft` binary there is nothing to
 /// delete that we could see, so that is not an error.
-pub(super) fn remove_all() -> Result<(), String> {
+pub(super) fn remove_all() -> Result<(), FirewallError> {
     let s = format!(
         "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip6 {TABLE6}\ndelete table ip6 {TABLE6}\n"
     );
-    match run("nft", &["-f", "-"], &s) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("nft: cannot run: {e}")),
-        Ok(o) if o.ok => Ok(()),
-        Ok(o) => Err(format!("nft: deleting the flannel tables failed: {}", o.stderr)),
+    match process::run("nft", &["-f", "-"], &s) {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()).map_err(FirewallError::from),
     }
 }
 
@@ -117,8 +118,8 @@ struct Listed {
     rules: Vec<Value>,
 }
 
-fn listed(json_text: &str) -> Result<std::collections::HashMap<String, Listed>, String> {
-    let v: Value = serde_json::from_str(json_text).map_err(|e| format!("nft -j output: {e}"))?;
+fn listed(json_text: &str) -> Result<std::collections::HashMap<String, Listed>, FirewallError> {
+    let v: Value = serde_json::from_str(json_text).map_err(FirewallError::Listing)?;
     let mut chains: std::collections::HashMap<String, Listed> = std::collections::HashMap::new();
     let items = v.get("nftables").and_then(Value::as_array).cloned().unwrap_or_default();
     for item in items {
@@ -155,14 +156,13 @@ fn chain_ok(
     }
 }
 
-pub(super) fn drift(r: &FlannelRules) -> Result<bool, String> {
-    let out =
-        run("nft", &["-j", "list", "table", "ip", TABLE], "").map_err(|e| format!("nft: cannot run: {e}"))?;
-    if !out.ok {
+pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
+    let listing = match process::run("nft", &["-j", "list", "table", "ip", TABLE], "") {
         // The table is gone (or unreadable): re-applying recreates it.
-        return Ok(true);
-    }
-    let chains = listed(&out.stdout)?;
+        Err(ToolError::Failed { .. }) => return Ok(true),
+        other => other?,
+    };
+    let chains = listed(&listing)?;
     let (forward, postrtg) = expected_exprs(r);
     let ok = chain_ok(&chains, "forward", r.forward, ("filter", "forward", 0), &forward)
         && chain_ok(&chains, "postrtg", r.ip_masq, ("nat", "postrouting", 100), &postrtg);

@@ -10,13 +10,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourMessage};
-use netlink_packet_route::route::{RouteFlags, RouteMessage, RouteType};
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use weft_common::flannel::SubnetEnv;
 use weft_common::netlink::OperState;
 
-use super::msg::{mac_str, parse_route_parts};
+use super::msg::mac_str;
 use super::NetlinkDataplane;
 use crate::view::{
     inside, DataplaneView, FdbView, FlanneldFacts, LinkView, NeighView, RouteView, SubnetEnvView, SysctlView,
@@ -132,19 +132,17 @@ async fn collect_kernel(
     match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await {
         Ok(msgs) => {
             for m in msgs {
-                if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                    if n.header.ifindex == dev_index {
-                        let (ip, mac) = super::msg::neigh_fields(&n);
-                        if let Some(ip) = ip {
-                            let state = u16::from(n.header.state);
-                            view.neighbours.push(NeighView {
-                                ip,
-                                mac: mac.map(|m| mac_str(&m)),
-                                state: nud_names(state),
-                                permanent: state & NUD_PERMANENT != 0,
-                            });
-                        }
-                    }
+                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+                if n.header.ifindex != dev_index {
+                    continue;
+                }
+                if let Some(k) = super::msg::parse_neigh(&n) {
+                    view.neighbours.push(NeighView {
+                        ip: k.ip,
+                        mac: Some(mac_str(&k.mac)),
+                        state: nud_names(u16::from(n.header.state)),
+                        permanent: k.permanent,
+                    });
                 }
             }
         }
@@ -155,18 +153,14 @@ async fn collect_kernel(
     match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await {
         Ok(msgs) => {
             for m in msgs {
-                if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                    if n.header.ifindex == dev_index && n.header.family == AddressFamily::Bridge {
-                        let (dst, mac) = super::msg::neigh_fields(&n);
-                        if let Some(mac) = mac {
-                            view.fdb.push(FdbView {
-                                mac: mac_str(&mac),
-                                dst,
-                                self_: n.header.flags.contains(NeighbourFlags::Own),
-                                permanent: u16::from(n.header.state) & NUD_PERMANENT != 0,
-                            });
-                        }
-                    }
+                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+                if let Some(k) = super::msg::parse_fdb(&n).filter(|k| k.ifindex == dev_index) {
+                    view.fdb.push(FdbView {
+                        mac: mac_str(&k.mac),
+                        dst: Some(k.dst),
+                        self_: k.self_,
+                        permanent: k.permanent,
+                    });
                 }
             }
         }
@@ -179,20 +173,18 @@ async fn collect_kernel(
         Ok(msgs) => {
             for m in msgs {
                 let RouteNetlinkMessage::NewRoute(r) = m else { continue };
-                let Some(rv) = route_view(&r, &names) else { continue };
-                if rv.table != crate::view::TABLE_MAIN {
+                let Some(k) = super::msg::parse_route(&r) else { continue };
+                if k.table != crate::RT_TABLE_MAIN {
                     continue;
                 }
-                if rv.oif == Some(dev_index) || network.is_some_and(|n| inside(&rv.dst, &n)) {
-                    view.routes.push(rv);
+                if k.oif == Some(dev_index) || network.is_some_and(|n| inside(&k.dst, &n)) {
+                    view.routes.push(RouteView::of(&k, k.oif.and_then(|i| names.get(&i).cloned())));
                 }
             }
         }
         Err(e) => view.errors.push(format!("dump routes: {e}")),
     }
 }
-
-const NUD_PERMANENT: u16 = 0x80;
 
 /// `NUD_*` bits as names joined by `,`.
 fn nud_names(state: u16) -> String {
@@ -270,29 +262,6 @@ fn address(m: &AddressMessage) -> Option<IpNetwork> {
         }
     }
     IpNetwork::new(local.or(addr)?, m.header.prefix_len).ok()
-}
-
-fn route_view(m: &RouteMessage, names: &BTreeMap<u32, String>) -> Option<RouteView> {
-    let (dst, gateway, oif, table) = parse_route_parts(m)?;
-    let kind = match m.header.kind {
-        RouteType::Unicast => "unicast".to_string(),
-        RouteType::BlackHole => "blackhole".to_string(),
-        RouteType::Unreachable => "unreachable".to_string(),
-        RouteType::Prohibit => "prohibit".to_string(),
-        RouteType::Local => "local".to_string(),
-        RouteType::Broadcast => "broadcast".to_string(),
-        other => format!("{other:?}").to_lowercase(),
-    };
-    Some(RouteView {
-        dst,
-        gateway,
-        dev: oif.and_then(|i| names.get(&i).cloned()),
-        oif,
-        onlink: m.header.flags.contains(RouteFlags::Onlink),
-        protocol: u8::from(m.header.protocol),
-        kind,
-        table,
-    })
 }
 
 fn read_subnet_env(path: PathBuf) -> SubnetEnvView {

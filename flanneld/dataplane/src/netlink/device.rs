@@ -14,12 +14,10 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use nix::errno::Errno;
+
 use super::{errno_text, nl_err, v4, NetlinkDataplane, Outcome};
 use crate::{DataplaneError, DeviceInfo, Mac, VxlanSpec};
-
-const ENODEV: i32 = 19;
-const EEXIST: i32 = 17;
-const EADDRNOTAVAIL: i32 = 99;
 
 /// What matters about an existing link for the compatibility check.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -156,12 +154,12 @@ async fn get_link(dp: &NetlinkDataplane, name: &str) -> Result<Option<LinkFacts>
             RouteNetlinkMessage::NewLink(l) => Some(facts(l)),
             _ => None,
         })),
-        Err(DataplaneError::Netlink { errno: Some(ENODEV), .. }) => Ok(None),
+        Err(DataplaneError::Netlink { errno: Some(Errno::ENODEV), .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-fn check(outcome: Outcome, op: &'static str, object: &str, ok: &[i32]) -> Result<(), DataplaneError> {
+fn check(outcome: Outcome, op: &'static str, object: &str, ok: &[Errno]) -> Result<(), DataplaneError> {
     match outcome {
         Outcome::Done => Ok(()),
         Outcome::Errno(e) if ok.contains(&e) => Ok(()),
@@ -174,13 +172,13 @@ fn check(outcome: Outcome, op: &'static str, object: &str, ok: &[i32]) -> Result
 async fn delete_link(dp: &NetlinkDataplane, index: u32, name: &str) -> Result<(), DataplaneError> {
     let mut m = LinkMessage::default();
     m.header.index = index;
-    check(dp.ack(RouteNetlinkMessage::DelLink(m), 0).await, "delete link", name, &[ENODEV])
+    check(dp.ack(RouteNetlinkMessage::DelLink(m), 0).await, "delete link", name, &[Errno::ENODEV])
 }
 
 async fn create_link(dp: &NetlinkDataplane, spec: &VxlanSpec, mac: Mac) -> Result<bool, DataplaneError> {
     let out = dp.ack(RouteNetlinkMessage::NewLink(create_msg(spec, mac)), NLM_F_CREATE | NLM_F_EXCL).await;
     match out {
-        Outcome::Errno(EEXIST) => Ok(false),
+        Outcome::Errno(Errno::EEXIST) => Ok(false),
         other => check(other, "create vxlan", &spec.name, &[]).map(|()| true),
     }
 }
@@ -210,7 +208,7 @@ async fn ensure_address(dp: &NetlinkDataplane, index: u32, spec: &VxlanSpec) -> 
                 dp.ack(RouteNetlinkMessage::DelAddress(a), 0).await,
                 "delete address",
                 &object,
-                &[EADDRNOTAVAIL],
+                &[Errno::EADDRNOTAVAIL],
             )?;
         }
     }
@@ -227,7 +225,7 @@ async fn ensure_address(dp: &NetlinkDataplane, index: u32, spec: &VxlanSpec) -> 
             dp.ack(RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL).await,
             "add address",
             &object,
-            &[EEXIST],
+            &[Errno::EEXIST],
         )?;
     }
     Ok(())
@@ -269,9 +267,9 @@ pub(super) async fn ensure(
             break;
         }
     }
-    let f = get_link(dp, &spec.name)
-        .await?
-        .ok_or_else(|| nl_err("get link", spec.name.clone(), errno_text(ENODEV), Some(ENODEV)))?;
+    let f = get_link(dp, &spec.name).await?.ok_or_else(|| {
+        nl_err("get link", spec.name.clone(), errno_text(Errno::ENODEV), Some(Errno::ENODEV))
+    })?;
     if let Some(why) = incompatible(&f, spec) {
         return Err(nl_err("ensure vxlan", spec.name.clone(), format!("still incompatible: {why}"), None));
     }
@@ -283,9 +281,9 @@ pub(super) async fn ensure(
     ensure_address(dp, f.index, spec).await?;
     set_up(dp, f.index, &spec.name).await?;
     // Re-read: udev (MACAddressPolicy) may have rewritten the MAC of a fresh device.
-    let f = get_link(dp, &spec.name)
-        .await?
-        .ok_or_else(|| nl_err("get link", spec.name.clone(), errno_text(ENODEV), Some(ENODEV)))?;
+    let f = get_link(dp, &spec.name).await?.ok_or_else(|| {
+        nl_err("get link", spec.name.clone(), errno_text(Errno::ENODEV), Some(Errno::ENODEV))
+    })?;
     let mac = f.mac.ok_or_else(|| nl_err("get link", spec.name.clone(), "no MAC address", None))?;
     if created {
         if let Some(hint) = mac_hint {

@@ -9,7 +9,8 @@
 //!
 //! It must not: touch anything but the device it created or adopted, its addresses, the
 //! main-table routes it is asked to program, and (`--ip-blackhole-route`) the own subnet's
-//! blackhole route.
+//! blackhole route. Dumps report everything (every device, table and protocol); the caller
+//! decides what is its own with `own::Ownership`.
 
 mod collect;
 mod device;
@@ -19,14 +20,15 @@ mod schedule;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::stream::{self, StreamExt};
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::Ipv4Network;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::neighbour::NeighbourMessage;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use nix::errno::Errno;
 use rtnetlink::Handle;
 use tokio::sync::watch;
 
@@ -46,8 +48,8 @@ const RCVBUF: usize = 8 << 20;
 #[derive(Debug)]
 enum Outcome {
     Done,
-    /// Negative errno from the kernel, as a positive number.
-    Errno(i32),
+    /// The kernel's error (its negative errno, as an [`Errno`]).
+    Errno(Errno),
     /// The socket overran while this request was in flight: its ack may be lost.
     Overrun,
     /// The connection is gone.
@@ -58,8 +60,6 @@ enum Outcome {
 #[derive(Debug, Clone)]
 struct Device {
     index: u32,
-    name: String,
-    network: Ipv4Network,
 }
 
 /// rtnetlink implementation of [`Dataplane`] for the network namespace it was created in.
@@ -81,13 +81,14 @@ fn nl_err(
     op: &'static str,
     object: impl Into<String>,
     message: impl Into<String>,
-    errno: Option<i32>,
+    errno: Option<Errno>,
 ) -> DataplaneError {
     DataplaneError::Netlink { op, object: object.into(), message: message.into(), errno }
 }
 
-fn errno_text(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno).to_string()
+/// `No such device (os error 19)`, as `std::io::Error` words it.
+fn errno_text(errno: Errno) -> String {
+    std::io::Error::from(errno).to_string()
 }
 
 impl NetlinkDataplane {
@@ -103,8 +104,9 @@ impl NetlinkDataplane {
     pub fn with_receive_buffer(rcvbuf: usize) -> Result<Self, DataplaneError> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| DataplaneError::Other(format!("NetlinkDataplane needs a tokio runtime: {e}")))?;
-        let (mut conn, handle, mut messages) = rtnetlink::new_connection()
-            .map_err(|e| nl_err("open", "route netlink socket", e.to_string(), e.raw_os_error()))?;
+        let (mut conn, handle, mut messages) = rtnetlink::new_connection().map_err(|e| {
+            nl_err("open", "route netlink socket", e.to_string(), e.raw_os_error().map(Errno::from_raw))
+        })?;
         {
             use netlink_sys::AsyncSocket;
             let sock = conn.socket_mut().socket_mut();
@@ -158,7 +160,7 @@ impl NetlinkDataplane {
                 return Ok(out);
             }
         }
-        Err(nl_err("dump", what, "interrupted by concurrent changes every time", Some(EINTR)))
+        Err(nl_err("dump", what, "interrupted by concurrent changes every time", Some(Errno::EINTR)))
     }
 
     /// Sends a get request (`extra` = NLM_F_DUMP for dumps) and collects the inner messages.
@@ -192,11 +194,11 @@ impl NetlinkDataplane {
                 match m.payload {
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     NetlinkPayload::Error(e) if e.code.is_some() => {
-                        let errno = e.raw_code().abs();
+                        let errno = Errno::from_raw(e.raw_code().abs());
                         return Err(nl_err("get", what, errno_text(errno), Some(errno)));
                     }
                     NetlinkPayload::Overrun(_) => {
-                        return Err(nl_err("dump", what, "receive buffer overrun", Some(ENOBUFS)))
+                        return Err(nl_err("dump", what, "receive buffer overrun", Some(Errno::ENOBUFS)))
                     }
                     _ => {}
                 }
@@ -207,18 +209,14 @@ impl NetlinkDataplane {
         tokio::select! {
             out = collect => out,
             _ = overruns.wait_for(|n| *n > seen) => {
-                Err(nl_err("dump", what, "receive buffer overrun", Some(ENOBUFS)))
+                Err(nl_err("dump", what, "receive buffer overrun", Some(Errno::ENOBUFS)))
             }
         }
     }
 }
 
-const ENOBUFS: i32 = 105;
-const EINTR: i32 = 4;
 /// How many times a dump interrupted by concurrent changes is restarted.
 const DUMP_ATTEMPTS: usize = 20;
-const ENETUNREACH: i32 = 101;
-const EHOSTUNREACH: i32 = 113;
 
 async fn ack(
     mut handle: Handle,
@@ -237,7 +235,7 @@ async fn ack(
             match m.payload {
                 NetlinkPayload::Error(e) => {
                     return match e.code {
-                        Some(code) => Outcome::Errno(code.get().abs()),
+                        Some(code) => Outcome::Errno(Errno::from_raw(code.get().abs())),
                         None => Outcome::Done,
                     }
                 }
@@ -255,14 +253,11 @@ async fn ack(
 }
 
 /// EEXIST on an add and ENOENT/ESRCH on a delete mean the kernel is already as asked.
-fn benign(op: &NetOp, errno: i32) -> bool {
-    const ENOENT: i32 = 2;
-    const ESRCH: i32 = 3;
-    const EEXIST: i32 = 17;
+fn benign(op: &NetOp, errno: Errno) -> bool {
     if msg::is_add(op) {
-        errno == EEXIST
+        errno == Errno::EEXIST
     } else {
-        errno == ENOENT || errno == ESRCH
+        matches!(errno, Errno::ENOENT | Errno::ESRCH)
     }
 }
 
@@ -273,7 +268,7 @@ impl Dataplane for NetlinkDataplane {
         mac_hint: Option<Mac>,
     ) -> Result<DeviceInfo, DataplaneError> {
         let info = device::ensure(self, spec, mac_hint).await?;
-        self.device = Some(Device { index: info.index, name: spec.name.clone(), network: spec.network });
+        self.device = Some(Device { index: info.index });
         Ok(info)
     }
 
@@ -300,10 +295,14 @@ impl Dataplane for NetlinkDataplane {
                 let Some(op) = ops.get(i) else { continue };
                 match outcome {
                     Outcome::Done => report.applied += 1,
+                    Outcome::Errno(Errno::EEXIST) if matches!(op, NetOp::CreateRoute { .. }) => {
+                        report.exists.push(op.clone())
+                    }
                     Outcome::Errno(e) if benign(op, e) => report.applied += 1,
-                    Outcome::Errno(e) => report
-                        .failed
-                        .push((op.clone(), format!("{}: {} (errno {e})", msg::describe(op), errno_text(e)))),
+                    Outcome::Errno(e) => report.failed.push((
+                        op.clone(),
+                        format!("{}: {} (errno {})", msg::describe(op), errno_text(e), e as i32),
+                    )),
                     Outcome::Overrun => report.overrun = true,
                     Outcome::Closed => {
                         return Err(nl_err("apply", msg::describe(op), "netlink connection closed", None))
@@ -322,67 +321,43 @@ impl Dataplane for NetlinkDataplane {
     }
 
     async fn dump(&mut self) -> Result<KernelState, DataplaneError> {
-        let dev = self.device()?.clone();
-        let mut state = KernelState::default();
-
+        self.device()?;
+        let mut state = self.dump_routes().await?;
         let mut q = NeighbourMessage::default();
         q.header.family = AddressFamily::Inet;
         for m in self.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await? {
             if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                if let Some(e) = msg::parse_neigh(dev.index, &n) {
-                    state.neighs.push(e);
-                }
+                state.neighs.extend(msg::parse_neigh(&n));
             }
         }
         let mut q = NeighbourMessage::default();
         q.header.family = AddressFamily::Bridge;
         for m in self.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await? {
             if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                if let Some(e) = msg::parse_fdb(dev.index, &n) {
-                    state.fdb.push(e);
-                }
+                state.fdb.extend(msg::parse_fdb(&n));
             }
         }
-        let mut q = RouteMessage::default();
-        q.header.address_family = AddressFamily::Inet;
-        for m in self.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await? {
-            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
-            let Some((dst, gw, oif, onlink)) = msg::parse_route(&r) else { continue };
-            if oif == Some(dev.index) {
-                state.routes.push((dst, gw, onlink));
-            } else if r.header.protocol == RouteProtocol::Boot && inside(&dst, &dev.network) && !onlink {
-                // A DirectRouting route: a peer subnet of our cluster network via its public IP.
-                state.routes.push((dst, gw, false));
-            }
-        }
-        tracing::debug!(device = %dev.name, neighs = state.neighs.len(), fdb = state.fdb.len(),
-            routes = state.routes.len(), "dumped dataplane");
+        tracing::debug!(
+            neighs = state.neighs.len(),
+            fdb = state.fdb.len(),
+            routes = state.routes.len(),
+            "dumped kernel state"
+        );
         Ok(state)
     }
 
-    async fn is_onlink(&mut self, dst: Ipv4Addr) -> Result<bool, DataplaneError> {
+    async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
+        // Without a device yet, nothing is on it (index 0 is no device).
+        let device = self.device.as_ref().map_or(0, |d| d.index);
+        let mut state = KernelState { device, ..KernelState::default() };
         let mut q = RouteMessage::default();
         q.header.address_family = AddressFamily::Inet;
-        q.header.destination_prefix_length = 32;
-        q.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
-        let routes = match self.get(RouteNetlinkMessage::GetRoute(q), 0, "route get").await {
-            // No route at all: certainly not on-link.
-            Err(DataplaneError::Netlink { errno: Some(ENETUNREACH | EHOSTUNREACH), .. }) => return Ok(false),
-            other => other?,
-        };
-        let found: Vec<&RouteMessage> = routes
-            .iter()
-            .filter_map(|m| if let RouteNetlinkMessage::NewRoute(r) = m { Some(r) } else { None })
-            .collect();
-        Ok(match found.as_slice() {
-            [only] => !only.attributes.iter().any(|a| {
-                matches!(
-                    a,
-                    RouteAttribute::Gateway(_) | RouteAttribute::Via(_) | RouteAttribute::MultiPath(_)
-                )
-            }),
-            _ => false,
-        })
+        for m in self.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await? {
+            if let RouteNetlinkMessage::NewRoute(r) = m {
+                state.routes.extend(msg::parse_route(&r));
+            }
+        }
+        Ok(state)
     }
 
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
@@ -399,16 +374,11 @@ impl Dataplane for NetlinkDataplane {
         match self.ack(RouteNetlinkMessage::NewRoute(msg::blackhole(&dst)), NLM_F_CREATE | NLM_F_EXCL).await {
             Outcome::Done => Ok(true),
             Outcome::Errno(errno) => Err(nl_err("add route", &object, errno_text(errno), Some(errno))),
-            Outcome::Overrun => Err(nl_err("add route", &object, "receive buffer overrun", Some(ENOBUFS))),
+            Outcome::Overrun => {
+                Err(nl_err("add route", &object, "receive buffer overrun", Some(Errno::ENOBUFS)))
+            }
             Outcome::Closed => Err(nl_err("add route", &object, "netlink connection closed", None)),
         }
-    }
-}
-
-fn inside(dst: &IpNetwork, network: &Ipv4Network) -> bool {
-    match dst {
-        IpNetwork::V4(d) => d.prefix() >= network.prefix() && network.contains(d.network()),
-        IpNetwork::V6(_) => false,
     }
 }
 
@@ -425,9 +395,28 @@ fn futures_are_send(dp: &mut NetlinkDataplane, fake: &mut crate::fake::FakeDatap
     send(dp.ensure_device(spec, None));
     send(dp.apply(&[]));
     send(dp.dump());
-    send(dp.is_onlink(Ipv4Addr::LOCALHOST));
+    send(dp.dump_routes());
     send(fake.ensure_device(spec, None));
     send(fake.apply(&[]));
     send(fake.dump());
-    send(fake.is_onlink(Ipv4Addr::LOCALHOST));
+    send(fake.dump_routes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benign_errnos_and_their_text() {
+        let add = NetOp::AddNeigh { ip: IpAddr::V4(Ipv4Addr::new(10, 5, 1, 0)), mac: [2; 6] };
+        let del = NetOp::DelRoute {
+            dst: "10.5.1.0/24".parse().unwrap_or_else(|_| unreachable!()),
+            gw: IpAddr::V4(Ipv4Addr::new(10, 5, 1, 0)),
+            onlink: true,
+        };
+        assert!(benign(&add, Errno::EEXIST) && !benign(&add, Errno::ENOENT));
+        assert!(benign(&del, Errno::ENOENT) && benign(&del, Errno::ESRCH) && !benign(&del, Errno::EEXIST));
+        assert_eq!(errno_text(Errno::ENODEV), "No such device (os error 19)");
+        assert_eq!(Errno::ENOBUFS as i32, 105, "the value the code used to spell out");
+    }
 }

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -17,7 +17,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::{Mac, NetOp};
+use crate::{KernelFdb, KernelNeigh, KernelRoute, Mac, NetOp};
 
 /// A request: the message and the extra `NLM_F_*` flags (besides REQUEST|ACK).
 pub(crate) struct Request {
@@ -130,12 +130,19 @@ pub(crate) fn request(index: u32, op: &NetOp) -> Request {
         NetOp::DelRoute { dst, gw, onlink } => {
             Request { msg: RouteNetlinkMessage::DelRoute(route(index, dst, *gw, *onlink)), flags: 0 }
         }
+        NetOp::CreateRoute { dst, gw, onlink } => Request {
+            msg: RouteNetlinkMessage::NewRoute(route(index, dst, *gw, *onlink)),
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+        },
     }
 }
 
 /// True when the op adds (EEXIST is then success) rather than deletes (ENOENT/ESRCH are).
 pub(crate) fn is_add(op: &NetOp) -> bool {
-    matches!(op, NetOp::AddNeigh { .. } | NetOp::AddFdb { .. } | NetOp::AddRoute { .. })
+    matches!(
+        op,
+        NetOp::AddNeigh { .. } | NetOp::AddFdb { .. } | NetOp::AddRoute { .. } | NetOp::CreateRoute { .. }
+    )
 }
 
 /// A short description of `op` for errors and logs, in `ip`/`bridge` words.
@@ -147,6 +154,9 @@ pub fn describe(op: &NetOp) -> String {
         NetOp::DelFdb { mac, dst } => format!("del fdb {} dst {dst}", mac_str(mac)),
         NetOp::AddRoute { dst, gw, onlink } => format!("add route {dst} via {gw}{}", onlink_str(*onlink)),
         NetOp::DelRoute { dst, gw, onlink } => format!("del route {dst} via {gw}{}", onlink_str(*onlink)),
+        NetOp::CreateRoute { dst, gw, onlink } => {
+            format!("create route {dst} via {gw}{}", onlink_str(*onlink))
+        }
     }
 }
 
@@ -181,11 +191,6 @@ fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
     }
 }
 
-/// `NDA_DST` and `NDA_LLADDR` of a neighbour or FDB message.
-pub(crate) fn neigh_fields(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
-    neigh_parts(m)
-}
-
 fn neigh_parts(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
     let mut ip = None;
     let mut mac = None;
@@ -205,31 +210,32 @@ fn permanent(state: NeighbourState) -> bool {
     u16::from(state) & NUD_PERMANENT != 0
 }
 
-/// A permanent inet/inet6 neighbour on `index`, as `(ip, mac)`.
-pub(crate) fn parse_neigh(index: u32, m: &NeighbourMessage) -> Option<(IpAddr, Mac)> {
-    if m.header.ifindex != index || !permanent(m.header.state) {
-        return None;
-    }
+/// An inet/inet6 neighbour with an address and a link-layer address, on any device.
+pub(crate) fn parse_neigh(m: &NeighbourMessage) -> Option<KernelNeigh> {
     if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
         return None;
     }
     match neigh_parts(m) {
-        (Some(ip), Some(mac)) => Some((ip, mac)),
+        (Some(ip), Some(mac)) => {
+            Some(KernelNeigh { ifindex: m.header.ifindex, ip, mac, permanent: permanent(m.header.state) })
+        }
         _ => None,
     }
 }
 
-/// A permanent `self` FDB entry with a destination on `index`, as `(mac, dst)`.
-pub(crate) fn parse_fdb(index: u32, m: &NeighbourMessage) -> Option<(Mac, IpAddr)> {
-    if m.header.ifindex != index
-        || m.header.family != AddressFamily::Bridge
-        || !permanent(m.header.state)
-        || !m.header.flags.contains(NeighbourFlags::Own)
-    {
+/// An FDB entry (family bridge) with a destination, on any device.
+pub(crate) fn parse_fdb(m: &NeighbourMessage) -> Option<KernelFdb> {
+    if m.header.family != AddressFamily::Bridge {
         return None;
     }
     match neigh_parts(m) {
-        (Some(ip), Some(mac)) => Some((mac, ip)),
+        (Some(dst), Some(mac)) => Some(KernelFdb {
+            ifindex: m.header.ifindex,
+            mac,
+            dst,
+            permanent: permanent(m.header.state),
+            self_: m.header.flags.contains(NeighbourFlags::Own),
+        }),
         _ => None,
     }
 }
@@ -242,44 +248,40 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-/// The parts of any route: `(dst, gateway, oif, table)` (the table from `RTA_TABLE` when
-/// present, else the header's).
-pub(crate) fn parse_route_parts(m: &RouteMessage) -> Option<(IpNetwork, Option<IpAddr>, Option<u32>, u32)> {
-    let table = m
-        .attributes
-        .iter()
-        .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
-        .unwrap_or(u32::from(m.header.table));
+/// Any IPv4 route (a missing destination is the default route `0.0.0.0/0`).
+pub(crate) fn parse_route(m: &RouteMessage) -> Option<KernelRoute> {
+    if m.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let mut r = KernelRoute {
+        dst: IpNetwork::V4(Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).ok()?),
+        gw: None,
+        oif: None,
+        table: u32::from(m.header.table),
+        protocol: u8::from(m.header.protocol),
+        kind: u8::from(m.header.kind),
+        scope: u8::from(m.header.scope),
+        tos: m.header.tos,
+        metric: 0,
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+        multipath: false,
+    };
     let mut dst = None;
-    let mut gw = None;
-    let mut oif = None;
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(d) => dst = route_ip(d),
-            RouteAttribute::Gateway(g) => gw = route_ip(g),
-            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(g) => r.gw = route_ip(g),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Table(t) => r.table = *t,
+            RouteAttribute::Priority(p) => r.metric = *p,
+            RouteAttribute::MultiPath(_) => r.multipath = true,
             _ => {}
         }
     }
-    // The default route has no RTA_DST.
-    let dst = match dst {
-        Some(d) => d,
-        None if m.header.address_family == AddressFamily::Inet6 => {
-            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-        }
-        None => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    };
-    let dst = IpNetwork::new(dst, m.header.destination_prefix_length).ok()?;
-    Some((dst, gw, oif, table))
-}
-
-/// The parts of a unicast main-table route with a gateway: `(dst, gw, oif, onlink flag)`.
-pub(crate) fn parse_route(m: &RouteMessage) -> Option<(IpNetwork, IpAddr, Option<u32>, bool)> {
-    let (dst, gw, oif, table) = parse_route_parts(m)?;
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) || m.header.kind != RouteType::Unicast {
-        return None;
+    if let Some(d) = dst {
+        r.dst = IpNetwork::new(d, m.header.destination_prefix_length).ok()?;
     }
-    Some((dst, gw?, oif, m.header.flags.contains(RouteFlags::Onlink)))
+    Some(r)
 }
 
 #[cfg(test)]
@@ -301,7 +303,10 @@ mod tests {
         assert_eq!(m.header.ifindex, 7);
         assert_eq!(m.header.state, NeighbourState::Permanent);
         assert_eq!(m.header.kind, RouteType::Unicast);
-        assert_eq!(parse_neigh(7, &m), Some((ip("10.5.71.0"), M)));
+        assert_eq!(
+            parse_neigh(&m),
+            Some(KernelNeigh { ifindex: 7, ip: ip("10.5.71.0"), mac: M, permanent: true })
+        );
     }
 
     #[test]
@@ -312,8 +317,11 @@ mod tests {
         assert_eq!(m.header.flags, NeighbourFlags::Own);
         assert_eq!(m.header.state, NeighbourState::Permanent);
         assert_eq!(m.attributes.len(), 2);
-        assert_eq!(parse_fdb(7, &m), Some((M, ip("198.18.0.3"))));
-        assert_eq!(parse_neigh(7, &m), None);
+        assert_eq!(
+            parse_fdb(&m),
+            Some(KernelFdb { ifindex: 7, mac: M, dst: ip("198.18.0.3"), permanent: true, self_: true })
+        );
+        assert_eq!(parse_neigh(&m), None);
     }
 
     #[test]
@@ -324,12 +332,12 @@ mod tests {
         assert_eq!(m.header.protocol, RouteProtocol::Boot);
         assert_eq!(m.header.scope, RouteScope::Universe);
         assert_eq!(m.header.table, RouteHeader::RT_TABLE_MAIN);
-        assert_eq!(parse_route(&m), Some((dst, ip("10.5.71.0"), Some(7), true)));
+        assert_eq!(parse_route(&m), Some(KernelRoute::made(dst, ip("10.5.71.0"), true, Some(7))));
 
         let r = request(7, &NetOp::DelRoute { dst, gw: ip("198.18.0.3"), onlink: false });
         assert_eq!(r.flags, 0);
         let RouteNetlinkMessage::DelRoute(m) = r.msg else { panic!("not a route") };
-        assert_eq!(parse_route(&m), Some((dst, ip("198.18.0.3"), None, false)));
+        assert_eq!(parse_route(&m), Some(KernelRoute::made(dst, ip("198.18.0.3"), false, None)));
     }
 
     #[test]

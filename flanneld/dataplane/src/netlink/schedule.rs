@@ -25,7 +25,9 @@ fn key(op: &NetOp) -> Key {
     match op {
         NetOp::AddNeigh { ip, .. } | NetOp::DelNeigh { ip, .. } => Key::Neigh(*ip),
         NetOp::AddFdb { mac, .. } | NetOp::DelFdb { mac, .. } => Key::Fdb(*mac),
-        NetOp::AddRoute { dst, .. } | NetOp::DelRoute { dst, .. } => Key::Route(*dst),
+        NetOp::AddRoute { dst, .. } | NetOp::DelRoute { dst, .. } | NetOp::CreateRoute { dst, .. } => {
+            Key::Route(*dst)
+        }
     }
 }
 
@@ -38,7 +40,7 @@ pub(crate) fn waves(ops: &[NetOp]) -> Vec<Vec<usize>> {
     for (i, op) in ops.iter().enumerate() {
         let k = key(op);
         let mut wave = last.get(&k).map_or(0, |w| w + 1);
-        if matches!(op, NetOp::AddRoute { .. }) {
+        if matches!(op, NetOp::AddRoute { .. } | NetOp::CreateRoute { .. }) {
             wave = wave.max(l2_after);
         }
         if !matches!(k, Key::Route(_)) {

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::Serialize;
+use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_reconcile, Peer};
 use weft_dataplane::view::{parse_mac, DataplaneView};
 use weft_dataplane::{KernelState, Mac, NetOp};
@@ -261,7 +262,9 @@ fn gw_of(subnet: &Ipv4Network) -> IpAddr {
     IpAddr::V4(subnet.network())
 }
 
-/// The peers flanneld on a node holding `own` would program, from the same records.
+/// The peers flanneld on a node holding `own` would program, from the same records, and the
+/// ownership rule its reconciler applies with them (the leases it knows; a remote reader cannot
+/// know the ones a running flanneld saw removed).
 pub fn desired_peers(
     prefix: &str,
     spec: &NetworkSpec,
@@ -269,7 +272,7 @@ pub fn desired_peers(
     own: Option<&str>,
     own_subnet: Option<Ipv4Network>,
     view: &DataplaneView,
-) -> Vec<Peer> {
+) -> (Vec<Peer>, Ownership) {
     let mut set = PeerSet::new(&subnets_dir(prefix));
     if let Some(s) = own_subnet {
         set.set_own(s);
@@ -285,16 +288,25 @@ pub fn desired_peers(
             IpNetwork::V6(_) => None,
         })
         .collect();
-    set.iter()
+    let peers = set
+        .iter()
         .map(|p| Peer {
             subnet: p.subnet(),
             public_ip: p.public_ip,
             vtep_mac: p.vtep_mac,
-            // flanneld asks the kernel (a route lookup); remotely, "on-link" is "inside a
-            // prefix of the underlay interface".
+            // flanneld answers this from a route dump (`KernelState::is_onlink`); the view
+            // holds only the overlay's routes, so remotely "on-link" is "inside a prefix of
+            // the underlay interface".
             direct: spec.backend.direct_routing && connected.iter().any(|n| n.contains(p.public_ip)),
         })
-        .collect()
+        .collect();
+    let owner = Ownership {
+        network: spec.network,
+        subnet_len: spec.subnet_len,
+        leases: set.held().clone(),
+        direct: spec.backend.direct_routing,
+    };
+    (peers, owner)
 }
 
 /// Runs every check.
@@ -395,7 +407,7 @@ pub fn diagnose(c: &Cluster) -> Report {
         broken_nodes.entry(name.clone()).or_default().extend(node_causes.iter().copied());
 
         // The dry run and what it means.
-        let desired = desired_peers(
+        let (desired, owner) = desired_peers(
             &c.prefix,
             &c.spec,
             &c.records,
@@ -409,12 +421,35 @@ pub fn diagnose(c: &Cluster) -> Report {
                 holders_of.entry((gw, mac)).or_default().push(name.clone());
             }
         }
-        let ops = plan_reconcile(&desired, &actual);
+        let plan = plan_reconcile(&desired, &actual, &owner);
+        let ops = plan.ops;
         if !ops.is_empty() {
             dry_run.push(NodeOps { node: name.clone(), ops: ops.iter().map(describe_op).collect() });
         }
         if v.device.is_none() {
             continue; // VTEP_MISSING says it all; the reconcile cannot run before the device is back.
+        }
+        // Routes flanneld did not make that hold a peer's subnet: flanneld leaves them (and
+        // reports them on /healthz); the peer is unreachable from this node.
+        for conflict in &plan.conflicts {
+            let Some(p) = desired.iter().find(|p| IpNetwork::V4(p.subnet) == conflict.dst) else { continue };
+            let pn = p.public_ip.to_string();
+            let route = conflict.route.to_string();
+            g.add(
+                Cause::RouteWrongDev,
+                Severity::Error,
+                &format!("conflict {pn}"),
+                &name,
+                Some(&pn),
+                format!("{name}: {route}"),
+                || {
+                    format!(
+                        "{{N}} hold a route flanneld did not make for node {pn}'s subnet {}: {route}",
+                        conflict.dst
+                    )
+                },
+            );
+            broken_pairs.entry((name.clone(), pn)).or_default().insert(Cause::RouteWrongDev);
         }
         for op in &ops {
             if let Some((cause, Some(p))) =
@@ -787,15 +822,20 @@ fn classify(
         IpNetwork::V6(_) => None,
     };
     match op {
-        NetOp::AddRoute { dst, gw, onlink } => {
+        // A reconcile plans create+replace adds; `CreateRoute` comes only from lease events.
+        NetOp::AddRoute { dst, gw, onlink } | NetOp::CreateRoute { dst, gw, onlink } => {
             let p = peer_of_subnet(dst)?;
             let pn = p.public_ip.to_string();
-            let wrong = actual.routes.iter().find(|(d, _, _)| d == dst);
+            let wrong = actual
+                .routes
+                .iter()
+                .find(|r| r.dst == *dst && r.table == weft_dataplane::RT_TABLE_MAIN)
+                .and_then(|r| Some((r.gw?, r.onlink)));
             let cause = if wrong.is_some() { Cause::RouteWrongDev } else { Cause::NoRoute };
             let msg = || match wrong {
-                Some((_, agw, aon)) => format!(
+                Some((agw, aon)) => format!(
                     "{{N}} route node {pn}'s subnet {dst} via {agw}{} instead of via {gw}{}",
-                    if *aon { " onlink" } else { "" },
+                    if aon { " onlink" } else { "" },
                     if *onlink { " onlink" } else { "" }
                 ),
                 None => format!("{{N}} have no route to node {pn}'s subnet {dst}"),
@@ -817,7 +857,8 @@ fn classify(
         NetOp::AddNeigh { ip, mac } => {
             let p = desired.iter().find(|p| gw_of(&p.subnet) == *ip)?;
             let pn = p.public_ip.to_string();
-            let have = actual.neighs.iter().find(|(i, _)| i == ip).map(|(_, m)| *m);
+            let have =
+                actual.neighs.iter().find(|n| n.ip == *ip && n.ifindex == actual.device).map(|n| n.mac);
             let cause = if have.is_some() { Cause::NeighMacStale } else { Cause::NeighMissing };
             let msg = || match have {
                 Some(old) => format!(
@@ -840,7 +881,11 @@ fn classify(
         NetOp::AddFdb { mac, dst } => {
             let p = desired.iter().find(|p| p.vtep_mac == *mac)?;
             let pn = p.public_ip.to_string();
-            let wrong = actual.fdb.iter().find(|(m, d)| m == mac && d != dst).map(|(_, d)| *d);
+            let wrong = actual
+                .fdb
+                .iter()
+                .find(|e| e.mac == *mac && e.dst != *dst && e.ifindex == actual.device)
+                .map(|e| e.dst);
             let cause = if wrong.is_some() { Cause::FdbWrongDst } else { Cause::FdbMissing };
             let msg = || match wrong {
                 Some(w) => {
@@ -991,6 +1036,10 @@ mod tests {
                     protocol: PROTO_BOOT,
                     kind: "unicast".into(),
                     table: TABLE_MAIN,
+                    scope: 0,
+                    tos: 0,
+                    metric: 0,
+                    multipath: false,
                 });
             }
             views.insert(ip(i), Ok(v));

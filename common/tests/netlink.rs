@@ -1,12 +1,16 @@
-//! Kernel tests (root): each runs on its own thread moved into fresh namespaces with
-//! `unshare(CLONE_NEWNET)`, so nothing outside them is touched and they vanish with the thread.
+//! rtnetlink operations against the kernel (root): each test runs in namespaces of its own,
+//! unshared per test thread or named `wtle…`, so nothing outside them is touched.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
 
-use super::*;
-use crate::netns::NetNs;
+use weft_common::netlink::parse_mac;
+use weft_common::netlink::{
+    BridgeSpec, LinkEvents, Netlink, OperState, PortAttrs, PortVlan, Route, VethSpec,
+};
+use weft_common::netns::NetNs;
 
 /// Runs `f` on a new thread inside two fresh namespaces: `host` (the thread's own at the
 /// start of `f`) and `other`, both gone when the thread ends.
@@ -29,19 +33,22 @@ fn in_fresh_namespaces(f: impl FnOnce(&NetNs, &NetNs) + Send + 'static) {
 
 #[test]
 fn bridge_veth_addresses_routes() {
-    in_fresh_namespaces(|_host, other| {
+    // A kernel built without CONFIG_BRIDGE_VLAN_FILTERING (this machine's) refuses a filtering
+    // bridge with EOPNOTSUPP; the probe (the `ip` tool, in its own namespace) says which
+    // outcome this kernel must give.
+    let vlan_ok = weft_lab::ns::kernel_has_bridge_vlan_filtering("wthd");
+    in_fresh_namespaces(move |_host, other| {
         let mut nl = Netlink::open().unwrap();
         let mut peer_nl = Netlink::open_in(other).unwrap();
 
         nl.create_bridge(&BridgeSpec { name: "br-t".into(), mtu: Some(1400), vlan_filtering: false })
             .unwrap();
-        // Some kernels are built without CONFIG_BRIDGE_VLAN_FILTERING: then EOPNOTSUPP.
-        let vlan_ok =
-            match nl.create_bridge(&BridgeSpec { name: "br-v".into(), mtu: None, vlan_filtering: true }) {
-                Ok(()) => true,
-                Err(e) if e.raw_errno() == Some(libc::EOPNOTSUPP) => false,
-                Err(e) => panic!("{e}"),
-            };
+        let created = nl.create_bridge(&BridgeSpec { name: "br-v".into(), mtu: None, vlan_filtering: true });
+        match (&created, vlan_ok) {
+            (Ok(()), true) => {}
+            (Err(e), false) => assert_eq!(e.raw_errno(), Some(libc::EOPNOTSUPP), "{e}"),
+            (other, _) => panic!("kernel VLAN filtering {vlan_ok}, but creating br-v gave {other:?}"),
+        }
         let e = nl.create_bridge(&BridgeSpec { name: "br-t".into(), ..Default::default() }).unwrap_err();
         assert!(e.is_exists(), "{e}");
         let br = nl.link_by_name("br-t").unwrap();
@@ -137,4 +144,18 @@ fn bridge_veth_addresses_routes() {
         assert!(nl.del_link(host.index).unwrap_err().is_not_found());
         assert!(nl.links().unwrap().iter().any(|l| l.name == "br-t"));
     });
+}
+
+/// A real deletion in a fresh namespace is seen; nothing else is (root).
+#[test]
+fn link_events_see_a_real_deletion() {
+    weft_lab::ns::require_root();
+    let lab = weft_lab::ns::Netns::unique("wtle");
+    let ns = NetNs::open(lab.path()).unwrap();
+    lab.exec(&["ip", "link", "add", "wtle0", "type", "veth", "peer", "name", "wtle1"]).expect_ok();
+    let (mut events, mut nl) = ns.run(|| (LinkEvents::open().unwrap(), Netlink::open().unwrap())).unwrap();
+    let index = nl.link_by_name("wtle0").unwrap().index;
+    assert!(!events.wait_deleted(index, Duration::from_millis(20)), "nothing deleted yet");
+    nl.del_link(index).unwrap();
+    assert!(events.wait_deleted(index, Duration::from_secs(5)));
 }
