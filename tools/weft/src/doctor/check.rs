@@ -1268,6 +1268,36 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_route_holding_a_peer_subnet_is_route_wrong_dev_and_left_alone() {
+        let mut c = cluster(3);
+        let v = view(&mut c, 0);
+        let r = v.routes.iter_mut().find(|r| r.dst == IpNetwork::V4(subnet(1))).unwrap();
+        // An operator's route (proto static) via the underlay: flanneld does not own it.
+        *r = RouteView {
+            dst: IpNetwork::V4(subnet(1)),
+            gateway: Some("198.18.0.1".parse().unwrap()),
+            dev: Some("eth0".into()),
+            oif: Some(2),
+            onlink: false,
+            protocol: 4,
+            kind: "unicast".into(),
+            table: TABLE_MAIN,
+            scope: 0,
+            tos: 0,
+            metric: 0,
+            multipath: false,
+        };
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!(
+            (f.cause, f.nodes.clone(), f.peer.clone()),
+            (Cause::RouteWrongDev, names(&[0]), Some(ip(1).to_string()))
+        );
+        assert!(f.message.contains("a route flanneld did not make"), "{}", f.message);
+        assert!(r.dry_run.is_empty(), "flanneld never replaces a route it does not own: {:?}", r.dry_run);
+    }
+
+    #[test]
     fn fdb_with_a_wrong_destination_and_a_dead_mac() {
         let mut c = cluster(3);
         view(&mut c, 0).fdb.iter_mut().find(|f| f.dst == Some(IpAddr::V4(ip(1)))).unwrap().dst =
