@@ -831,6 +831,21 @@ fn cross_node(
             source: format!("lease {} rev {} ({})", l.key, l.revision, local.lease_source),
         })
     });
+    // Two leases covering DST (F13): traffic goes to whichever route won.
+    if let Some(ls) = &local.leases {
+        let holders: Vec<&Lease> = ls.iter().filter(|l| l.subnet.contains(dst_ip)).collect();
+        if holders.len() > 1 {
+            let keys: Vec<String> = holders.iter().map(|l| format!("{} ({})", l.key, l.public_ip)).collect();
+            w.broken(
+                "host-route",
+                route_obj,
+                Some(local.lease_source.clone()),
+                Cause::LeaseOverlap,
+                format!("{} leases cover {dst_ip}: {}", holders.len(), keys.join(", ")),
+            );
+            return;
+        }
+    }
     let lease = match etcd_lease {
         Some(Some(l)) => Some(l),
         Some(None) => {

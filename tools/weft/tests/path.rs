@@ -261,6 +261,51 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         assert!(r.ok(), "{}", r.stderr);
         assert_reachable(&lab, 0, &src, &outside);
     }
+    // F12: cni0 carries another address than the lease's gateway.
+    {
+        let env = lab.subnet_env(0).unwrap().unwrap();
+        let gw_cidr = env.subnet.unwrap().to_string();
+        let net = lab.node_subnet(0).unwrap();
+        let wrong = format!("{}/{}", std::net::Ipv4Addr::from(u32::from(net.network()) + 254), net.prefix());
+        on(&lab, 0, &["ip", "addr", "del", &gw_cidr, "dev", "cni0"]);
+        on(&lab, 0, &["ip", "addr", "add", &wrong, "dev", "cni0"]);
+        assert_broken(&lab, 0, &src, &dst, "bridge", "CNI0_ADDR_MISMATCH");
+        on(&lab, 0, &["ip", "addr", "del", &wrong, "dev", "cni0"]);
+        on(&lab, 0, &["ip", "addr", "add", &gw_cidr, "dev", "cni0"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F13: a second lease overlapping the peer's subnet (judged with the leases from etcd).
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let ep = lab.etcd().unwrap().endpoints();
+        let peer = lab.node_subnet(1).unwrap();
+        // A supernet of the peer's subnet with another network address, so that removing it
+        // later does not take the peer's own gateway neighbour with it.
+        let over = (17..peer.prefix())
+            .rev()
+            .filter_map(|p| ipnetwork::Ipv4Network::new(peer.network(), p).ok())
+            .map(|n| ipnetwork::Ipv4Network::new(n.network(), n.prefix()).unwrap())
+            .find(|n| n.network() != peer.network())
+            .unwrap();
+        let key = format!("{}/subnets/{}-{}", lab.etcd_prefix(), over.network(), over.prefix());
+        let value = r#"{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:98"}}"#;
+        lab.etcd().unwrap().put(&key, value).unwrap();
+        let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, "--json", &src, &dst]);
+        assert_eq!(
+            r.status,
+            Some(1),
+            "{}
+{}",
+            r.stdout,
+            r.stderr
+        );
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["cause"], "LEASE_OVERLAP", "{}", r.stdout);
+        assert!(r.stdout.contains(&key), "names both keys: {}", r.stdout);
+        lab.etcd().unwrap().del(&key).unwrap();
+        let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, &src, &dst]);
+        assert_eq!(r.status, Some(0), "{}", r.stdout);
+    }
     // The remote flanneld stopped: its view cannot be read (exit 2, cause named).
     {
         let _f = Freeze::new(&lab, &[1]);
