@@ -69,6 +69,18 @@ fn healthy_lab_lists_pods_and_every_path_is_reachable() {
             assert_reachable(&lab, *sn, sip, dip);
         }
     }
+    // By container ID (as `weft pods` reports it, from the cache entry).
+    let listed: Value = serde_json::from_str(&weft(&lab, 0, "pods", &["--json"]).stdout).unwrap();
+    let ctr = |ns: &str| {
+        listed["pods"].as_array().unwrap().iter().find(|p| p["netns"] == ns).unwrap()["container_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (ctr(&pods[0].2), ctr(&pods[1].2));
+    assert!(a.starts_with("cnitool-"), "{a}");
+    let (code, _, run) = path(&lab, 0, &a, &b);
+    assert_eq!(code, 0, "{}\n{}", run.stdout, run.stderr);
     let (code, v, run) = path(&lab, 0, &pods[0].2, &pods[2].1);
     assert_eq!(code, 0, "{}", run.stdout);
     let steps: Vec<&str> =
