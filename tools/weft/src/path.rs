@@ -64,6 +64,9 @@ pub struct PathReport {
     pub hops: Vec<Hop>,
     /// Remarks that do not change the verdict.
     pub notes: Vec<String>,
+    /// `--probe`: where real packets were seen (absent without `--probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::ProbeReport>,
 }
 
 /// Bad input or something that could not be read (exit status 2).
@@ -271,6 +274,19 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     }
     let mut unreadable = None;
     walk(&mut w, &mut host, &local, src, src_ip, &dst, dst_ip, args.remote_port, &mut unreadable);
+    let mut probe = None;
+    if args.probe && unreadable.is_none() {
+        let watches = watches(&mut host, &local, src, &dst, dst_ip);
+        let vxlan_port = local.vtep().and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
+        let p = crate::probe::run(
+            &src.netns, src_ip, dst_ip, src.mtu, args.proto, args.port, vxlan_port, &watches,
+        )
+        .map_err(|e| PathError(format!("probe: {e}")))?;
+        if !w.failed() {
+            probe_verdict(&mut w, &p);
+        }
+        probe = Some(p);
+    }
     let first = w.hops.iter().find(|h| !h.ok).and_then(|h| h.cause);
     let report = PathReport {
         src: args.src.clone(),
@@ -281,8 +297,103 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
         failure_mode: first.and_then(|c| c.failure_mode()),
         hops: w.hops,
         notes: w.notes,
+        probe,
     };
     Ok(Outcome { report, unreadable })
+}
+
+/// The interfaces of this node (and the pods' namespaces) the probe watches, in path order.
+fn watches(
+    host: &mut Netlink,
+    local: &Local,
+    src: &Attachment,
+    dst: &Dst,
+    dst_ip: Ipv4Addr,
+) -> Vec<crate::probe::Watch> {
+    use crate::probe::Watch;
+    let mut out = vec![Watch {
+        place: "pod",
+        ifname: src.ifname.clone(),
+        ifindex: src.index,
+        netns: Some(src.netns.clone()),
+    }];
+    let node = |place: &'static str, l: &LinkFacts| Watch {
+        place,
+        ifname: l.name.clone(),
+        ifindex: l.index,
+        netns: None,
+    };
+    if let Some(h) = &src.host_veth {
+        out.push(Watch { place: "veth", ifname: h.name.clone(), ifindex: h.index, netns: None });
+        // Frames bridged between two ports never pass the bridge device itself.
+        if let (Some(b), Dst::Ip(_)) = (h.bridge_index.and_then(|b| local.link(b)), dst) {
+            out.push(node("bridge", b));
+        }
+    }
+    match dst {
+        Dst::Pod(d) => {
+            if let Some(h) = &d.host_veth {
+                out.push(Watch { place: "dst-veth", ifname: h.name.clone(), ifindex: h.index, netns: None });
+            }
+            out.push(Watch {
+                place: "dst-pod",
+                ifname: d.ifname.clone(),
+                ifindex: d.index,
+                netns: Some(d.netns.clone()),
+            });
+        }
+        Dst::Ip(_) => {
+            let via = kernel::route_get(host, &RouteQuery { to: Some(dst_ip), ..RouteQuery::default() })
+                .ok()
+                .and_then(|r| r.oif);
+            if let Some(v) = local.vtep().filter(|v| Some(v.index) == via) {
+                out.push(node("vtep", v));
+                if let Some(u) = v.vxlan.as_ref().and_then(|x| x.underlay_index).and_then(|i| local.link(i)) {
+                    out.push(node("underlay", u));
+                }
+            } else if let Some(l) = via.and_then(|i| local.link(i)) {
+                out.push(node("egress", l));
+            }
+        }
+    }
+    out
+}
+
+/// A statically healthy path whose packets were not answered: name where they were lost.
+fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
+    let last = p.last_seen.clone().unwrap_or_else(|| "nowhere".into());
+    let obj = format!(
+        "{} {} probe(s) sent, last seen at {last}, {}",
+        p.sent,
+        p.proto,
+        if p.answered { "answered" } else { "NOT answered" }
+    );
+    if !p.answered {
+        let at = p.hops.iter().rev().find(|h| h.requests > 0).map(|h| h.place);
+        let (cause, why) = match at {
+            Some("underlay" | "egress") => {
+                (Cause::UnderlayLoss, format!("the probe left this node ({last}) and no answer came back"))
+            }
+            Some("bridge" | "veth") => {
+                (Cause::ForwardDrop, format!("the probe entered the node ({last}) but never left it"))
+            }
+            _ => (Cause::NoRoute, format!("the probe was last seen at {last}")),
+        };
+        w.broken("probe", obj, None, cause, why);
+        return;
+    }
+    if p.df_answered == Some(false) {
+        let size = p.df_probe_size.unwrap_or(0);
+        w.broken(
+            "probe",
+            obj,
+            None,
+            Cause::MtuMismatch,
+            format!("a {size}-byte DF probe (the pod MTU) got no answer while small ones did"),
+        );
+        return;
+    }
+    w.ok("probe", obj, None);
 }
 
 fn describe_route(r: &RouteAnswer, local: &Local, to: Ipv4Addr) -> String {
@@ -1255,6 +1366,26 @@ pub fn render_text(r: &PathReport, brief: bool) -> String {
             }
             if let (false, Some(d)) = (h.ok, &h.detail) {
                 out.push_str(&format!("    {:w$}  {} {d}\n", "", h.cause.map(|c| c.code()).unwrap_or("")));
+            }
+        }
+        if let Some(p) = &r.probe {
+            out.push_str(&format!("  probe ({}, {} sent):\n", p.proto, p.sent));
+            for h in &p.hops {
+                let seen = if h.requests > 0 { "seen" } else { "not seen" };
+                out.push_str(&format!(
+                    "    {:w$}  {:16} {seen:8} out {} back {}\n",
+                    h.place, h.ifname, h.requests, h.replies
+                ));
+            }
+            out.push_str(&format!("    last seen: {}\n", p.last_seen.as_deref().unwrap_or("nowhere")));
+            if let (Some(size), Some(ok)) = (p.df_probe_size, p.df_answered) {
+                out.push_str(&format!(
+                    "    DF probe {size} bytes: {}\n",
+                    if ok { "answered" } else { "NOT answered" }
+                ));
+            }
+            for n in &p.notes {
+                out.push_str(&format!("    note: {n}\n"));
             }
         }
         for n in &r.notes {

@@ -328,3 +328,50 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
     }
     assert_reachable(&lab, 0, &src, &dst);
 }
+
+#[test]
+fn probe_sees_packets_per_hop_and_finds_vxlan_dropped_on_the_remote_underlay() {
+    let lab = lab();
+    let src = lab.pod(0).unwrap().ip().to_string();
+    let dst = lab.pod(2).unwrap().ip().to_string();
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    let p = &v["probe"];
+    assert_eq!(p["answered"], true, "{p}");
+    assert_eq!(p["df_answered"], true, "a DF echo at the pod MTU (1450) fits the overlay: {p}");
+    let places: Vec<&str> =
+        p["hops"].as_array().unwrap().iter().map(|h| h["place"].as_str().unwrap()).collect();
+    assert_eq!(places, ["pod", "veth", "bridge", "vtep", "underlay"]);
+    assert!(
+        p["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["requests"].as_u64().unwrap() >= 3 && h["replies"].as_u64().unwrap() >= 3),
+        "{p}"
+    );
+    // UDP probes to a port: seen out and answered (port unreachable) on every hop.
+    let run = weft(&lab, 0, "path", &["--probe", "--proto", "udp", "--port", "9", "--json", &src, &dst]);
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+
+    // F6: node 1 drops VXLAN on its underlay. The static chain cannot see it; the probe can.
+    let rule = ["INPUT", "-i", "eth0", "-p", "udp", "--dport", "8472", "-j", "DROP"];
+    let mut add = vec!["iptables", "-I"];
+    add.extend_from_slice(&rule);
+    on(&lab, 1, &add);
+    assert_reachable(&lab, 0, &src, &dst);
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    let mut del = vec!["iptables", "-D"];
+    del.extend_from_slice(&rule);
+    on(&lab, 1, &del);
+    assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["cause"], "UNDERLAY_LOSS", "{}", run.stdout);
+    assert_eq!(v["probe"]["last_seen"], "underlay (eth0)", "{}", run.stdout);
+    assert_eq!(v["probe"]["answered"], false);
+    // Nothing left behind: the probe's sockets are closed with the process; the path works again.
+    let run = weft(&lab, 0, "path", &["--probe", &src, &dst]);
+    assert_eq!(run.status, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("last seen: underlay (eth0)"), "{}", run.stdout);
+}
