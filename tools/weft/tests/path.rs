@@ -370,6 +370,17 @@ fn probe_sees_packets_per_hop_and_finds_vxlan_dropped_on_the_remote_underlay() {
     assert_eq!(v["cause"], "UNDERLAY_LOSS", "{}", run.stdout);
     assert_eq!(v["probe"]["last_seen"], "underlay (eth0)", "{}", run.stdout);
     assert_eq!(v["probe"]["answered"], false);
+    // F8: the underlay between the nodes carries less than flannel.1's MTU + VXLAN overhead
+    // (the switch port to node 1 at 1400): small probes pass, the DF probe at the pod MTU does not.
+    let sw = lab.switch().unwrap();
+    assert!(sw.exec(&["ip", "link", "set", "n1", "mtu", "1400"]).ok());
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    assert!(sw.exec(&["ip", "link", "set", "n1", "mtu", "1500"]).ok());
+    assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["cause"], "MTU_MISMATCH", "{}", run.stdout);
+    assert_eq!(v["probe"]["answered"], true);
+    assert_eq!(v["probe"]["df_answered"], false);
     // Nothing left behind: the probe's sockets are closed with the process; the path works again.
     let run = weft(&lab, 0, "path", &["--probe", &src, &dst]);
     assert_eq!(run.status, Some(0), "{}", run.stdout);
