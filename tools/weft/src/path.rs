@@ -1121,13 +1121,23 @@ fn cross_node(
     let neigh_obj = format!("{gw} lladdr {nmac} {}", neigh.state);
     let lease_mac = lease.as_ref().and_then(|l| l.vtep_mac.clone());
     if let Some(lm) = lease_mac.as_ref().filter(|lm| **lm != nmac) {
-        w.broken(
-            "neighbour",
-            neigh_obj,
-            lease_src,
-            Cause::NeighMacStale,
-            format!("neighbour MAC {nmac} is not the lease's VtepMAC {lm}"),
-        );
+        // Before blaming our neighbour, ask the peer: if its device has our neighbour's MAC
+        // and its flanneld holds that MAC too, it is the lease in etcd that is out of date.
+        let peer = lease.as_ref().and_then(|l| l.public_ip).map(IpAddr::V4);
+        let stale_lease = peer.and_then(|p| remote::fetch_view(p, remote_port).ok()).is_some_and(|v| {
+            let dev = v.pointer("/device/mac").and_then(Value::as_str).map(str::to_lowercase);
+            let held = v.pointer("/flanneld/lease/vtep_mac").and_then(Value::as_str).map(str::to_lowercase);
+            dev.as_deref() == Some(nmac.as_str()) && held.as_deref() == Some(nmac.as_str())
+        });
+        let (cause, why) = if stale_lease {
+            (
+                Cause::LeaseVtepMacStale,
+                format!("the lease's VtepMAC {lm} is not the MAC the peer's device has and its flanneld holds ({nmac})"),
+            )
+        } else {
+            (Cause::NeighMacStale, format!("neighbour MAC {nmac} is not the lease's VtepMAC {lm}"))
+        };
+        w.broken("neighbour", neigh_obj, lease_src, cause, why);
         return;
     }
     w.ok("neighbour", neigh_obj, lease_src.clone());
@@ -1267,20 +1277,30 @@ fn remote_hops(
     if mac != nmac {
         // The triangle (F3): device MAC, lease VtepMAC, our neighbour MAC.
         let lease_mac = lease.and_then(|l| l.vtep_mac.clone()).or(held.clone());
-        let (cause, why) = if lease_mac.as_deref() == Some(mac.as_str()) {
-            (
-                Cause::NeighMacStale,
-                format!("our neighbour MAC {nmac} is not {at}'s {name} MAC {mac} (which its lease has)"),
-            )
-        } else {
-            (
-                Cause::VtepMacMismatch,
-                format!(
-                    "{at}'s {name} MAC {mac} differs from our neighbour MAC {nmac} and its lease ({})",
-                    lease_mac.as_deref().unwrap_or("?")
-                ),
-            )
-        };
+        let (cause, why) =
+            if held.as_deref() == Some(mac.as_str()) && lease_mac.as_deref() != Some(mac.as_str()) {
+                // flanneld holds the device's MAC; the lease we (and our neighbour) follow does not.
+                (
+                    Cause::LeaseVtepMacStale,
+                    format!(
+                        "the lease's VtepMAC {} is not {at}'s {name} MAC {mac}, which its flanneld holds",
+                        lease_mac.as_deref().unwrap_or("?")
+                    ),
+                )
+            } else if lease_mac.as_deref() == Some(mac.as_str()) {
+                (
+                    Cause::NeighMacStale,
+                    format!("our neighbour MAC {nmac} is not {at}'s {name} MAC {mac} (which its lease has)"),
+                )
+            } else {
+                (
+                    Cause::VtepMacMismatch,
+                    format!(
+                        "{at}'s {name} MAC {mac} differs from our neighbour MAC {nmac} and its lease ({})",
+                        lease_mac.as_deref().unwrap_or("?")
+                    ),
+                )
+            };
         w.broken("remote-vtep", obj, src, cause, why);
         return;
     }

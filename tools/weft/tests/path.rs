@@ -318,6 +318,38 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, &src, &dst]);
         assert_eq!(r.status, Some(0), "{}", r.stdout);
     }
+    // F3: node 1's flannel.1 MAC changed without its lease following.
+    {
+        let n1 = lab.node(1).unwrap().ns();
+        assert!(n1.exec(&["ip", "link", "set", "flannel.1", "address", "02:00:00:00:00:97"]).ok());
+        let v = assert_broken(&lab, 0, &src, &dst, "remote-vtep", "VTEP_MAC_MISMATCH");
+        assert_eq!(v["hops"].as_array().unwrap().last().unwrap()["node"], peer_ip.as_str());
+        assert!(n1.exec(&["ip", "link", "set", "flannel.1", "address", &mac]).ok());
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F3: node 1's lease in etcd carries a VtepMAC its device does not have (node 0's flanneld
+    // follows the lease; node 1's flanneld still holds the real MAC).
+    {
+        let ep = lab.etcd().unwrap().endpoints();
+        let key = lab.lease(1).unwrap().unwrap().key;
+        let good = lab.etcd().unwrap().get(&key).unwrap().unwrap();
+        let bad = good.replace(&mac, "02:00:00:00:00:96");
+        assert_ne!(good, bad, "lease value carries the MAC in lower case: {good}");
+        assert!(lab.etcd().unwrap().ctl(&["put", "--ignore-lease", &key, &bad]).ok());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, "--json", &src, &dst]);
+            let v: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
+            if v["cause"] == "LEASE_VTEP_MAC_STALE" {
+                assert_eq!(r.status, Some(1));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never named LEASE_VTEP_MAC_STALE:\n{}", r.stdout);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(lab.etcd().unwrap().ctl(&["put", "--ignore-lease", &key, &good]).ok());
+        wait_reachable(&lab, 0, &src, &dst);
+    }
     // The remote flanneld stopped: its view cannot be read (exit 2, cause named).
     {
         let _f = Freeze::new(&lab, &[1]);
