@@ -261,7 +261,8 @@ pub fn run(
                 Err(nix::errno::Errno::EINPROGRESS) => Ok(()),
                 other => other,
             },
-            Proto::Tcp => Ok(()),
+            // One SYN: the kernel retransmits it by itself.
+            Proto::Tcp => continue,
         };
         match r {
             Ok(()) => sent += 1,
@@ -340,4 +341,81 @@ pub fn run(
         df_answered,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(proto: Proto) -> Matcher {
+        Matcher { proto, nonce: [1, 2, 3, 4], src_port: 40000, dst_port: 9, vxlan_port: 8472 }
+    }
+
+    fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2];
+        p.extend_from_slice(l4);
+        p
+    }
+
+    fn eth(ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    #[test]
+    fn echo_has_a_valid_checksum_and_the_marker() {
+        let e = echo(7, 1, 64, 0x01020304);
+        assert_eq!(checksum(&e), 0, "a packet including its checksum sums to zero");
+        assert_eq!(e.len(), 8 + 64);
+        let m = matcher(Proto::Icmp);
+        assert!(m.frame(&eth(&ipv4(1, &e)), 0) == Kind::Request);
+        let mut reply = e.clone();
+        reply[0] = 0;
+        assert!(m.frame(&eth(&ipv4(1, &reply)), 0) == Kind::Reply);
+        let other = echo(7, 1, 64, 0x0a0b0c0d);
+        assert!(m.frame(&eth(&ipv4(1, &other)), 0) == Kind::Other, "another run's probe");
+    }
+
+    #[test]
+    fn probes_are_found_inside_vxlan() {
+        let inner = eth(&ipv4(1, &echo(7, 1, 32, 0x01020304)));
+        let mut udp = vec![0x12, 0x34, 0x21, 0x18, 0, 0, 0, 0]; // dport 8472
+        udp.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 1, 0]); // VXLAN header, VNI 1
+        udp.extend_from_slice(&inner);
+        let m = matcher(Proto::Icmp);
+        assert!(m.frame(&eth(&ipv4(17, &udp)), 0) == Kind::Request);
+    }
+
+    #[test]
+    fn udp_and_tcp_match_by_ports() {
+        let m = matcher(Proto::Udp);
+        let out = [0x9c, 0x40, 0, 9, 0, 8, 0, 0];
+        let back = [0, 9, 0x9c, 0x40, 0, 8, 0, 0];
+        assert!(m.frame(&eth(&ipv4(17, &out)), 0) == Kind::Request);
+        assert!(m.frame(&eth(&ipv4(17, &back)), 0) == Kind::Reply);
+        let t = matcher(Proto::Tcp);
+        let syn = [0x9c, 0x40, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0, 0, 0, 0, 0, 0];
+        assert!(t.frame(&eth(&ipv4(6, &syn)), 0) == Kind::Request);
+    }
+
+    #[test]
+    fn arbitrary_frames_never_panic() {
+        let m = matcher(Proto::Udp);
+        let mut seed: u32 = 12345;
+        for len in 0..300usize {
+            let mut f = Vec::with_capacity(len);
+            for _ in 0..len {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                f.push(u8::try_from(seed >> 24).unwrap_or(0));
+            }
+            if f.len() > 14 {
+                f[12] = 8;
+                f[13] = 0;
+                f[14] = 0x45;
+            }
+            let _ = m.frame(&f, 0);
+        }
+    }
 }
