@@ -256,7 +256,16 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     let links = kernel::links(&mut host).map_err(|e| PathError(format!("list links of this node: {e}")))?;
     let (leases, lease_source) = match &args.etcd_endpoints {
         Some(ep) => {
-            (Some(crate::leases::read(ep, &args.etcd_prefix).map_err(PathError)?), format!("etcd {ep}"))
+            let etcd = weft_flanneld::cli::EtcdArgs {
+                etcd_endpoints: ep.clone(),
+                etcd_prefix: args.etcd_prefix.clone(),
+                etcd_keyfile: args.etcd_keyfile.clone(),
+                etcd_certfile: args.etcd_certfile.clone(),
+                etcd_cafile: args.etcd_cafile.clone(),
+                etcd_username: args.etcd_username.clone(),
+                etcd_password: args.etcd_password.clone(),
+            };
+            (Some(crate::leases::read(&etcd).map_err(PathError)?), format!("etcd {ep}"))
         }
         None => (None, "the remote flanneld's view".to_string()),
     };
@@ -274,6 +283,9 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     }
     let mut unreadable = None;
     walk(&mut w, &mut host, &local, src, src_ip, &dst, dst_ip, args.remote_port, &mut unreadable);
+    if let Some(e) = &unreadable {
+        w.notes.retain(|n| n != e);
+    }
     let mut probe = None;
     if args.probe && unreadable.is_none() {
         let watches = watches(&mut host, &local, src, &dst, dst_ip);
