@@ -41,6 +41,7 @@ pub mod lab;
 pub mod ns;
 pub mod pods;
 pub mod scenario;
+pub mod see;
 pub mod signals;
 pub mod wait;
 

@@ -1,7 +1,9 @@
 //! `weft-lab`: the demo and cleanup commands scripts run.
 //!
 //! `weft-lab demo [--nodes 3 --pods 2]` builds a flannel lab, pings every pod from every pod,
-//! prints the pass matrix and what an operator inspects on each node, then tears down (also on
+//! prints the pass matrix, `weft path` for a cross-node pair and `weft doctor` for the cluster,
+//! breaks one FDB entry on purpose and shows `weft path` naming it and flanneld healing it,
+//! then tears down (also on
 //! Ctrl-C/SIGTERM and on failure). Exit status 1 if any ping failed or the lab could not be
 //! built. `weft-lab cleanup <prefix>` removes leftovers of an interrupted run.
 
@@ -157,7 +159,8 @@ fn demo(prefix: &str, spec: FlannelSpec) -> Result<bool, LabError> {
         spec.pods_per_node,
         spec.etcd_members
     );
-    let lab = Lab::flannel(prefix, spec)?;
+    // A short reconcile period, so the demo's deliberate break heals within seconds.
+    let lab = Lab::flannel_with_args(prefix, spec, &["--reconcile-interval=2"])?;
     say!("lab {} ready (state in {})", lab.id(), lab.dir().display());
     for p in lab.pods() {
         say!("  pod {} on node {}: {}", p.ns().name(), p.node(), p.ip());
@@ -172,15 +175,87 @@ fn demo(prefix: &str, spec: FlannelSpec) -> Result<bool, LabError> {
         say!("{} pair(s) FAILED", failures.len());
     }
     say!();
-    for i in 0..lab.nodes().len() {
-        say!("{}", lab.inspect(i)?);
-    }
+    let seen = see_the_network(&lab)?;
     if !failures.is_empty() {
         esay!("{}", lab.diagnostics());
     }
     say!("tearing down lab {} …", lab.id());
     drop(lab);
-    Ok(failures.is_empty())
+    Ok(failures.is_empty() && seen)
+}
+
+/// Prints a command as typed and its output.
+fn show(cmd: &str, r: &weft_lab::cmd::Run) {
+    say!("$ {cmd}");
+    say_raw!("{}", r.stdout);
+    if !r.stderr.trim().is_empty() {
+        say_raw!("{}", r.stderr);
+    }
+    say!("(exit {})\n", r.status.map_or("?".into(), |c| c.to_string()));
+}
+
+/// What an operator looks at instead of raw `ip` dumps: `weft path` for one cross-node pod
+/// pair and `weft doctor` for the cluster; then one link broken on purpose (node 0's FDB entry
+/// for node 1, with node 0's flanneld paused so the break holds), `weft path` naming it, and
+/// flanneld healing it. `Ok(false)` when a step did not show what it should.
+fn see_the_network(lab: &Lab) -> Result<bool, LabError> {
+    use weft_lab::see::{weft_doctor, weft_path, Paused};
+    let mut ok = true;
+    let doctor_cmd = format!("weft doctor --etcd-endpoints {}", lab.etcd()?.endpoints());
+    let src = lab.pods().iter().find(|p| p.node() == 0);
+    let dst = lab.pods().iter().find(|p| p.node() == 1);
+    let (Some(src), Some(dst)) = (src, dst) else {
+        let r = weft_doctor(lab, 0, &[])?;
+        say!("== weft doctor (on node 0) ==");
+        show(&doctor_cmd, &r);
+        return Ok(r.ok());
+    };
+    let (a, b) = (src.ip().to_string(), dst.ip().to_string());
+    let path_cmd = format!("weft path {a} {b}");
+    say!("== the path from pod {a} (node 0) to pod {b} (node 1), asked of the kernels ==");
+    let r = weft_path(lab, 0, &[&a, &b])?;
+    show(&path_cmd, &r);
+    ok &= r.ok();
+    say!("== every node against etcd (run on node 0) ==");
+    let r = weft_doctor(lab, 0, &[])?;
+    show(&doctor_cmd, &r);
+    ok &= r.ok();
+
+    let lease = lab.lease(1)?.ok_or_else(|| LabError::Invalid("node 1 has no lease".into()))?;
+    let mac = lease.attrs["BackendData"]["VtepMAC"].as_str().unwrap_or_default().to_string();
+    let peer = lab.node(1)?.ip().to_string();
+    say!("== breaking one link on purpose: node 0 forgets node 1's VTEP (its flanneld paused) ==");
+    let started;
+    {
+        let _paused = Paused::flanneld(lab, 0)?;
+        let del =
+            ["bridge", "fdb", "del", mac.as_str(), "dev", weft_lab::flannel::VXLAN_DEV, "dst", &peer, "self"];
+        let r = lab.node(0)?.ns().exec(&del);
+        show(&del.join(" "), &r);
+        let r = weft_path(lab, 0, &[&a, &b])?;
+        show(&path_cmd, &r);
+        ok &= r.status == Some(1) && r.stdout.contains("FDB_MISSING");
+        started = std::time::Instant::now();
+    }
+    say!("== flanneld on node 0 resumed: its reconciliation puts the entry back ==");
+    let healed =
+        weft_lab::wait::until_true("weft path reachable again", std::time::Duration::from_secs(30), || {
+            Ok(weft_path(lab, 0, &[&a, &b])?.ok())
+        });
+    match healed {
+        Ok(()) => say!("healed after {:.1} s\n", started.elapsed().as_secs_f64()),
+        Err(e) => {
+            say!("not healed: {e}\n");
+            ok = false;
+        }
+    }
+    let r = weft_path(lab, 0, &["--brief", &a, &b])?;
+    show(&format!("weft path --brief {a} {b}"), &r);
+    ok &= r.ok();
+    let r = weft_doctor(lab, 0, &[])?;
+    show(&doctor_cmd, &r);
+    ok &= r.ok();
+    Ok(ok)
 }
 
 /// Builds a lab, prints how to reach it, and holds it until a signal arrives; always returns

@@ -26,8 +26,14 @@ impl Lab {
     /// flanneld on every node, waits for every subnet.env and for routes between all nodes,
     /// then attaches `pods_per_node` pods per node.
     pub fn flannel(prefix: &str, spec: FlannelSpec) -> Result<Lab> {
+        Lab::flannel_with_args(prefix, spec, &[])
+    }
+
+    /// [`Lab::flannel`] with extra flanneld flags (e.g. `--reconcile-interval=2`).
+    pub fn flannel_with_args(prefix: &str, spec: FlannelSpec, flanneld_args: &[&str]) -> Result<Lab> {
         crate::bins::require(FLANNEL_BINS)?;
         let mut lab = Lab::new(prefix)?;
+        lab.set_flanneld_args(flanneld_args);
         for _ in 0..spec.nodes {
             lab.add_node()?;
         }

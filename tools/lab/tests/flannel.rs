@@ -220,12 +220,13 @@ fn the_demo_command_passes_and_leaves_nothing_behind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("all 12 pairs answered"), "{stdout}");
-    for what in
-        ["$ ip route show dev flannel.1", "$ ip neigh show dev flannel.1", "$ bridge fdb show dev flannel.1"]
-    {
-        assert_eq!(stdout.matches(what).count(), 2, "{what} per node:\n{stdout}");
-    }
-    assert_eq!(stdout.matches("$ etcdctl get /coreos.com/network/subnets/").count(), 2, "{stdout}");
+    // `weft path` for a cross-node pair (reachable, then broken at the deleted FDB entry, then
+    // healed by flanneld) and `weft doctor` before and after.
+    assert_eq!(stdout.matches("$ weft path ").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("$ weft doctor ").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("\nhealthy\n").count(), 2, "{stdout}");
+    assert!(stdout.contains("$ bridge fdb del ") && stdout.contains("broken FDB_MISSING"), "{stdout}");
+    assert!(stdout.contains("healed after "), "{stdout}");
     let id = stdout.lines().find_map(|l| l.strip_prefix("lab ")?.split(' ').next()).unwrap();
     assert!(id.starts_with(PREFIX), "{id}");
     let left: Vec<String> =

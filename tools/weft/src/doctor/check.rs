@@ -93,8 +93,11 @@ pub struct NodeOps {
 pub struct Link {
     pub from: String,
     pub to: String,
-    /// Causes of findings that break it; empty when healthy.
+    /// Causes of findings that break it: this link's own entries, then node-level causes of
+    /// either end (device, lease, view); empty when healthy.
     pub broken: Vec<Cause>,
+    /// How many of `broken` are this link's own (the rest come from its ends).
+    pub own: usize,
 }
 
 /// The diagnosis.
@@ -164,11 +167,69 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
+/// Replaces `{key} <verb>` by the count and the verb in agreement (`1 node has`, `3 nodes have`).
+fn counted(message: &str, key: &str, n: usize) -> String {
+    let mut out = message.to_string();
+    if n == 1 {
+        for (plural, singular) in
+            [("have", "has"), ("hold", "holds"), ("keep", "keeps"), ("send", "sends"), ("route", "routes")]
+        {
+            out = out.replace(&format!("{key} {plural} "), &format!("{key} {singular} "));
+        }
+    }
+    out.replace(key, &count(n, "node"))
+}
+
 /// The grouped messages name how many nodes are affected, so they are finished at the end.
 fn finish(mut f: Finding) -> Finding {
     f.nodes.sort_by_key(|n| n.parse::<Ipv4Addr>().map(u32::from).unwrap_or(u32::MAX));
-    f.message = f.message.replace("{N}", &count(f.nodes.len(), "node"));
+    f.message = counted(&f.message, "{N}", f.nodes.len());
     f
+}
+
+/// What a node lacks, per cause, when one node lacks it for several peers.
+fn lacking(c: Cause) -> Option<&'static str> {
+    Some(match c {
+        Cause::NoRoute => "routes",
+        Cause::RouteWrongDev => "correct routes",
+        Cause::NeighMissing => "neighbour entries",
+        Cause::NeighMacStale => "current neighbour MACs",
+        Cause::FdbMissing => "FDB entries",
+        Cause::FdbWrongDst => "correct FDB destinations",
+        _ => return None,
+    })
+}
+
+/// One node missing the same kind of entry for several peers is one root cause on that node
+/// (a flushed table, a restarted node), not one finding per peer.
+fn merge_per_node(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    let mut merged: BTreeMap<(Cause, String), Vec<Finding>> = BTreeMap::new();
+    for f in findings {
+        match (&f.peer, f.nodes.as_slice(), lacking(f.cause)) {
+            (Some(_), [node], Some(_)) => merged.entry((f.cause, node.clone())).or_default().push(f),
+            _ => out.push(f),
+        }
+    }
+    for ((cause, node), group) in merged {
+        if group.len() == 1 {
+            out.extend(group);
+            continue;
+        }
+        let peers: Vec<String> = group.iter().filter_map(|f| f.peer.clone()).collect();
+        let mut rest = group.into_iter();
+        let Some(mut first) = rest.next() else { continue };
+        first.message = format!(
+            "{node} lacks {} for {} peers: {}",
+            lacking(cause).unwrap_or("entries"),
+            peers.len(),
+            peers.join(", ")
+        );
+        first.peer = None;
+        first.objects.extend(rest.flat_map(|f| f.objects));
+        out.push(first);
+    }
+    out
 }
 
 fn parse_leases(prefix: &str, records: &[Record]) -> Vec<Lease> {
@@ -367,12 +428,13 @@ pub fn diagnose(c: &Cluster) -> Report {
             if matches!(f.cause, Cause::VtepMacMismatch | Cause::LeaseVtepMacStale) {
                 if let Some((gw, mac)) = f.objects.first().and_then(|o| stale_key(o)) {
                     let holders = holders_of.get(&(gw, mac)).cloned().unwrap_or_default();
-                    f.message = f.message.replace("{HOLDERS}", &count(holders.len(), "node"));
+                    f.message = counted(&f.message, "{HOLDERS}", holders.len());
                 }
             }
             finish(f)
         })
         .collect();
+    findings = merge_per_node(findings);
     findings.sort_by(|a, b| {
         (a.severity, a.cause.failure_mode().unwrap_or("F99").len(), a.cause.failure_mode(), a.cause)
             .cmp(&(
@@ -397,14 +459,18 @@ pub fn diagnose(c: &Cluster) -> Report {
             if from == to {
                 continue;
             }
-            let mut broken: BTreeSet<Cause> =
+            let own: BTreeSet<Cause> =
                 broken_pairs.get(&(from.clone(), to.clone())).cloned().unwrap_or_default();
             // A broken endpoint breaks its links in both directions.
-            for n in [from, to] {
-                broken
-                    .extend(broken_nodes.get(n).into_iter().flatten().filter(|c| breaks_links(**c)).copied());
-            }
-            links.push(Link { from: from.clone(), to: to.clone(), broken: broken.into_iter().collect() });
+            let ends: BTreeSet<Cause> = [from, to]
+                .into_iter()
+                .flat_map(|n| broken_nodes.get(n).into_iter().flatten())
+                .filter(|c| breaks_links(**c) && !own.contains(c))
+                .copied()
+                .collect();
+            let n = own.len();
+            let broken = own.into_iter().chain(ends).collect();
+            links.push(Link { from: from.clone(), to: to.clone(), broken, own: n });
         }
     }
     Report {
@@ -977,6 +1043,23 @@ mod tests {
             .find(|f| f.cause == Cause::RouteStale && f.objects[0].contains("route"))
             .unwrap();
         assert_eq!(stale.nodes, names(&[0, 1]));
+    }
+
+    #[test]
+    fn one_node_missing_entries_for_every_peer_is_one_finding_on_that_node() {
+        let mut c = cluster(3);
+        view(&mut c, 1).neighbours.clear();
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!((f.cause, f.nodes.clone(), f.peer.clone()), (Cause::NeighMissing, names(&[1]), None));
+        assert_eq!(f.message, "198.18.0.11 lacks neighbour entries for 2 peers: 198.18.0.10, 198.18.0.12");
+        assert_eq!(f.objects.len(), 2);
+        let mut c = cluster(3);
+        view(&mut c, 1).fdb.remove(0);
+        assert_eq!(
+            only(&diagnose(&c)).message,
+            "1 node has no FDB entry 6e:aa:00:00:00:00 dst 198.18.0.10 for node 198.18.0.10"
+        );
     }
 
     #[test]

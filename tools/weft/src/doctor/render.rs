@@ -92,6 +92,11 @@ pub fn json(r: &Report) -> String {
     }
 }
 
+/// Text inside an HTML-like Graphviz label.
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -108,7 +113,7 @@ pub fn dot(r: &Report) -> String {
     let _ = writeln!(out, "digraph weft {{");
     let _ = writeln!(
         out,
-        "  graph [rankdir=LR, fontname=\"Helvetica\", label=\"{}\", labelloc=t, fontsize=16, nodesep=0.6, ranksep=1.2];",
+        "  graph [layout=circo, mindist=2.2, fontname=\"Helvetica\", label=\"{}\", labelloc=t, fontsize=16];",
         esc(&title)
     );
     let _ = writeln!(out, "  node [fontname=\"Helvetica\", fontsize=11];");
@@ -120,65 +125,61 @@ pub fn dot(r: &Report) -> String {
             .filter(|f| f.peer.is_none() && f.severity == Severity::Error && f.nodes.contains(&n.name))
             .map(|f| f.cause.code())
             .collect();
-        let (color, bg) = if n.view != "ok" || !node_causes.is_empty() {
-            ("red", "#fde8e8")
-        } else {
-            ("gray40", "#f4f8fc")
-        };
-        let id = esc(&n.name);
-        let _ = writeln!(out, "  subgraph \"cluster_{id}\" {{");
-        let mut label = format!("node {}", n.name);
-        if !node_causes.is_empty() {
-            label.push_str(&format!("\\n{}", node_causes.join(", ")));
-        }
-        if let Some(e) = &n.error {
-            let short: String = e.chars().take(60).collect();
-            label.push_str(&format!("\\nview unavailable: {}", esc(&short)));
-        }
-        let _ = writeln!(
-            out,
-            "    label=\"{label}\"; color={color}; style=\"rounded,filled\"; fillcolor=\"{bg}\"; fontcolor={};",
-            if color == "red" { "red" } else { "black" }
-        );
+        let bad = n.view != "ok" || !node_causes.is_empty();
+        let (border, head) = if bad { ("red", "#f8d0d0") } else { ("gray40", "#dce8f5") };
         let subnet = n.subnet.map(|s| s.to_string()).unwrap_or_else(|| "no lease".into());
-        let _ = writeln!(
-            out,
-            "    \"{id}/subnet\" [shape=box, style=\"rounded,filled\", fillcolor=white, label=\"pods\\n{subnet}\"];"
-        );
-        let mac_ok = n.vtep_mac.is_some() && n.vtep_mac == n.device_mac;
+        let mut rows = vec![
+            format!("<TR><TD BGCOLOR=\"{head}\"><B>node {}</B></TD></TR>", html(&n.name)),
+            format!("<TR><TD>pods {}</TD></TR>", html(&subnet)),
+        ];
         let vtep = match (&n.device_mac, &n.vtep_mac) {
-            (Some(d), Some(l)) if d != l => format!("VTEP\\n{d}\\nlease says {l}"),
-            (Some(d), _) => format!("VTEP\\n{d}"),
-            (None, Some(l)) => format!("VTEP (device ?)\\nlease {l}"),
-            (None, None) => "VTEP ?".to_string(),
+            (Some(d), Some(l)) if d != l => {
+                format!("VTEP {}<BR/><FONT COLOR=\"red\">lease says {}</FONT>", html(d), html(l))
+            }
+            (Some(d), _) => format!("VTEP {}", html(d)),
+            (None, Some(l)) => format!("<FONT COLOR=\"red\">VTEP ?</FONT> (lease {})", html(l)),
+            (None, None) => "<FONT COLOR=\"red\">VTEP ?</FONT>".to_string(),
         };
-        let vcolor = if mac_ok { "black" } else { "red" };
+        rows.push(format!("<TR><TD>{vtep}</TD></TR>"));
+        if let Some(e) = &n.error {
+            let short: String = e.chars().take(48).collect();
+            rows.push(format!(
+                "<TR><TD><FONT COLOR=\"red\">view unavailable<BR/>{}</FONT></TD></TR>",
+                html(&short)
+            ));
+        }
+        if !node_causes.is_empty() {
+            rows.push(format!("<TR><TD><FONT COLOR=\"red\">{}</FONT></TD></TR>", node_causes.join("<BR/>")));
+        }
         let _ = writeln!(
             out,
-            "    \"{id}/vtep\" [shape=ellipse, style=filled, fillcolor=white, color={vcolor}, fontcolor={vcolor}, label=\"{vtep}\"];"
+            "  \"{}\" [shape=plain, label=<<TABLE BORDER=\"1\" CELLBORDER=\"0\" CELLSPACING=\"0\" CELLPADDING=\"4\" COLOR=\"{border}\">{}</TABLE>>];",
+            esc(&n.name),
+            rows.join("")
         );
-        let _ = writeln!(out, "    \"{id}/subnet\" -> \"{id}/vtep\" [arrowhead=none, style=dotted];");
-        let _ = writeln!(out, "  }}");
     }
-    // One edge per node pair when both directions are fine, else one per direction.
-    for l in &r.links {
+    // One edge per node pair: green when both directions work, else red and dashed with the
+    // causes of whichever direction is broken.
+    for l in r.links.iter().filter(|l| l.from < l.to) {
         let back = r.links.iter().find(|b| b.from == l.to && b.to == l.from);
-        let both_ok = l.broken.is_empty() && back.is_some_and(|b| b.broken.is_empty());
-        let (from, to) = (esc(&l.from), esc(&l.to));
-        if both_ok {
-            if l.from < l.to {
-                let _ = writeln!(
-                    out,
-                    "  \"{from}/vtep\" -> \"{to}/vtep\" [dir=both, color=darkgreen, penwidth=1.5, arrowsize=0.6];"
-                );
+        let broken = !l.broken.is_empty() || back.is_some_and(|b| !b.broken.is_empty());
+        // The label names the link's own causes; a broken end is shown on its node.
+        let mut causes: Vec<&str> = l.broken.iter().take(l.own).map(|c| c.code()).collect();
+        for c in back.map(|b| b.broken.get(..b.own).unwrap_or_default()).unwrap_or_default() {
+            if !causes.contains(&c.code()) {
+                causes.push(c.code());
             }
-        } else if l.broken.is_empty() {
-            let _ = writeln!(out, "  \"{from}/vtep\" -> \"{to}/vtep\" [color=darkgreen, arrowsize=0.6];");
-        } else {
-            let causes: Vec<&str> = l.broken.iter().map(|c| c.code()).collect();
+        }
+        let (from, to) = (esc(&l.from), esc(&l.to));
+        if !broken {
             let _ = writeln!(
                 out,
-                "  \"{from}/vtep\" -> \"{to}/vtep\" [color=red, fontcolor=red, style=dashed, penwidth=2, label=\"{}\"];",
+                "  \"{from}\" -> \"{to}\" [dir=both, color=darkgreen, penwidth=1.5, arrowsize=0.6];"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  \"{from}\" -> \"{to}\" [dir=both, color=red, fontcolor=red, style=dashed, penwidth=2, arrowsize=0.6, label=\"{}\"];",
                 causes.join("\\n")
             );
         }
