@@ -221,7 +221,8 @@ fn sysctl(key: &str) -> Option<String> {
 
 /// Runs `weft path`.
 pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
-    let pods = pods::collect(&args.dirs).map_err(PathError)?;
+    let rules = Ruleset::read();
+    let pods = pods::collect_with(&args.dirs, &rules).map_err(PathError)?;
     let src = match resolve(&pods, &args.src, "SRC")? {
         Some(p) => p,
         None => {
@@ -273,7 +274,7 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
         links,
         subnet_env: SubnetEnv::read(&args.dirs.subnet_file).ok(),
         subnet_file: args.dirs.subnet_file.display().to_string(),
-        rules: Ruleset::read(),
+        rules,
         leases,
         lease_source,
     };
