@@ -318,6 +318,24 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, &src, &dst]);
         assert_eq!(r.status, Some(0), "{}", r.stdout);
     }
+    // F5: the underlay route to the peer leaves by another device than flannel.1's.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let host = format!("{peer_ip}/32");
+        on(&lab, 0, &["ip", "route", "add", &host, "dev", "cni0"]);
+        assert_broken(&lab, 0, &src, &dst, "underlay", "UNDERLAY_NO_ROUTE");
+        on(&lab, 0, &["ip", "route", "del", &host, "dev", "cni0"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F5: the VXLAN local address (the lease's PublicIP) is no longer an address of the node.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let own = format!("{}/24", lab.node(0).unwrap().ip());
+        on(&lab, 0, &["ip", "addr", "del", &own, "dev", "eth0"]);
+        assert_broken(&lab, 0, &src, &dst, "vtep", "PUBLIC_IP_NOT_LOCAL");
+        on(&lab, 0, &["ip", "addr", "add", &own, "dev", "eth0"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
     // F3: node 1's flannel.1 MAC changed without its lease following.
     {
         let n1 = lab.node(1).unwrap().ns();
