@@ -256,6 +256,14 @@ fn check(a: &mut Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) {
             if h.bridge.is_none() {
                 problems.push(format!("host veth {} is not a bridge port", h.name));
             }
+            let want_hairpin =
+                a.cache.as_ref().and_then(|c| c.config.as_ref()).is_some_and(state::bridge_hairpin);
+            if want_hairpin && h.hairpin == Some(false) {
+                problems.push(format!(
+                    "hairpin mode is off on {} but the network config asks for it (HAIRPIN_OFF)",
+                    h.name
+                ));
+            }
             if !h.up || h.port_state.as_deref().is_some_and(|s| s != "forwarding") {
                 problems.push(format!(
                     "host veth {} is {} (port {})",

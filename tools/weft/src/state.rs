@@ -131,6 +131,24 @@ pub fn read_reservations(data_dir: &Path, errors: &mut Vec<String>) -> Vec<Reser
     out
 }
 
+/// Whether the attachment's chain asked for hairpin mode on the port: the `bridge` plugin's
+/// `hairpinMode`, or the `flannel` plugin's `delegate.hairpinMode` (kube-flannel's conflist
+/// sets it; the flannel plugin passes the delegate through).
+pub fn bridge_hairpin(config: &Value) -> bool {
+    let plugins =
+        config.get("plugins").and_then(Value::as_array).cloned().unwrap_or_else(|| vec![config.clone()]);
+    for p in &plugins {
+        match p.get("type").and_then(Value::as_str) {
+            Some("bridge") => return p.get("hairpinMode").and_then(Value::as_bool).unwrap_or(false),
+            Some("flannel") => {
+                return p.pointer("/delegate/hairpinMode").and_then(Value::as_bool).unwrap_or(false)
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether the attachment's chain asked the bridge to masquerade: the `bridge` plugin's
 /// `ipMasq`, or for the `flannel` plugin its delegate's `ipMasq`, which defaults to
 /// `!FLANNEL_IPMASQ` (flannel-io/cni-plugin `flannel_linux.go`: with flanneld masquerading,
@@ -201,5 +219,7 @@ mod tests {
         assert!(bridge_ipmasq(config, false), "flannel's delegate masquerades when flanneld does not");
         assert!(!bridge_ipmasq(config, true));
         assert!(bridge_ipmasq(&serde_json::json!({"type":"bridge","ipMasq":true}), true));
+        assert!(bridge_hairpin(config));
+        assert!(!bridge_hairpin(&serde_json::json!({"type":"bridge"})));
     }
 }

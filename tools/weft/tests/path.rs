@@ -233,6 +233,13 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         assert_eq!(table.status, Some(1), "pods reports the problem: {}", table.stdout);
         on(&lab, 0, &["ip", "link", "set", &veth, "up"]);
         wait_reachable(&lab, 0, &src, &dst);
+        // Hairpin off on a port whose network config asks for it (F11): `pods` names it.
+        on(&lab, 0, &["bridge", "link", "set", "dev", &veth, "hairpin", "off"]);
+        let table = weft(&lab, 0, "pods", &[]);
+        assert_eq!(table.status, Some(1), "{}", table.stdout);
+        assert!(table.stdout.contains("HAIRPIN_OFF"), "{}", table.stdout);
+        on(&lab, 0, &["bridge", "link", "set", "dev", &veth, "hairpin", "on"]);
+        assert_eq!(weft(&lab, 0, "pods", &[]).status, Some(0));
     }
     // F11: ip_forward off.
     {
