@@ -37,7 +37,7 @@ pub struct Options {
 }
 
 /// A child process killed (by PID) when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {

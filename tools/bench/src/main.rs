@@ -8,6 +8,7 @@
 mod flanneld;
 mod plugins;
 mod rss;
+mod see;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Cmd {
     Plugins(plugins::Options),
     /// flanneld: start to N peers programmed, new-lease-to-route latency, peak RSS.
     Flanneld(flanneld::Options),
+    /// `weft path` and `weft doctor` beside the by-hand `ip`/`bridge`/`etcdctl` commands.
+    See(see::Options),
     /// Internal: run one command and print the peak RSS (KiB) of it and its descendants.
     #[command(hide = true)]
     RssProbe {
@@ -47,6 +50,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("weft-bench flanneld: {e}");
+                1
+            }
+        },
+        Cmd::See(opts) => match see::run(&opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("weft-bench see: {e}");
                 1
             }
         },

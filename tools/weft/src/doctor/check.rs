@@ -171,9 +171,14 @@ fn count(n: usize, what: &str) -> String {
 fn counted(message: &str, key: &str, n: usize) -> String {
     let mut out = message.to_string();
     if n == 1 {
-        for (plural, singular) in
-            [("have", "has"), ("hold", "holds"), ("keep", "keeps"), ("send", "sends"), ("route", "routes")]
-        {
+        for (plural, singular) in [
+            ("have", "has"),
+            ("hold", "holds"),
+            ("keep", "keeps"),
+            ("send", "sends"),
+            ("route", "routes"),
+            ("use", "uses"),
+        ] {
             out = out.replace(&format!("{key} {plural} "), &format!("{key} {singular} "));
         }
     }
@@ -420,6 +425,38 @@ pub fn diagnose(c: &Cluster) -> Report {
         }
     }
 
+    // F8 across nodes: pods on one node send packets of their MTU to every other node's
+    // flannel device, which must carry them.
+    let devices: Vec<(Ipv4Addr, &str, u32)> = c
+        .views
+        .iter()
+        .filter_map(|(ip, v)| v.as_ref().ok()?.device.as_ref().map(|d| (*ip, d.name.as_str(), d.mtu)))
+        .collect();
+    for (ip, v) in &c.views {
+        let Ok(v) = v else { continue };
+        let Some(pod_mtu) = v.subnet_env.as_ref().and_then(|e| e.mtu).or(v.device.as_ref().map(|d| d.mtu))
+        else {
+            continue;
+        };
+        for (other, dev, mtu) in devices.iter().filter(|(o, _, m)| o != ip && *m < pod_mtu) {
+            let on = other.to_string();
+            g.add(
+                Cause::MtuMismatch,
+                Severity::Error,
+                &format!("pod mtu > {on}"),
+                &ip.to_string(),
+                Some(&on),
+                format!("{ip}: pod MTU {pod_mtu} > {on} {dev} MTU {mtu}"),
+                || {
+                    format!(
+                        "{{N}} use a pod MTU larger than {on}'s {dev} MTU {mtu}: big packets to it are lost"
+                    )
+                },
+            );
+            broken_pairs.entry((ip.to_string(), on)).or_default().insert(Cause::MtuMismatch);
+        }
+    }
+
     // Who still holds a node's stale MAC (for the F3 messages).
     let mut findings: Vec<Finding> = g
         .map
@@ -635,22 +672,6 @@ fn check_node(
                 format!("FLANNEL_MTU {mtu}"),
                 format!("{name}: subnet.env FLANNEL_MTU {mtu} > {} MTU {}", dev.name, dev.mtu),
             );
-        }
-        // Pods on this node send packets of their MTU to every other node's flannel device.
-        let pod_mtu = env.mtu.unwrap_or(dev.mtu);
-        for (other, ov) in &c.views {
-            let Some(od) = ov.as_ref().ok().and_then(|o| o.device.as_ref()) else { continue };
-            if *other != ip && od.mtu < pod_mtu {
-                add(
-                    Cause::MtuMismatch,
-                    Severity::Error,
-                    format!("pod MTU {pod_mtu} > {other} {} MTU {}", od.name, od.mtu),
-                    format!(
-                        "{name}: pods use MTU {pod_mtu}, but {other}'s {} carries only {}",
-                        od.name, od.mtu
-                    ),
-                );
-            }
         }
     }
     // F10/F11: forwarding.
@@ -1170,7 +1191,10 @@ mod tests {
         v.subnet_env.as_mut().unwrap().mtu = Some(1350);
         let f = only(&diagnose(&c)).clone();
         assert_eq!((f.cause, f.nodes), (Cause::MtuMismatch, names(&[0])));
-        assert!(f.message.contains("198.18.0.11's flannel.1 carries only 1350"), "{}", f.message);
+        assert_eq!(
+            f.message,
+            "1 node uses a pod MTU larger than 198.18.0.11's flannel.1 MTU 1350: big packets to it are lost"
+        );
 
         let mut c = cluster(2);
         view(&mut c, 0).underlay.as_mut().unwrap().addresses = vec!["198.18.0.77/24".parse().unwrap()];
