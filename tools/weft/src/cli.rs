@@ -85,6 +85,21 @@ pub struct PathArgs {
     /// etcd key prefix.
     #[arg(long, env = "FLANNELD_ETCD_PREFIX", default_value = "/coreos.com/network")]
     pub etcd_prefix: String,
+    /// TLS client key for etcd (with --etcd-certfile).
+    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// TLS client certificate for etcd (with --etcd-keyfile).
+    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// TLS CA for etcd.
+    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// etcd user name (with --etcd-password).
+    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password (with --etcd-username).
+    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
     #[command(flatten)]
     pub dirs: CniDirs,
     /// Source: pod IP, container ID or netns path.

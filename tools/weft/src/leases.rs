@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 use serde::Serialize;
+use weft_flanneld::cli::EtcdArgs;
 use weft_flanneld::lease::{self, LeaseAttrs};
 use weft_flanneld::registry::etcd::{EtcdOptions, EtcdRegistry};
 use weft_flanneld::registry::Registry;
@@ -24,16 +25,18 @@ pub struct Lease {
 /// How long reading etcd may take in all.
 const ETCD_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Reads every lease under `<prefix>/subnets/`; malformed records are skipped.
-pub fn read(endpoints: &str, prefix: &str) -> Result<Vec<Lease>, String> {
+/// Reads every lease under `<prefix>/subnets/` with flanneld's connection settings (TLS and
+/// user/password as flanneld takes them); malformed records are skipped.
+pub fn read(etcd: &EtcdArgs) -> Result<Vec<Lease>, String> {
+    etcd.check()?;
+    let (tls, _) = etcd.tls();
+    let opts: EtcdOptions = etcd.options(tls.as_ref())?;
+    let endpoints = etcd.etcd_endpoints.as_str();
+    let prefix = etcd.etcd_prefix.as_str();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("start async runtime: {e}"))?;
-    let opts = EtcdOptions {
-        endpoints: endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect(),
-        ..EtcdOptions::default()
-    };
     let dir = lease::subnets_dir(prefix);
     let records = rt.block_on(async {
         tokio::time::timeout(ETCD_DEADLINE, async {

@@ -11,5 +11,6 @@ pub mod kernel;
 pub mod leases;
 pub mod path;
 pub mod pods;
+pub mod probe;
 pub mod remote;
 pub mod state;

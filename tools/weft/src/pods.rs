@@ -131,6 +131,11 @@ pub fn own_netns() -> std::io::Result<NetNs> {
 /// Builds the report. Errors that stop everything (the own namespace cannot be read) are
 /// `Err`; per-pod read failures land in `errors`.
 pub fn collect(dirs: &CniDirs) -> Result<PodsReport, String> {
+    collect_with(dirs, &Ruleset::read())
+}
+
+/// [`collect`] with the firewall rules already read (`weft path` reads them once for both).
+pub fn collect_with(dirs: &CniDirs, rules: &Ruleset) -> Result<PodsReport, String> {
     let mut errors = Vec::new();
     let cache = state::read_cache(&dirs.cni_cache_dir, &mut errors);
     let reservations = state::read_reservations(&dirs.ipam_data_dir, &mut errors);
@@ -138,7 +143,6 @@ pub fn collect(dirs: &CniDirs) -> Result<PodsReport, String> {
     let own = own_netns().map_err(|e| format!("open own network namespace: {e}"))?;
     let mut host = Netlink::open().map_err(|e| format!("open netlink socket: {e}"))?;
     let host_links = kernel::links(&mut host).map_err(|e| format!("list links of this node: {e}"))?;
-    let rules = Ruleset::read();
 
     let mut pods = Vec::new();
     for path in candidates(&cache) {
@@ -194,7 +198,7 @@ pub fn collect(dirs: &CniDirs) -> Result<PodsReport, String> {
     });
     pods.sort_by(|a, b| (&a.netns, &a.ifname).cmp(&(&b.netns, &b.ifname)));
     for a in &mut pods {
-        check(a, subnet_env.as_ref(), &rules);
+        check(a, subnet_env.as_ref(), rules);
     }
     let orphans = orphans(&pods, &host_links, &cache, &reservations);
     Ok(PodsReport { pods, orphans, errors })
@@ -251,6 +255,14 @@ fn check(a: &mut Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) {
             }
             if h.bridge.is_none() {
                 problems.push(format!("host veth {} is not a bridge port", h.name));
+            }
+            let want_hairpin =
+                a.cache.as_ref().and_then(|c| c.config.as_ref()).is_some_and(state::bridge_hairpin);
+            if want_hairpin && h.hairpin == Some(false) {
+                problems.push(format!(
+                    "hairpin mode is off on {} but the network config asks for it (HAIRPIN_OFF)",
+                    h.name
+                ));
             }
             if !h.up || h.port_state.as_deref().is_some_and(|s| s != "forwarding") {
                 problems.push(format!(

@@ -131,6 +131,24 @@ pub fn read_reservations(data_dir: &Path, errors: &mut Vec<String>) -> Vec<Reser
     out
 }
 
+/// Whether the attachment's chain asked for hairpin mode on the port: the `bridge` plugin's
+/// `hairpinMode`, or the `flannel` plugin's `delegate.hairpinMode` (kube-flannel's conflist
+/// sets it; the flannel plugin passes the delegate through).
+pub fn bridge_hairpin(config: &Value) -> bool {
+    let plugins =
+        config.get("plugins").and_then(Value::as_array).cloned().unwrap_or_else(|| vec![config.clone()]);
+    for p in &plugins {
+        match p.get("type").and_then(Value::as_str) {
+            Some("bridge") => return p.get("hairpinMode").and_then(Value::as_bool).unwrap_or(false),
+            Some("flannel") => {
+                return p.pointer("/delegate/hairpinMode").and_then(Value::as_bool).unwrap_or(false)
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether the attachment's chain asked the bridge to masquerade: the `bridge` plugin's
 /// `ipMasq`, or for the `flannel` plugin its delegate's `ipMasq`, which defaults to
 /// `!FLANNEL_IPMASQ` (flannel-io/cni-plugin `flannel_linux.go`: with flanneld masquerading,
@@ -148,4 +166,60 @@ pub fn bridge_ipmasq(config: &Value, flanneld_ipmasq: bool) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_in_the_reference_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let net = d.path().join("cbr0");
+        std::fs::create_dir(&net).unwrap();
+        std::fs::write(net.join("10.244.1.2"), "ctr1\r\neth0").unwrap();
+        std::fs::write(net.join("10.244.1.3"), "legacy-ctr").unwrap();
+        std::fs::write(net.join("fd00:5::ab"), "ctr6\r\neth0").unwrap();
+        std::fs::write(net.join("last_reserved_ip.0"), "10.244.1.3").unwrap();
+        std::fs::write(net.join("lock"), "").unwrap();
+        let mut errors = Vec::new();
+        let r = read_reservations(d.path(), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let got: Vec<(String, String, String)> =
+            r.iter().map(|r| (r.ip.to_string(), r.container_id.clone(), r.ifname.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("10.244.1.2".into(), "ctr1".into(), "eth0".into()),
+                ("10.244.1.3".into(), "legacy-ctr".into(), String::new()),
+                ("fd00:5::ab".into(), "ctr6".into(), "eth0".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn cache_entries_and_their_config() {
+        let d = tempfile::tempdir().unwrap();
+        let res = d.path().join("results");
+        std::fs::create_dir(&res).unwrap();
+        let conf = r#"{"name":"cbr0","plugins":[{"type":"flannel","delegate":{"hairpinMode":true}}]}"#;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(conf);
+        let entry = serde_json::json!({"kind":"cniCacheV1","containerId":"c1","config":b64,"ifName":"eth0",
+            "networkName":"cbr0","netns":"/run/netns/p1",
+            "result":{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.244.1.2/24"}]}});
+        std::fs::write(res.join("cbr0-c1-eth0"), entry.to_string()).unwrap();
+        std::fs::write(res.join("junk"), "not json").unwrap();
+        let mut errors = Vec::new();
+        let c = read_cache(d.path(), &mut errors);
+        assert_eq!(errors.len(), 1, "the junk file is reported: {errors:?}");
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].container_id.as_str(), c[0].netns.as_deref()), ("c1", Some("/run/netns/p1")));
+        assert_eq!(c[0].ips, vec!["10.244.1.2/24".parse::<IpNetwork>().unwrap()]);
+        let config = c[0].config.as_ref().unwrap();
+        assert!(bridge_ipmasq(config, false), "flannel's delegate masquerades when flanneld does not");
+        assert!(!bridge_ipmasq(config, true));
+        assert!(bridge_ipmasq(&serde_json::json!({"type":"bridge","ipMasq":true}), true));
+        assert!(bridge_hairpin(config));
+        assert!(!bridge_hairpin(&serde_json::json!({"type":"bridge"})));
+    }
 }

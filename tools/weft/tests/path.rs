@@ -69,6 +69,18 @@ fn healthy_lab_lists_pods_and_every_path_is_reachable() {
             assert_reachable(&lab, *sn, sip, dip);
         }
     }
+    // By container ID (as `weft pods` reports it, from the cache entry).
+    let listed: Value = serde_json::from_str(&weft(&lab, 0, "pods", &["--json"]).stdout).unwrap();
+    let ctr = |ns: &str| {
+        listed["pods"].as_array().unwrap().iter().find(|p| p["netns"] == ns).unwrap()["container_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (ctr(&pods[0].2), ctr(&pods[1].2));
+    assert!(a.starts_with("cnitool-"), "{a}");
+    let (code, _, run) = path(&lab, 0, &a, &b);
+    assert_eq!(code, 0, "{}\n{}", run.stdout, run.stderr);
     let (code, v, run) = path(&lab, 0, &pods[0].2, &pods[2].1);
     assert_eq!(code, 0, "{}", run.stdout);
     let steps: Vec<&str> =
@@ -221,6 +233,13 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         assert_eq!(table.status, Some(1), "pods reports the problem: {}", table.stdout);
         on(&lab, 0, &["ip", "link", "set", &veth, "up"]);
         wait_reachable(&lab, 0, &src, &dst);
+        // Hairpin off on a port whose network config asks for it (F11): `pods` names it.
+        on(&lab, 0, &["bridge", "link", "set", "dev", &veth, "hairpin", "off"]);
+        let table = weft(&lab, 0, "pods", &[]);
+        assert_eq!(table.status, Some(1), "{}", table.stdout);
+        assert!(table.stdout.contains("HAIRPIN_OFF"), "{}", table.stdout);
+        on(&lab, 0, &["bridge", "link", "set", "dev", &veth, "hairpin", "on"]);
+        assert_eq!(weft(&lab, 0, "pods", &[]).status, Some(0));
     }
     // F11: ip_forward off.
     {
@@ -261,6 +280,101 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         assert!(r.ok(), "{}", r.stderr);
         assert_reachable(&lab, 0, &src, &outside);
     }
+    // F12: cni0 carries another address than the lease's gateway.
+    {
+        let env = lab.subnet_env(0).unwrap().unwrap();
+        let gw_cidr = env.subnet.unwrap().to_string();
+        let net = lab.node_subnet(0).unwrap();
+        let wrong = format!("{}/{}", std::net::Ipv4Addr::from(u32::from(net.network()) + 254), net.prefix());
+        on(&lab, 0, &["ip", "addr", "del", &gw_cidr, "dev", "cni0"]);
+        on(&lab, 0, &["ip", "addr", "add", &wrong, "dev", "cni0"]);
+        assert_broken(&lab, 0, &src, &dst, "bridge", "CNI0_ADDR_MISMATCH");
+        on(&lab, 0, &["ip", "addr", "del", &wrong, "dev", "cni0"]);
+        on(&lab, 0, &["ip", "addr", "add", &gw_cidr, "dev", "cni0"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F13: a second lease overlapping the peer's subnet (judged with the leases from etcd).
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let ep = lab.etcd().unwrap().endpoints();
+        let peer = lab.node_subnet(1).unwrap();
+        // A supernet of the peer's subnet with another network address, so that removing it
+        // later does not take the peer's own gateway neighbour with it.
+        let over = (17..peer.prefix())
+            .rev()
+            .filter_map(|p| ipnetwork::Ipv4Network::new(peer.network(), p).ok())
+            .map(|n| ipnetwork::Ipv4Network::new(n.network(), n.prefix()).unwrap())
+            .find(|n| n.network() != peer.network())
+            .unwrap();
+        let key = format!("{}/subnets/{}-{}", lab.etcd_prefix(), over.network(), over.prefix());
+        let value = r#"{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:98"}}"#;
+        lab.etcd().unwrap().put(&key, value).unwrap();
+        let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, "--json", &src, &dst]);
+        assert_eq!(
+            r.status,
+            Some(1),
+            "{}
+{}",
+            r.stdout,
+            r.stderr
+        );
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["cause"], "LEASE_OVERLAP", "{}", r.stdout);
+        assert!(r.stdout.contains(&key), "names both keys: {}", r.stdout);
+        lab.etcd().unwrap().del(&key).unwrap();
+        let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, &src, &dst]);
+        assert_eq!(r.status, Some(0), "{}", r.stdout);
+    }
+    // F5: the underlay route to the peer leaves by another device than flannel.1's.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let host = format!("{peer_ip}/32");
+        on(&lab, 0, &["ip", "route", "add", &host, "dev", "cni0"]);
+        assert_broken(&lab, 0, &src, &dst, "underlay", "UNDERLAY_NO_ROUTE");
+        on(&lab, 0, &["ip", "route", "del", &host, "dev", "cni0"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F5: the VXLAN local address (the lease's PublicIP) is no longer an address of the node.
+    {
+        let _f = Freeze::new(&lab, &[0]);
+        let own = format!("{}/24", lab.node(0).unwrap().ip());
+        on(&lab, 0, &["ip", "addr", "del", &own, "dev", "eth0"]);
+        assert_broken(&lab, 0, &src, &dst, "vtep", "PUBLIC_IP_NOT_LOCAL");
+        on(&lab, 0, &["ip", "addr", "add", &own, "dev", "eth0"]);
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F3: node 1's flannel.1 MAC changed without its lease following.
+    {
+        let n1 = lab.node(1).unwrap().ns();
+        assert!(n1.exec(&["ip", "link", "set", "flannel.1", "address", "02:00:00:00:00:97"]).ok());
+        let v = assert_broken(&lab, 0, &src, &dst, "remote-vtep", "VTEP_MAC_MISMATCH");
+        assert_eq!(v["hops"].as_array().unwrap().last().unwrap()["node"], peer_ip.as_str());
+        assert!(n1.exec(&["ip", "link", "set", "flannel.1", "address", &mac]).ok());
+        assert_reachable(&lab, 0, &src, &dst);
+    }
+    // F3: node 1's lease in etcd carries a VtepMAC its device does not have (node 0's flanneld
+    // follows the lease; node 1's flanneld still holds the real MAC).
+    {
+        let ep = lab.etcd().unwrap().endpoints();
+        let key = lab.lease(1).unwrap().unwrap().key;
+        let good = lab.etcd().unwrap().get(&key).unwrap().unwrap();
+        let bad = good.replace(&mac, "02:00:00:00:00:96");
+        assert_ne!(good, bad, "lease value carries the MAC in lower case: {good}");
+        assert!(lab.etcd().unwrap().ctl(&["put", "--ignore-lease", &key, &bad]).ok());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let r = weft(&lab, 0, "path", &["--etcd-endpoints", &ep, "--json", &src, &dst]);
+            let v: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
+            if v["cause"] == "LEASE_VTEP_MAC_STALE" {
+                assert_eq!(r.status, Some(1));
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never named LEASE_VTEP_MAC_STALE:\n{}", r.stdout);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(lab.etcd().unwrap().ctl(&["put", "--ignore-lease", &key, &good]).ok());
+        wait_reachable(&lab, 0, &src, &dst);
+    }
     // The remote flanneld stopped: its view cannot be read (exit 2, cause named).
     {
         let _f = Freeze::new(&lab, &[1]);
@@ -270,4 +384,62 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         assert!(run.stderr.contains("/debug/dataplane"), "{}", run.stderr);
     }
     assert_reachable(&lab, 0, &src, &dst);
+}
+
+#[test]
+fn probe_sees_packets_per_hop_and_finds_vxlan_dropped_on_the_remote_underlay() {
+    let lab = lab();
+    let src = lab.pod(0).unwrap().ip().to_string();
+    let dst = lab.pod(2).unwrap().ip().to_string();
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    let p = &v["probe"];
+    assert_eq!(p["answered"], true, "{p}");
+    assert_eq!(p["df_answered"], true, "a DF echo at the pod MTU (1450) fits the overlay: {p}");
+    let places: Vec<&str> =
+        p["hops"].as_array().unwrap().iter().map(|h| h["place"].as_str().unwrap()).collect();
+    assert_eq!(places, ["pod", "veth", "bridge", "vtep", "underlay"]);
+    assert!(
+        p["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["requests"].as_u64().unwrap() >= 3 && h["replies"].as_u64().unwrap() >= 3),
+        "{p}"
+    );
+    // UDP probes to a port: seen out and answered (port unreachable) on every hop.
+    let run = weft(&lab, 0, "path", &["--probe", "--proto", "udp", "--port", "9", "--json", &src, &dst]);
+    assert_eq!(run.status, Some(0), "{}\n{}", run.stdout, run.stderr);
+
+    // F6: node 1 drops VXLAN on its underlay. The static chain cannot see it; the probe can.
+    let rule = ["INPUT", "-i", "eth0", "-p", "udp", "--dport", "8472", "-j", "DROP"];
+    let mut add = vec!["iptables", "-I"];
+    add.extend_from_slice(&rule);
+    on(&lab, 1, &add);
+    assert_reachable(&lab, 0, &src, &dst);
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    let mut del = vec!["iptables", "-D"];
+    del.extend_from_slice(&rule);
+    on(&lab, 1, &del);
+    assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["cause"], "UNDERLAY_LOSS", "{}", run.stdout);
+    assert_eq!(v["probe"]["last_seen"], "underlay (eth0)", "{}", run.stdout);
+    assert_eq!(v["probe"]["answered"], false);
+    // F8: the underlay between the nodes carries less than flannel.1's MTU + VXLAN overhead
+    // (the switch port to node 1 at 1400): small probes pass, the DF probe at the pod MTU does not.
+    let sw = lab.switch().unwrap();
+    assert!(sw.exec(&["ip", "link", "set", "n1", "mtu", "1400"]).ok());
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    assert!(sw.exec(&["ip", "link", "set", "n1", "mtu", "1500"]).ok());
+    assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["cause"], "MTU_MISMATCH", "{}", run.stdout);
+    assert_eq!(v["probe"]["answered"], true);
+    assert_eq!(v["probe"]["df_answered"], false);
+    // Nothing left behind: the probe's sockets are closed with the process; the path works again.
+    let run = weft(&lab, 0, "path", &["--probe", &src, &dst]);
+    assert_eq!(run.status, Some(0), "{}", run.stdout);
+    assert!(run.stdout.contains("last seen: underlay (eth0)"), "{}", run.stdout);
 }

@@ -1,0 +1,441 @@
+//! `weft path SRC DST`: the hops a packet from a pod of this node takes, each asked of the
+//! kernel that decides it, and the first broken link.
+//!
+//! Every hop carries two truths: `object`, the kernel object found (link, route answer,
+//! neighbour, FDB entry, sysctl, rule), and `source`, where it should have come from (CNI
+//! cache file, host-local reservation, subnet.env, the lease with its etcd key and revision,
+//! the remote flanneld's view). Routing decisions are the kernel's own answers to
+//! `RTM_GETROUTE` (in the pod namespace; then on the node with `iif <bridge>` and `from
+//! <pod>`, which applies policy rules, `rp_filter` and forwarding); nothing is re-implemented
+//! but the firewall walk (see [`crate::firewall`]).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use serde::Serialize;
+use weft_common::flannel::SubnetEnv;
+use weft_common::netlink::Netlink;
+use weft_common::netns::NetNs;
+
+use crate::cause::Cause;
+use crate::cli::PathArgs;
+use crate::firewall::Ruleset;
+use crate::kernel::{self, LinkFacts, RouteAnswer, RouteQuery};
+use crate::leases::Lease;
+use crate::pods::{self, Attachment, PodsReport};
+
+mod local;
+use local::walk;
+mod overlay;
+mod render;
+
+pub use render::render_text;
+
+/// Bytes VXLAN adds in front of the inner IP packet: inner Ethernet header (14), VXLAN
+/// header (8), UDP (8), outer IPv4 header (20) — or 40 for an IPv6 underlay.
+pub fn vxlan_overhead(underlay_v6: bool) -> u32 {
+    14 + 8 + 8 + if underlay_v6 { 40 } else { 20 }
+}
+
+/// One hop of the chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hop {
+    /// Stable step name (`pod`, `pod-route`, `veth`, `bridge`, `host-route`, `forward`, ...).
+    pub step: &'static str,
+    /// `local`, or the remote node's address.
+    pub node: String,
+    /// The kernel object found.
+    pub object: String,
+    /// Where it should have come from.
+    pub source: Option<String>,
+    pub ok: bool,
+    pub cause: Option<Cause>,
+    /// Why it is broken (or a remark).
+    pub detail: Option<String>,
+}
+
+/// The answer of `weft path`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathReport {
+    pub src: String,
+    pub dst: String,
+    /// `"reachable"` or `"broken"`.
+    pub verdict: &'static str,
+    /// The first broken link's code; `null` when reachable.
+    pub cause: Option<Cause>,
+    pub hint: Option<&'static str>,
+    pub failure_mode: Option<&'static str>,
+    pub hops: Vec<Hop>,
+    /// Remarks that do not change the verdict.
+    pub notes: Vec<String>,
+    /// `--probe`: where real packets were seen (absent without `--probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::probe::ProbeReport>,
+}
+
+/// Bad input or something that could not be read (exit status 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathError(pub String);
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The outcome: a report, plus an error when the walk stopped on something unreadable.
+pub struct Outcome {
+    pub report: PathReport,
+    /// Set when the verdict could not be completed (exit 2, the report shows what was seen).
+    pub unreadable: Option<String>,
+}
+
+enum Dst<'a> {
+    Pod(&'a Attachment),
+    Ip(Ipv4Addr),
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, PathError> {
+    Err(PathError(msg.into()))
+}
+
+/// Finds a pod of this node by IP, container ID or netns path.
+fn resolve<'a>(pods: &'a PodsReport, what: &str, role: &str) -> Result<Option<&'a Attachment>, PathError> {
+    if let Ok(ip) = what.parse::<IpAddr>() {
+        return Ok(pods.pods.iter().find(|p| p.addresses.iter().any(|a| a.ip() == ip)));
+    }
+    if what.starts_with('/') {
+        let path = Path::new(what);
+        if !path.exists() {
+            return err(format!("{role} {what}: netns path does not exist"));
+        }
+        if NetNs::open(path).is_err() {
+            return err(format!("{role} {what}: not a network namespace"));
+        }
+        let found = pods.pods.iter().find(|p| same_file(&p.netns, path));
+        return match found {
+            Some(p) => Ok(Some(p)),
+            None => err(format!(
+                "{role} {what}: no pod attachment of this node in that namespace (POD_NOT_FOUND)"
+            )),
+        };
+    }
+    // Container IDs are letters, digits, `_`, `.` and `-`; something that starts like a
+    // dotted quad but does not parse is a mistyped address.
+    let addressish = what.starts_with(|c: char| c.is_ascii_digit()) && what.contains('.');
+    if addressish || what.contains(':') || what.contains('/') {
+        return err(format!(
+            "{role} {what:?}: malformed address (want an IPv4 address, a container ID or a netns path)"
+        ));
+    }
+    match pods.pods.iter().find(|p| p.container_id.as_deref() == Some(what)) {
+        Some(p) => Ok(Some(p)),
+        None => err(format!("{role} {what}: no pod with that container ID on this node (POD_NOT_FOUND)")),
+    }
+}
+
+fn same_file(a: &str, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// The walk's state: the chain so far.
+struct Walk {
+    hops: Vec<Hop>,
+    notes: Vec<String>,
+    node: String,
+}
+
+impl Walk {
+    fn ok(&mut self, step: &'static str, object: String, source: Option<String>) {
+        self.hops.push(Hop {
+            step,
+            node: self.node.clone(),
+            object,
+            source,
+            ok: true,
+            cause: None,
+            detail: None,
+        });
+    }
+    fn broken(
+        &mut self,
+        step: &'static str,
+        object: String,
+        source: Option<String>,
+        cause: Cause,
+        detail: String,
+    ) {
+        self.hops.push(Hop {
+            step,
+            node: self.node.clone(),
+            object,
+            source,
+            ok: false,
+            cause: Some(cause),
+            detail: Some(detail),
+        });
+    }
+    fn failed(&self) -> bool {
+        self.hops.iter().any(|h| !h.ok)
+    }
+}
+
+/// Everything read on this node before walking.
+struct Local {
+    links: Vec<LinkFacts>,
+    subnet_env: Option<SubnetEnv>,
+    subnet_file: String,
+    rules: Ruleset,
+    leases: Option<Vec<Lease>>,
+    lease_source: String,
+}
+
+impl Local {
+    fn link(&self, index: u32) -> Option<&LinkFacts> {
+        self.links.iter().find(|l| l.index == index)
+    }
+    fn vtep(&self) -> Option<&LinkFacts> {
+        self.links.iter().find(|l| l.kind.as_deref() == Some("vxlan") && l.name.starts_with("flannel."))
+    }
+    fn network(&self) -> Vec<Ipv4Network> {
+        self.subnet_env
+            .iter()
+            .flat_map(|s| s.networks.iter())
+            .filter_map(|n| match n {
+                IpNetwork::V4(v) => Some(*v),
+                IpNetwork::V6(_) => None,
+            })
+            .collect()
+    }
+    fn own_subnet(&self) -> Option<Ipv4Network> {
+        match self.subnet_env.as_ref()?.subnet? {
+            IpNetwork::V4(v) => Some(v),
+            IpNetwork::V6(_) => None,
+        }
+    }
+}
+
+fn sysctl(key: &str) -> Option<String> {
+    weft_common::sysctl::get(key).ok()
+}
+
+/// Runs `weft path`.
+pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
+    let rules = Ruleset::read();
+    let pods = pods::collect_with(&args.dirs, &rules).map_err(PathError)?;
+    let src = match resolve(&pods, &args.src, "SRC")? {
+        Some(p) => p,
+        None => {
+            return err(format!(
+                "SRC {}: no pod with that address on this node (POD_NOT_FOUND; run weft path on SRC's node)",
+                args.src
+            ))
+        }
+    };
+    let src_ip =
+        src.ipv4().ok_or_else(|| PathError(format!("SRC {}: the pod has no IPv4 address", args.src)))?;
+    let dst = match resolve(&pods, &args.dst, "DST")? {
+        Some(p) => Dst::Pod(p),
+        None => match args.dst.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v)) => Dst::Ip(v),
+            Ok(IpAddr::V6(_)) => return err(format!("DST {}: IPv6 is not supported", args.dst)),
+            Err(_) => {
+                return err(format!(
+                    "DST {}: not found on this node (give a pod IP for a remote pod)",
+                    args.dst
+                ))
+            }
+        },
+    };
+    let dst_ip = match &dst {
+        Dst::Pod(p) => {
+            p.ipv4().ok_or_else(|| PathError(format!("DST {}: the pod has no IPv4 address", args.dst)))?
+        }
+        Dst::Ip(v) => *v,
+    };
+    let mut host = Netlink::open().map_err(|e| PathError(format!("open netlink socket: {e}")))?;
+    let links = kernel::links(&mut host).map_err(|e| PathError(format!("list links of this node: {e}")))?;
+    let (leases, lease_source) = match &args.etcd_endpoints {
+        Some(ep) => {
+            let etcd = weft_flanneld::cli::EtcdArgs {
+                etcd_endpoints: ep.clone(),
+                etcd_prefix: args.etcd_prefix.clone(),
+                etcd_keyfile: args.etcd_keyfile.clone(),
+                etcd_certfile: args.etcd_certfile.clone(),
+                etcd_cafile: args.etcd_cafile.clone(),
+                etcd_username: args.etcd_username.clone(),
+                etcd_password: args.etcd_password.clone(),
+            };
+            (Some(crate::leases::read(&etcd).map_err(PathError)?), format!("etcd {ep}"))
+        }
+        None => (None, "the remote flanneld's view".to_string()),
+    };
+    let local = Local {
+        links,
+        subnet_env: SubnetEnv::read(&args.dirs.subnet_file).ok(),
+        subnet_file: args.dirs.subnet_file.display().to_string(),
+        rules,
+        leases,
+        lease_source,
+    };
+    let mut w = Walk { hops: Vec::new(), notes: Vec::new(), node: "local".into() };
+    if local.subnet_env.is_none() {
+        w.notes.push(format!("{} could not be read: cluster network and lease unknown", local.subnet_file));
+    }
+    let mut unreadable = None;
+    walk(&mut w, &mut host, &local, src, src_ip, &dst, dst_ip, args.remote_port, &mut unreadable);
+    if let Some(e) = &unreadable {
+        w.notes.retain(|n| n != e);
+    }
+    let mut probe = None;
+    if args.probe && unreadable.is_none() {
+        let watches = watches(&mut host, &local, src, &dst, dst_ip);
+        let vxlan_port = local.vtep().and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
+        let p = crate::probe::run(
+            &src.netns, src_ip, dst_ip, src.mtu, args.proto, args.port, vxlan_port, &watches,
+        )
+        .map_err(|e| PathError(format!("probe: {e}")))?;
+        if !w.failed() {
+            probe_verdict(&mut w, &p);
+        }
+        probe = Some(p);
+    }
+    let first = w.hops.iter().find(|h| !h.ok).and_then(|h| h.cause);
+    let report = PathReport {
+        src: args.src.clone(),
+        dst: args.dst.clone(),
+        verdict: if first.is_some() { "broken" } else { "reachable" },
+        cause: first,
+        hint: first.map(|c| c.hint()),
+        failure_mode: first.and_then(|c| c.failure_mode()),
+        hops: w.hops,
+        notes: w.notes,
+        probe,
+    };
+    Ok(Outcome { report, unreadable })
+}
+
+/// The interfaces of this node (and the pods' namespaces) the probe watches, in path order.
+fn watches(
+    host: &mut Netlink,
+    local: &Local,
+    src: &Attachment,
+    dst: &Dst,
+    dst_ip: Ipv4Addr,
+) -> Vec<crate::probe::Watch> {
+    use crate::probe::Watch;
+    let mut out = vec![Watch {
+        place: "pod",
+        ifname: src.ifname.clone(),
+        ifindex: src.index,
+        netns: Some(src.netns.clone()),
+    }];
+    let node = |place: &'static str, l: &LinkFacts| Watch {
+        place,
+        ifname: l.name.clone(),
+        ifindex: l.index,
+        netns: None,
+    };
+    if let Some(h) = &src.host_veth {
+        out.push(Watch { place: "veth", ifname: h.name.clone(), ifindex: h.index, netns: None });
+        // Frames bridged between two ports never pass the bridge device itself.
+        if let (Some(b), Dst::Ip(_)) = (h.bridge_index.and_then(|b| local.link(b)), dst) {
+            out.push(node("bridge", b));
+        }
+    }
+    match dst {
+        Dst::Pod(d) => {
+            if let Some(h) = &d.host_veth {
+                out.push(Watch { place: "dst-veth", ifname: h.name.clone(), ifindex: h.index, netns: None });
+            }
+            out.push(Watch {
+                place: "dst-pod",
+                ifname: d.ifname.clone(),
+                ifindex: d.index,
+                netns: Some(d.netns.clone()),
+            });
+        }
+        Dst::Ip(_) => {
+            let via = kernel::route_get(host, &RouteQuery { to: Some(dst_ip), ..RouteQuery::default() })
+                .ok()
+                .and_then(|r| r.oif);
+            if let Some(v) = local.vtep().filter(|v| Some(v.index) == via) {
+                out.push(node("vtep", v));
+                if let Some(u) = v.vxlan.as_ref().and_then(|x| x.underlay_index).and_then(|i| local.link(i)) {
+                    out.push(node("underlay", u));
+                }
+            } else if let Some(l) = via.and_then(|i| local.link(i)) {
+                out.push(node("egress", l));
+            }
+        }
+    }
+    out
+}
+
+/// A statically healthy path whose packets were not answered: name where they were lost.
+fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
+    let last = p.last_seen.clone().unwrap_or_else(|| "nowhere".into());
+    let obj = format!(
+        "{} {} probe(s) sent, last seen at {last}, {}",
+        p.sent,
+        p.proto,
+        if p.answered { "answered" } else { "NOT answered" }
+    );
+    if !p.answered {
+        let at = p.hops.iter().rev().find(|h| h.requests > 0).map(|h| h.place);
+        let (cause, why) = match at {
+            Some("underlay" | "egress") => {
+                (Cause::UnderlayLoss, format!("the probe left this node ({last}) and no answer came back"))
+            }
+            Some("bridge" | "veth") => {
+                (Cause::ForwardDrop, format!("the probe entered the node ({last}) but never left it"))
+            }
+            _ => (Cause::NoRoute, format!("the probe was last seen at {last}")),
+        };
+        w.broken("probe", obj, None, cause, why);
+        return;
+    }
+    if p.df_answered == Some(false) {
+        let size = p.df_probe_size.unwrap_or(0);
+        w.broken(
+            "probe",
+            obj,
+            None,
+            Cause::MtuMismatch,
+            format!("a {size}-byte DF probe (the pod MTU) got no answer while small ones did"),
+        );
+        return;
+    }
+    w.ok("probe", obj, None);
+}
+
+fn describe_route(r: &RouteAnswer, local: &Local, to: Ipv4Addr) -> String {
+    let dev = r.oif.and_then(|i| local.link(i)).map(|l| l.name.clone()).or(r.oif.map(|i| format!("if{i}")));
+    let mut s = format!("{} {to}", r.kind);
+    if let Some(g) = r.gateway {
+        s.push_str(&format!(" via {g}"));
+    }
+    if let Some(d) = dev {
+        s.push_str(&format!(" dev {d}"));
+    }
+    if let Some(t) = r.table.filter(|t| *t != 254) {
+        s.push_str(&format!(" table {t}"));
+    }
+    s
+}
+
+fn attachment_source(a: &Attachment) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(c) = &a.cache {
+        parts.push(format!("cache {}", c.path.display()));
+    }
+    for r in &a.reservations {
+        parts.push(format!("reservation {}", r.path.display()));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
