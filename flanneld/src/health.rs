@@ -1,4 +1,4 @@
-//! Health and readiness (reference/flannel.md §11) and the small HTTP server for `/healthz`,
+//! Health and readiness (docs/flannel.md §11) and the small HTTP server for `/healthz`,
 //! `/readyz`, `/metrics` and any extra read-only routes (see [`Routes::route`]).
 //!
 //! The daemon loop publishes its state here; the server only reads it. Unlike upstream (which
