@@ -1,6 +1,6 @@
 //! `subnet.env`: the one parser and renderer (flanneld writes it, the flannel plugin reads it).
 //!
-//! Format and strictness follow reference/flannel.md §10 and §12.2: `KEY=value` lines, no
+//! Format and strictness follow docs/flannel.md §10 and §12.2: `KEY=value` lines, no
 //! quotes; `FLANNEL_SUBNET` is the node's first host address with the subnet's prefix.
 
 use std::fmt::Write as _;

@@ -1,7 +1,7 @@
 //! JSON as libcni and the Go plugins write it: object keys sorted, compact.
 //!
 //! Go's `encoding/json` sorts map keys; runtimes and plugins re-serialise configs that way
-//! (reference/cni.md §4.1, reference/flannel.md §12.3). `serde_json::Map` is only sorted when
+//! (docs/cni.md §4.1, docs/flannel.md §12.3). `serde_json::Map` is only sorted when
 //! its `preserve_order` feature is off, and a workspace build may turn it on through another
 //! crate, so the order is imposed here explicitly.
 

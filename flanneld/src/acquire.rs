@@ -1,4 +1,4 @@
-//! Our own lease in etcd: one acquisition attempt (reference/flannel.md §5.2, §4.4) and renewal.
+//! Our own lease in etcd: one acquisition attempt (docs/flannel.md §5.2, §4.4) and renewal.
 //!
 //! Every write is conditional: creation is create-if-absent, reuse of our PublicIP's lease
 //! requires the record to be unchanged since we listed it, renewal requires the key to still be

@@ -1,4 +1,4 @@
-//! Pure subnet choice for one acquisition attempt (reference/flannel.md §5.2): our own
+//! Pure subnet choice for one acquisition attempt (docs/flannel.md §5.2): our own
 //! PublicIP's existing lease, else the previous subnet from subnet.env if free, else a random
 //! pick among the first 100 free subnets. No I/O: the caller lists, creates and retries.
 

@@ -1,4 +1,4 @@
-//! The command line, compatible with upstream flanneld (reference/flannel.md §1).
+//! The command line, compatible with upstream flanneld (docs/flannel.md §1).
 //!
 //! Go's `flag` package accepts `-name` and `--name`, `-name=value` and `-name value`, and
 //! booleans only as `-name` or `-name=<bool>`; it stops at the first non-flag argument or `--`.

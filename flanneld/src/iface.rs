@@ -1,4 +1,4 @@
-//! Choosing the external interface and the public address (reference/flannel.md §7).
+//! Choosing the external interface and the public address (docs/flannel.md §7).
 //!
 //! Order: `--iface` values (IP or name; first that resolves wins), then `--iface-regex`
 //! (addresses first, then names), then `--iface-can-reach` (the interface of the longest-prefix

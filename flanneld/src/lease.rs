@@ -1,6 +1,6 @@
 //! The lease model shared with upstream flanneld: etcd key names and `LeaseAttrs` JSON.
 //!
-//! Byte compatibility matters here (reference/flannel.md §4): keys are
+//! Byte compatibility matters here (docs/flannel.md §4): keys are
 //! `<prefix>/subnets/<a.b.c.d>-<len>[&<ipv6>-<len6>]`, values are compact JSON with the fields in
 //! upstream's order and `PublicIPv6: null` when there is no IPv6. Readers accept what upstream's
 //! readers accept (field names case-insensitive, MAC in either case).

@@ -3,7 +3,7 @@
 //! Decide, then do: lease records from the [`registry`] become peer [`peers::Change`]s (pure),
 //! which `weft_dataplane::plan` turns into kernel operations applied by a
 //! `weft_dataplane::Dataplane`. [`daemon::run`] owns all state in one loop; [`watch`] only
-//! feeds it. See reference/flannel.md for the interop contract with upstream nodes.
+//! feeds it. See docs/flannel.md for the interop contract with upstream nodes.
 
 pub mod acquire;
 pub mod allocate;

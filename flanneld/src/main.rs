@@ -1,7 +1,7 @@
 //! `flanneld`: parse flags, set up logging, pick the external interface, build the etcd
 //! registry and the netlink dataplane, serve health, and hand over to `daemon::run`.
 //!
-//! Exit statuses (reference/flannel.md §1.4): 0 on SIGINT/SIGTERM, `-h` and `-version`; 2 for
+//! Exit statuses (docs/flannel.md §1.4): 0 on SIGINT/SIGTERM, `-h` and `-version`; 2 for
 //! bad flags; 1 for startup failures (renew margin, no interface, device, firewall, files).
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! The network configuration at `<prefix>/config` (reference/flannel.md §3): decoding with Go's
+//! The network configuration at `<prefix>/config` (docs/flannel.md §3): decoding with Go's
 //! rules (field names case-insensitive, unknown fields ignored, wrong types are errors), derived
 //! defaults, and validation into a [`NetworkSpec`]. Errors name the field.
 //!

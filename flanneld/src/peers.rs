@@ -1,4 +1,4 @@
-//! The set of remote VXLAN peers derived from lease records (pure; reference/flannel.md §6).
+//! The set of remote VXLAN peers derived from lease records (pure; docs/flannel.md §6).
 //!
 //! Input: lease puts, deletes and full snapshots (after a re-list). Output: [`Change`]s for the
 //! daemon to program. Rules: our own subnet is never a peer; leases whose `BackendType` is not

@@ -1,5 +1,5 @@
 //! Files flanneld keeps on the node: `subnet.env` (written in upstream's exact format, read
-//! back leniently for the previous subnet, reference/flannel.md §10) and the persisted VTEP MAC
+//! back leniently for the previous subnet, docs/flannel.md §10) and the persisted VTEP MAC
 //! (`<subnet-file dir>/weft-vtep-mac`) that keeps the published `VtepMAC` stable across
 //! restarts, so peers need no FDB update when we come back.
 

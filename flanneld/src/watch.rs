@@ -1,5 +1,5 @@
 //! The lease watch task: turns etcd into a stream of [`WatchMsg`]s for the daemon loop and owns
-//! no daemon state (reference/flannel.md §4.4, §6.1).
+//! no daemon state (docs/flannel.md §4.4, §6.1).
 //!
 //! It starts from a listing (given, so startup costs one range read), watches from that
 //! revision + 1, and whenever the watch breaks (compaction, etcd restart or outage) it re-lists

@@ -1,4 +1,4 @@
-//! `CNI_ARGS` (`K=V;K=V`), reference/cni.md §6.3.
+//! `CNI_ARGS` (`K=V;K=V`), docs/cni.md §6.3.
 //!
 //! weft is lenient where the reference is strict: unknown keys are accepted whether or not
 //! `IgnoreUnknown` is set, so `IP=` meant for host-local does not break bridge. A pair

@@ -94,7 +94,7 @@ pub fn decode<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, Cni
     })
 }
 
-/// Validates a network `name` (reference/cni.md §2.2): required, `[A-Za-z0-9][A-Za-z0-9_.-]*`
+/// Validates a network `name` (docs/cni.md §2.2): required, `[A-Za-z0-9][A-Za-z0-9_.-]*`
 /// and, because host-local uses it as a directory name, never `.` or `..`.
 pub fn validate_network_name(name: Option<&Value>) -> Result<String, CniError> {
     let name = match name {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The spec's well-known error codes (reference/cni.md §2.6).
+/// The spec's well-known error codes (docs/cni.md §2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ErrorCode {

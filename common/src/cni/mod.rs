@@ -1,6 +1,6 @@
 //! The CNI protocol, spec 1.1.0, as plugins and runtimes speak it.
 //!
-//! See `shared/reference/cni.md`. Everything here is pure except [`skel`] (process
+//! See `docs/cni.md`. Everything here is pure except [`skel`] (process
 //! environment, stdin, stdout) and [`invoke`] (executes other plugins).
 
 pub mod args;

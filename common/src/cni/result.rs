@@ -2,7 +2,7 @@
 //!
 //! [`CniResult::parse`] reads a result (or `prevResult`) of any version and
 //! [`CniResult::render`] prints it in the version the request asked for, following the
-//! conversion rules of the reference library (reference/cni.md §3.4).
+//! conversion rules of the reference library (docs/cni.md §3.4).
 
 use std::net::IpAddr;
 
@@ -166,7 +166,7 @@ impl CniResult {
         })
     }
 
-    /// Prints the result in `version` (rules of reference/cni.md §3.4).
+    /// Prints the result in `version` (rules of docs/cni.md §3.4).
     pub fn render(&self, version: &str) -> Result<Value, CniError> {
         let v = Version::parse(version).ok_or_else(|| CniError::incompatible_version(version))?;
         if v.is_legacy_020() {

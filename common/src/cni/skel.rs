@@ -1,6 +1,6 @@
 //! The plugin entry point: environment + stdin → [`CmdArgs`] → [`Plugin`] → stdout, exit code.
 //!
-//! Checks run in the reference skel's order (reference/cni.md §2.2): `CNI_*` variables,
+//! Checks run in the reference skel's order (docs/cni.md §2.2): `CNI_*` variables,
 //! then stdin, the network name, the command and the version. The "CNI_NETNS is my own
 //! namespace" check runs *before* ADD/CHECK do any work (the reference runs it after).
 //!
@@ -154,7 +154,7 @@ fn fail(err: CniError, version: &str) -> Outcome {
     Outcome { stdout: err.to_json(version), stderr: String::new(), exit: 1 }
 }
 
-/// Validates a container ID (reference/cni.md §2.2).
+/// Validates a container ID (docs/cni.md §2.2).
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     if !conf::is_valid_id(id) {
         return Err(CniError::new(

@@ -26,7 +26,7 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 /// A MAC address.
 pub type Mac = [u8; 6];
 
-/// Desired VXLAN device (reference/flannel.md §8.1).
+/// Desired VXLAN device (docs/flannel.md §8.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
     /// `flannel.<vni>`.

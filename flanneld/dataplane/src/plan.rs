@@ -1,7 +1,7 @@
 //! Pure planning: which [`NetOp`]s bring the VXLAN device's neighbours, FDB and routes from
 //! what they are (or were) to what the peer set says they must be. No I/O here.
 //!
-//! Per peer (reference/flannel.md §8.5) the neighbour and the FDB entry come before the route,
+//! Per peer (docs/flannel.md §8.5) the neighbour and the FDB entry come before the route,
 //! so the kernel never tries to resolve the gateway `S.0` itself on a device without learning.
 //! Cleanup of a peer's previous entries (old MAC, old public IP) comes *after* the new entries:
 //! make before break, no window without forwarding state. Deleting stale FDB entries and

@@ -1,5 +1,5 @@
 //! The daemon: one loop owns all state (network config, own lease, peer set, what the kernel
-//! should hold); the watch task only sends it messages (reference/flannel.md §2, §5, §6, §8).
+//! should hold); the watch task only sends it messages (docs/flannel.md §2, §5, §6, §8).
 //!
 //! Startup: config (retried every second), VTEP MAC (persisted), lease, device, subnet.env,
 //! then the loop. Decide, then do: lease records → [`PeerSet`] changes (pure) →

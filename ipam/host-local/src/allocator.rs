@@ -1,4 +1,4 @@
-//! Allocation, release, check, GC and status over any [`Store`] (reference/cni.md §8.3–§8.7).
+//! Allocation, release, check, GC and status over any [`Store`] (docs/cni.md §8.3–§8.7).
 //!
 //! Pure logic: every function takes the store's lock for its whole duration, reads the
 //! reservations once, and decides. Stricter than the reference in one place: when a later range

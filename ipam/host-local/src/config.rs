@@ -1,6 +1,6 @@
 //! host-local's configuration: the wire types read from stdin and [`validate`] into a [`Spec`].
 //!
-//! Accepts what the reference accepts (reference/cni.md §8.1–§8.3): case-insensitive keys,
+//! Accepts what the reference accepts (docs/cni.md §8.1–§8.3): case-insensitive keys,
 //! unknown keys ignored, the legacy top-level range, `runtimeConfig.ipRanges` prepended. Every
 //! rejection is code 7 naming the field path (`ipam.ranges[0][0].subnet`) with the reference's
 //! message text in `details`, except a bad `CNI_ARGS` `IP=` (code 4). Nothing here does I/O.

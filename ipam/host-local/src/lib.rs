@@ -1,6 +1,6 @@
 //! weft-host-local: the `host-local` IPAM plugin, a drop-in for the reference Go plugin.
 //!
-//! It shares the reference's on-disk state (reference/cni.md §8.4) and lock, so a node can
+//! It shares the reference's on-disk state (docs/cni.md §8.4) and lock, so a node can
 //! switch between the two implementations in either direction without losing an allocation.
 //! Modules: [`config`] (wire types → [`config::Spec`]), [`range`] (validated ranges and the walk
 //! order), [`allocator`] (pure logic over a [`store::Store`]), [`store`] (disk format, memory

@@ -2,7 +2,7 @@
 //!
 //! Pure: no I/O. A [`Range`] is `[start, end]` inside `subnet` with a `gateway` that is never
 //! handed out; a [`RangeSet`] is one or more ranges of one family from which exactly one address
-//! is allocated per ADD (reference/cni.md §8.1, §8.5).
+//! is allocated per ADD (docs/cni.md §8.1, §8.5).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

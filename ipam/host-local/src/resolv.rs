@@ -1,4 +1,4 @@
-//! `resolvConf`: a resolv.conf-style file read into the result's `dns` (reference/cni.md §8.1).
+//! `resolvConf`: a resolv.conf-style file read into the result's `dns` (docs/cni.md §8.1).
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! CHECK (reference/cni.md §7.7) without the reference's bugs: a `prevResult` route without
+//! CHECK (docs/cni.md §7.7) without the reference's bugs: a `prevResult` route without
 //! `gw` matches the kernel route ADD installed through the gateway, and an L2 config does
 //! not call a non-existent IPAM plugin.
 

@@ -2,7 +2,7 @@
 //! case-insensitive keys, unknown keys ignored) and its validated form ([`BridgeSpec`]).
 //!
 //! Everything that can be checked without the kernel is checked here, before any side
-//! effect (reference/cni.md §7.1, §7.2, §11).
+//! effect (docs/cni.md §7.1, §7.2, §11).
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! DEL (reference/cni.md §7.6, with §11's fixes): best effort, keeps going past failures and
+//! DEL (docs/cni.md §7.6, with §11's fixes): best effort, keeps going past failures and
 //! reports the first one. Works with an empty, deleted or non-namespace `CNI_NETNS`, a
 //! missing interface, no `prevResult`, and when repeated. Always releases IPAM; removes
 //! masquerade rules even when the interface is gone (prevResult IPs when present, otherwise

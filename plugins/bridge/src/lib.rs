@@ -1,4 +1,4 @@
-//! weft-bridge: the CNI `bridge` plugin (reference/cni.md §7), a drop-in replacement for the
+//! weft-bridge: the CNI `bridge` plugin (docs/cni.md §7), a drop-in replacement for the
 //! reference Go plugin.
 //!
 //! ADD validates everything first ([`config`]), then works from the host thread with one

@@ -1,4 +1,4 @@
-//! Pure planning of the L3 part of ADD (reference/cni.md §7.3 step 9) and of the result
+//! Pure planning of the L3 part of ADD (docs/cni.md §7.3 step 9) and of the result
 //! (step 6, 15): gateways, the default route, bridge gateway addresses, interface indexes.
 
 use std::net::IpAddr;

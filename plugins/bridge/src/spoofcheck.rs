@@ -1,4 +1,4 @@
-//! `macspoofchk` (reference/cni.md §7.5): an nftables filter in `table bridge nat` that
+//! `macspoofchk` (docs/cni.md §7.5): an nftables filter in `table bridge nat` that
 //! drops frames entering the bridge from the container's host veth unless their source MAC
 //! is the container's. Same table, chain, rule and comment names as the reference, so either
 //! implementation removes the other's rules. Written with one `nft -f -` transaction; the

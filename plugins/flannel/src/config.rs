@@ -1,4 +1,4 @@
-//! The flannel plugin's network configuration (reference/flannel.md §12.1).
+//! The flannel plugin's network configuration (docs/flannel.md §12.1).
 //!
 //! Only the keys flannel reads are decoded; `delegate` and `ipam` stay opaque JSON objects
 //! because everything in them is passed on to the delegate verbatim. Decoding (type errors)

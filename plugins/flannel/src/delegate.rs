@@ -1,6 +1,6 @@
 //! Building the delegate config from the flannel config and `subnet.env` (pure).
 //!
-//! Rules of upstream `flannel_linux.go` (reference/flannel.md §12.3): the `delegate` object is
+//! Rules of upstream `flannel_linux.go` (docs/flannel.md §12.3): the `delegate` object is
 //! the base; `name`, `cniVersion` and `runtimeConfig` are imposed; `type`, `ipMasq`, `mtu` and
 //! `isGateway` are defaults the operator may override; `ipam` is rebuilt with flannel's subnet
 //! as the only range set(s) and the cluster network(s) appended to the routes.
@@ -160,7 +160,7 @@ mod tests {
         }
     }
 
-    /// The example of reference/flannel.md §12.3, byte for byte.
+    /// The example of docs/flannel.md §12.3, byte for byte.
     const GOLDEN: &str = r#"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}"#;
 
     const ENV: &str =

@@ -1,4 +1,4 @@
-//! weft-flannel: the `flannel` CNI meta-plugin (reference/flannel.md §12).
+//! weft-flannel: the `flannel` CNI meta-plugin (docs/flannel.md §12).
 //!
 //! It configures nothing itself. ADD reads flanneld's `subnet.env`, builds a bridge +
 //! host-local config ([`delegate`]), saves it ([`scratch`]) and execs the delegate through the

@@ -1,4 +1,4 @@
-//! The saved delegate configs: `<dataDir>/<containerID>` (reference/flannel.md §12.4).
+//! The saved delegate configs: `<dataDir>/<containerID>` (docs/flannel.md §12.4).
 //!
 //! ADD saves the exact bytes sent to the delegate before running it, so that DEL can replay
 //! them even if the config or `subnet.env` changed since (or flanneld is gone). The file is

@@ -160,7 +160,7 @@ fn check_replays_the_saved_config_with_the_prev_result() {
     conf["prevResult"] = serde_json::from_str(&add.stdout).unwrap();
     let check = lab.run("CHECK", "ctr-check", &conf);
     if lab.cni_path == REFERENCE_DIR {
-        // Reference bridge 1.1.1 cannot CHECK a route without `gw` (reference/cni.md §7.7
+        // Reference bridge 1.1.1 cannot CHECK a route without `gw` (docs/cni.md §7.7
         // [1.1.1]); its error reaching us proves the saved config and prevResult got there
         // (without prevResult it would say "Required prevResult missing").
         let err = error_of(&check);

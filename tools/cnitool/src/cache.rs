@@ -1,4 +1,4 @@
-//! The result cache, in libcni's `cniCacheV1` format (reference/cni.md §4.3).
+//! The result cache, in libcni's `cniCacheV1` format (docs/cni.md §4.3).
 //!
 //! One file per attachment, `<cacheDir>/results/<network>-<containerID>-<ifname>`,
 //! directory 0700, file 0600. Files written by libcni ≥ 1.2 and by weft are interchangeable,

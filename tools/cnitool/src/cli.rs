@@ -1,4 +1,4 @@
-//! The command line and environment contract of upstream `cnitool` (reference/cni.md §4.5).
+//! The command line and environment contract of upstream `cnitool` (docs/cni.md §4.5).
 //!
 //! `cnitool add|check|del|gc|status <net> <netns>`; environment: `NETCONFPATH` (default
 //! `/etc/cni/net.d`), `CNI_PATH`, `CNI_IFNAME` (default `eth0` only when unset), `CNI_ARGS`

@@ -1,5 +1,5 @@
 //! Running a network list: ADD, CHECK, DEL, GC, STATUS as libcni `api.go` does
-//! (reference/cni.md §4.1, §4.4). Plugins are exec'd through `weft_common::cni::invoke`.
+//! (docs/cni.md §4.1, §4.4). Plugins are exec'd through `weft_common::cni::invoke`.
 
 use serde_json::{Map, Value};
 use weft_common::cni::conf::validate_network_name;

@@ -1,5 +1,5 @@
 //! Loading a network list from a configuration directory, as libcni does
-//! (`libcni/conf.go`, reference/cni.md §4.1).
+//! (`libcni/conf.go`, docs/cni.md §4.1).
 //!
 //! `*.conflist` files are tried in file-name order and the first whose `name` matches wins;
 //! a file that does not parse aborts the search (libcni does the same). If no list matches,

@@ -1,4 +1,4 @@
-//! weft-cnitool: a drop-in `cnitool` (reference/cni.md §4.5).
+//! weft-cnitool: a drop-in `cnitool` (docs/cni.md §4.5).
 //!
 //! [`cli`] reads the command line and environment, [`conflist`] loads the network like
 //! libcni, [`request`] builds each plugin's stdin, [`commands`] runs the list through

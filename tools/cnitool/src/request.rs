@@ -1,5 +1,5 @@
 //! Building each plugin's stdin from the list, as libcni `buildOneConfig` does
-//! (reference/cni.md §4.1): the plugin object with the list's `name` and `cniVersion`
+//! (docs/cni.md §4.1): the plugin object with the list's `name` and `cniVersion`
 //! imposed, `prevResult` when there is one, and `runtimeConfig` holding the capability
 //! arguments the plugin declared in `capabilities`. Keys sorted, compact.
 

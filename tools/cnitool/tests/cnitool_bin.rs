@@ -357,7 +357,7 @@ fn flannel_chain_check_and_gc_at_1_0_0() {
     lab.run("add").expect_ok();
     let check = lab.run("check");
     if lab.reference {
-        // Reference bridge 1.1.1 fails CHECK on routes without gw (reference/cni.md §7.7);
+        // Reference bridge 1.1.1 fails CHECK on routes without gw (docs/cni.md §7.7);
         // the error comes back through flannel and cnitool unchanged.
         assert_eq!(check.status, Some(1));
         assert!(check.stderr.contains(r#"plugin type="flannel" failed (check)"#), "{check}");

@@ -178,7 +178,7 @@ fn single_etcd_stopped_and_restarted_keeps_its_data() -> Result<()> {
 
 #[test]
 fn tcp_stream_over_hand_made_vxlan_with_mtu_1450() -> Result<()> {
-    // flannel.1 programmed by hand exactly as reference/flannel.md §8.5 describes, so the
+    // flannel.1 programmed by hand exactly as docs/flannel.md §8.5 describes, so the
     // lab's iperf3, MTU and inspection paths are proven before flanneld exists.
     require_root();
     let mut lab = Lab::new(PREFIX)?;

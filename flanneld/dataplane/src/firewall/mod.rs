@@ -1,4 +1,4 @@
-//! flanneld's masquerade and forward rules (reference/flannel.md §9), in the nftables or the
+//! flanneld's masquerade and forward rules (docs/flannel.md §9), in the nftables or the
 //! iptables layout of upstream, applied with one transaction per table and checked for drift.
 //!
 //! The tools run as child processes and inherit the calling thread's network namespace. IPv4

@@ -1,4 +1,4 @@
-//! Creating, adopting or replacing the VXLAN device, and its one address (reference/flannel.md
+//! Creating, adopting or replacing the VXLAN device, and its one address (docs/flannel.md
 //! §8.1–8.3).
 //!
 //! An existing device is kept as it is (MAC, MTU, learning) unless it is incompatible (upstream

@@ -1,6 +1,6 @@
 //! [`NetOp`] → rtnetlink message, and dumped messages → [`KernelState`] entries. Pure.
 //!
-//! Attribute choices are upstream's (reference/flannel.md §8.5): neighbours are family inet,
+//! Attribute choices are upstream's (docs/flannel.md §8.5): neighbours are family inet,
 //! state PERMANENT, type unicast; FDB entries are family bridge, flag SELF, state PERMANENT,
 //! lladdr + dst only (no VNI/port/ifindex); routes are main table, protocol boot, scope universe,
 //! type unicast, with oif + ONLINK unless DirectRouting.

@@ -1,4 +1,4 @@
-//! The reference host-local's on-disk format (reference/cni.md §8.4), byte for byte.
+//! The reference host-local's on-disk format (docs/cni.md §8.4), byte for byte.
 //!
 //! `<dataDir>/<network>/` holds one file per reserved address, named by the address's canonical
 //! text and containing `<containerID>\r\n<ifname>` (no trailing newline), `last_reserved_ip.<N>`

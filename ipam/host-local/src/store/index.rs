@@ -1,5 +1,5 @@
 //! A cache of reservation owners so an ADD need not read every reservation file
-//! (reference/cni.md §8.8, §11). The per-address files stay the only source of truth.
+//! (docs/cni.md §8.8, §11). The per-address files stay the only source of truth.
 //!
 //! The cache lives outside the network directory, in `<dataDir>/.weft-host-local-index/<network>`
 //! (no network can be named with a leading `.`), so the reference's layout is untouched. It
