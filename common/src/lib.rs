@@ -1,5 +1,6 @@
 //! weft-common: everything the weft binaries share.
 //!
+//! - [`capture`]: watching interfaces for `weft path --probe` packets (packet sockets, matcher).
 //! - [`cni`]: the CNI protocol (types, versions, errors, skel, delegation).
 //! - [`netns`]: opening and entering network namespaces.
 //! - [`netlink`]: a blocking rtnetlink socket and typed operations.
@@ -18,6 +19,7 @@
 //! group for almost every short-lived buffer, ~150 mmap/munmap calls per bridge ADD, which
 //! made an ADD slower than the glibc build; dlmalloc keeps freed memory for reuse.
 
+pub mod capture;
 pub mod cni;
 pub mod firewall;
 pub mod flannel;

@@ -139,8 +139,9 @@ impl Reply {
 /// The future an extra route's handler returns.
 pub type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
-/// An extra route's handler: called once per `GET`/`HEAD` of its path.
-pub type Handler = Arc<dyn Fn() -> ReplyFuture + Send + Sync>;
+/// An extra route's handler: called once per `GET`/`HEAD` of its path, with the request's
+/// query string (if any).
+pub type Handler = Arc<dyn Fn(Option<String>) -> ReplyFuture + Send + Sync>;
 
 /// What the server answers: `/healthz` and `/readyz` always, `/metrics` when metrics are given,
 /// and extra `GET`/`HEAD` routes added with [`Routes::route`], for example
@@ -179,13 +180,29 @@ impl Routes {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Reply> + Send + 'static,
     {
-        let handler: Handler = Arc::new(move || Box::pin(handler()) as ReplyFuture);
+        let handler: Handler = Arc::new(move |_| Box::pin(handler()) as ReplyFuture);
+        self.extra.push((path, handler));
+        self
+    }
+
+    /// Like [`Routes::route`], with the request's query string handed to `handler`.
+    pub fn route_query<F, Fut>(mut self, path: &'static str, handler: F) -> Routes
+    where
+        F: Fn(Option<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |q| Box::pin(handler(q)) as ReplyFuture);
         self.extra.push((path, handler));
         self
     }
 
     /// The reply to `method` on `path` (no query string).
     pub async fn reply(&self, method: &Method, path: &str) -> Reply {
+        self.reply_to(method, path, None).await
+    }
+
+    /// The reply to `method` on `path` with `query`.
+    pub async fn reply_to(&self, method: &Method, path: &str, query: Option<&str>) -> Reply {
         if method != Method::GET && method != Method::HEAD {
             return Reply::text(405, "method not allowed\n");
         }
@@ -204,14 +221,14 @@ impl Routes {
                 body: self.metrics.as_deref().map(Metrics::render).unwrap_or_default(),
             },
             _ => match self.extra.iter().find(|(p, _)| *p == path) {
-                Some((_, handler)) => handler().await,
+                Some((_, handler)) => handler(query.map(String::from)).await,
                 None => Reply::text(404, "not found\n"),
             },
         }
     }
 
     async fn respond(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let reply = self.reply(req.method(), req.uri().path()).await;
+        let reply = self.reply_to(req.method(), req.uri().path(), req.uri().query()).await;
         let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
         *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));

@@ -7,6 +7,7 @@
 
 pub mod acquire;
 pub mod allocate;
+pub mod capture;
 pub mod cli;
 pub mod daemon;
 pub mod debug;

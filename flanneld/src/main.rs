@@ -127,6 +127,7 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         }
         if cli.debug_dataplane {
             routes = weft_flanneld::debug::with_dataplane(routes, health.clone());
+            routes = weft_flanneld::capture::with_capture(routes, weft_flanneld::capture::Captures::new());
         }
         tokio::spawn(health::serve(listener, routes, stopped()));
     }
