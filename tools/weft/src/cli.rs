@@ -59,6 +59,16 @@ pub enum Proto {
     Tcp,
 }
 
+impl From<Proto> for weft_common::capture::ProbeProto {
+    fn from(p: Proto) -> Self {
+        match p {
+            Proto::Icmp => Self::Icmp,
+            Proto::Udp => Self::Udp,
+            Proto::Tcp => Self::Tcp,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PathArgs {
     /// Print JSON (`verdict`, `cause`, `hops`).

@@ -5,6 +5,7 @@
 pub mod cause;
 pub mod cli;
 pub mod doctor;
+pub mod dropwatch;
 pub mod exit;
 pub mod firewall;
 pub mod kernel;

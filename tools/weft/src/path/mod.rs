@@ -296,10 +296,22 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     if args.probe && unreadable.is_none() {
         let watches = watches(&mut host, &local, src, &dst, dst_ip);
         let vxlan_port = local.vtep().and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
-        let p = crate::probe::run(
-            &src.netns, src_ip, dst_ip, src.mtu, args.proto, args.port, vxlan_port, &watches,
-        )
-        .map_err(|e| PathError(format!("probe: {e}")))?;
+        let remote = match &dst {
+            Dst::Ip(_) => remote_watch(&w, args.remote_port),
+            Dst::Pod(_) => None,
+        };
+        let spec = crate::probe::ProbeSpec {
+            src_netns: &src.netns,
+            src_ip,
+            dst_ip,
+            pod_mtu: src.mtu,
+            proto: args.proto.into(),
+            port: args.port,
+            vxlan_port,
+            watches: &watches,
+            remote,
+        };
+        let p = crate::probe::run(&spec).map_err(|e| PathError(format!("probe: {e}")))?;
         if !w.failed() {
             probe_verdict(&mut w, &p);
         }
@@ -377,6 +389,22 @@ fn watches(
     out
 }
 
+/// The destination node's interfaces (underlay, VXLAN device, bridge) as its flanneld's view
+/// names them, when the walk went through a remote node.
+fn remote_watch(w: &Walk, port: u16) -> Option<crate::probe::RemoteWatch> {
+    let node: IpAddr = w.hops.iter().find(|h| h.node != "local")?.node.parse().ok()?;
+    let view = crate::remote::fetch_view(node, port).ok()?;
+    let name = |k: &str| {
+        view.get(k).and_then(|l| l.get("name")).and_then(serde_json::Value::as_str).map(String::from)
+    };
+    let places: Vec<(&'static str, String)> =
+        [("underlay", "underlay"), ("vtep", "device"), ("bridge", "bridge")]
+            .into_iter()
+            .filter_map(|(place, key)| Some((place, name(key)?)))
+            .collect();
+    Some(crate::probe::RemoteWatch { node, port, places })
+}
+
 /// A statically healthy path whose packets were not answered: name where they were lost.
 fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
     let last = p.last_seen.clone().unwrap_or_else(|| "nowhere".into());
@@ -387,16 +415,46 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
         if p.answered { "answered" } else { "NOT answered" }
     );
     if !p.answered {
-        let at = p.hops.iter().rev().find(|h| h.requests > 0).map(|h| h.place);
-        let (cause, why) = match at {
-            Some("underlay" | "egress") => {
+        let seen = p.hops.iter().rposition(|h| h.requests > 0);
+        let at = seen.and_then(|i| p.hops.get(i));
+        let next = seen.and_then(|i| p.hops.get(i + 1));
+        let remote = |h: &crate::probe::Seen| h.node != "local";
+        let (cause, mut why) = match (at, next) {
+            (Some(a), Some(n)) if !remote(a) && remote(n) && matches!(a.place, "underlay" | "egress") => (
+                Cause::UnderlayLoss,
+                format!("the probe left this node's {} and never reached {}'s {}", a.ifname, n.node, n.ifname),
+            ),
+            (Some(a), _) if !remote(a) && matches!(a.place, "underlay" | "egress") => {
                 (Cause::UnderlayLoss, format!("the probe left this node ({last}) and no answer came back"))
             }
-            Some("bridge" | "veth") => {
+            (Some(a), Some(n)) if remote(a) && a.place == "underlay" => (
+                Cause::UnderlayLoss,
+                format!(
+                    "the probe reached {}'s {} but never its {}: dropped on arrival there (a firewall on the VXLAN port?)",
+                    a.node, a.ifname, n.ifname
+                ),
+            ),
+            (Some(a), Some(n)) if remote(a) && a.place == "vtep" => (
+                Cause::ForwardDrop,
+                format!("the probe left {}'s {} but never reached its {}", a.node, a.ifname, n.ifname),
+            ),
+            (Some(a), _) if !remote(a) && matches!(a.place, "bridge" | "veth") => {
                 (Cause::ForwardDrop, format!("the probe entered the node ({last}) but never left it"))
             }
             _ => (Cause::NoRoute, format!("the probe was last seen at {last}")),
         };
+        if let Some(d) = p.drops.as_ref().filter(|d| !d.reasons.is_empty()) {
+            let list: Vec<String> = d
+                .reasons
+                .iter()
+                .take(3)
+                .map(|r| format!("{} ×{} at {}", r.reason, r.count, r.location))
+                .collect();
+            why.push_str(&format!(
+                "; kernel drops meanwhile (machine-wide, not tied to the probe): {}",
+                list.join(", ")
+            ));
+        }
         w.broken("probe", obj, None, cause, why);
         return;
     }

@@ -35,8 +35,9 @@ pub fn render_text(r: &PathReport, brief: bool) -> String {
             out.push_str(&format!("  probe ({}, {} sent):\n", p.proto, p.sent));
             for h in &p.hops {
                 let seen = if h.requests > 0 { "seen" } else { "not seen" };
+                let on = if h.node == "local" { "this node".to_string() } else { h.node.clone() };
                 out.push_str(&format!(
-                    "    {:w$}  {:16} {seen:8} out {} back {}\n",
+                    "    {:w$}  {:16} {on:15} {seen:8} out {} back {}\n",
                     h.place, h.ifname, h.requests, h.replies
                 ));
             }
@@ -46,6 +47,17 @@ pub fn render_text(r: &PathReport, brief: bool) -> String {
                     "    DF probe {size} bytes: {}\n",
                     if ok { "answered" } else { "NOT answered" }
                 ));
+            }
+            if let Some(d) = &p.drops {
+                if d.reasons.is_empty() {
+                    out.push_str("    kernel drops (skb:kfree_skb): none during the probe\n");
+                }
+                for r in &d.reasons {
+                    out.push_str(&format!("    kernel drop: {} ×{} at {}\n", r.reason, r.count, r.location));
+                }
+                if !d.reasons.is_empty() {
+                    out.push_str(&format!("    note: {}\n", d.note));
+                }
             }
             for n in &p.notes {
                 out.push_str(&format!("    note: {n}\n"));

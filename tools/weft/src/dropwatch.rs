@@ -1,0 +1,184 @@
+//! The kernel's drop reasons during `weft path --probe`, from the `skb:kfree_skb` tracepoint
+//! read through tracefs (no eBPF): its `reason` field (kernel ≥ 5.17) names why a packet was
+//! freed (`NETFILTER_DROP`, `IP_RPFILTER`, `OTHERHOST`, `NEIGH_FAILED`...).
+//!
+//! Nothing global is changed: the event is enabled in a tracing *instance* of our own
+//! (`instances/weft-probe-<pid>`, its own ring buffer, event switches and filters), filtered to
+//! IPv4 packets (`protocol == 2048`), and the instance is removed afterwards. If tracefs is not
+//! mounted, it is mounted on a temporary directory (inside `ip netns exec`'s private mount
+//! namespace when run there) and unmounted afterwards. Cleanup runs on every path, also on
+//! error and on unwinding ([`Drop`]).
+//!
+//! The event carries no addresses, only the socket buffer, its protocol and where it was
+//! freed, and it is machine-wide: the reasons reported are every IPv4 drop of the machine
+//! during the probe window. The report says so (`correlated: false`) rather than claiming
+//! they are the probe's own.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where tracefs is usually mounted.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+const EVENT: &str = "events/skb/kfree_skb";
+/// `ETH_P_IP` as the tracepoint records it (host order).
+const FILTER: &str = "protocol == 2048";
+
+/// One drop reason seen, with where the kernel freed the packets.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub location: String,
+    pub count: u32,
+}
+
+/// The drop reasons seen during the probe window.
+#[derive(Debug, Clone, Serialize)]
+pub struct DropReport {
+    pub event: &'static str,
+    /// Most frequent first.
+    pub reasons: Vec<ReasonCount>,
+    /// Always `false`: the event cannot be tied to the probe's own packets (see the note).
+    pub correlated: bool,
+    pub note: String,
+}
+
+/// An enabled `skb:kfree_skb` in a private tracing instance.
+pub struct DropWatch {
+    instance: PathBuf,
+    /// The temporary mount point, when tracefs had to be mounted.
+    mounted: Option<PathBuf>,
+    cleaned: bool,
+}
+
+fn write(path: &Path, what: &str) -> Result<(), String> {
+    fs::write(path, what).map_err(|e| format!("write {what:?} to {}: {e}", path.display()))
+}
+
+fn mount_tracefs() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("weft-tracefs-{}", std::process::id()));
+    fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let r =
+        nix::mount::mount(Some("nodev"), &dir, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>);
+    if let Err(e) = r {
+        let _ = fs::remove_dir(&dir);
+        return Err(format!("tracefs is not mounted and mounting it failed: {e}"));
+    }
+    Ok(dir)
+}
+
+impl DropWatch {
+    /// Enables the event; the error says why drop reasons are unavailable.
+    pub fn start() -> Result<DropWatch, String> {
+        let (root, mounted) = match TRACEFS.iter().map(Path::new).find(|r| r.join("events").is_dir()) {
+            Some(r) => (r.to_path_buf(), None),
+            None => {
+                let m = mount_tracefs()?;
+                (m.clone(), Some(m))
+            }
+        };
+        let instance = root.join("instances").join(format!("weft-probe-{}", std::process::id()));
+        let w = DropWatch { instance: instance.clone(), mounted, cleaned: false };
+        let format = fs::read_to_string(root.join(EVENT).join("format"))
+            .map_err(|e| format!("this kernel has no skb:kfree_skb tracepoint: {e}"))?;
+        if !format.contains("reason;") {
+            return Err("this kernel's skb:kfree_skb has no reason field (needs 5.17 or later)".into());
+        }
+        fs::create_dir(&instance)
+            .map_err(|e| format!("create tracing instance {}: {e}", instance.display()))?;
+        let ev = instance.join(EVENT);
+        write(&ev.join("filter"), FILTER)?;
+        write(&ev.join("enable"), "1")?;
+        Ok(w)
+    }
+
+    /// Disables the event, reads what it recorded and removes everything.
+    pub fn finish(mut self, sent: u32) -> DropReport {
+        let ev = self.instance.join(EVENT);
+        let _ = write(&ev.join("enable"), "0");
+        let text = fs::read_to_string(self.instance.join("trace")).unwrap_or_default();
+        self.cleanup();
+        let reasons = parse_trace(&text);
+        DropReport {
+            event: "skb:kfree_skb",
+            reasons,
+            correlated: false,
+            note: format!(
+                "machine-wide IPv4 drops during the probe window ({sent} probe packet(s) sent); the event \
+                 carries no addresses, so these are not tied to the probe's own packets"
+            ),
+        }
+    }
+
+    fn cleanup(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cleaned = true;
+        let ev = self.instance.join(EVENT);
+        if self.instance.is_dir() {
+            let _ = write(&ev.join("enable"), "0");
+            let _ = write(&ev.join("filter"), "0");
+            let _ = fs::remove_dir(&self.instance);
+        }
+        if let Some(m) = self.mounted.take() {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            let _ = fs::remove_dir(&m);
+        }
+    }
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Counts `reason: X` (with `location=Y`) of the trace's `kfree_skb` lines.
+fn parse_trace(text: &str) -> Vec<ReasonCount> {
+    let mut counts: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && l.contains("kfree_skb:")) {
+        let Some(reason) = line.split("reason: ").nth(1).and_then(|r| r.split_whitespace().next()) else {
+            continue;
+        };
+        let location = line
+            .split("location=")
+            .nth(1)
+            .and_then(|l| l.split_whitespace().next())
+            .map(|l| l.split('+').next().unwrap_or(l).to_string())
+            .unwrap_or_default();
+        *counts.entry((reason.to_string(), location)).or_default() += 1;
+    }
+    let mut out: Vec<ReasonCount> = counts
+        .into_iter()
+        .map(|((reason, location), count)| ReasonCount { reason, location, count })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_counted_by_reason_and_location() {
+        let t = "# tracer: nop\n\
+            #\n\
+            ping-1 [000] b..1. 1.0: kfree_skb: skbaddr=0000 rx_sk=0000 protocol=2048 location=nf_hook_slow+0x9c/0xb0 reason: NETFILTER_DROP\n\
+            ping-1 [000] b..1. 1.1: kfree_skb: skbaddr=0001 rx_sk=0000 protocol=2048 location=nf_hook_slow+0x9c/0xb0 reason: NETFILTER_DROP\n\
+            x-2 [001] b..1. 1.2: kfree_skb: skbaddr=0002 protocol=2048 location=ip_rcv_finish_core+0x1/0x2 reason: IP_RPFILTER\n\
+            garbage line kfree_skb: no reason here\n";
+        let r = parse_trace(t);
+        assert_eq!(
+            r,
+            [
+                ReasonCount { reason: "NETFILTER_DROP".into(), location: "nf_hook_slow".into(), count: 2 },
+                ReasonCount { reason: "IP_RPFILTER".into(), location: "ip_rcv_finish_core".into(), count: 1 },
+            ]
+        );
+        assert!(parse_trace("").is_empty());
+    }
+}
