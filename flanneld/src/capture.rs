@@ -323,4 +323,20 @@ mod tests {
         assert_eq!(bad.status, 400);
         assert!(bad.body.starts_with("marker:"), "{}", bad.body);
     }
+
+    /// Without `-debug-dataplane` the routes are not added (404); with them, the query string
+    /// reaches the handler through the router.
+    #[tokio::test]
+    async fn capture_is_404_without_the_routes_and_reads_the_query_with_them() {
+        let get = hyper::Method::GET;
+        let plain = Routes::new(crate::health::Health::new());
+        let q = Some("if=lo&proto=icmp");
+        assert_eq!(plain.reply_to(&get, CAPTURE_PATH, q).await.status, 404);
+        assert_eq!(plain.reply_to(&get, RESULT_PATH, Some("id=1")).await.status, 404);
+        let routes = with_capture(plain, Captures::new());
+        let r = routes.reply_to(&get, CAPTURE_PATH, q).await;
+        assert_eq!(r.status, 400);
+        assert!(r.body.starts_with("marker:"), "{}", r.body);
+        assert_eq!(routes.reply_to(&get, RESULT_PATH, Some("id=7")).await.status, 404);
+    }
 }
