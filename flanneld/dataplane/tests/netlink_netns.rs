@@ -8,7 +8,8 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use weft_dataplane::netlink::{mac_str, NetlinkDataplane};
+use weft_common::mac::format_mac;
+use weft_dataplane::netlink::NetlinkDataplane;
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer};
 use weft_dataplane::{Dataplane, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
@@ -133,7 +134,7 @@ fn created_device_has_upstream_attributes() {
     assert_eq!(l["ifindex"].as_u64(), Some(u64::from(info.index)));
     assert_eq!(l["mtu"], 1450);
     assert!(l.get("txqlen").is_none(), "txqueuelen 0 (iproute2 omits a zero qlen)");
-    assert_eq!(l["address"].as_str(), Some(mac_str(&info.mac).as_str()));
+    assert_eq!(l["address"].as_str(), Some(format_mac(&info.mac).as_str()));
     assert_eq!(info.mac[0] & 3, 2, "locally administered unicast");
     assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
     let kind = &l["linkinfo"];
