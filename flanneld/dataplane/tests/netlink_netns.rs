@@ -62,16 +62,9 @@ fn ifindex(ns: &Netns, dev: &str) -> u32 {
 
 fn spec(ns: &Netns, host: u8, own: &str) -> VxlanSpec {
     VxlanSpec {
-        name: "flannel.1".into(),
-        vni: 1,
-        port: 0,
-        gbp: false,
-        learning: false,
         local: format!("198.18.0.{host}").parse().unwrap(),
-        underlay_index: ifindex(ns, "eth0"),
-        mtu: 1450,
         address: format!("{own}/32").parse().unwrap(),
-        network: "10.5.0.0/16".parse().unwrap(),
+        ..weft_dataplane::fake::test_spec(ifindex(ns, "eth0"))
     }
 }
 

@@ -11,7 +11,7 @@ use ipnetwork::IpNetwork;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weft_dataplane::fake::SharedFake;
+use weft_dataplane::fake::{test_spec, SharedFake};
 use weft_dataplane::{DeviceInfo, KernelRoute, Mac, VxlanSpec, RTN_UNICAST, RTPROT_BOOT, RT_TABLE_MAIN};
 use weft_flanneld::daemon::{self, DaemonConfig, DaemonError};
 use weft_flanneld::health::Health;
@@ -124,18 +124,7 @@ impl Node {
     /// Puts `flannel.1` in the kernel as a previous run left it (for `subnet`, with `mac`), to
     /// be adopted; returns its ifindex.
     pub fn preexisting_device(&self, subnet: &str, mac: Mac) -> u32 {
-        let spec = VxlanSpec {
-            name: "flannel.1".into(),
-            vni: 1,
-            port: 0,
-            gbp: false,
-            learning: false,
-            local: ME,
-            underlay_index: UNDERLAY,
-            mtu: 1450,
-            address: subnet.parse().unwrap(),
-            network: "10.5.0.0/16".parse().unwrap(),
-        };
+        let spec = VxlanSpec { local: ME, address: subnet.parse().unwrap(), ..test_spec(UNDERLAY) };
         self.dp.with(|k| {
             let index = weft_dataplane::fake::FAKE_DEVICE_INDEX + k.created;
             k.created += 1;

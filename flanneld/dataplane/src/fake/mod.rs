@@ -33,6 +33,25 @@ pub const FAKE_DEVICE_INDEX: u32 = 1000;
 /// The message of an op that needs the device after the device is gone (the kernel's ENODEV).
 pub const ENODEV_MESSAGE: &str = "No such device (errno 19)";
 
+/// The device spec of a typical test node: `flannel.1`, VNI 1, default port, local
+/// `198.18.0.2` on the underlay `underlay_index`, MTU 1450, address `10.5.72.0/32` in the
+/// network `10.5.0.0/16`. Tests change what they need with struct update syntax.
+pub fn test_spec(underlay_index: u32) -> VxlanSpec {
+    VxlanSpec {
+        name: "flannel.1".into(),
+        vni: 1,
+        port: 0,
+        gbp: false,
+        learning: false,
+        local: std::net::Ipv4Addr::new(198, 18, 0, 2),
+        underlay_index,
+        mtu: 1450,
+        address: Ipv4Network::from(std::net::Ipv4Addr::new(10, 5, 72, 0)),
+        network: Ipv4Network::new(std::net::Ipv4Addr::new(10, 5, 0, 0), 16)
+            .expect("16 is a valid IPv4 prefix"),
+    }
+}
+
 /// The fake kernel. All fields are public so tests can inspect and tamper (e.g. delete a route
 /// behind the daemon's back, add an operator's route, or make ops fail).
 #[derive(Debug, Default, Clone)]

@@ -7,18 +7,7 @@ fn owner(peers: &[Peer]) -> Ownership {
 }
 
 fn spec() -> VxlanSpec {
-    VxlanSpec {
-        name: "flannel.1".into(),
-        vni: 1,
-        port: 0,
-        gbp: false,
-        learning: false,
-        local: "198.18.0.2".parse().unwrap(),
-        underlay_index: 2,
-        mtu: 1450,
-        address: "10.5.72.0/32".parse().unwrap(),
-        network: "10.5.0.0/16".parse().unwrap(),
-    }
+    test_spec(2)
 }
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
