@@ -10,6 +10,16 @@ fn spec() -> VxlanSpec {
     test_spec(2)
 }
 
+/// A VXLAN peer: `10.5.71.0/24` at `198.18.0.3`, VTEP MAC `06:06:06:06:06:06`.
+fn peer71() -> Peer {
+    Peer {
+        subnet: "10.5.71.0/24".parse().unwrap(),
+        public_ip: "198.18.0.3".parse().unwrap(),
+        vtep_mac: [6; 6],
+        direct: false,
+    }
+}
+
 fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 }
@@ -21,12 +31,7 @@ fn add_change_remove_round_trip() {
         assert!(dp.apply(&[]).await.is_err(), "no device yet");
         let info = dp.ensure_device(&spec(), Some([2, 9, 9, 9, 9, 9])).await.unwrap();
         assert_eq!(info.mac, [2, 9, 9, 9, 9, 9]);
-        let p = Peer {
-            subnet: "10.5.71.0/24".parse().unwrap(),
-            public_ip: "198.18.0.3".parse().unwrap(),
-            vtep_mac: [6; 6],
-            direct: false,
-        };
+        let p = peer71();
         dp.apply(&plan_add(None, &p)).await.unwrap();
         let mut p2 = p.clone();
         p2.vtep_mac = [7; 6];
@@ -75,12 +80,7 @@ fn deleted_device_takes_its_entries_and_ops_fail_until_recreated() {
     block(async {
         let mut dp = FakeDataplane::new();
         dp.ensure_device(&spec(), None).await.unwrap();
-        let vxlan = Peer {
-            subnet: "10.5.71.0/24".parse().unwrap(),
-            public_ip: "198.18.0.3".parse().unwrap(),
-            vtep_mac: [6; 6],
-            direct: false,
-        };
+        let vxlan = peer71();
         let direct = Peer { subnet: "10.5.73.0/24".parse().unwrap(), direct: true, ..vxlan.clone() };
         dp.apply(&plan_add(None, &vxlan)).await.unwrap();
         dp.apply(&plan_add(None, &direct)).await.unwrap();
@@ -114,12 +114,7 @@ fn replacing_an_incompatible_device_drops_its_entries() {
     block(async {
         let mut dp = FakeDataplane::new();
         dp.ensure_device(&spec(), None).await.unwrap();
-        let p = Peer {
-            subnet: "10.5.71.0/24".parse().unwrap(),
-            public_ip: "198.18.0.3".parse().unwrap(),
-            vtep_mac: [6; 6],
-            direct: false,
-        };
+        let p = peer71();
         dp.apply(&plan_add(None, &p)).await.unwrap();
         let mut s = spec();
         s.vni = 2;
