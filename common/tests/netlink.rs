@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
 
-use weft_common::netlink::parse_mac;
+use weft_common::mac::parse_mac;
 use weft_common::netlink::{
     BridgeSpec, LinkEvents, Netlink, OperState, PortAttrs, PortVlan, Route, VethSpec,
 };

@@ -10,6 +10,7 @@
 //! and so does only one of `--etcd-username`/`--etcd-password` ([`Cli::check`]). Settings that
 //! are accepted but have no effect are reported by [`Cli::startup_warnings`].
 
+use std::any::TypeId;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,45 +29,27 @@ pub enum Kind {
     Repeat,
 }
 
-/// Every flag, by its upstream name.
-pub const FLAGS: &[(&str, Kind)] = &[
-    ("etcd-endpoints", Kind::Value),
-    ("etcd-prefix", Kind::Value),
-    ("etcd-keyfile", Kind::Value),
-    ("etcd-certfile", Kind::Value),
-    ("etcd-cafile", Kind::Value),
-    ("etcd-username", Kind::Value),
-    ("etcd-password", Kind::Value),
-    ("iface", Kind::Repeat),
-    ("iface-regex", Kind::Repeat),
-    ("iface-can-reach", Kind::Value),
-    ("public-ip", Kind::Value),
-    ("public-ipv6", Kind::Value),
-    ("subnet-file", Kind::Value),
-    ("subnet-lease-renew-margin", Kind::Value),
-    ("ip-masq", Kind::Bool),
-    ("ip-masq-fully-random-disable", Kind::Bool),
-    ("iptables-resync", Kind::Value),
-    ("iptables-forward-rules", Kind::Bool),
-    ("ip-blackhole-route", Kind::Bool),
-    ("healthz-ip", Kind::Value),
-    ("healthz-port", Kind::Value),
-    ("kube-subnet-mgr", Kind::Bool),
-    ("kube-api-url", Kind::Value),
-    ("kubeconfig-file", Kind::Value),
-    ("kube-annotation-prefix", Kind::Value),
-    ("net-config-path", Kind::Value),
-    ("set-node-network-unavailable", Kind::Bool),
-    ("v", Kind::Value),
-    ("vmodule", Kind::Value),
-    ("log_backtrace_at", Kind::Value),
-    ("version", Kind::Bool),
-    // weft extras
-    ("metrics", Kind::Bool),
-    ("reconcile-interval", Kind::Value),
-    ("vtep-mac-file", Kind::Value),
-    ("debug-dataplane", Kind::Bool),
-];
+/// Every flag of [`Cli`] by its (upstream) name, and how it takes its value, read from the clap
+/// definition so that the two cannot disagree: a flag whose value clap parses as `bool` is a
+/// boolean (Go's `-name` alone means true), one that appends is repeatable, any other takes a
+/// value. clap's own help flag is left out ([`normalise`] handles `-h`/`-help`).
+pub fn flags() -> Vec<(String, Kind)> {
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let name = a.get_long()?;
+            let kind = match a.get_action() {
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version => {
+                    return None
+                }
+                ArgAction::Append => Kind::Repeat,
+                _ if a.get_value_parser().type_id() == TypeId::of::<bool>() => Kind::Bool,
+                _ => Kind::Value,
+            };
+            Some((name.to_string(), kind))
+        })
+        .collect()
+}
 
 /// flanneld's flags (etcd mode, VXLAN backend).
 #[derive(Debug, Clone, Parser)]
@@ -195,16 +178,13 @@ pub struct EtcdArgs {
     pub etcd_password: Option<String>,
 }
 
-/// The etcd flags' names (upstream spelling).
-pub const ETCD_FLAGS: &[&str] = &[
-    "etcd-endpoints",
-    "etcd-prefix",
-    "etcd-keyfile",
-    "etcd-certfile",
-    "etcd-cafile",
-    "etcd-username",
-    "etcd-password",
-];
+/// The etcd flags' names (upstream spelling), read from [`EtcdArgs`]'s clap definition.
+pub fn etcd_flags() -> Vec<String> {
+    <EtcdArgs as clap::Args>::augment_args(clap::Command::new("etcd"))
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .collect()
+}
 
 impl EtcdArgs {
     /// Checks clap cannot express; an error is a bad command line (exit 2).
@@ -283,7 +263,7 @@ pub fn etcd_args_from_env(argv: &[String], env: impl Fn(&str) -> Option<String>)
             _ => a.clone(),
         })
         .collect();
-    for name in ETCD_FLAGS {
+    for name in etcd_flags() {
         let flag = format!("--{name}");
         let given = out.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
         if given {
@@ -390,10 +370,6 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn kind_of(name: &str) -> Option<Kind> {
-    FLAGS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
-}
-
 /// The result of [`normalise`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalised {
@@ -410,6 +386,8 @@ pub fn normalise(argv: &[String]) -> Result<Normalised, String> {
     let mut out = vec![argv.first().cloned().unwrap_or_else(|| "flanneld".into())];
     let mut given = Vec::new();
     let mut help = false;
+    let flags = flags();
+    let kind_of = |name: &str| flags.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
     let mut rest = argv.iter().skip(1);
     while let Some(arg) = rest.next() {
         // Parsing stops at "--" or the first non-flag; what follows is ignored (§1.1).
@@ -448,13 +426,13 @@ pub fn normalise(argv: &[String]) -> Result<Normalised, String> {
 /// as upstream only logs it.
 pub fn merge_env(n: &mut Normalised, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut warnings = Vec::new();
-    for (name, kind) in FLAGS {
-        if *name == "version" || n.given.iter().any(|g| g == name) {
+    for (name, kind) in flags() {
+        if name == "version" || n.given.contains(&name) {
             continue;
         }
         let var = format!("FLANNELD_{}", name.to_ascii_uppercase().replace('-', "_"));
         let Some(value) = env(&var).filter(|v| !v.is_empty()) else { continue };
-        let value = if *kind == Kind::Bool {
+        let value = if kind == Kind::Bool {
             match parse_go_bool(&value) {
                 Some(b) => b.to_string(),
                 None => {
@@ -580,11 +558,33 @@ mod tests {
     }
 
     #[test]
-    fn flag_table_matches_clap() {
-        let cmd = Cli::command();
-        for (name, _) in FLAGS {
-            assert!(cmd.get_arguments().any(|a| a.get_long() == Some(name)), "{name}");
-        }
+    fn flag_kinds_come_from_clap() {
+        let flags = flags();
+        let kind = |n: &str| flags.iter().find(|(f, _)| f == n).map(|(_, k)| *k);
+        assert_eq!(kind("ip-masq"), Some(Kind::Bool));
+        assert_eq!(kind("set-node-network-unavailable"), Some(Kind::Bool));
+        assert_eq!(kind("iface"), Some(Kind::Repeat));
+        assert_eq!(kind("iface-regex"), Some(Kind::Repeat));
+        assert_eq!(kind("etcd-endpoints"), Some(Kind::Value), "flattened etcd flags included");
+        assert_eq!(kind("log_backtrace_at"), Some(Kind::Value));
+        assert_eq!(kind("v"), Some(Kind::Value));
+        assert_eq!(kind("help"), None);
+        let bools: Vec<&str> =
+            flags.iter().filter(|(_, k)| *k == Kind::Bool).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            bools,
+            [
+                "ip-masq",
+                "ip-masq-fully-random-disable",
+                "iptables-forward-rules",
+                "ip-blackhole-route",
+                "kube-subnet-mgr",
+                "set-node-network-unavailable",
+                "version",
+                "metrics",
+                "debug-dataplane"
+            ]
+        );
     }
 
     fn warnings(s: &str, env: &[(&str, &str)]) -> Vec<String> {

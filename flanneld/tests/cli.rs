@@ -111,3 +111,75 @@ fn ignored_kube_and_klog_flags_warn_once_naming_each() {
     }
     assert!(!warnings_of(&["-kube-annotation-prefix=flannel.alpha.coreos.com"]).contains("does not use"));
 }
+
+/// docs/flannel.md §1.3, the upstream flag table: `(name, type)` for every flag it names (the
+/// backticked words of a row's first cell, defaults in parentheses left out).
+fn upstream_flags() -> Vec<(String, String)> {
+    let doc = include_str!("../../docs/flannel.md");
+    let section = doc.split("### 1.3 ").nth(1).unwrap().split("\n### ").next().unwrap();
+    let mut out = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (names, kind) = (cells[1], cells[2]);
+        let mut names = names.to_string();
+        while let (Some(a), Some(b)) = (names.find('('), names.find(')')) {
+            names.replace_range(a..=b, "");
+        }
+        for name in names.split('`').skip(1).step_by(2) {
+            out.push((name.to_string(), kind.to_string()));
+        }
+    }
+    out
+}
+
+/// A value of the documented type (booleans aside).
+fn sample(name: &str, kind: &str) -> &'static str {
+    match kind {
+        "IPv4" | "IP" => "198.18.0.2",
+        "IPv6" => "2001:db8::2",
+        "klog" if name == "v" => "1",
+        k if k.starts_with("int") => "7",
+        _ => "/wtH11",
+    }
+}
+
+/// Issue 11 item 9: every flag of upstream flanneld (docs/flannel.md §1.3) is accepted in Go's
+/// spellings (`-name=value`, `--name value`, a bare boolean), with its documented type; the
+/// flags weft adds are exactly its documented extras.
+#[test]
+fn every_upstream_flag_is_accepted() {
+    use weft_flanneld::cli::{flags, parse, Kind, Parsed};
+    let upstream = upstream_flags();
+    assert!(upstream.len() >= 30, "§1.3 not read: {upstream:?}");
+    let ours = flags();
+    for (name, kind) in &upstream {
+        let ours = ours.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+        let Some(ours) = ours else { panic!("upstream flag -{name} is not defined") };
+        match kind.as_str() {
+            "bool" => assert_eq!(ours, Kind::Bool, "{name}"),
+            "repeatable" => assert_eq!(ours, Kind::Repeat, "{name}"),
+            _ => {}
+        }
+        let value = if ours == Kind::Bool { "false" } else { sample(name, kind) };
+        let mut spellings =
+            vec![vec![format!("-{name}={value}")], vec![format!("--{name}"), value.to_string()]];
+        if ours == Kind::Bool {
+            spellings[1] = vec![format!("--{name}")];
+        }
+        for args in spellings {
+            let argv: Vec<String> = std::iter::once("flanneld".to_string()).chain(args.clone()).collect();
+            match parse(&argv, |_| None) {
+                Parsed::Run(..) | Parsed::Version => {}
+                // Only the credentials' pairing rule may refuse one of them alone.
+                Parsed::Error(e) if name.starts_with("etcd-user") || name.starts_with("etcd-pass") => {
+                    assert!(e.contains("needs both"), "{args:?}: {e}")
+                }
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+    let mut extras: Vec<&str> =
+        ours.iter().map(|(n, _)| n.as_str()).filter(|n| !upstream.iter().any(|(u, _)| u == n)).collect();
+    extras.sort_unstable();
+    assert_eq!(extras, ["debug-dataplane", "metrics", "reconcile-interval", "vtep-mac-file"]);
+}

@@ -1,74 +1,26 @@
-//! The daemon loop without root and without etcd: memory registry + recording dataplane, with
+//! The daemon loop without root and without etcd: memory registry + the fake kernel, with
 //! tokio's paused clock where timing matters.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{mac, upstream_value, wait_for, RecordingDataplane};
-use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, LocalSet};
-use weft_dataplane::NetOp;
-use weft_flanneld::daemon::{self, DaemonConfig, DaemonError};
+use common::node::{daemon_config, key, start, Kernel, Node, CONFIG, ME, PREFIX, UNDERLAY};
+use common::{mac, upstream_value, wait_for};
+use tokio::task::LocalSet;
+use weft_dataplane::fake::SharedFake;
+use weft_dataplane::{KernelFdb, KernelRoute, NetOp};
+use weft_flanneld::daemon::{self, DaemonConfig};
 use weft_flanneld::health::Health;
 use weft_flanneld::lease::{LeaseAttrs, LeaseKey};
-use weft_flanneld::metrics::Metrics;
 use weft_flanneld::registry::memory::MemoryRegistry;
 use weft_flanneld::registry::{Expect, Record, Registry, RegistryError};
 
-const PREFIX: &str = "/coreos.com/network";
-const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
-const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn key(name: &str) -> String {
-    format!("{PREFIX}/subnets/{name}")
-}
-
-fn config(dir: &Path) -> DaemonConfig {
-    DaemonConfig {
-        etcd_prefix: PREFIX.into(),
-        public_ip: ME,
-        underlay_index: 2,
-        underlay_mtu: 1500,
-        subnet_file: dir.join("subnet.env"),
-        mac_file: dir.join("weft-vtep-mac"),
-        renew_margin: Duration::from_secs(3600),
-        ip_masq: false,
-        reconcile_interval: Duration::from_secs(30),
-        health: Health::new(),
-        metrics: Arc::new(Metrics::new()),
-        // Never touch the host's firewall from tests.
-        firewall: None,
-        blackhole_every: None,
-    }
-}
-
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<(), DaemonError>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.handle.await.unwrap().unwrap();
-    }
-}
-
-fn start<R: Registry>(cfg: DaemonConfig, reg: R, dp: RecordingDataplane) -> Running {
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::task::spawn_local(daemon::run(cfg, reg, dp, async {
-        let _ = rx.await;
-    }));
-    Running { stop: Some(tx), handle }
-}
+const DIRECT_ROUTING: &[u8] = br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
 
 fn own_record_opt(reg: &MemoryRegistry) -> Option<Record> {
     let recs = reg.records(&format!("{PREFIX}/subnets/"));
@@ -87,17 +39,13 @@ fn gw(s: &str) -> IpAddr {
 async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let Node { dir, reg, dp, cfg } = Node::new();
             reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "6e:aa:bb:cc:dd:01").as_bytes(), 0);
             reg.put_raw(&key("10.5.8.0-24"), upstream_value("198.18.0.4", "6e:aa:bb:cc:dd:02").as_bytes(), 0);
             // Malformed records and a non-vxlan lease: skipped, never fatal.
             reg.put_raw(&key("garbage"), b"{}", 0);
             reg.put_raw(&key("10.5.9.0-24"), br#"{"PublicIP":"x"}"#, 0);
             reg.put_raw(&key("10.5.10.0-24"), br#"{"PublicIP":"198.18.0.9","BackendType":"udp"}"#, 0);
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
             let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
             let run = start(cfg, reg.clone(), dp.clone());
 
@@ -106,12 +54,12 @@ async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format(
             assert_eq!(routes.len(), 2, "{routes:?}");
             assert_eq!(routes["10.5.7.0/24"], "10.5.7.0");
             assert_eq!(routes["10.5.8.0/24"], "10.5.8.0");
+            assert_eq!(dp.neigh("10.5.7.0"), Some([0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]));
+            assert!(dp.has_fdb([0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x02], "198.18.0.4"));
             dp.with(|k| {
-                assert_eq!(k.neighs[&gw("10.5.7.0")], [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]);
-                assert!(k.fdb.contains(&([0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x02], gw("198.18.0.4"))));
                 // Neighbour and FDB before the route, per peer.
-                let first_route = k.log.iter().position(|o| matches!(o, NetOp::AddRoute { .. })).unwrap();
-                assert!(k.log[..first_route].iter().any(|o| matches!(o, NetOp::AddNeigh { .. })));
+                let first_route = k.applied.iter().position(|o| matches!(o, NetOp::AddRoute { .. })).unwrap();
+                assert!(k.applied[..first_route].iter().any(|o| matches!(o, NetOp::AddNeigh { .. })));
             });
 
             // Own lease: canonical key, upstream bytes with the device's MAC, 24 h etcd lease.
@@ -119,7 +67,7 @@ async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format(
             let own_key = LeaseKey::parse(own.key.rsplit('/').next().unwrap()).unwrap();
             assert_eq!(own.key, key(&own_key.render()));
             assert_ne!(own.lease, 0);
-            let (spec, info) = dp.with(|k| k.device.clone()).unwrap();
+            let (spec, info) = dp.device().unwrap();
             let expected = format!(
                 r#"{{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
                 weft_flanneld::lease::format_mac(&info.mac)
@@ -156,11 +104,7 @@ async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format(
 async fn watch_events_add_change_and_remove_peers() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
+            let Node { dir: _dir, reg, dp, cfg } = Node::new();
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
@@ -178,12 +122,9 @@ async fn watch_events_add_change_and_remove_peers() {
                 upstream_value("198.18.0.5", "02:00:00:00:00:55").as_bytes(),
                 7,
             );
-            wait_for("new mac", LIMIT, || dp.with(|k| k.neighs.get(&gw("10.5.20.0")) == Some(&mac(0x55))))
-                .await;
-            dp.with(|k| {
-                assert!(k.fdb.contains(&(mac(0x55), gw("198.18.0.5"))));
-                assert!(!k.fdb.iter().any(|(m, _)| *m == mac(5)), "old FDB entry left: {:?}", k.fdb);
-            });
+            wait_for("new mac", LIMIT, || dp.neigh("10.5.20.0") == Some(mac(0x55))).await;
+            assert!(dp.has_fdb(mac(0x55), "198.18.0.5"));
+            dp.with(|k| assert!(!k.fdb.iter().any(|e| e.mac == mac(5)), "old FDB entry left: {:?}", k.fdb));
 
             // A malformed event between: nothing is dropped.
             reg.put_raw(&key("10.5.21.0-24"), b"not json", 0);
@@ -198,10 +139,8 @@ async fn watch_events_add_change_and_remove_peers() {
 
             reg.delete_raw(&key("10.5.20.0-24"));
             wait_for("peer removed", LIMIT, || !dp.routes().contains_key("10.5.20.0/24")).await;
-            dp.with(|k| {
-                assert!(!k.neighs.contains_key(&gw("10.5.20.0")));
-                assert!(!k.fdb.iter().any(|(m, _)| *m == mac(0x55)));
-            });
+            assert_eq!(dp.neigh("10.5.20.0"), None);
+            dp.with(|k| assert!(!k.fdb.iter().any(|e| e.mac == mac(0x55))));
             assert!(dp.routes().contains_key("10.5.22.0/24"));
             run.stop().await;
         })
@@ -212,9 +151,7 @@ async fn watch_events_add_change_and_remove_peers() {
 async fn outage_and_compaction_resync_by_diff_and_keep_kernel_state() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let Node { dir: _dir, reg, dp, cfg } = Node::new();
             reg.put_raw(
                 &key("10.5.30.0-24"),
                 upstream_value("198.18.0.7", "02:00:00:00:00:07").as_bytes(),
@@ -225,8 +162,6 @@ async fn outage_and_compaction_resync_by_diff_and_keep_kernel_state() {
                 upstream_value("198.18.0.8", "02:00:00:00:00:08").as_bytes(),
                 0,
             );
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || dp.routes().len() == 2).await;
@@ -267,11 +202,7 @@ async fn outage_and_compaction_resync_by_diff_and_keep_kernel_state() {
 async fn compaction_of_a_live_watch_relists() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
+            let Node { dir: _dir, reg, dp, cfg } = Node::new();
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
@@ -338,14 +269,10 @@ impl Registry for Racing {
 async fn lost_create_race_picks_again_and_never_overwrites() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let Node { dir, reg, dp, cfg } = Node::new();
             // The previous subnet is what we try first, and what the other node takes.
             std::fs::write(dir.path().join("subnet.env"), "FLANNEL_SUBNET=10.5.50.1/24\n").unwrap();
             let racing = Racing { inner: reg.clone(), raced: Arc::default() };
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
             let health = cfg.health.clone();
             let run = start(cfg, racing, dp.clone());
             wait_for("lease", LIMIT, || health.get().ready).await;
@@ -364,12 +291,8 @@ async fn lost_create_race_picks_again_and_never_overwrites() {
 async fn previous_subnet_and_own_public_ip_lease_are_reused() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let Node { dir, reg, dp, cfg } = Node::new();
             std::fs::write(dir.path().join("subnet.env"), "FLANNEL_SUBNET=10.5.60.1/24\n").unwrap();
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
             let run = start(cfg.clone(), reg.clone(), dp.clone());
             wait_for("lease", LIMIT, || cfg.health.get().ready).await;
             assert_eq!(own_record(&reg).key, key("10.5.60.0-24"));
@@ -380,7 +303,7 @@ async fn previous_subnet_and_own_public_ip_lease_are_reused() {
             // the persisted MAC (same value).
             std::fs::remove_file(dir.path().join("subnet.env")).unwrap();
             let cfg2 = DaemonConfig { health: Health::new(), ..cfg };
-            let run = start(cfg2.clone(), reg.clone(), RecordingDataplane::new());
+            let run = start(cfg2.clone(), reg.clone(), SharedFake::new());
             wait_for("lease again", LIMIT, || cfg2.health.get().ready).await;
             let own = own_record(&reg);
             assert_eq!(own.key, key("10.5.60.0-24"));
@@ -394,11 +317,7 @@ async fn previous_subnet_and_own_public_ip_lease_are_reused() {
 async fn renews_before_expiry_and_reacquires_same_subnet_after_deletion() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
+            let Node { dir, reg, dp, cfg } = Node::new();
             let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
@@ -433,7 +352,7 @@ async fn renews_before_expiry_and_reacquires_same_subnet_after_deletion() {
             let old_subnet = LeaseKey::parse(first.key.rsplit('/').next().unwrap()).unwrap().ipv4;
             wait_for("old subnet is a peer", LIMIT, || dp.routes().contains_key(&old_subnet.to_string()))
                 .await;
-            dp.with(|k| assert!(k.fdb.contains(&(mac(0x77), gw("198.18.0.77")))));
+            assert!(dp.has_fdb(mac(0x77), "198.18.0.77"));
             // subnet.env follows the new subnet.
             let own = own_record(&reg);
             let name = own.key.rsplit('/').next().unwrap().to_string();
@@ -452,26 +371,31 @@ async fn renews_before_expiry_and_reacquires_same_subnet_after_deletion() {
 async fn periodic_reconcile_heals_manual_changes_and_overruns() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            reg.put_raw(
-                &key("10.5.70.0-24"),
-                upstream_value("198.18.0.11", "02:00:00:00:00:11").as_bytes(),
-                0,
-            );
-            let dp = RecordingDataplane::new();
-            // A stale entry from a previous run that no lease explains.
-            dp.with(|k| {
-                k.routes.insert("10.5.99.0/24".parse().unwrap(), (gw("10.5.99.0"), true));
-                k.fdb.insert((mac(0x99), gw("198.18.0.99")));
+            let node = Node::new();
+            node.put_peer("10.5.70.0-24", "198.18.0.11", "02:00:00:00:00:11");
+            // The device of a previous run, with stale entries no lease explains.
+            let dev = node.preexisting_device("10.5.60.0/32", mac(1));
+            node.dp.with(|k| {
+                k.routes.push(KernelRoute::made(
+                    "10.5.99.0/24".parse().unwrap(),
+                    gw("10.5.99.0"),
+                    true,
+                    Some(dev),
+                ));
+                k.fdb.push(KernelFdb {
+                    ifindex: dev,
+                    mac: mac(0x99),
+                    dst: gw("198.18.0.99"),
+                    permanent: true,
+                    self_: true,
+                });
             });
-            let cfg = config(dir.path());
+            let Node { dir: _dir, reg, dp, cfg } = node;
             let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
             assert!(!dp.routes().contains_key("10.5.99.0/24"), "startup reconcile removes extras");
-            dp.with(|k| assert!(k.fdb.iter().all(|(m, _)| *m != mac(0x99))));
+            dp.with(|k| assert!(k.fdb.iter().all(|e| e.mac != mac(0x99))));
 
             // `ip route del` by hand: back after the next reconciliation.
             dp.with(|k| k.routes.clear());
@@ -479,14 +403,16 @@ async fn periodic_reconcile_heals_manual_changes_and_overruns() {
             assert!(metrics.render().contains("flanneld_reconcile_corrections_total 1"));
 
             // Failing ops: health drops and the daemon retries until they succeed.
-            dp.with(|k| k.fail = Some(|op| matches!(op, NetOp::AddRoute { .. } | NetOp::CreateRoute { .. })));
+            dp.with(|k| {
+                k.fail_when = Some(|op| matches!(op, NetOp::AddRoute { .. } | NetOp::CreateRoute { .. }))
+            });
             reg.put_raw(
                 &key("10.5.71.0-24"),
                 upstream_value("198.18.0.12", "02:00:00:00:00:12").as_bytes(),
                 0,
             );
             wait_for("unhealthy", LIMIT, || !health.get().mesh_programmed).await;
-            dp.with(|k| k.fail = None);
+            dp.with(|k| k.fail_when = None);
             wait_for("retried", LIMIT, || dp.routes().contains_key("10.5.71.0/24")).await;
             wait_for("healthy", LIMIT, || health.get().mesh_programmed).await;
 
@@ -508,15 +434,8 @@ async fn periodic_reconcile_heals_manual_changes_and_overruns() {
 async fn invalid_config_is_retried_until_fixed() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(
-                &format!("{PREFIX}/config"),
-                br#"{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}"#,
-                0,
-            );
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
+            let Node { dir: _dir, reg, dp, cfg } =
+                Node::with_network_config(br#"{"Network":"10.5.0.0/29","Backend":{"Type":"vxlan"}}"#);
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -533,12 +452,11 @@ async fn invalid_config_is_retried_until_fixed() {
 async fn device_with_another_mac_is_republished() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            let dp = RecordingDataplane::new();
-            dp.with(|k| k.force_mac = Some(mac(0x42)));
-            let cfg = config(dir.path());
+            // A compatible device is there already, with a MAC other than the one a new device
+            // would get: it is adopted, and its MAC is what peers must learn.
+            let node = Node::new();
+            node.preexisting_device("10.5.60.0/32", mac(0x42));
+            let Node { dir, reg, dp, cfg } = node;
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("ready", LIMIT, || health.get().ready).await;
@@ -555,9 +473,7 @@ async fn device_with_another_mac_is_republished() {
 async fn many_peers_are_programmed_in_batches() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let Node { dir: _dir, reg, dp, cfg } = Node::new();
             // 250 peers (/24s 10.5.1..=250), 3 ops each.
             for i in 1..=250u32 {
                 let name = format!("10.5.{i}.0-24");
@@ -567,16 +483,14 @@ async fn many_peers_are_programmed_in_batches() {
                 );
                 reg.put_raw(&key(&name), value.as_bytes(), 0);
             }
-            let dp = RecordingDataplane::new();
-            let cfg = config(dir.path());
             let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
             assert_eq!(dp.routes().len(), 250);
             dp.with(|k| {
                 assert_eq!(k.neighs.len(), 250);
-                assert!(k.batches.len() >= 3, "{:?}", k.batches);
-                assert!(k.batches.iter().all(|b| *b <= daemon::BATCH));
+                assert!(k.batch_sizes.len() >= 3, "{:?}", k.batch_sizes);
+                assert!(k.batch_sizes.iter().all(|b| *b <= daemon::BATCH));
             });
             assert!(metrics.render().contains("flanneld_peers_programmed 250"));
             run.stop().await;
@@ -590,11 +504,8 @@ async fn many_peers_are_programmed_in_batches() {
 async fn blackhole_route_for_the_own_subnet_is_kept_every_period() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            let dp = RecordingDataplane::new();
-            let cfg = DaemonConfig { blackhole_every: Some(Duration::from_secs(5)), ..config(dir.path()) };
+            let Node { dir: _dir, reg, dp, cfg } = Node::new();
+            let cfg = DaemonConfig { blackhole_every: Some(Duration::from_secs(5)), ..cfg };
             let health = cfg.health.clone();
             dp.with(|k| k.blackhole_error = Some("File exists (os error 17)".into()));
             let run = start(cfg, reg.clone(), dp.clone());
@@ -607,7 +518,7 @@ async fn blackhole_route_for_the_own_subnet_is_kept_every_period() {
             wait_for("added", LIMIT, || dp.with(|k| !k.blackholes.is_empty())).await;
             let own = LeaseKey::parse(own_record(&reg).key.rsplit('/').next().unwrap()).unwrap();
             dp.with(|k| {
-                assert_eq!(k.blackholes.iter().copied().collect::<Vec<_>>(), [own.ipv4]);
+                assert_eq!(k.blackholes, [own.ipv4]);
                 assert!(k.blackhole_calls.iter().all(|s| *s == own.ipv4));
                 k.blackholes.clear();
             });
@@ -617,14 +528,19 @@ async fn blackhole_route_for_the_own_subnet_is_kept_every_period() {
         .await;
 }
 
-/// A route as an operator (or another tool) adds it: on `eth0` (#2), no onlink.
-fn foreign(dst: &str, gw: &str, table: u32, protocol: u8, metric: u32) -> weft_dataplane::KernelRoute {
-    weft_dataplane::KernelRoute {
+/// A route as an operator (or another tool) adds it: on `eth0`, no onlink.
+fn foreign(dst: &str, gw: &str, table: u32, protocol: u8, metric: u32) -> KernelRoute {
+    KernelRoute {
         table,
         protocol,
         metric,
-        ..weft_dataplane::KernelRoute::made(dst.parse().unwrap(), gw.parse().unwrap(), false, Some(2))
+        ..KernelRoute::made(dst.parse().unwrap(), gw.parse().unwrap(), false, Some(UNDERLAY))
     }
+}
+
+/// Whether every one of `routes` is in the fake kernel, unchanged.
+fn all_there(dp: &SharedFake, routes: &[KernelRoute]) -> bool {
+    dp.with(|k| routes.iter().all(|r| k.routes.contains(r)))
 }
 
 const BOOT: u8 = 3;
@@ -634,7 +550,7 @@ const STATIC: u8 = 4;
 /// address with iproute2's default protocol (boot), a /24 with protocol static, a /24 of the
 /// lease size via an address that is no peer's PublicIP, a peer subnet in another table and
 /// one with a metric.
-fn operator_routes() -> Vec<weft_dataplane::KernelRoute> {
+fn operator_routes() -> Vec<KernelRoute> {
     vec![
         foreign("10.5.200.7/32", "198.18.0.3", 254, BOOT, 0),
         foreign("10.5.201.0/24", "198.18.0.3", 254, STATIC, 0),
@@ -652,18 +568,14 @@ fn operator_routes() -> Vec<weft_dataplane::KernelRoute> {
 async fn routes_flanneld_did_not_make_are_never_touched_and_conflicts_are_reported() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            let Node { dir: _dir, reg, dp, cfg } = Node::new();
             reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "02:00:00:00:00:07").as_bytes(), 0);
             reg.put_raw(&key("10.5.8.0-24"), upstream_value("198.18.0.4", "02:00:00:00:00:08").as_bytes(), 0);
-            let dp = RecordingDataplane::new();
             let in_the_way = foreign("10.5.7.0/24", "198.18.0.50", 254, STATIC, 0);
             dp.with(|k| {
-                k.foreign = operator_routes();
-                k.foreign.push(in_the_way.clone());
+                k.routes = operator_routes();
+                k.routes.push(in_the_way.clone());
             });
-            let cfg = config(dir.path());
             let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("peer route and conflict", LIMIT, || {
@@ -677,7 +589,8 @@ async fn routes_flanneld_did_not_make_are_never_touched_and_conflicts_are_report
             assert!(text.contains("flanneld_route_conflicts 1"), "{text}");
             assert!(text.contains("flanneld_peers_programmed 1"), "{text}");
             // The peer's neighbour and FDB entry are there; only its route waits.
-            dp.with(|k| assert_eq!(k.neighs.get(&gw("10.5.7.0")), Some(&mac(7))));
+            assert_eq!(dp.neigh("10.5.7.0"), Some(mac(7)));
+            assert!(dp.has_fdb(mac(7), "198.18.0.3"));
 
             // Several reconcile passes later nothing foreign has changed.
             let dumps = dp.with(|k| k.dumps);
@@ -685,26 +598,26 @@ async fn routes_flanneld_did_not_make_are_never_touched_and_conflicts_are_report
             assert!(dp.with(|k| k.dumps) >= dumps + 3);
             let mut want = operator_routes();
             want.push(in_the_way.clone());
-            assert_eq!(dp.with(|k| k.foreign.clone()), want);
+            assert!(all_there(&dp, &want));
             assert!(!dp.routes().contains_key("10.5.7.0/24"));
 
             // A lease event for a subnet an operator route holds: not replaced either.
             let blocks_new = foreign("10.5.9.0/24", "198.18.0.51", 254, BOOT, 0);
-            dp.with(|k| k.foreign.push(blocks_new.clone()));
+            dp.with(|k| k.routes.push(blocks_new.clone()));
             reg.put_raw(&key("10.5.9.0-24"), upstream_value("198.18.0.5", "02:00:00:00:00:09").as_bytes(), 0);
             wait_for("event conflict", LIMIT, || health.get().route_conflicts.len() == 2).await;
+            assert!(all_there(&dp, std::slice::from_ref(&blocks_new)));
             dp.with(|k| {
-                assert!(k.foreign.contains(&blocks_new));
                 let dst: ipnetwork::IpNetwork = "10.5.9.0/24".parse().unwrap();
-                assert!(!k.log.iter().any(|o| matches!(o, NetOp::AddRoute { dst: d, .. } if *d == dst)));
+                assert!(!k.applied.iter().any(|o| matches!(o, NetOp::AddRoute { dst: d, .. } if *d == dst)));
             });
 
             // The operator takes the routes in the way away: programmed, healthy again.
-            dp.with(|k| k.foreign.retain(|r| *r != in_the_way && *r != blocks_new));
+            dp.with(|k| k.routes.retain(|r| *r != in_the_way && *r != blocks_new));
             wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
             assert!(dp.routes().contains_key("10.5.7.0/24") && dp.routes().contains_key("10.5.9.0/24"));
             assert!(metrics.render().contains("flanneld_route_conflicts 0"));
-            assert_eq!(dp.with(|k| k.foreign.clone()), operator_routes());
+            assert!(all_there(&dp, &operator_routes()));
             run.stop().await;
         })
         .await;
@@ -717,58 +630,47 @@ async fn routes_flanneld_did_not_make_are_never_touched_and_conflicts_are_report
 async fn direct_routing_routes_are_owned_only_while_in_use() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(
-                &format!("{PREFIX}/config"),
-                br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
-                0,
-            );
+            let Node { dir, reg, dp, cfg } = Node::with_network_config(DIRECT_ROUTING);
             reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "02:00:00:00:00:07").as_bytes(), 0);
             reg.put_raw(&key("10.5.8.0-24"), upstream_value("198.18.0.4", "02:00:00:00:00:08").as_bytes(), 0);
-            let dp = RecordingDataplane::new();
             dp.with(|k| {
-                k.foreign = operator_routes();
-                k.onlink = vec!["198.18.0.3".parse().unwrap()];
+                k.routes = operator_routes();
+                k.add_onlink("198.18.0.3".parse().unwrap(), UNDERLAY);
             });
-            let direct =
-                |dp: &RecordingDataplane| dp.with(|k| k.routes.get(&"10.5.7.0/24".parse().unwrap()).copied());
-            let cfg = config(dir.path());
+            let direct = |dp: &SharedFake| dp.route("10.5.7.0/24");
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("direct route", LIMIT, || direct(&dp) == Some((gw("198.18.0.3"), false))).await;
             assert_eq!(dp.routes()["10.5.8.0/24"], "10.5.8.0", "not on-link: VXLAN");
             wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
 
-            dp.with(|k| k.routes.remove(&"10.5.7.0/24".parse().unwrap()));
+            dp.del_route("10.5.7.0/24");
             wait_for("healed", LIMIT, || direct(&dp).is_some()).await;
             reg.delete_raw(&key("10.5.7.0-24"));
             wait_for("removed with its lease", LIMIT, || direct(&dp).is_none()).await;
             reg.put_raw(&key("10.5.7.0-24"), upstream_value("198.18.0.3", "02:00:00:00:00:07").as_bytes(), 0);
             wait_for("back", LIMIT, || direct(&dp) == Some((gw("198.18.0.3"), false))).await;
             tokio::time::sleep(Duration::from_secs(70)).await;
-            assert_eq!(dp.with(|k| k.foreign.clone()), operator_routes());
+            assert!(all_there(&dp, &operator_routes()));
             run.stop().await;
 
             // DirectRouting switched off: the next run replaces its route, once.
             reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
-            let cfg = config(dir.path());
+            let cfg = daemon_config(dir.path(), ME);
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("VXLAN route", LIMIT, || direct(&dp) == Some((gw("10.5.7.0"), true))).await;
             wait_for("healthy", LIMIT, || health.healthz().0 == 200).await;
             // Now a route of the DirectRouting shape is an operator's.
             let by_hand = foreign("10.5.7.0/24", "198.18.0.3", 254, BOOT, 0);
-            dp.with(|k| {
-                k.routes.remove(&"10.5.7.0/24".parse().unwrap());
-                k.foreign.push(by_hand.clone());
-            });
+            dp.del_route("10.5.7.0/24");
+            dp.with(|k| k.routes.push(by_hand.clone()));
             wait_for("conflict", LIMIT, || health.get().route_conflicts == ["10.5.7.0/24"]).await;
             tokio::time::sleep(Duration::from_secs(70)).await;
-            assert!(dp
-                .with(|k| k.foreign.contains(&by_hand)
-                    && !k.routes.contains_key(&"10.5.7.0/24".parse().unwrap())));
-            assert!(dp.with(|k| operator_routes().iter().all(|r| k.foreign.contains(r))));
+            // Still the operator's route only: flanneld's VXLAN route was not put back over it.
+            assert!(all_there(&dp, std::slice::from_ref(&by_hand)));
+            assert_eq!(direct(&dp), Some((gw("198.18.0.3"), false)));
+            assert!(all_there(&dp, &operator_routes()));
             run.stop().await;
         })
         .await;
@@ -780,14 +682,7 @@ async fn direct_routing_routes_are_owned_only_while_in_use() {
 async fn direct_routing_decides_all_peers_from_one_route_dump() {
     LocalSet::new()
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let reg = MemoryRegistry::new();
-            reg.put_raw(
-                &format!("{PREFIX}/config"),
-                br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
-                0,
-            );
-            let dp = RecordingDataplane::new();
+            let Node { dir: _dir, reg, dp, cfg } = Node::with_network_config(DIRECT_ROUTING);
             for i in 1..=100u32 {
                 let public = format!("198.18.1.{i}");
                 reg.put_raw(
@@ -796,10 +691,9 @@ async fn direct_routing_decides_all_peers_from_one_route_dump() {
                     0,
                 );
                 if i % 2 == 0 {
-                    dp.with(|k| k.onlink.push(public.parse().unwrap()));
+                    dp.with(|k| k.add_onlink(public.parse().unwrap(), UNDERLAY));
                 }
             }
-            let cfg = config(dir.path());
             let health = cfg.health.clone();
             let run = start(cfg, reg.clone(), dp.clone());
             wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
@@ -811,6 +705,66 @@ async fn direct_routing_decides_all_peers_from_one_route_dump() {
             }
             // One for the snapshot's decisions, one in the reconciliation's full dump.
             assert_eq!(dp.with(|k| k.route_dumps), 2);
+            run.stop().await;
+        })
+        .await;
+}
+
+/// The VXLAN device deleted behind the daemon's back (an operator's `ip link del flannel.1`):
+/// its neighbours, FDB entries and routes go with it; the next reconciliation meets ENODEV,
+/// recreates the device (same MAC, a new ifindex) and replays every peer's neighbour, FDB
+/// entry and route onto it.
+#[tokio::test(start_paused = true)]
+async fn deleted_device_is_recreated_and_every_peer_replayed() {
+    LocalSet::new()
+        .run_until(async {
+            let node = Node::new();
+            let peers = [
+                ("10.5.7.0", "198.18.0.3", mac(7)),
+                ("10.5.8.0", "198.18.0.4", mac(8)),
+                ("10.5.9.0", "198.18.0.5", mac(9)),
+            ];
+            for (net, public, m) in peers {
+                let name = format!("{net}-24");
+                node.put_peer(&name, public, &weft_flanneld::lease::format_mac(&m));
+            }
+            let health = node.health();
+            let run = node.start();
+            let dp = &node.dp;
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let (_, before) = dp.device().unwrap();
+            let programmed = |index: u32| {
+                dp.with(|k| {
+                    peers.iter().all(|(net, public, m)| {
+                        let (ip, dst): (IpAddr, IpAddr) = (net.parse().unwrap(), public.parse().unwrap());
+                        let route =
+                            KernelRoute::made(format!("{net}/24").parse().unwrap(), ip, true, Some(index));
+                        k.neighs.iter().any(|n| n.ifindex == index && n.ip == ip && n.mac == *m)
+                            && k.fdb.iter().any(|e| e.ifindex == index && e.mac == *m && e.dst == dst)
+                            && k.routes.contains(&route)
+                    })
+                })
+            };
+            assert!(programmed(before.index));
+
+            dp.with(|k| k.remove_device());
+            assert!(dp.with(|k| k.neighs.is_empty() && k.fdb.is_empty() && k.routes.is_empty()));
+            wait_for("device recreated", LIMIT, || dp.device().is_some()).await;
+            let (_, after) = dp.device().unwrap();
+            assert_ne!(after.index, before.index, "a new device");
+            assert_eq!(after.mac, before.mac, "same MAC: peers need no update");
+            wait_for("every peer replayed", LIMIT, || programmed(after.index)).await;
+            wait_for("healthy", LIMIT, || health.get().mesh_programmed).await;
+            // Nothing left on (or pointing at) the old device.
+            dp.with(|k| {
+                assert!(k.neighs.iter().all(|n| n.ifindex == after.index));
+                assert!(k.fdb.iter().all(|e| e.ifindex == after.index));
+                assert!(k.routes.iter().all(|r| r.oif == Some(after.index)));
+                assert_eq!(k.neighs.len(), 3);
+            });
+            // The published lease still carries the same MAC.
+            let attrs = LeaseAttrs::parse(&own_record(&node.reg).value).unwrap();
+            assert_eq!(attrs.vxlan_data().unwrap().vtep_mac, before.mac);
             run.stop().await;
         })
         .await;

@@ -7,26 +7,23 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::etcd::Etcd;
-use common::{upstream_value, wait_for, RecordingDataplane};
+use common::node::{daemon_config, start, Kernel, CONFIG, PREFIX};
+use common::{upstream_value, wait_for};
 use etcd_client::{GetOptions, PutOptions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::LocalSet;
+use weft_dataplane::fake::SharedFake;
 use weft_flanneld::acquire::{acquire_once, renew, AcquireError, Renewal, Want};
-use weft_flanneld::daemon::{self, DaemonConfig};
-use weft_flanneld::health::Health;
+use weft_flanneld::daemon::DaemonConfig;
 use weft_flanneld::lease::{parse_lease_path, LeaseAttrs, LeaseKey};
-use weft_flanneld::metrics::Metrics;
 use weft_flanneld::network::parse_config;
 use weft_flanneld::registry::etcd::{EtcdOptions, EtcdRegistry};
 use weft_flanneld::registry::{Expect, Registry};
 use weft_flanneld::watch::{self, WatchMsg};
 
-const PREFIX: &str = "/coreos.com/network";
-const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A registry whose endpoint list starts with a closed port, then the live `etcd`.
@@ -46,22 +43,9 @@ async fn registry(etcd: &Etcd) -> EtcdRegistry {
         .unwrap()
 }
 
+/// The fixture's daemon config with a 5 s reconcile period (real time here).
 fn config(dir: &std::path::Path, ip: Ipv4Addr) -> DaemonConfig {
-    DaemonConfig {
-        etcd_prefix: PREFIX.into(),
-        public_ip: ip,
-        underlay_index: 2,
-        underlay_mtu: 1500,
-        subnet_file: dir.join("subnet.env"),
-        mac_file: dir.join("weft-vtep-mac"),
-        renew_margin: Duration::from_secs(3600),
-        ip_masq: false,
-        reconcile_interval: Duration::from_secs(5),
-        health: Health::new(),
-        metrics: Arc::new(Metrics::new()),
-        firewall: None,
-        blackhole_every: None,
-    }
+    DaemonConfig { reconcile_interval: Duration::from_secs(5), ..daemon_config(dir, ip) }
 }
 
 fn is_canonical_key(name: &str) -> bool {
@@ -88,14 +72,11 @@ async fn keys_and_values_are_upstream_compatible_and_handwritten_leases_are_peer
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Ipv4Addr::new(198, 18, 0, 2));
     let health = cfg.health.clone();
-    let dp = RecordingDataplane::new();
+    let dp = SharedFake::new();
     let reg = registry(&etcd).await;
     LocalSet::new()
         .run_until(async {
-            let (tx, rx) = oneshot::channel::<()>();
-            let run = tokio::task::spawn_local(daemon::run(cfg, reg, dp.clone(), async {
-                let _ = rx.await;
-            }));
+            let run = start(cfg, reg, dp.clone());
             wait_for("hand-written peer programmed", LIMIT, || dp.routes().contains_key("10.5.52.0/24")).await;
             assert_eq!(dp.routes()["10.5.52.0/24"], "10.5.52.0");
             assert!(health.get().mesh_programmed);
@@ -115,7 +96,7 @@ async fn keys_and_values_are_upstream_compatible_and_handwritten_leases_are_peer
             }
             assert_eq!(resp.kvs().len(), 2);
             let own = own.expect("own lease written");
-            let mac = dp.with(|k| k.device.clone()).unwrap().1.mac;
+            let mac = dp.device().unwrap().1.mac;
             assert_eq!(
                 own.value_str().unwrap(),
                 format!(
@@ -132,8 +113,7 @@ async fn keys_and_values_are_upstream_compatible_and_handwritten_leases_are_peer
             // A deletion (what upstream nodes see when a lease expires) removes the peer.
             client.delete(format!("{PREFIX}/subnets/10.5.52.0-24"), None).await.unwrap();
             wait_for("peer removed", LIMIT, || !dp.routes().contains_key("10.5.52.0/24")).await;
-            tx.send(()).unwrap();
-            run.await.unwrap().unwrap();
+            run.stop().await;
         })
         .await;
 }
@@ -195,14 +175,11 @@ async fn watch_resumes_after_etcd_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Ipv4Addr::new(198, 18, 0, 2));
     let health = cfg.health.clone();
-    let dp = RecordingDataplane::new();
+    let dp = SharedFake::new();
     let reg = registry(&etcd).await;
     LocalSet::new()
         .run_until(async {
-            let (tx, rx) = oneshot::channel::<()>();
-            let run = tokio::task::spawn_local(daemon::run(cfg, reg, dp.clone(), async {
-                let _ = rx.await;
-            }));
+            let run = start(cfg, reg, dp.clone());
             wait_for("ready", LIMIT, || health.get().mesh_programmed).await;
             client
                 .put(
@@ -231,8 +208,7 @@ async fn watch_resumes_after_etcd_restart() {
             wait_for("peer after restart", LIMIT, || dp.routes().contains_key("10.5.62.0/24")).await;
             wait_for("etcd seen up", LIMIT, || health.get().etcd_reachable).await;
             assert!(dp.routes().contains_key("10.5.61.0/24"));
-            tx.send(()).unwrap();
-            run.await.unwrap().unwrap();
+            run.stop().await;
         })
         .await;
 }

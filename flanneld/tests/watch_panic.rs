@@ -4,18 +4,14 @@
 //! the panic to the task and the daemon must notice. No root, no etcd.
 #![allow(clippy::unwrap_used)]
 
-use std::net::Ipv4Addr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use weft_dataplane::fake::FakeDataplane;
-use weft_flanneld::daemon::{self, DaemonConfig, DaemonError};
-use weft_flanneld::health::Health;
-use weft_flanneld::metrics::Metrics;
+use common::node::Node;
+use weft_flanneld::daemon::{self, DaemonError};
 use weft_flanneld::registry::memory::{MemoryRegistry, MemoryWatch};
 use weft_flanneld::registry::{Expect, Record, Registry, RegistryError};
-
-const PREFIX: &str = "/coreos.com/network";
 
 /// The memory registry, except that starting a watch panics (a stand-in for any bug there).
 #[derive(Clone)]
@@ -55,29 +51,12 @@ impl Registry for WatchPanics {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_watch_task_ends_the_daemon_with_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = MemoryRegistry::new();
-    reg.put_raw(&format!("{PREFIX}/config"), br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#, 0);
-    let cfg = DaemonConfig {
-        etcd_prefix: PREFIX.into(),
-        public_ip: Ipv4Addr::new(198, 18, 0, 2),
-        underlay_index: 2,
-        underlay_mtu: 1500,
-        subnet_file: dir.path().join("subnet.env"),
-        mac_file: dir.path().join("weft-vtep-mac"),
-        renew_margin: Duration::from_secs(3600),
-        ip_masq: false,
-        reconcile_interval: Duration::from_secs(30),
-        health: Health::new(),
-        metrics: Arc::new(Metrics::new()),
-        firewall: None,
-        blackhole_every: None,
-    };
-    let health = cfg.health.clone();
+    let node = Node::new();
+    let health = node.health();
     let never = std::future::pending::<()>();
     let ran = tokio::time::timeout(
         Duration::from_secs(600),
-        daemon::run(cfg, WatchPanics(reg), FakeDataplane::new(), never),
+        daemon::run(node.cfg.clone(), WatchPanics(node.reg.clone()), node.dp.clone(), never),
     )
     .await
     .expect("the daemon keeps running although its watch task died");

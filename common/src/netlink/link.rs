@@ -11,6 +11,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::{Error, Netlink};
+use crate::mac::format_mac;
 use crate::netns::NetNs;
 
 /// Operational state of a link (`IFLA_OPERSTATE`, RFC 2863).
@@ -127,8 +128,6 @@ impl Link {
         link
     }
 }
-
-pub use crate::mac::{format_mac, parse_mac};
 
 /// A new bridge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

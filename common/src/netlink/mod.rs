@@ -22,6 +22,6 @@ pub use addr::Address;
 pub use bridge::{PortAttrs, PortVlan};
 pub use error::Error;
 pub use events::LinkEvents;
-pub use link::{format_mac, parse_mac, BridgeSpec, Link, OperState, VethSpec};
+pub use link::{BridgeSpec, Link, OperState, VethSpec};
 pub use route::Route;
 pub use socket::Netlink;

@@ -7,7 +7,8 @@
 //! - [`plan`]: pure peer → [`NetOp`] planning (add/change, remove, reconcile against a dump).
 //! - [`own`]: the ownership rule (pure): which kernel entries are flanneld's to change.
 //! - [`netlink`]: [`netlink::NetlinkDataplane`], the rtnetlink implementation.
-//! - [`fake`]: [`fake::FakeDataplane`], the in-memory implementation for daemon tests.
+//! - [`fake`]: [`fake::FakeDataplane`], the in-memory kernel for tests without root, and
+//!   [`fake::SharedFake`], the handle the daemon tests drive it through.
 //! - [`view`]: [`view::DataplaneView`], a node's kernel state as JSON for `/debug/dataplane`
 //!   (collected by [`netlink::collect_view`]).
 //! - [`firewall`]: the masquerade/forward rules (nftables or iptables layout) and drift check.

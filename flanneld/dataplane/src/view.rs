@@ -42,8 +42,9 @@ use std::path::PathBuf;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::{Deserialize, Serialize};
+use weft_common::mac::parse_mac;
 
-use crate::{KernelFdb, KernelNeigh, KernelRoute, KernelState, Mac, VxlanSpec};
+use crate::{KernelFdb, KernelNeigh, KernelRoute, KernelState, VxlanSpec};
 
 /// Current schema version.
 pub const VIEW_VERSION: u32 = 1;
@@ -321,20 +322,6 @@ impl SysctlView {
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff` → bytes.
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in out.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 impl DataplaneView {
     /// The cluster network: flanneld's, else subnet.env's first IPv4 `FLANNEL_NETWORK`.
     pub fn network(&self) -> Option<Ipv4Network> {
@@ -457,7 +444,7 @@ mod tests {
     #[test]
     fn kernel_state_feeds_the_reconciler_like_a_dump() {
         let k = view().kernel_state();
-        let m: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
+        let m: crate::Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
         assert_eq!(k.device, 5);
         // The neighbour without a MAC and the FDB entry without a destination are not dumped.
         assert_eq!(
@@ -499,11 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn macs_and_rp_filter() {
-        assert_eq!(parse_mac("6e:aa:bb:cc:dd:01"), Some([0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]));
-        for bad in ["", "6e:aa:bb:cc:dd", "6e:aa:bb:cc:dd:01:02", "6e:aa:bb:cc:dd:1", "zz:aa:bb:cc:dd:01"] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
+    fn rp_filter_effective_is_the_maximum() {
         let mut s = SysctlView::default();
         s.rp_filter.insert("all".into(), 1);
         s.rp_filter.insert("eth0".into(), 2);

@@ -8,7 +8,8 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use weft_dataplane::netlink::{mac_str, NetlinkDataplane};
+use weft_common::mac::format_mac;
+use weft_dataplane::netlink::NetlinkDataplane;
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer};
 use weft_dataplane::{Dataplane, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
@@ -61,16 +62,9 @@ fn ifindex(ns: &Netns, dev: &str) -> u32 {
 
 fn spec(ns: &Netns, host: u8, own: &str) -> VxlanSpec {
     VxlanSpec {
-        name: "flannel.1".into(),
-        vni: 1,
-        port: 0,
-        gbp: false,
-        learning: false,
         local: format!("198.18.0.{host}").parse().unwrap(),
-        underlay_index: ifindex(ns, "eth0"),
-        mtu: 1450,
         address: format!("{own}/32").parse().unwrap(),
-        network: "10.5.0.0/16".parse().unwrap(),
+        ..weft_dataplane::fake::test_spec(ifindex(ns, "eth0"))
     }
 }
 
@@ -133,7 +127,7 @@ fn created_device_has_upstream_attributes() {
     assert_eq!(l["ifindex"].as_u64(), Some(u64::from(info.index)));
     assert_eq!(l["mtu"], 1450);
     assert!(l.get("txqlen").is_none(), "txqueuelen 0 (iproute2 omits a zero qlen)");
-    assert_eq!(l["address"].as_str(), Some(mac_str(&info.mac).as_str()));
+    assert_eq!(l["address"].as_str(), Some(format_mac(&info.mac).as_str()));
     assert_eq!(info.mac[0] & 3, 2, "locally administered unicast");
     assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
     let kind = &l["linkinfo"];

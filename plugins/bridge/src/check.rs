@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use weft_common::cni::invoke;
 use weft_common::cni::{CmdArgs, CniResult, Command};
-use weft_common::netlink::{format_mac, Link, Netlink, Route as NlRoute};
+use weft_common::mac::format_mac;
+use weft_common::netlink::{Link, Netlink, Route as NlRoute};
 use weft_common::netns::NetNs;
 
 use crate::config::BridgeSpec;

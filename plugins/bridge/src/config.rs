@@ -11,7 +11,7 @@ use weft_common::cni::conf::{self, COMMON_KEYS};
 use weft_common::cni::error::CniError;
 use weft_common::cni::Dns;
 use weft_common::firewall::BackendChoice;
-use weft_common::netlink::parse_mac;
+use weft_common::mac::parse_mac;
 
 /// The reference's default bridge name.
 pub const DEFAULT_BRIDGE: &str = "cni0";

@@ -20,7 +20,8 @@ pub mod undo;
 use weft_common::cni::invoke;
 use weft_common::cni::{CmdArgs, CniError, CniResult, Command, ErrorCode, Plugin, Version};
 use weft_common::firewall::{self, MasqTarget};
-use weft_common::netlink::{format_mac, Link, Netlink};
+use weft_common::mac::format_mac;
+use weft_common::netlink::{Link, Netlink};
 use weft_common::netns::NetNs;
 
 use crate::config::BridgeSpec;

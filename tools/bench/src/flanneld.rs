@@ -53,7 +53,10 @@ fn subnet(i: u32) -> Ipv4Addr {
 
 fn lease_value(i: u32) -> String {
     let ip = Ipv4Addr::new(198, 19, (i >> 8) as u8, (i & 0xff) as u8);
-    let mac = format!("0e:00:00:{:02x}:{:02x}:{:02x}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+    let mac = {
+        let [_, a, b, c] = i.to_be_bytes();
+        weft_common::mac::format_mac(&[0x0e, 0, 0, a, b, c])
+    };
     format!(
         r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
     )

@@ -200,7 +200,8 @@ fn emulated_subnet(k: u32) -> Ipv4Network {
 }
 
 fn emulated_mac(k: u32) -> String {
-    format!("0e:00:00:00:{:02x}:{:02x}", (k >> 8) & 0xff, k & 0xff)
+    let [_, _, hi, lo] = k.to_be_bytes();
+    weft_common::mac::format_mac(&[0x0e, 0, 0, 0, hi, lo])
 }
 
 fn lease_value(k: u32) -> String {

@@ -96,32 +96,29 @@ impl Ruleset {
     /// The FORWARD verdict (iptables filter FORWARD, then any nftables forward hook with a
     /// drop policy or drop rule that iptables-nft did not write).
     pub fn forward(&self, p: &Packet) -> Verdict {
-        let ipt = self.filter.as_deref().map(|t| walk(t, "FORWARD", p));
-        if let Some(v) = &ipt {
-            if v.drops() {
-                return v.clone();
-            }
-        }
-        if let Some(v) = self.nft.as_ref().and_then(|n| nft_hook(n, "forward", p)) {
-            if v.drops() {
-                return v;
-            }
-        }
-        ipt.unwrap_or(Verdict { verdict: "policy ACCEPT".into(), rule: None, skipped: vec![] })
+        self.verdict(self.filter.as_deref(), ("FORWARD", "forward"), p, Verdict::drops)
     }
 
     /// The nat POSTROUTING verdict (masquerade or not).
     pub fn postrouting(&self, p: &Packet) -> Verdict {
-        let ipt = self.nat.as_deref().map(|t| walk(t, "POSTROUTING", p));
-        if let Some(v) = &ipt {
-            if v.masquerades() {
-                return v.clone();
-            }
+        self.verdict(self.nat.as_deref(), ("POSTROUTING", "postrouting"), p, Verdict::masquerades)
+    }
+
+    /// The verdict of the iptables chain in `table` when it `decides`, else of the nftables
+    /// hook when that one decides, else the iptables chain's (the policy when there is none).
+    fn verdict(
+        &self,
+        table: Option<&str>,
+        (chain, hook): (&str, &str),
+        p: &Packet,
+        decides: fn(&Verdict) -> bool,
+    ) -> Verdict {
+        let ipt = table.map(|t| walk(t, chain, p));
+        if let Some(v) = ipt.as_ref().filter(|v| decides(v)) {
+            return v.clone();
         }
-        if let Some(v) = self.nft.as_ref().and_then(|n| nft_hook(n, "postrouting", p)) {
-            if v.masquerades() {
-                return v;
-            }
+        if let Some(v) = self.nft.as_ref().and_then(|n| nft_hook(n, hook, p)).filter(decides) {
+            return v;
         }
         ipt.unwrap_or(Verdict { verdict: "policy ACCEPT".into(), rule: None, skipped: vec![] })
     }
@@ -483,5 +480,25 @@ mod tests {
         assert!(!filter.contains("-j DROP") && !filter.contains("MASQUERADE"), "{filter}");
         assert!(table(saved, "nat").unwrap_or_default().contains("MASQUERADE"));
         assert_eq!(table(saved, "raw"), None);
+    }
+
+    #[test]
+    fn iptables_decides_first_then_an_nftables_hook_then_the_iptables_policy() {
+        let drop_all = serde_json::json!({"nftables": [
+            {"chain": {"family": "inet", "table": "wtH11", "name": "fwd", "hook": "forward", "policy": "drop"}}
+        ]});
+        // iptables accepts pod traffic, an nftables forward hook drops it: the drop is the answer.
+        let both = Ruleset { filter: Some(SAVED.into()), nft: Some(drop_all.clone()), nat: None };
+        let v = both.forward(&pkt("10.244.1.2", "10.244.2.2"));
+        assert_eq!((v.verdict.as_str(), v.rule.as_deref()), ("policy DROP", Some("inet wtH11 fwd")));
+        // iptables drops on its own: its verdict, whatever nftables says.
+        let v = both.forward(&pkt("192.168.1.2", "192.168.2.2"));
+        assert_eq!((v.verdict.as_str(), v.rule), ("policy DROP", None));
+        // No drop anywhere: iptables' accept; no rules at all: the default policy.
+        let ipt_only = Ruleset { filter: Some(SAVED.into()), ..Ruleset::default() };
+        assert_eq!(ipt_only.forward(&pkt("10.244.1.2", "10.244.2.2")).verdict, "ACCEPT");
+        assert_eq!(Ruleset::default().forward(&pkt("10.244.1.2", "10.244.2.2")).verdict, "policy ACCEPT");
+        // The nftables forward hook does not answer for POSTROUTING.
+        assert_eq!(both.postrouting(&pkt("10.244.1.2", "198.18.0.99")).verdict, "policy ACCEPT");
     }
 }

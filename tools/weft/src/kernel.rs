@@ -19,7 +19,8 @@ use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde::Serialize;
-use weft_common::netlink::{format_mac, Error, Netlink, OperState};
+use weft_common::mac::format_mac;
+use weft_common::netlink::{Error, Netlink, OperState};
 use weft_common::netns::NetNs;
 
 /// A link with what `weft` needs to judge it.

@@ -14,9 +14,9 @@ use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use weft_common::flannel::SubnetEnv;
+use weft_common::mac::format_mac;
 use weft_common::netlink::OperState;
 
-use super::msg::mac_str;
 use super::NetlinkDataplane;
 use crate::view::{
     inside, DataplaneView, FdbView, FlanneldFacts, LinkView, NeighView, RouteView, SubnetEnvView, SysctlView,
@@ -139,7 +139,7 @@ async fn collect_kernel(
                 if let Some(k) = super::msg::parse_neigh(&n) {
                     view.neighbours.push(NeighView {
                         ip: k.ip,
-                        mac: Some(mac_str(&k.mac)),
+                        mac: Some(format_mac(&k.mac)),
                         state: nud_names(u16::from(n.header.state)),
                         permanent: k.permanent,
                     });
@@ -156,7 +156,7 @@ async fn collect_kernel(
                 let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
                 if let Some(k) = super::msg::parse_fdb(&n).filter(|k| k.ifindex == dev_index) {
                     view.fdb.push(FdbView {
-                        mac: mac_str(&k.mac),
+                        mac: format_mac(&k.mac),
                         dst: Some(k.dst),
                         self_: k.self_,
                         permanent: k.permanent,
@@ -216,9 +216,7 @@ fn link_view(m: &LinkMessage) -> LinkView {
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name.clone_from(n),
-            LinkAttribute::Address(mac) if !mac.is_empty() => {
-                l.mac = Some(weft_common::netlink::format_mac(mac))
-            }
+            LinkAttribute::Address(mac) if !mac.is_empty() => l.mac = Some(format_mac(mac)),
             LinkAttribute::Mtu(mtu) => l.mtu = *mtu,
             LinkAttribute::Controller(i) => l.master = Some(*i),
             LinkAttribute::OperState(s) => l.oper_state = OperState::from(s).to_string(),

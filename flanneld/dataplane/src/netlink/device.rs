@@ -15,6 +15,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use nix::errno::Errno;
+use weft_common::mac::{format_mac, random_local_mac};
 
 use super::{errno_text, nl_err, v4, NetlinkDataplane, Outcome};
 use crate::{DataplaneError, DeviceInfo, Mac, VxlanSpec};
@@ -99,13 +100,6 @@ pub(crate) fn incompatible(f: &LinkFacts, spec: &VxlanSpec) -> Option<String> {
         return Some(format!("gbp {} != {}", f.gbp, spec.gbp));
     }
     None
-}
-
-/// A random locally administered unicast MAC (first octet: bit 0 clear, bit 1 set).
-pub(crate) fn random_mac() -> Mac {
-    let mut mac: Mac = rand::random();
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
 }
 
 /// The RTM_NEWLINK message upstream sends (§8.1).
@@ -260,9 +254,9 @@ pub(super) async fn ensure(
                 }
             }
         }
-        let mac = mac_hint.unwrap_or_else(random_mac);
+        let mac = mac_hint.unwrap_or_else(random_local_mac);
         if create_link(dp, spec, mac).await? {
-            tracing::info!(device = %spec.name, mac = %super::mac_str(&mac), "created VXLAN device");
+            tracing::info!(device = %spec.name, mac = %format_mac(&mac), "created VXLAN device");
             created = true;
             break;
         }
@@ -291,11 +285,7 @@ pub(super) async fn ensure(
                 return Err(nl_err(
                     "ensure vxlan",
                     spec.name.clone(),
-                    format!(
-                        "MAC changed after creation: {} != {}",
-                        super::mac_str(&mac),
-                        super::mac_str(&hint)
-                    ),
+                    format!("MAC changed after creation: {} != {}", format_mac(&mac), format_mac(&hint)),
                     None,
                 ));
             }
@@ -309,18 +299,7 @@ mod tests {
     use super::*;
 
     fn spec() -> VxlanSpec {
-        VxlanSpec {
-            name: "flannel.1".into(),
-            vni: 1,
-            port: 0,
-            gbp: false,
-            learning: false,
-            local: "198.18.0.2".parse().unwrap(),
-            underlay_index: 5,
-            mtu: 1450,
-            address: "10.5.72.0/32".parse().unwrap(),
-            network: "10.5.0.0/16".parse().unwrap(),
-        }
+        crate::fake::test_spec(5)
     }
 
     #[test]
@@ -357,14 +336,5 @@ mod tests {
         s4.mtu = 1000;
         s4.learning = true;
         assert_eq!(incompatible(&base, &s4), None, "MTU and learning never force recreation");
-    }
-
-    #[test]
-    fn random_mac_is_local_unicast() {
-        for _ in 0..100 {
-            let m = random_mac();
-            assert_eq!(m[0] & 1, 0);
-            assert_eq!(m[0] & 2, 2);
-        }
     }
 }

@@ -33,7 +33,7 @@ use rtnetlink::Handle;
 use tokio::sync::watch;
 
 pub use collect::{collect_view, ViewInput, DEFAULT_BRIDGE, DEFAULT_DEVICE, DEFAULT_SUBNET_FILE};
-pub use msg::{describe, mac_str};
+pub use msg::describe;
 
 use crate::{ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
 

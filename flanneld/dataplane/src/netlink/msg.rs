@@ -16,6 +16,7 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use weft_common::mac::format_mac;
 
 use crate::{KernelFdb, KernelNeigh, KernelRoute, Mac, NetOp};
 
@@ -148,10 +149,10 @@ pub(crate) fn is_add(op: &NetOp) -> bool {
 /// A short description of `op` for errors and logs, in `ip`/`bridge` words.
 pub fn describe(op: &NetOp) -> String {
     match op {
-        NetOp::AddNeigh { ip, mac } => format!("add neigh {ip} lladdr {}", mac_str(mac)),
-        NetOp::DelNeigh { ip, mac } => format!("del neigh {ip} lladdr {}", mac_str(mac)),
-        NetOp::AddFdb { mac, dst } => format!("add fdb {} dst {dst}", mac_str(mac)),
-        NetOp::DelFdb { mac, dst } => format!("del fdb {} dst {dst}", mac_str(mac)),
+        NetOp::AddNeigh { ip, mac } => format!("add neigh {ip} lladdr {}", format_mac(mac)),
+        NetOp::DelNeigh { ip, mac } => format!("del neigh {ip} lladdr {}", format_mac(mac)),
+        NetOp::AddFdb { mac, dst } => format!("add fdb {} dst {dst}", format_mac(mac)),
+        NetOp::DelFdb { mac, dst } => format!("del fdb {} dst {dst}", format_mac(mac)),
         NetOp::AddRoute { dst, gw, onlink } => format!("add route {dst} via {gw}{}", onlink_str(*onlink)),
         NetOp::DelRoute { dst, gw, onlink } => format!("del route {dst} via {gw}{}", onlink_str(*onlink)),
         NetOp::CreateRoute { dst, gw, onlink } => {
@@ -166,11 +167,6 @@ fn onlink_str(onlink: bool) -> &'static str {
     } else {
         ""
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn mac_str(mac: &Mac) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn mac_of(bytes: &[u8]) -> Option<Mac> {

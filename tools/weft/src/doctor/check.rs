@@ -13,9 +13,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::Serialize;
+use weft_common::mac::parse_mac;
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_reconcile, Peer};
-use weft_dataplane::view::{parse_mac, DataplaneView};
+use weft_dataplane::view::DataplaneView;
 use weft_dataplane::{KernelState, Mac, NetOp};
 use weft_flanneld::daemon::VXLAN_OVERHEAD;
 use weft_flanneld::lease::{format_mac, parse_lease_path, subnets_dir, LeaseAttrs};
