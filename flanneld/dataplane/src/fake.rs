@@ -14,6 +14,11 @@ use crate::{
 /// The ifindex a created device gets.
 pub const FAKE_DEVICE_INDEX: u32 = 1000;
 
+/// host-gw (`ensure_no_device`): the fake then holds a placeholder "device" of this index
+/// (no device) whose spec carries only the underlay index, so that `apply` and `dump` work and
+/// plain routes get the underlay as their device, as the kernel resolves them.
+pub const NO_DEVICE_INDEX: u32 = 0;
+
 /// The fake kernel. All fields are public so tests can inspect and tamper (e.g. delete a route
 /// behind the daemon's back, add an operator's route, or make ops fail).
 #[derive(Debug, Default, Clone)]
@@ -137,7 +142,37 @@ impl FakeDataplane {
     }
 }
 
+impl FakeDataplane {
+    /// A real VXLAN device exists (not host-gw's placeholder).
+    pub fn has_vxlan_device(&self) -> bool {
+        self.device.as_ref().is_some_and(|(_, i)| i.index != NO_DEVICE_INDEX)
+    }
+}
+
 impl Dataplane for FakeDataplane {
+    async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError> {
+        let mut removed = Vec::new();
+        if let Some((spec, _)) = self.device.clone().filter(|_| self.has_vxlan_device()) {
+            self.remove_device();
+            removed.push(spec.name);
+        }
+        let any: Ipv4Network = Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED);
+        let placeholder = VxlanSpec {
+            name: String::new(),
+            vni: 0,
+            port: 0,
+            gbp: false,
+            learning: false,
+            local: std::net::Ipv4Addr::UNSPECIFIED,
+            underlay_index,
+            mtu: 0,
+            address: any,
+            network: any,
+        };
+        self.device = Some((placeholder, DeviceInfo { index: NO_DEVICE_INDEX, mac: [0; 6], mtu: 0 }));
+        Ok(removed)
+    }
+
     async fn ensure_device(
         &mut self,
         spec: &VxlanSpec,
