@@ -4,7 +4,8 @@
 # 2 pods per node attached with weft's cnitool + flannel + bridge + host-local), pings every
 # pod from every pod, prints the pass matrix and each node's lease, routes, neighbours and FDB,
 # and tears everything down. Needs root; touches only namespaces it creates (prefix `wdemo`).
-# Extra arguments go to `weft-lab demo` (e.g. --nodes 4 --pods 3 --etcd-members 3).
+# Extra arguments go to `weft-lab demo` (e.g. --nodes 4 --pods 3 --etcd-members 3, or
+# --backend host-gw for plain routes between the nodes instead of VXLAN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

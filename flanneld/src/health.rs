@@ -41,6 +41,9 @@ pub struct HealthState {
     /// Peer routes (destinations) not programmed because a route flanneld did not make holds
     /// the destination (it is left alone).
     pub route_conflicts: Vec<String>,
+    /// host-gw peers skipped because their PublicIP is not on the same L2 segment (no on-link
+    /// route to it on the external interface), as `<subnet> via <PublicIP>`.
+    pub peers_off_link: Vec<String>,
 }
 
 /// Shared health state, and the facts the daemon publishes for `/debug/dataplane`.
@@ -96,6 +99,12 @@ impl Health {
             why.push(format!(
                 "routes flanneld did not make hold peer subnets {} (left alone)",
                 s.route_conflicts.join(" ")
+            ));
+        }
+        if !s.peers_off_link.is_empty() {
+            why.push(format!(
+                "host-gw peers not on the same L2 segment, not routed: {}",
+                s.peers_off_link.join(", ")
             ));
         }
         if why.is_empty() {

@@ -16,8 +16,10 @@ use weft_dataplane::Mac;
 /// TTL of the etcd lease attached to every lease key (fixed upstream, §4.3).
 pub const LEASE_TTL_SECS: i64 = 86_400;
 
-/// The only backend this daemon implements and the only one it programs for peers.
+/// `BackendType` of a VXLAN node's lease.
 pub const BACKEND_VXLAN: &str = "vxlan";
+/// `BackendType` of a host-gw node's lease (upstream `pkg/backend/hostgw/hostgw.go`).
+pub const BACKEND_HOST_GW: &str = "host-gw";
 
 /// The subnet(s) a lease key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,6 +206,24 @@ impl LeaseAttrs {
         }
     }
 
+    /// Attributes of a host-gw node: `BackendType` `host-gw` and no `BackendData` at all (not
+    /// `null`), the bytes an upstream host-gw node writes (docs/flannel.md §4.2).
+    pub fn host_gw(public_ip: Ipv4Addr) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip,
+            public_ipv6: None,
+            backend_type: BACKEND_HOST_GW.to_string(),
+            backend_data: None,
+            backend_v6_data: None,
+        }
+    }
+
+    /// `BackendType` is `host-gw`, compared exactly as upstream's route network does
+    /// (`pkg/backend/route_network.go` `handleSubnetEvents`).
+    pub fn is_host_gw(&self) -> bool {
+        self.backend_type == BACKEND_HOST_GW
+    }
+
     /// The exact bytes upstream writes for these attributes.
     pub fn render(&self) -> Vec<u8> {
         let wire = AttrsWire {
@@ -289,6 +309,22 @@ mod tests {
             String::from_utf8(attrs.render()).unwrap(),
             r#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#
         );
+    }
+
+    #[test]
+    fn host_gw_renders_the_bytes_an_upstream_host_gw_node_writes() {
+        // docs/flannel.md §4.2, read back from a real upstream v0.21.3 host-gw node.
+        let attrs = LeaseAttrs::host_gw("198.18.0.4".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(attrs.render()).unwrap(),
+            r#"{"PublicIP":"198.18.0.4","PublicIPv6":null,"BackendType":"host-gw"}"#
+        );
+        let back = LeaseAttrs::parse(&attrs.render()).unwrap();
+        assert_eq!(back, attrs);
+        assert!(back.is_host_gw() && !back.is_vxlan());
+        // Upstream compares the type exactly.
+        let upper = LeaseAttrs::parse(br#"{"PublicIP":"198.18.0.4","BackendType":"HOST-GW"}"#).unwrap();
+        assert!(!upper.is_host_gw());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub last_renewal_timestamp_seconds: Gauge,
     /// Peer routes not programmed because a route flanneld did not make holds the destination.
     pub route_conflicts: Gauge,
+    /// host-gw peers not routed because their PublicIP is not on the same L2 segment.
+    pub peers_off_link: Gauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +52,7 @@ impl Metrics {
             netlink_errors: Counter::default(),
             last_renewal_timestamp_seconds: Gauge::default(),
             route_conflicts: Gauge::default(),
+            peers_off_link: Gauge::default(),
         };
         registry.register("leases_known", "Lease records known in etcd", m.leases_known.clone());
         registry.register("peers_programmed", "Peers programmed in the kernel", m.peers_programmed.clone());
@@ -74,6 +77,11 @@ impl Metrics {
             "route_conflicts",
             "Peer routes not programmed because a route flanneld did not make holds the destination",
             m.route_conflicts.clone(),
+        );
+        registry.register(
+            "peers_off_link",
+            "host-gw peers not routed because their PublicIP is not on the same L2 segment",
+            m.peers_off_link.clone(),
         );
         Metrics { registry, ..m }
     }

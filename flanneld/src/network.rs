@@ -24,6 +24,27 @@ pub struct VxlanBackend {
     pub direct_routing: bool,
 }
 
+/// The backend a node runs (`Backend.Type`, compared lower-cased as upstream does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// VXLAN overlay (docs/flannel.md §8): the `flannel.<VNI>` device, one route, neighbour and
+    /// FDB entry per peer.
+    Vxlan,
+    /// Plain routes `<peer subnet> via <peer PublicIP>` on the external interface; every node
+    /// must share one L2 segment (upstream `pkg/backend/hostgw`, `pkg/backend/route_network.go`).
+    HostGw,
+}
+
+impl BackendKind {
+    /// The `BackendType` leases of this backend carry (and the only one it programs peers for).
+    pub fn lease_type(self) -> &'static str {
+        match self {
+            BackendKind::Vxlan => crate::lease::BACKEND_VXLAN,
+            BackendKind::HostGw => crate::lease::BACKEND_HOST_GW,
+        }
+    }
+}
+
 /// A validated network configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {
@@ -32,6 +53,9 @@ pub struct NetworkSpec {
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
     pub enable_nftables: bool,
+    /// Which backend `Backend.Type` selects.
+    pub backend_type: BackendKind,
+    /// The VXLAN options; with host-gw (which has no options upstream) their defaults, unused.
     pub backend: VxlanBackend,
 }
 
@@ -140,8 +164,8 @@ pub fn parse_config(bytes: &[u8]) -> Result<NetworkSpec, ConfigError> {
     // No Min <= Max check: upstream has none; an inverted range just runs out of subnets.
 
     let enable_nftables = get_bool(obj, "EnableNFTables", false)?;
-    let backend = parse_backend(obj)?;
-    Ok(NetworkSpec { network, subnet_len, subnet_min, subnet_max, enable_nftables, backend })
+    let (backend_type, backend) = parse_backend(obj)?;
+    Ok(NetworkSpec { network, subnet_len, subnet_min, subnet_max, enable_nftables, backend_type, backend })
 }
 
 fn derive_subnet_len(prefix: u8, given: Option<u64>) -> Result<u8, ConfigError> {
@@ -182,12 +206,12 @@ fn check_ipv6(obj: &Map<String, Value>) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn parse_backend(obj: &Map<String, Value>) -> Result<VxlanBackend, ConfigError> {
+fn parse_backend(obj: &Map<String, Value>) -> Result<(BackendKind, VxlanBackend), ConfigError> {
     let b = match field(obj, "Backend") {
         // Upstream picks udp when Backend is absent (the docs claiming vxlan are wrong, §3.2).
         None | Some(Value::Null) => {
             return Err(ConfigError::Unsupported(
-                "no Backend given: upstream defaults to udp, weft only implements vxlan".into(),
+                "no Backend given: upstream defaults to udp, weft implements vxlan and host-gw".into(),
             ))
         }
         Some(Value::Object(b)) => b,
@@ -196,10 +220,13 @@ fn parse_backend(obj: &Map<String, Value>) -> Result<VxlanBackend, ConfigError> 
     let kind = get_str(b, "Type").map_err(|_| err("Backend.Type", "must be a string"))?;
     match kind.map(str::to_ascii_lowercase).as_deref() {
         Some("vxlan") => {}
+        // host-gw takes no options on Linux (upstream reads none; the Windows-only ones are
+        // ignored like any unknown field).
+        Some("host-gw") => return Ok((BackendKind::HostGw, VxlanBackend::default())),
         None | Some("") => return Err(err("Backend.Type", "unknown backend type \"\"")),
         Some(other) => {
             return Err(ConfigError::Unsupported(format!(
-                "backend type {other:?}: weft only implements vxlan"
+                "backend type {other:?}: weft implements vxlan and host-gw"
             )))
         }
     }
@@ -223,7 +250,7 @@ fn parse_backend(obj: &Map<String, Value>) -> Result<VxlanBackend, ConfigError> 
                 .ok_or_else(|| err("Backend.MTU", format!("{m} leaves no room for VXLAN")))?,
         ),
     };
-    Ok(VxlanBackend {
+    let vxlan = VxlanBackend {
         vni,
         port,
         mtu,
@@ -231,7 +258,15 @@ fn parse_backend(obj: &Map<String, Value>) -> Result<VxlanBackend, ConfigError> 
         learning: get_bool(b, "Learning", false).map_err(|e| rename(e, "Backend.Learning"))?,
         direct_routing: get_bool(b, "DirectRouting", false)
             .map_err(|e| rename(e, "Backend.DirectRouting"))?,
-    })
+    };
+    Ok((BackendKind::Vxlan, vxlan))
+}
+
+impl Default for VxlanBackend {
+    /// Upstream's defaults (§3.4): VNI 1, kernel port, the interface's MTU, all flags off.
+    fn default() -> Self {
+        VxlanBackend { vni: 1, port: 0, mtu: None, gbp: false, learning: false, direct_routing: false }
+    }
 }
 
 impl NetworkSpec {

@@ -1,8 +1,10 @@
-//! The set of remote VXLAN peers derived from lease records (pure; docs/flannel.md §6).
+//! The set of remote peers derived from lease records (pure; docs/flannel.md §6).
 //!
 //! Input: lease puts, deletes and full snapshots (after a re-list). Output: [`Change`]s for the
 //! daemon to program. Rules: our own subnet is never a peer; leases whose `BackendType` is not
-//! `vxlan` are not peers; a malformed record (bad key, bad JSON, bad PublicIP, bad BackendData)
+//! the node's backend (`vxlan` or `host-gw`) are not peers and are logged once at WARN, as
+//! upstream's handlers ignore them with a warning (`pkg/backend/vxlan/vxlan_network.go`,
+//! `pkg/backend/route_network.go`); a malformed record (bad key, bad JSON, bad PublicIP, bad BackendData)
 //! is logged at WARN with its key and skipped — it never removes any other peer (the upstream
 //! defect of §6.3 must not be copied), and a malformed re-put of a known peer keeps the
 //! last-known good attributes.
@@ -19,6 +21,7 @@ use tracing::warn;
 use weft_dataplane::Mac;
 
 use crate::lease::{parse_lease_path, LeaseAttrs, LeaseKey};
+use crate::network::BackendKind;
 use crate::registry::Record;
 
 /// A remote node as published in its lease.
@@ -26,7 +29,9 @@ use crate::registry::Record;
 pub struct RemotePeer {
     pub key: LeaseKey,
     pub public_ip: Ipv4Addr,
+    /// The VXLAN `VtepMAC`; all zero for a host-gw peer (its lease has no `BackendData`).
     pub vtep_mac: Mac,
+    /// The VXLAN `VNI`; 0 for a host-gw peer.
     pub vni: u32,
 }
 
@@ -48,7 +53,8 @@ pub enum Change {
 
 enum Classified {
     Peer(RemotePeer),
-    NotVxlan(LeaseKey),
+    /// A lease of another backend type (the type and the lease's PublicIP).
+    Foreign(LeaseKey, String, Ipv4Addr),
     /// `key` is known when only the value is bad.
     Malformed {
         key: Option<LeaseKey>,
@@ -60,20 +66,30 @@ enum Classified {
 #[derive(Debug, Clone)]
 pub struct PeerSet {
     subnets_dir: String,
+    backend: BackendKind,
     own: Option<Ipv4Network>,
     peers: BTreeMap<Ipv4Network, RemotePeer>,
+    /// Leases of another backend type, by subnet, with that type (to log each once).
+    foreign: BTreeMap<Ipv4Network, String>,
     /// `(subnet, PublicIP)` of every peer lease seen, current and removed (pruned with
     /// [`PeerSet::forget_held`]).
     held: BTreeSet<(Ipv4Network, Ipv4Addr)>,
 }
 
 impl PeerSet {
-    /// An empty set for leases under `subnets_dir` (`<prefix>/subnets/`).
+    /// An empty set of VXLAN peers for leases under `subnets_dir` (`<prefix>/subnets/`).
     pub fn new(subnets_dir: &str) -> PeerSet {
+        PeerSet::for_backend(subnets_dir, BackendKind::Vxlan)
+    }
+
+    /// An empty set of peers of `backend` (leases of other types are skipped).
+    pub fn for_backend(subnets_dir: &str, backend: BackendKind) -> PeerSet {
         PeerSet {
             subnets_dir: subnets_dir.to_string(),
+            backend,
             own: None,
             peers: BTreeMap::new(),
+            foreign: BTreeMap::new(),
             held: BTreeSet::new(),
         }
     }
@@ -133,8 +149,17 @@ impl PeerSet {
             Ok(a) => a,
             Err(e) => return Classified::Malformed { key: Some(key), reason: e.to_string() },
         };
-        if !attrs.is_vxlan() {
-            return Classified::NotVxlan(key);
+        match self.backend {
+            BackendKind::Vxlan if attrs.is_vxlan() => {}
+            BackendKind::HostGw if attrs.is_host_gw() => {
+                return Classified::Peer(RemotePeer {
+                    key,
+                    public_ip: attrs.public_ip,
+                    vtep_mac: [0; 6],
+                    vni: 0,
+                })
+            }
+            _ => return Classified::Foreign(key, attrs.backend_type, attrs.public_ip),
         }
         match attrs.vxlan_data() {
             Ok(d) => Classified::Peer(RemotePeer {
@@ -154,7 +179,10 @@ impl PeerSet {
                 warn!(key = %rec.key, reason = %reason, "skipping malformed lease record");
                 Vec::new()
             }
-            Classified::NotVxlan(key) => self.remove(key.ipv4).into_iter().collect(),
+            Classified::Foreign(key, kind, public_ip) => {
+                self.note_foreign(&rec.key, &key, kind, public_ip);
+                self.remove(key.ipv4).into_iter().collect()
+            }
             Classified::Peer(p) if self.is_own(&p.key) => Vec::new(),
             Classified::Peer(p) => {
                 if self.peers.get(&p.subnet()) == Some(&p) {
@@ -168,10 +196,28 @@ impl PeerSet {
         }
     }
 
+    /// Logs a lease of another backend type once per (subnet, type), and remembers its
+    /// `(subnet, PublicIP)` as held: after a switch of backends, the routes this node made for
+    /// that lease under the other backend are still recognised as its own.
+    fn note_foreign(&mut self, path: &str, key: &LeaseKey, kind: String, public_ip: Ipv4Addr) {
+        if self.is_own(key) {
+            return;
+        }
+        self.held.insert((key.ipv4, public_ip));
+        if self.foreign.get(&key.ipv4) != Some(&kind) {
+            warn!(key = %path, backend_type = %kind, backend = self.backend.lease_type(),
+                "ignoring lease of another backend type");
+            self.foreign.insert(key.ipv4, kind);
+        }
+    }
+
     /// A lease key was deleted (explicitly or by TTL).
     pub fn delete(&mut self, key: &str) -> Vec<Change> {
         match parse_lease_path(&self.subnets_dir, key) {
-            Ok(k) => self.remove(k.ipv4).into_iter().collect(),
+            Ok(k) => {
+                self.foreign.remove(&k.ipv4);
+                self.remove(k.ipv4).into_iter().collect()
+            }
             Err(e) => {
                 warn!(key = %key, reason = %e, "ignoring delete of a malformed lease key");
                 Vec::new()
@@ -187,12 +233,19 @@ impl PeerSet {
     /// the diff against the current set. A known peer whose record is now malformed is kept.
     pub fn snapshot(&mut self, records: &[Record]) -> Vec<Change> {
         let mut next: BTreeMap<Ipv4Network, RemotePeer> = BTreeMap::new();
+        let before = std::mem::take(&mut self.foreign);
         for rec in records {
             match self.classify(rec) {
                 Classified::Peer(p) if !self.is_own(&p.key) => {
                     next.insert(p.subnet(), p);
                 }
-                Classified::Peer(_) | Classified::NotVxlan(_) => {}
+                Classified::Peer(_) => {}
+                Classified::Foreign(key, kind, public_ip) => {
+                    if before.get(&key.ipv4) == Some(&kind) {
+                        self.foreign.insert(key.ipv4, kind.clone());
+                    }
+                    self.note_foreign(&rec.key, &key, kind, public_ip);
+                }
                 Classified::Malformed { key, reason } => {
                     warn!(key = %rec.key, reason = %reason, "skipping malformed lease record");
                     if let Some(old) = key.and_then(|k| self.peers.get(&k.ipv4)) {
@@ -255,6 +308,47 @@ mod tests {
         set.put(&rec("10.5.4.0-24", &vx("198.18.0.5", "02:00:00:00:00:05")));
         assert_eq!(set.delete(&format!("{DIR}10.5.4.0-24")), vec![Change::Remove(net("10.5.4.0/24"))]);
         assert!(set.delete(&format!("{DIR}10.5.4.0-24")).is_empty());
+        assert!(set.is_empty());
+    }
+
+    fn hg(ip: &str) -> String {
+        format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+    }
+
+    #[test]
+    fn host_gw_set_takes_host_gw_leases_and_skips_vxlan_ones() {
+        let mut set = PeerSet::for_backend(DIR, BackendKind::HostGw);
+        set.set_own(net("10.5.1.0/24"));
+        assert!(set.put(&rec("10.5.1.0-24", &hg("198.18.0.2"))).is_empty(), "own lease");
+        let c = set.put(&rec("10.5.2.0-24", &hg("198.18.0.3")));
+        assert!(matches!(&c[..], [Change::Upsert(p)] if p.public_ip == Ipv4Addr::new(198, 18, 0, 3)));
+        assert!(set.put(&rec("10.5.2.0-24", &hg("198.18.0.3"))).is_empty(), "renewal");
+        let c = set.put(&rec("10.5.2.0-24", &hg("198.18.0.9")));
+        assert!(matches!(&c[..], [Change::Upsert(p)] if p.public_ip == Ipv4Addr::new(198, 18, 0, 9)));
+        // A vxlan lease is not a peer of a host-gw node, and a peer switching to vxlan goes.
+        assert!(set.put(&rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03"))).is_empty());
+        assert_eq!(
+            set.put(&rec("10.5.2.0-24", &vx("198.18.0.9", "02:00:00:00:00:02"))),
+            vec![Change::Remove(net("10.5.2.0/24"))]
+        );
+        assert!(set.is_empty());
+        // Foreign leases are still remembered as held (a switch's leftovers are recognised).
+        assert!(set.held().contains(&(net("10.5.3.0/24"), Ipv4Addr::new(198, 18, 0, 4))));
+        // Exact type match, as upstream: "HOST-GW" is another type.
+        let upper = r#"{"PublicIP":"198.18.0.5","BackendType":"HOST-GW"}"#;
+        assert!(set.put(&rec("10.5.4.0-24", upper)).is_empty());
+        let c = set.snapshot(&[
+            rec("10.5.5.0-24", &hg("198.18.0.6")),
+            rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03")),
+        ]);
+        assert!(matches!(&c[..], [Change::Upsert(p)] if p.subnet() == net("10.5.5.0/24")));
+    }
+
+    #[test]
+    fn vxlan_set_skips_host_gw_leases() {
+        let mut set = PeerSet::new(DIR);
+        assert!(set.put(&rec("10.5.2.0-24", &hg("198.18.0.3"))).is_empty());
+        assert!(set.snapshot(&[rec("10.5.2.0-24", &hg("198.18.0.3"))]).is_empty());
         assert!(set.is_empty());
     }
 

@@ -108,6 +108,11 @@ pub const RT_TABLE_MAIN: u32 = 254;
 pub const RTPROT_BOOT: u8 = 3;
 /// `RTN_UNICAST`.
 pub const RTN_UNICAST: u8 = 1;
+/// `RTN_LOCAL`: a local address (local table).
+pub const RTN_LOCAL: u8 = 2;
+/// The local routing table (`RT_TABLE_LOCAL`), where the kernel keeps one `local` route per
+/// address of the host.
+pub const RT_TABLE_LOCAL: u32 = 255;
 /// `RT_SCOPE_UNIVERSE`.
 pub const RT_SCOPE_UNIVERSE: u8 = 0;
 
@@ -183,13 +188,36 @@ impl KernelState {
     /// kernel (`netlink.RouteGet`) and takes one route with no gateway as on-link; policy
     /// routing rules, which a lookup would follow, are not considered here.
     pub fn is_onlink(&self, dst: Ipv4Addr) -> bool {
-        let best = self
-            .routes
+        self.best_route(dst).is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
+    }
+
+    /// host-gw's test that `dst` (a peer's PublicIP) is on the same L2 segment through the
+    /// external interface `oif`: the main-table route the kernel would pick (as in
+    /// [`KernelState::is_onlink`]) is a unicast route without a gateway on that interface.
+    pub fn is_onlink_on(&self, dst: Ipv4Addr, oif: u32) -> bool {
+        self.is_onlink(dst) && self.best_route(dst).is_some_and(|r| r.oif == Some(oif))
+    }
+
+    /// The main-table route (tos 0) the kernel would pick for `dst`: longest prefix, then
+    /// lowest metric.
+    fn best_route(&self, dst: Ipv4Addr) -> Option<&KernelRoute> {
+        self.routes
             .iter()
             .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
             .filter(|r| matches!(r.dst, IpNetwork::V4(n) if n.contains(dst)))
-            .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric));
-        best.is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
+            .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric))
+    }
+
+    /// `ip` is a local address of the interface `oif` (a `local` route in the local table),
+    /// host-gw's check that the published PublicIP is the interface's own address, not one
+    /// behind NAT (upstream `pkg/backend/hostgw/hostgw.go` `New`).
+    pub fn is_local_on(&self, ip: Ipv4Addr, oif: u32) -> bool {
+        self.routes.iter().any(|r| {
+            r.table == RT_TABLE_LOCAL
+                && r.kind == RTN_LOCAL
+                && r.oif == Some(oif)
+                && r.dst == IpNetwork::V4(Ipv4Network::from(ip))
+        })
     }
 }
 
@@ -277,4 +305,31 @@ pub trait Dataplane {
     /// another route of that prefix and metric exists, e.g. the bridge's `dev cni0` route).
     /// `Ok(true)` when it was added.
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError>;
+    /// host-gw (no VXLAN device): deletes every VXLAN link named `flannel.<N>` or
+    /// `flannel-v6.<N>` (what a vxlan run of flanneld left; their neighbours, FDB entries and
+    /// routes go with them) and returns their names; from then on [`Dataplane::apply`] and
+    /// [`Dataplane::dump`] work without a device ([`KernelState::device`] 0), for plain routes
+    /// `dst via gw` only. `underlay_index` is the external interface.
+    async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError>;
+}
+
+/// A link name flanneld's VXLAN backend uses: `flannel.<digits>` or `flannel-v6.<digits>`.
+pub fn is_flannel_vxlan_name(name: &str) -> bool {
+    let rest = name.strip_prefix("flannel-v6.").or_else(|| name.strip_prefix("flannel."));
+    rest.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_flannel_vxlan_name;
+
+    #[test]
+    fn flannel_vxlan_names() {
+        for yes in ["flannel.1", "flannel.4096", "flannel-v6.1"] {
+            assert!(is_flannel_vxlan_name(yes), "{yes}");
+        }
+        for no in ["flannel.", "flannel.x", "flannel0", "cni0", "flannel-v6.", "xflannel.1", "flannel.1a"] {
+            assert!(!is_flannel_vxlan_name(no), "{no}");
+        }
+    }
 }

@@ -5,6 +5,12 @@
 //! ops from lease events are checked against a fresh route dump first (`plan_guard`), and a
 //! route in the way of a peer route is reported as a conflict (log, `/healthz`, metric), never
 //! replaced.
+//!
+//! host-gw (docs/flannel.md §4.2; upstream `pkg/backend/route_network.go`): each peer is a
+//! plain route `S via P` (the DirectRouting route), created and reconciled by the same code.
+//! A peer whose PublicIP is not on the same L2 segment (no on-link route to it on the
+//! external interface, where upstream's route add just fails) is skipped and reported (WARN
+//! log, `/healthz`, metric); every reconciliation looks again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -16,6 +22,7 @@ use weft_dataplane::own::{Conflict, Ownership};
 use weft_dataplane::plan::{plan_add, plan_guard, plan_reconcile, plan_remove, Peer};
 use weft_dataplane::{Dataplane, KernelState, NetOp, RT_TABLE_MAIN};
 
+use crate::network::BackendKind;
 use crate::peers::{Change, RemotePeer};
 use crate::registry::{Record, Registry, WatchEvent};
 use crate::watch::WatchMsg;
@@ -44,17 +51,17 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let others: Vec<Record> =
             records.iter().filter(|r| Some(&r.key) != own_path.as_ref()).cloned().collect();
         let changes = self.peers.snapshot(&others);
-        // DirectRouting: one route dump answers every peer's on-link question.
+        // DirectRouting and host-gw: one route dump answers every peer's on-link question.
         let upserts = changes.iter().any(|c| matches!(c, Change::Upsert(_)));
-        let routes =
-            if upserts && self.spec.backend.direct_routing { self.routes().await.ok() } else { None };
+        let routes = if upserts && self.route_lookup() { self.routes().await.ok() } else { None };
         for change in changes {
             match change {
                 Change::Upsert(p) => {
                     let peer = self.peer_for(&p, routes.as_ref());
-                    self.desired.insert(p.subnet(), peer);
+                    self.place(&p, peer);
                 }
                 Change::Remove(s) => {
+                    self.off_link.remove(&s);
                     self.desired.remove(&s);
                 }
             }
@@ -95,15 +102,23 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         if changes.is_empty() {
             return;
         }
-        // DirectRouting: one route dump answers every on-link question of the batch (and
-        // guards its route ops below).
-        let direct_routing = self.spec.backend.direct_routing;
+        let off_link_before = self.off_link.clone();
+        // DirectRouting and host-gw: one route dump answers every on-link question of the
+        // batch (and guards its route ops below).
+        let direct_routing = self.route_lookup();
         let mut routes = if direct_routing { Some(self.routes().await) } else { None };
         let mut ops: Vec<NetOp> = Vec::new();
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    let new = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok()));
+                    let Some(new) = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok())) else {
+                        // host-gw, not on-link: what a previous PublicIP of it had goes.
+                        if let Some(old) = self.place(&p, None) {
+                            ops.extend(plan_remove(&old));
+                        }
+                        continue;
+                    };
+                    self.off_link.remove(&new.subnet);
                     info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
                     let old = self.desired.get(&new.subnet);
                     let mut add = plan_add(old, &new);
@@ -127,12 +142,16 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     self.desired.insert(new.subnet, new);
                 }
                 Change::Remove(s) => {
+                    self.off_link.remove(&s);
                     if let Some(old) = self.desired.remove(&s) {
                         info!(subnet = %s, public_ip = %old.public_ip, "peer removed");
                         ops.extend(plan_remove(&old));
                     }
                 }
             }
+        }
+        if self.off_link != off_link_before {
+            self.note_off_link();
         }
         if ops.is_empty() {
             return;
@@ -179,7 +198,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             network: self.spec.network,
             subnet_len: self.spec.subnet_len,
             leases: self.peers.held().clone(),
-            direct: self.spec.backend.direct_routing || self.direct_cleanup,
+            // host-gw routes have DirectRouting's shape: `S via P` of a lease S held by P.
+            direct: self.route_lookup() || self.direct_cleanup,
         }
     }
 
@@ -220,12 +240,72 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.cfg.metrics.leases_known.set(gauge(self.known_keys.len()));
     }
 
+    /// Peers need a route dump to be planned: DirectRouting, or host-gw.
+    fn route_lookup(&self) -> bool {
+        self.spec.backend.direct_routing || self.spec.backend_type == BackendKind::HostGw
+    }
+
     /// The peer to program for `p`. With DirectRouting, `routes` (one dump for many peers)
     /// says whether its PublicIP is on-link; without them (the dump failed, logged once by
-    /// the caller) it gets VXLAN, as upstream does when its route lookup fails.
-    pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Peer {
-        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(p.public_ip));
-        Peer { subnet: p.subnet(), public_ip: p.public_ip, vtep_mac: p.vtep_mac, direct }
+    /// the caller) it gets VXLAN, as upstream does when its route lookup fails. With host-gw
+    /// it is always a plain route `S via P`, and `None` (skip it) when `routes` show `P` is not
+    /// on-link on the external interface; without routes it is tried (the kernel refuses an
+    /// unreachable gateway, and the reconciliation looks again).
+    pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<Peer> {
+        let (subnet, public_ip, vtep_mac) = (p.subnet(), p.public_ip, p.vtep_mac);
+        if self.spec.backend_type == BackendKind::HostGw {
+            let underlay = self.cfg.underlay_index;
+            if routes.is_some_and(|r| !r.is_onlink_on(public_ip, underlay)) {
+                return None;
+            }
+            return Some(Peer { subnet, public_ip, vtep_mac, direct: true });
+        }
+        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip));
+        Some(Peer { subnet, public_ip, vtep_mac, direct })
+    }
+
+    /// host-gw: decides again from a full dump which peers are on-link (an address or route
+    /// of the external interface may have changed since their lease came).
+    fn refresh_host_gw(&mut self, actual: &KernelState) {
+        let peers: Vec<RemotePeer> = self.peers.iter().cloned().collect();
+        for p in &peers {
+            let peer = self.peer_for(p, Some(actual));
+            self.place(p, peer);
+        }
+    }
+
+    /// Records what to program for `p`: `peer`, or (`None`, a host-gw peer off the L2
+    /// segment) nothing, remembered as off-link. Returns what was desired for it before.
+    fn place(&mut self, p: &RemotePeer, peer: Option<Peer>) -> Option<Peer> {
+        match peer {
+            Some(peer) => {
+                self.off_link.remove(&p.subnet());
+                self.desired.insert(p.subnet(), peer)
+            }
+            None => {
+                self.off_link.insert(p.subnet(), p.public_ip);
+                self.desired.remove(&p.subnet())
+            }
+        }
+    }
+
+    /// Reports the host-gw peers skipped as not on the same L2 segment: each newly skipped one
+    /// is logged once (WARN, as upstream's failing route add is), and `/healthz` and the
+    /// metric follow.
+    fn note_off_link(&mut self) {
+        let list: Vec<String> = self.off_link.iter().map(|(s, ip)| format!("{s} via {ip}")).collect();
+        let reported = self.cfg.health.get().peers_off_link;
+        for (line, (subnet, ip)) in list.iter().zip(&self.off_link) {
+            if !reported.contains(line) {
+                warn!(subnet = %subnet, public_ip = %ip, underlay = self.cfg.underlay_index,
+                    "host-gw peer is not on the same L2 segment (no on-link route to its PublicIP on the external interface), not routed");
+            }
+        }
+        for line in reported.iter().filter(|l| !list.contains(l)) {
+            info!(peer = %line, "host-gw peer reachable on-link again, or gone");
+        }
+        self.cfg.metrics.peers_off_link.set(gauge(self.off_link.len()));
+        self.cfg.health.update(|h| h.peers_off_link = list);
     }
 
     /// Applies ops in batches; returns whether everything applied. Failures or an overrun
@@ -309,6 +389,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 return;
             }
         };
+        if self.spec.backend_type == BackendKind::HostGw {
+            self.refresh_host_gw(&actual);
+            self.note_off_link();
+        }
         let desired: Vec<Peer> = self.desired.values().cloned().collect();
         let plan = plan_reconcile(&desired, &actual, &self.ownership());
         self.note_conflicts(plan.conflicts, true);

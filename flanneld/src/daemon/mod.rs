@@ -28,7 +28,7 @@ use crate::acquire::OwnLease;
 use crate::health::Health;
 use crate::lease::{config_key, subnets_dir};
 use crate::metrics::Metrics;
-use crate::network::{parse_config, ConfigError, NetworkSpec};
+use crate::network::{parse_config, BackendKind, ConfigError, NetworkSpec};
 use crate::peers::PeerSet;
 use crate::registry::Registry;
 use crate::state;
@@ -96,6 +96,13 @@ pub enum DaemonError {
     /// The message includes the tool's (not a `source`: it is also logged on its own).
     #[error("install firewall rules: {0}")]
     Firewall(FirewallError),
+    /// host-gw cannot work behind NAT: peers route to our PublicIP as an on-link gateway
+    /// (upstream `pkg/backend/hostgw/hostgw.go` refuses the same way).
+    #[error("your PublicIP {public_ip} is not an address of the external interface, meaning that probably you're on a NAT, which is not supported by host-gw backend")]
+    HostGwNat { public_ip: Ipv4Addr },
+    /// Reading the routes for the host-gw NAT check failed.
+    #[error("read routes for the host-gw checks")]
+    HostGwRoutes(#[source] DataplaneError),
     #[error("firewall task ended: {0}")]
     FirewallTask(tokio::task::JoinError),
     /// The lease watch task ended on its own, which only a panic in it does: exiting non-zero
@@ -134,11 +141,18 @@ pub async fn run<R: Registry, D: Dataplane>(
         _ = &mut shutdown => None,
     };
     let Some(spec) = spec else { return Ok(()) };
-    info!(network = %spec.network, subnet_len = spec.subnet_len, vni = spec.backend.vni, "network config");
+    match spec.backend_type {
+        BackendKind::Vxlan => {
+            info!(network = %spec.network, subnet_len = spec.subnet_len, vni = spec.backend.vni, "network config")
+        }
+        BackendKind::HostGw => {
+            info!(network = %spec.network, subnet_len = spec.subnet_len, backend = "host-gw", "network config")
+        }
+    }
 
     let mut d = Daemon {
         dir: subnets_dir(&config.etcd_prefix),
-        peers: PeerSet::new(&subnets_dir(&config.etcd_prefix)),
+        peers: PeerSet::for_backend(&subnets_dir(&config.etcd_prefix), spec.backend_type),
         cfg: config,
         registry,
         dp: dataplane,
@@ -164,6 +178,7 @@ pub async fn run<R: Registry, D: Dataplane>(
         direct_cleanup: false,
         conflicts: BTreeMap::new(),
         routes_in_the_way: false,
+        off_link: BTreeMap::new(),
     };
     // Started with DirectRouting off: the first clean reconciliation also removes the
     // DirectRouting routes a previous run may have made (then never again).
@@ -303,6 +318,9 @@ struct Daemon<R, D> {
     conflicts: BTreeMap<IpNetwork, KernelRoute>,
     /// A `CreateRoute` found its destination taken (set by `apply`; the caller reconciles).
     routes_in_the_way: bool,
+    /// host-gw peers not programmed because their PublicIP is not on-link on the external
+    /// interface (subnet → PublicIP), as last reported.
+    off_link: BTreeMap<Ipv4Network, Ipv4Addr>,
 }
 
 fn unix_now() -> i64 {

@@ -1,14 +1,15 @@
-//! The local node: the VXLAN device (created or adopted, re-checked), the firewall rules and
-//! subnet.env.
+//! The local node: the VXLAN device (created or adopted, re-checked) or, with host-gw, none
+//! (a stale one of a vxlan run deleted), the firewall rules and subnet.env.
 
 use ipnetwork::Ipv4Network;
 use tracing::{error, info, warn};
 use weft_dataplane::firewall::{apply_rules, check_drift, FirewallMode, FlannelRules};
 use weft_dataplane::view::{DeviceSpecView, LeaseView};
-use weft_dataplane::{Dataplane, VxlanSpec};
+use weft_dataplane::{Dataplane, DeviceInfo, VxlanSpec};
 
 use crate::acquire::OwnLease;
 use crate::lease::{format_mac, LeaseAttrs};
+use crate::network::BackendKind;
 use crate::registry::Registry;
 use crate::state;
 
@@ -33,8 +34,12 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     /// Creates or adopts the device for our current subnet. If it came up with another MAC
-    /// than the one we published, the lease is republished with the real one.
+    /// than the one we published, the lease is republished with the real one. With host-gw:
+    /// [`Daemon::ensure_no_device`].
     pub(super) async fn ensure_device(&mut self) -> Result<(), DaemonError> {
+        if self.spec.backend_type == BackendKind::HostGw {
+            return self.ensure_no_device().await;
+        }
         let Some(subnet) = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet) else {
             return Ok(());
         };
@@ -66,11 +71,55 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         Ok(())
     }
 
+    /// host-gw has no device. A `flannel.<N>` VXLAN device left by a vxlan run (a cluster
+    /// switched backends) is deleted with its neighbours, FDB entries and routes: upstream
+    /// leaves it behind, stale and unused. Then the PublicIP must be the external interface's
+    /// own address, as upstream requires (no NAT).
+    async fn ensure_no_device(&mut self) -> Result<(), DaemonError> {
+        let removed = match self.dp.ensure_no_device(self.cfg.underlay_index).await {
+            Ok(r) => r,
+            Err(source) => {
+                self.cfg.metrics.netlink_errors.inc();
+                return Err(DaemonError::Device { name: "(host-gw: none)".into(), source });
+            }
+        };
+        for name in removed {
+            warn!(device = %name, "deleted the VXLAN device of a previous vxlan run: the backend is host-gw");
+        }
+        let routes = self.dp.dump_routes().await.map_err(|e| {
+            self.cfg.metrics.netlink_errors.inc();
+            DaemonError::HostGwRoutes(e)
+        })?;
+        if !routes.is_local_on(self.cfg.public_ip, self.cfg.underlay_index) {
+            return Err(DaemonError::HostGwNat { public_ip: self.cfg.public_ip });
+        }
+        if self.device.is_none() {
+            info!(
+                underlay = self.cfg.underlay_index,
+                mtu = self.cfg.underlay_mtu,
+                "host-gw: no device, peer routes via the external interface"
+            );
+        }
+        self.device = Some(DeviceInfo { index: 0, mac: [0; 6], mtu: self.cfg.underlay_mtu });
+        self.publish_facts();
+        Ok(())
+    }
+
+    /// The MTU pods get (subnet.env): the device's with VXLAN; with host-gw the external
+    /// interface's, no overhead (upstream `pkg/backend/hostgw/hostgw.go`, docs/flannel.md §4.2).
+    pub(super) fn pod_mtu(&self, subnet: Ipv4Network) -> u32 {
+        match self.spec.backend_type {
+            BackendKind::Vxlan => self.vxlan_spec(subnet).mtu,
+            BackendKind::HostGw => self.cfg.underlay_mtu,
+        }
+    }
+
     /// Publishes what the daemon holds for `/debug/dataplane`: the config as it applies to
     /// this node, the device it wants and the own lease exactly as written to etcd.
     pub(super) fn publish_facts(&self) {
         let subnet = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet);
-        let expected = subnet.map(|s| DeviceSpecView::from(&self.vxlan_spec(s)));
+        let vxlan = self.spec.backend_type == BackendKind::Vxlan;
+        let expected = subnet.filter(|_| vxlan).map(|s| DeviceSpecView::from(&self.vxlan_spec(s)));
         let lease = self.own.as_ref().map(|o| {
             let written = LeaseAttrs::parse(&o.value).ok();
             let data = written.as_ref().and_then(|a| a.vxlan_data().ok());
@@ -78,8 +127,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 key: o.path.clone(),
                 subnet: o.subnet(),
                 public_ip: written.as_ref().map_or(self.cfg.public_ip, |a| a.public_ip),
-                vtep_mac: format_mac(&data.as_ref().map_or(self.mac, |d| d.vtep_mac)),
-                vni: data.as_ref().map_or(self.spec.backend.vni, |d| d.vni),
+                // host-gw publishes no BackendData: no MAC, no VNI.
+                vtep_mac: if vxlan {
+                    format_mac(&data.as_ref().map_or(self.mac, |d| d.vtep_mac))
+                } else {
+                    String::new()
+                },
+                vni: if vxlan { data.as_ref().map_or(self.spec.backend.vni, |d| d.vni) } else { 0 },
                 etcd_revision: o.revision,
                 etcd_lease: o.etcd_lease,
             }
@@ -166,7 +220,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     pub(super) fn write_subnet_file(&self) -> Result<(), DaemonError> {
         let Some(own) = &self.own else { return Ok(()) };
-        let mtu = self.vxlan_spec(own.subnet()).mtu;
+        let mtu = self.pod_mtu(own.subnet());
         let text = state::render_subnet_env(self.spec.network, own.subnet(), mtu, self.cfg.ip_masq);
         state::write_subnet_env(&self.cfg.subnet_file, &text)
             .map_err(|source| DaemonError::File { path: self.cfg.subnet_file.clone(), source })
@@ -175,7 +229,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) async fn check_device(&mut self) {
         self.device_suspect = false;
         if let Err(e) = self.ensure_device().await {
-            error!(error = %e, "VXLAN device check failed");
+            error!(error = %e, "device check failed");
         }
     }
 }

@@ -10,6 +10,7 @@ use weft_dataplane::Dataplane;
 
 use crate::acquire::{acquire_once, renew, AcquireError, Acquired, OwnLease, Renewal, Want};
 use crate::lease::{LeaseAttrs, LEASE_TTL_SECS};
+use crate::network::BackendKind;
 use crate::peers::Change;
 use crate::registry::Registry;
 
@@ -17,7 +18,10 @@ use super::{unix_now, Daemon};
 
 impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) fn attrs(&self) -> LeaseAttrs {
-        LeaseAttrs::vxlan(self.cfg.public_ip, self.spec.backend.vni, self.mac)
+        match self.spec.backend_type {
+            BackendKind::Vxlan => LeaseAttrs::vxlan(self.cfg.public_ip, self.spec.backend.vni, self.mac),
+            BackendKind::HostGw => LeaseAttrs::host_gw(self.cfg.public_ip),
+        }
     }
 
     /// What an acquisition asks for: our attributes, preferring the subnet we last held.
@@ -152,7 +156,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         "own subnet changed: local pods keep old addresses until recreated"
                     );
                     if let Err(e) = self.ensure_device().await {
-                        error!(error = %e, "cannot move the VXLAN device to the new subnet");
+                        error!(error = %e, "cannot move the device to the new subnet");
                     }
                     if let Err(e) = self.apply_firewall().await {
                         error!(error = %e, "cannot update firewall rules for the new subnet");

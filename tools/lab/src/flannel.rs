@@ -192,15 +192,16 @@ impl Lab {
             .collect())
     }
 
-    /// Waits until node `on` has (`present`) or no longer has a route to `subnet` on flannel.1.
+    /// Waits until node `on` has (`present`) or no longer has a route to `subnet` the lab's
+    /// backend's way ([`Lab::peer_routes`]).
     pub fn wait_route(&self, on: usize, subnet: Ipv4Network, present: bool, timeout: Duration) -> Result<()> {
         let what =
             format!("route to {subnet} on node {on} {}", if present { "to appear" } else { "to vanish" });
-        wait::until_true(&what, timeout, || Ok(self.flannel_routes(on)?.contains(&subnet) == present))
+        wait::until_true(&what, timeout, || Ok(self.peer_routes(on)?.contains(&subnet) == present))
     }
 
-    /// Waits until every node whose flanneld runs has a subnet.env and a flannel.1 route to
-    /// every other such node's subnet. Nodes never started or stopped through the lab are left
+    /// Waits until every node whose flanneld runs has a subnet.env and a route to every other
+    /// such node's subnet ([`Lab::peer_routes`]). Nodes never started or stopped through the lab are left
     /// out; a flanneld that exited on its own is an error (with its log).
     pub fn wait_converged(&mut self) -> Result<()> {
         let mut running = Vec::new();
@@ -221,7 +222,7 @@ impl Lab {
         let res = wait::until_true("routes between all nodes", CONVERGE_TIMEOUT, || {
             missing.clear();
             for &on in &running {
-                let routes = self.flannel_routes(on)?;
+                let routes = self.peer_routes(on)?;
                 for (other, subnet) in &subnets {
                     if *other != on && !routes.contains(subnet) {
                         let _ = write!(missing, "node {on} lacks {subnet} (node {other}); ");
@@ -271,8 +272,11 @@ impl Lab {
         Ok(lease)
     }
 
-    /// `ip route show dev flannel.1` on node `i`.
+    /// `ip route show dev flannel.1` on node `i` (host-gw: `ip route show dev eth0`).
     pub fn show_routes(&self, i: usize) -> Result<String> {
+        if self.backend == crate::backend::Backend::HostGw {
+            return Ok(self.node(i)?.ns.run(&["ip", "route", "show", "dev", NODE_IFACE])?.stdout);
+        }
         self.show(i, &["ip", "route", "show", "dev", VXLAN_DEV])
     }
 

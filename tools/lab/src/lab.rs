@@ -108,6 +108,8 @@ pub struct Lab {
     pub(crate) dir: PathBuf,
     pub(crate) etcd_prefix: String,
     pub(crate) flanneld_args: Vec<String>,
+    /// The backend network configs and route checks use.
+    pub(crate) backend: crate::backend::Backend,
     pub(crate) extra: Vec<Option<Daemon>>,
     pub(crate) pods: Vec<Pod>,
     pub(crate) nodes: Vec<Node>,
@@ -150,6 +152,7 @@ impl Lab {
             id,
             etcd_prefix: DEFAULT_ETCD_PREFIX.to_string(),
             flanneld_args: Vec::new(),
+            backend: crate::backend::Backend::default(),
             extra: Vec::new(),
             pods: Vec::new(),
             nodes: Vec::new(),
@@ -273,13 +276,18 @@ impl Lab {
     }
 
     /// Writes `<prefix>/config`: `test-configs/flannel-network-config.json` when it exists,
-    /// else [`DEFAULT_NETWORK_CONFIG`]. Returns the JSON written.
+    /// else [`DEFAULT_NETWORK_CONFIG`], with the lab's backend ([`Lab::set_backend`]) unless it
+    /// is the default vxlan (then the file as it is). Returns the JSON written.
     pub fn put_network_config(&self) -> Result<String> {
         let shipped = crate::workspace_root().join("test-configs").join("flannel-network-config.json");
         let config = if shipped.is_file() {
             std::fs::read_to_string(&shipped).map_err(LabError::io("read", &shipped))?
         } else {
             DEFAULT_NETWORK_CONFIG.to_string()
+        };
+        let config = match self.backend {
+            crate::backend::Backend::Vxlan => config,
+            other => other.apply_to(&config)?,
         };
         self.put_network_config_json(&config)?;
         Ok(config)

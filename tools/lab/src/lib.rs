@@ -28,6 +28,7 @@
 //! }
 //! ```
 
+pub mod backend;
 pub mod bins;
 pub mod cleanup;
 pub mod cmd;
@@ -45,6 +46,7 @@ pub mod see;
 pub mod signals;
 pub mod wait;
 
+pub use backend::Backend;
 pub use cleanup::cleanup_prefix;
 pub use error::{LabError, Result};
 pub use lab::{Lab, Node};

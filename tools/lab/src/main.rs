@@ -1,16 +1,17 @@
 //! `weft-lab`: the demo and cleanup commands scripts run.
 //!
-//! `weft-lab demo [--nodes 3 --pods 2]` builds a flannel lab, pings every pod from every pod,
-//! prints the pass matrix, `weft path` for a cross-node pair and `weft doctor` for the cluster,
-//! breaks one FDB entry on purpose and shows `weft path` naming it and flanneld healing it,
-//! then tears down (also on
+//! `weft-lab demo [--nodes 3 --pods 2] [--backend vxlan|host-gw]` builds a flannel lab, pings
+//! every pod from every pod, prints the pass matrix, `weft path` for a cross-node pair and
+//! `weft doctor` for the cluster, breaks one FDB entry on purpose and shows `weft path` naming
+//! it and flanneld healing it (host-gw: shows the peer routes, deletes one and shows flanneld
+//! healing it), then tears down (also on
 //! Ctrl-C/SIGTERM and on failure). Exit status 1 if any ping failed or the lab could not be
 //! built. `weft-lab cleanup <prefix>` removes leftovers of an interrupted run.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use weft_lab::{cleanup_prefix, FlannelSpec, Lab, LabError};
+use weft_lab::{cleanup_prefix, Backend, FlannelSpec, Lab, LabError};
 
 /// `println!` that ignores a closed stdout (`weft-lab demo | head` must still tear down).
 macro_rules! say {
@@ -62,6 +63,9 @@ enum Cmd {
         /// Namespace prefix (1-6 alphanumerics).
         #[arg(long, default_value = DEMO_PREFIX)]
         prefix: String,
+        /// flannel backend: vxlan or host-gw.
+        #[arg(long, default_value = "vxlan")]
+        backend: Backend,
     },
     /// Build a lab and keep it until Ctrl-C/SIGTERM (to poke at it with `ip netns exec`).
     Up {
@@ -76,6 +80,9 @@ enum Cmd {
         bare: bool,
         #[arg(long, default_value = DEMO_PREFIX)]
         prefix: String,
+        /// flannel backend: vxlan or host-gw.
+        #[arg(long, default_value = "vxlan")]
+        backend: Backend,
     },
     /// Remove namespaces, their processes and temp dirs whose names start with PREFIX.
     Cleanup {
@@ -87,7 +94,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo { nodes, pods, etcd_members, prefix } => {
+        Cmd::Demo { nodes, pods, etcd_members, prefix, backend } => {
             if let Err(e) = weft_lab::signals::install() {
                 esay!("weft-lab: {e}");
                 return ExitCode::FAILURE;
@@ -97,7 +104,7 @@ fn main() -> ExitCode {
                 pods_per_node: usize::from(pods),
                 etcd_members: usize::from(etcd_members),
             };
-            match demo(&prefix, spec) {
+            match demo(&prefix, spec, backend) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(LabError::Interrupted) => {
@@ -110,7 +117,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Up { nodes, pods, etcd_members, bare, prefix } => {
+        Cmd::Up { nodes, pods, etcd_members, bare, prefix, backend } => {
             if let Err(e) = weft_lab::signals::install() {
                 esay!("weft-lab: {e}");
                 return ExitCode::FAILURE;
@@ -120,7 +127,7 @@ fn main() -> ExitCode {
                 pods_per_node: usize::from(pods),
                 etcd_members: usize::from(etcd_members),
             };
-            match up(&prefix, spec, bare) {
+            match up(&prefix, spec, bare, backend) {
                 Err(LabError::Interrupted) => {
                     say!("torn down");
                     ExitCode::from(130)
@@ -152,15 +159,16 @@ fn main() -> ExitCode {
 
 /// Runs the demo; `Ok(false)` when some ping failed. The lab is dropped (torn down) on every
 /// path out of this function.
-fn demo(prefix: &str, spec: FlannelSpec) -> Result<bool, LabError> {
+fn demo(prefix: &str, spec: FlannelSpec, backend: Backend) -> Result<bool, LabError> {
     say!(
-        "building a lab: {} nodes × {} pods, etcd with {} member(s), flanneld on every node …",
+        "building a lab: {} nodes × {} pods, etcd with {} member(s), flanneld ({}) on every node …",
         spec.nodes,
         spec.pods_per_node,
-        spec.etcd_members
+        spec.etcd_members,
+        backend.type_name()
     );
     // A short reconcile period, so the demo's deliberate break heals within seconds.
-    let lab = Lab::flannel_with_args(prefix, spec, &["--reconcile-interval=2"])?;
+    let lab = Lab::flannel_backend(prefix, spec, backend, &["--reconcile-interval=2"])?;
     say!("lab {} ready (state in {})", lab.id(), lab.dir().display());
     for p in lab.pods() {
         say!("  pod {} on node {}: {}", p.ns().name(), p.node(), p.ip());
@@ -175,7 +183,10 @@ fn demo(prefix: &str, spec: FlannelSpec) -> Result<bool, LabError> {
         say!("{} pair(s) FAILED", failures.len());
     }
     say!();
-    let seen = see_the_network(&lab)?;
+    let seen = match backend {
+        Backend::Vxlan => see_the_network(&lab)?,
+        Backend::HostGw => see_host_gw(&lab)?,
+    };
     if !failures.is_empty() {
         esay!("{}", lab.diagnostics());
     }
@@ -258,11 +269,53 @@ fn see_the_network(lab: &Lab) -> Result<bool, LabError> {
     Ok(ok)
 }
 
+/// host-gw: node 0's routes to its peers (`S via <peer> dev eth0`, no VXLAN device), then one
+/// deleted on purpose with node 0's flanneld paused, a ping that fails, and flanneld putting the
+/// route back once resumed. `Ok(false)` when a step did not show what it should.
+fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
+    use weft_lab::see::Paused;
+    let node0 = lab.node(0)?.ns();
+    let routes_cmd = ["ip", "route", "show", "proto", "boot"];
+    say!("== node 0's routes to the other nodes' subnets (host-gw: via their underlay address) ==");
+    show(&routes_cmd.join(" "), &node0.exec(&routes_cmd));
+    let mut ok = !lab.has_vxlan_device(0)?;
+    say!("flannel.1 on node 0: {}\n", if ok { "none (host-gw)" } else { "PRESENT" });
+    let (Some(src), Some(dst)) =
+        (lab.pods().iter().position(|p| p.node() == 0), lab.pods().iter().find(|p| p.node() == 1))
+    else {
+        return Ok(ok);
+    };
+    let to = dst.ip();
+    let subnet = lab.node_subnet(1)?.to_string();
+    say!("== breaking one route on purpose: node 0 forgets node 1's subnet (its flanneld paused) ==");
+    let started;
+    {
+        let _paused = Paused::flanneld(lab, 0)?;
+        let del = ["ip", "route", "del", subnet.as_str()];
+        show(&del.join(" "), &node0.exec(&del));
+        let answered = lab.pod(src)?.ping_once(to, None);
+        say!("ping {to} from node 0: {}\n", if answered { "answered (unexpected)" } else { "no answer" });
+        ok &= !answered;
+        started = std::time::Instant::now();
+    }
+    say!("== flanneld on node 0 resumed: its reconciliation puts the route back ==");
+    match lab.wait_ping(src, to, std::time::Duration::from_secs(30)) {
+        Ok(()) => say!("healed after {:.1} s\n", started.elapsed().as_secs_f64()),
+        Err(e) => {
+            say!("not healed: {e}\n");
+            ok = false;
+        }
+    }
+    show(&routes_cmd.join(" "), &node0.exec(&routes_cmd));
+    Ok(ok)
+}
+
 /// Builds a lab, prints how to reach it, and holds it until a signal arrives; always returns
 /// `Err(Interrupted)` (or the build error) after tearing down.
-fn up(prefix: &str, spec: FlannelSpec, bare: bool) -> Result<(), LabError> {
+fn up(prefix: &str, spec: FlannelSpec, bare: bool, backend: Backend) -> Result<(), LabError> {
     let lab = if bare {
         let mut lab = Lab::new(prefix)?;
+        lab.set_backend(backend);
         for _ in 0..spec.nodes {
             lab.add_node()?;
         }
@@ -270,7 +323,7 @@ fn up(prefix: &str, spec: FlannelSpec, bare: bool) -> Result<(), LabError> {
         lab.put_network_config()?;
         lab
     } else {
-        Lab::flannel(prefix, spec)?
+        Lab::flannel_backend(prefix, spec, backend, &[])?
     };
     for n in lab.nodes() {
         say!("node {}: ip netns exec {} …   (underlay {})", n.index(), n.ns().name(), n.ip());

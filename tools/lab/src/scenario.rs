@@ -1,6 +1,7 @@
 //! The standard flannel lab in one call: N nodes, etcd, flanneld everywhere, converged routes,
 //! and pods on every node attached through the stock flannel conflist.
 
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::flannel::FLANNEL_BINS;
 use crate::lab::Lab;
@@ -31,8 +32,19 @@ impl Lab {
 
     /// [`Lab::flannel`] with extra flanneld flags (e.g. `--reconcile-interval=2`).
     pub fn flannel_with_args(prefix: &str, spec: FlannelSpec, flanneld_args: &[&str]) -> Result<Lab> {
+        Lab::flannel_backend(prefix, spec, Backend::Vxlan, flanneld_args)
+    }
+
+    /// [`Lab::flannel_with_args`] with the cluster on `backend`.
+    pub fn flannel_backend(
+        prefix: &str,
+        spec: FlannelSpec,
+        backend: Backend,
+        flanneld_args: &[&str],
+    ) -> Result<Lab> {
         crate::bins::require(FLANNEL_BINS)?;
         let mut lab = Lab::new(prefix)?;
+        lab.set_backend(backend);
         lab.set_flanneld_args(flanneld_args);
         for _ in 0..spec.nodes {
             lab.add_node()?;

@@ -6,6 +6,8 @@
 // Test helpers outside #[test] fns panic on broken invariants on purpose.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use weft_lab::flannel::VXLAN_DEV;
@@ -115,17 +117,7 @@ fn a_joining_node_appears_and_a_leaving_node_vanishes_on_the_others() -> Result<
 fn flanneld_killed_and_restarted_keeps_its_subnet_and_pods_keep_talking() -> Result<()> {
     require_root();
     let mut lab = Lab::flannel(PREFIX, spec(2, 1))?;
-    let subnet = lab.node_subnet(0)?;
-    let key = lab.lease(0)?.expect("lease").key;
-    let (a, b) = (lab.pod(0)?.ip(), lab.pod(1)?.ip());
-    lab.kill_flanneld(0)?;
-    // The dataplane does not depend on the daemon being alive.
-    lab.wait_ping(0, b, Duration::from_secs(5))?;
-    lab.wait_ping(1, a, Duration::from_secs(5))?;
-    let env = lab.restart_flanneld(0)?;
-    assert_eq!(env.subnet_network().map(|n| n.to_string()), Some(subnet.to_string()));
-    assert_eq!(lab.lease(0)?.expect("lease after restart").key, key);
-    lab.wait_converged()?;
+    common::crash_and_restart_keeps_subnet(&mut lab, 0, 1)?;
     assert_programmed(&lab, 1, 0)?;
     assert_programmed(&lab, 0, 1)?;
     ping_all(&lab)

@@ -30,6 +30,11 @@ use crate::{
 /// kernel never reuses an index soon.
 pub const FAKE_DEVICE_INDEX: u32 = 1000;
 
+/// host-gw ([`Dataplane::ensure_no_device`]): the fake then holds a placeholder "device" of this
+/// index (index 0 is no device) whose spec carries only the underlay index, so that `apply` and
+/// `dump` work and plain routes get the underlay as their device, as the kernel resolves them.
+pub const NO_DEVICE_INDEX: u32 = 0;
+
 /// The message of an op that needs the device after the device is gone (the kernel's ENODEV).
 pub const ENODEV_MESSAGE: &str = "No such device (errno 19)";
 
@@ -246,6 +251,35 @@ impl FakeDataplane {
         Ok(info)
     }
 
+    /// A real VXLAN device exists (not host-gw's placeholder).
+    pub fn has_vxlan_device(&self) -> bool {
+        self.device.as_ref().is_some_and(|(_, i)| i.index != NO_DEVICE_INDEX)
+    }
+
+    pub(crate) fn ensure_no_device_now(&mut self, underlay_index: u32) -> Vec<String> {
+        let mut removed = Vec::new();
+        if let Some((spec, _)) = self.device.clone().filter(|_| self.has_vxlan_device()) {
+            self.remove_device();
+            removed.push(spec.name);
+        }
+        let any = Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED);
+        let placeholder = VxlanSpec {
+            name: String::new(),
+            vni: 0,
+            port: 0,
+            gbp: false,
+            learning: false,
+            local: std::net::Ipv4Addr::UNSPECIFIED,
+            underlay_index,
+            mtu: 0,
+            address: any,
+            network: any,
+        };
+        self.device = Some((placeholder, DeviceInfo { index: NO_DEVICE_INDEX, mac: [0; 6], mtu: 0 }));
+        self.ensured = Some(NO_DEVICE_INDEX);
+        removed
+    }
+
     pub(crate) fn apply_now(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError> {
         let Some(ensured) = self.ensured else { return Err(Self::no_device()) };
         self.batches += 1;
@@ -341,6 +375,10 @@ impl Dataplane for FakeDataplane {
 
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
         self.ensure_blackhole_now(dst)
+    }
+
+    async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError> {
+        Ok(self.ensure_no_device_now(underlay_index))
     }
 }
 

@@ -65,4 +65,8 @@ impl Dataplane for SharedFake {
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
         self.with(|f| f.ensure_blackhole_now(dst))
     }
+
+    async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError> {
+        Ok(self.with(|f| f.ensure_no_device_now(underlay_index)))
+    }
 }

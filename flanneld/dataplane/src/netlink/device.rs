@@ -233,6 +233,27 @@ async fn set_up(dp: &NetlinkDataplane, index: u32, name: &str) -> Result<(), Dat
     check(dp.ack(RouteNetlinkMessage::SetLink(m), 0).await, "set up", name, &[])
 }
 
+/// host-gw: deletes the VXLAN links a vxlan run of flanneld left (`flannel.<N>`,
+/// `flannel-v6.<N>`, kind vxlan; links of another kind with such a name are not ours and
+/// stay). Returns the names deleted.
+pub(super) async fn remove_stale(dp: &NetlinkDataplane) -> Result<Vec<String>, DataplaneError> {
+    let mut removed = Vec::new();
+    for m in dp.dump_req(RouteNetlinkMessage::GetLink(LinkMessage::default()), "links").await? {
+        let RouteNetlinkMessage::NewLink(l) = m else { continue };
+        let name = l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        let Some(name) = name.filter(|n| crate::is_flannel_vxlan_name(n)) else { continue };
+        if facts(&l).kind.as_deref() != Some("vxlan") {
+            continue;
+        }
+        delete_link(dp, l.header.index, &name).await?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
 /// §8.1–8.3: create/adopt/replace, accept_ra=0, the one address, up; returns the device as it is.
 pub(super) async fn ensure(
     dp: &NetlinkDataplane,

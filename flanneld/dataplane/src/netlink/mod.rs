@@ -272,6 +272,15 @@ impl Dataplane for NetlinkDataplane {
         Ok(info)
     }
 
+    async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError> {
+        let _ = underlay_index;
+        let removed = device::remove_stale(self).await?;
+        // Index 0 is no device: only plain `dst via gw` routes are programmed (msg::route
+        // gives them no oif), and nothing on a device is flanneld's (`own::Ownership`).
+        self.device = Some(Device { index: 0 });
+        Ok(removed)
+    }
+
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError> {
         let index = self.device()?.index;
         let mut report = ApplyReport::default();

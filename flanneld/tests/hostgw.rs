@@ -1,0 +1,477 @@
+//! The host-gw backend without root and without etcd: config validation, the route plan and
+//! its diff, and the daemon loop over the memory registry and `weft_dataplane`'s
+//! `FakeDataplane` (tokio's paused clock where reconciliation timing matters).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::node::{daemon_config, key, start, Running, ME, PREFIX, UNDERLAY};
+use ipnetwork::{IpNetwork, Ipv4Network};
+use tokio::sync::oneshot;
+use tokio::task::LocalSet;
+use weft_dataplane::fake::{FakeDataplane, SharedFake};
+use weft_dataplane::own::Ownership;
+use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer};
+use weft_dataplane::{KernelRoute, KernelState, NetOp, RTN_LOCAL, RT_TABLE_LOCAL, RT_TABLE_MAIN};
+use weft_flanneld::daemon::{self, DaemonError};
+use weft_flanneld::health::Health;
+use weft_flanneld::lease::LeaseAttrs;
+use weft_flanneld::metrics::Metrics;
+use weft_flanneld::network::{parse_config, BackendKind, ConfigError};
+use weft_flanneld::registry::memory::MemoryRegistry;
+
+const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#;
+const VXLAN_CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+/// The external interface's ifindex.
+const ETH0: u32 = UNDERLAY;
+const LIMIT: Duration = Duration::from_secs(120);
+
+// ---- config ----------------------------------------------------------------------------
+
+#[test]
+fn host_gw_config_is_accepted_with_upstreams_network_validation() {
+    for json in [
+        CONFIG,
+        r#"{"network":"10.5.0.0/16","backend":{"type":"HOST-GW"}}"#,
+        // Options host-gw does not have (Windows-only ones, VXLAN ones) are ignored.
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw","VNI":"x","MacPrefix":"0E-2A"}}"#,
+    ] {
+        let spec = parse_config(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(spec.backend_type, BackendKind::HostGw, "{json}");
+        assert_eq!(spec.backend_type.lease_type(), "host-gw");
+        assert_eq!((spec.subnet_len, spec.subnet_min.to_string()), (24, "10.5.1.0".into()));
+    }
+    assert_eq!(parse_config(VXLAN_CONFIG.as_bytes()).unwrap().backend_type, BackendKind::Vxlan);
+    // The network rules are the same as for vxlan.
+    for (json, field) in [
+        (r#"{"Network":"10.5.0.0/29","Backend":{"Type":"host-gw"}}"#, "Network"),
+        (r#"{"Network":"10.5.0.0/16","SubnetLen":31,"Backend":{"Type":"host-gw"}}"#, "SubnetLen"),
+        (r#"{"Backend":{"Type":"host-gw"}}"#, "Network"),
+        (r#"{"Network":"10.5.0.0/16","Backend":{"Type":7}}"#, "Backend.Type"),
+    ] {
+        match parse_config(json.as_bytes()) {
+            Err(ConfigError::Field { field: f, .. }) => assert_eq!(f, field, "{json}"),
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+    for json in [
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"hostgw"}}"#,
+    ] {
+        assert!(matches!(parse_config(json.as_bytes()), Err(ConfigError::Unsupported(_))), "{json}");
+    }
+}
+
+// ---- the route plan and its diff ---------------------------------------------------------
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn hg_peer(subnet: &str, public: &str) -> Peer {
+    Peer {
+        subnet: subnet.parse().unwrap(),
+        public_ip: public.parse().unwrap(),
+        vtep_mac: [0; 6],
+        direct: true,
+    }
+}
+
+fn hg_owner(peers: &[Peer]) -> Ownership {
+    Ownership::of_peers("10.5.0.0/16".parse().unwrap(), 24, peers, true)
+}
+
+/// A route as flanneld's host-gw route reads back: `S via P dev eth0 proto boot`.
+fn hg_route(dst: &str, gw: &str) -> KernelRoute {
+    KernelRoute::made(net(dst), ip(gw), false, Some(ETH0))
+}
+
+#[test]
+fn host_gw_plan_is_one_plain_route_per_peer_and_replaces_on_public_ip_change() {
+    let p = hg_peer("10.5.7.0/24", "198.18.0.3");
+    let add = vec![NetOp::AddRoute { dst: net("10.5.7.0/24"), gw: ip("198.18.0.3"), onlink: false }];
+    assert_eq!(plan_add(None, &p), add);
+    assert_eq!(
+        plan_remove(&p),
+        vec![NetOp::DelRoute { dst: net("10.5.7.0/24"), gw: ip("198.18.0.3"), onlink: false }]
+    );
+    // A new PublicIP: the replace rewrites the gateway of the same destination, nothing else.
+    let moved = hg_peer("10.5.7.0/24", "198.18.0.9");
+    assert_eq!(
+        plan_add(Some(&p), &moved),
+        vec![NetOp::AddRoute { dst: net("10.5.7.0/24"), gw: ip("198.18.0.9"), onlink: false }]
+    );
+}
+
+#[test]
+fn host_gw_diff_adds_missing_removes_ours_and_leaves_foreign_routes() {
+    let a = hg_peer("10.5.7.0/24", "198.18.0.3");
+    let b = hg_peer("10.5.8.0/24", "198.18.0.4");
+    let gone = hg_peer("10.5.9.0/24", "198.18.0.5");
+    let mut k = KernelState { device: 0, ..KernelState::default() };
+    // b is programmed, a is missing, gone's route is left over, and an operator's routes.
+    k.routes.push(hg_route("10.5.8.0/24", "198.18.0.4"));
+    k.routes.push(hg_route("10.5.9.0/24", "198.18.0.5"));
+    let operator = [
+        KernelRoute { protocol: 4, ..hg_route("10.5.20.0/24", "198.18.0.3") },
+        hg_route("10.5.21.7/32", "198.18.0.3"),
+        hg_route("10.5.22.0/24", "198.18.0.99"),
+    ];
+    k.routes.extend(operator.iter().cloned());
+    let all = [a.clone(), b.clone(), gone.clone()];
+    let r = plan_reconcile(&[a.clone(), b.clone()], &k, &hg_owner(&all));
+    assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
+    assert_eq!(
+        r.ops,
+        vec![
+            NetOp::AddRoute { dst: net("10.5.7.0/24"), gw: ip("198.18.0.3"), onlink: false },
+            NetOp::DelRoute { dst: net("10.5.9.0/24"), gw: ip("198.18.0.5"), onlink: false },
+        ]
+    );
+    // A wrong gateway of ours is rewritten; an operator's route at a peer subnet is a conflict.
+    let mut k = KernelState { device: 0, ..KernelState::default() };
+    k.routes.push(hg_route("10.5.7.0/24", "198.18.0.77"));
+    let theirs = KernelRoute { protocol: 4, ..hg_route("10.5.8.0/24", "198.18.0.50") };
+    k.routes.push(theirs.clone());
+    let mut owner = hg_owner(&[a.clone(), b.clone()]);
+    owner.leases.insert(("10.5.7.0/24".parse().unwrap(), "198.18.0.77".parse().unwrap()));
+    let r = plan_reconcile(&[a, b], &k, &owner);
+    assert_eq!(r.ops, vec![NetOp::AddRoute { dst: net("10.5.7.0/24"), gw: ip("198.18.0.3"), onlink: false }]);
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(r.conflicts[0].route, theirs);
+}
+
+#[test]
+fn on_link_and_local_checks_read_the_dump() {
+    let mut k = KernelState::default();
+    k.routes.push(underlay_route());
+    k.routes.push(local_route(ME));
+    k.routes.push(KernelRoute::made(net("0.0.0.0/0"), ip("198.18.0.1"), false, Some(ETH0)));
+    assert!(k.is_onlink_on("198.18.0.3".parse().unwrap(), ETH0));
+    assert!(!k.is_onlink_on("198.18.0.3".parse().unwrap(), 9), "on-link, but on another interface");
+    assert!(!k.is_onlink_on("203.0.113.5".parse().unwrap(), ETH0), "via the default gateway");
+    assert!(k.is_local_on(ME, ETH0));
+    assert!(!k.is_local_on("203.0.113.1".parse().unwrap(), ETH0));
+}
+
+// ---- the daemon ----------------------------------------------------------------------------
+
+/// `198.18.0.0/24 dev eth0 proto kernel scope link`: peers in it are on-link.
+fn underlay_route() -> KernelRoute {
+    KernelRoute {
+        gw: None,
+        protocol: 2,
+        scope: 253,
+        ..KernelRoute::made(net("198.18.0.0/24"), ip("198.18.0.1"), false, Some(ETH0))
+    }
+}
+
+/// `local <ip> dev eth0 table local`: the interface's own address.
+fn local_route(addr: Ipv4Addr) -> KernelRoute {
+    KernelRoute {
+        gw: None,
+        table: RT_TABLE_LOCAL,
+        kind: RTN_LOCAL,
+        protocol: 2,
+        scope: 254,
+        ..KernelRoute::made(IpNetwork::V4(Ipv4Network::from(addr)), IpAddr::V4(addr), false, Some(ETH0))
+    }
+}
+
+/// A host whose eth0 holds [`ME`] in 198.18.0.0/24.
+fn host() -> FakeDataplane {
+    let mut f = FakeDataplane::new();
+    f.routes.push(underlay_route());
+    f.routes.push(local_route(ME));
+    f
+}
+
+/// flanneld's host-gw routes in the fake kernel.
+trait PeerRoutes {
+    /// Main-table routes of flanneld's host-gw shape, as `subnet -> gateway`.
+    fn peer_routes(&self) -> Vec<(String, String)>;
+}
+
+impl PeerRoutes for SharedFake {
+    fn peer_routes(&self) -> Vec<(String, String)> {
+        self.with(|f| {
+            let mut v: Vec<(String, String)> = f
+                .routes
+                .iter()
+                .filter(|r| r.table == RT_TABLE_MAIN && r.protocol == 3 && r.gw.is_some())
+                .map(|r| (r.dst.to_string(), r.gw.map(|g| g.to_string()).unwrap_or_default()))
+                .collect();
+            v.sort();
+            v
+        })
+    }
+}
+
+fn hg_value(public_ip: &str) -> String {
+    format!(r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+}
+
+fn vx_value(public_ip: &str) -> String {
+    format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"6e:aa:bb:cc:dd:01"}}}}"#
+    )
+}
+
+/// Starts a daemon with the fixture's config for `dir`; returns it with its health and metrics.
+fn boot(dir: &Path, reg: &MemoryRegistry, dp: &SharedFake) -> (Running, Arc<Health>, Arc<Metrics>) {
+    let cfg = daemon_config(dir, ME);
+    let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+    (start(cfg, reg.clone(), dp.clone()), health, metrics)
+}
+
+async fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_for(what, LIMIT, cond).await
+}
+
+fn own_value(reg: &MemoryRegistry) -> (String, String) {
+    reg.records(&format!("{PREFIX}/subnets/"))
+        .into_iter()
+        .find(|r| LeaseAttrs::parse(&r.value).is_ok_and(|a| a.public_ip == ME))
+        .map(|r| (r.key, String::from_utf8(r.value).unwrap()))
+        .expect("own lease")
+}
+
+/// A registry holding `config` and the leases `(key name, value)`.
+fn registry(config: &str, leases: &[(&str, String)]) -> MemoryRegistry {
+    let reg = MemoryRegistry::new();
+    reg.put_raw(&format!("{PREFIX}/config"), config.as_bytes(), 0);
+    for (name, value) in leases {
+        reg.put_raw(&key(name), value.as_bytes(), 0);
+    }
+    reg
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_routes_host_gw_peers_publishes_upstream_bytes_and_skips_vxlan_leases() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(CONFIG, &[("10.5.7.0-24", hg_value("198.18.0.3")), ("10.5.8.0-24", hg_value("198.18.0.4")), ("10.5.9.0-24", vx_value("198.18.0.5"))]);
+            let dp = SharedFake::from(host());
+            let (run, health, metrics) = boot(dir.path(), &reg, &dp);
+
+            wait_for("mesh", || health.get().mesh_programmed).await;
+            assert_eq!(
+                dp.peer_routes(),
+                vec![("10.5.7.0/24".into(), "198.18.0.3".into()), ("10.5.8.0/24".into(), "198.18.0.4".into())]
+            );
+            dp.with(|f| {
+                // The routes are on the external interface; no VXLAN device, no neighbour, no FDB.
+                assert!(f.routes.iter().filter(|r| r.protocol == 3).all(|r| r.oif == Some(ETH0) && !r.onlink));
+                assert!(!f.has_vxlan_device());
+                assert!(f.neighs.is_empty() && f.fdb.is_empty());
+                assert!(!f.applied.iter().any(|o| matches!(o, NetOp::AddNeigh { .. } | NetOp::AddFdb { .. })));
+            });
+
+            // Own lease: exactly what an upstream host-gw node writes (no BackendData key).
+            let (own_key, value) = own_value(&reg);
+            assert_eq!(value, r#"{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"host-gw"}"#);
+            // subnet.env: the interface MTU, no overhead.
+            let subnet = own_key.rsplit('/').next().unwrap().replace('-', "/");
+            let subnet: Ipv4Network = subnet.parse().unwrap();
+            let env = std::fs::read_to_string(dir.path().join("subnet.env")).unwrap();
+            let first = Ipv4Addr::from(u32::from(subnet.network()) + 1);
+            assert_eq!(
+                env,
+                format!("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET={first}/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n")
+            );
+            assert_eq!(health.healthz().0, 200, "{}", health.healthz().1);
+            assert!(metrics.render().contains("flanneld_peers_programmed 2"), "{}", metrics.render());
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_public_ip_change_replaces_and_lease_removal_deletes_the_route() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(CONFIG, &[("10.5.7.0-24", hg_value("198.18.0.3"))]);
+            let dp = SharedFake::from(host());
+            let (run, health, _) = boot(dir.path(), &reg, &dp);
+            wait_for("mesh", || health.get().mesh_programmed).await;
+
+            reg.put_raw(&key("10.5.7.0-24"), hg_value("198.18.0.9").as_bytes(), 0);
+            wait_for("new gateway", || dp.peer_routes() == vec![("10.5.7.0/24".into(), "198.18.0.9".into())])
+                .await;
+            // A joining node.
+            reg.put_raw(&key("10.5.8.0-24"), hg_value("198.18.0.4").as_bytes(), 0);
+            wait_for("joined", || dp.peer_routes().len() == 2).await;
+            // Leaving nodes.
+            reg.delete_raw(&key("10.5.7.0-24"));
+            wait_for("route gone", || dp.peer_routes() == vec![("10.5.8.0/24".into(), "198.18.0.4".into())])
+                .await;
+            // A node switching to vxlan is no longer a host-gw peer: its route goes.
+            reg.put_raw(&key("10.5.8.0-24"), vx_value("198.18.0.4").as_bytes(), 0);
+            wait_for("switched peer gone", || dp.peer_routes().is_empty()).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciliation_heals_deleted_routes_and_removes_ours_but_never_an_operators() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(
+                CONFIG,
+                &[("10.5.7.0-24", hg_value("198.18.0.3")), ("10.5.8.0-24", hg_value("198.18.0.4"))],
+            );
+            let mut f = host();
+            // Left over from an earlier run for a lease that is gone: ours by shape, but the
+            // lease is unknown, so it is not recognised as ours and stays (never guess).
+            f.routes.push(hg_route("10.5.30.0/24", "198.18.0.30"));
+            // An operator's static route at a peer subnet: a conflict, left alone.
+            let theirs = KernelRoute { protocol: 4, ..hg_route("10.5.8.0/24", "198.18.0.50") };
+            f.routes.push(theirs.clone());
+            let dp = SharedFake::from(f);
+            let (run, health, metrics) = boot(dir.path(), &reg, &dp);
+            wait_for("first reconcile", || {
+                dp.peer_routes().contains(&("10.5.7.0/24".into(), "198.18.0.3".into()))
+            })
+            .await;
+            wait_for("conflict reported", || health.get().route_conflicts == vec!["10.5.8.0/24".to_string()])
+                .await;
+            assert!(dp.with(|f| f.routes.contains(&theirs)));
+            assert!(dp.with(|f| f.routes.contains(&hg_route("10.5.30.0/24", "198.18.0.30"))));
+
+            // `ip route del` behind the daemon's back: the next reconciliation re-adds it.
+            dp.with(|f| f.routes.retain(|r| r.dst != net("10.5.7.0/24")));
+            wait_for("healed", || dp.peer_routes().contains(&("10.5.7.0/24".into(), "198.18.0.3".into())))
+                .await;
+            assert!(metrics.render().contains("flanneld_route_conflicts 1"), "{}", metrics.render());
+            // The route of a lease that just went, put back behind the daemon's back: removed.
+            reg.delete_raw(&key("10.5.7.0-24"));
+            wait_for("deleted", || !dp.peer_routes().iter().any(|(d, _)| d == "10.5.7.0/24")).await;
+            dp.with(|f| f.routes.push(hg_route("10.5.7.0/24", "198.18.0.3")));
+            wait_for("extra removed", || !dp.peer_routes().iter().any(|(d, _)| d == "10.5.7.0/24")).await;
+            assert!(dp.with(|f| f.routes.contains(&theirs)), "operator's route survives");
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_off_the_l2_segment_is_skipped_and_reported_until_it_is_on_link() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(
+                CONFIG,
+                &[("10.5.7.0-24", hg_value("198.18.0.3")), ("10.5.8.0-24", hg_value("198.19.5.4"))],
+            );
+            let mut f = host();
+            f.routes.push(KernelRoute {
+                protocol: 4,
+                ..KernelRoute::made(net("0.0.0.0/0"), ip("198.18.0.1"), false, Some(ETH0))
+            });
+            let dp = SharedFake::from(f);
+            let (run, health, metrics) = boot(dir.path(), &reg, &dp);
+            wait_for("off-link reported", || !health.get().peers_off_link.is_empty()).await;
+            assert_eq!(health.get().peers_off_link, vec!["10.5.8.0/24 via 198.19.5.4".to_string()]);
+            let (code, body) = health.healthz();
+            assert_eq!(code, 503);
+            assert!(
+                body.contains("not on the same L2 segment") && body.contains("10.5.8.0/24 via 198.19.5.4"),
+                "{body}"
+            );
+            assert!(metrics.render().contains("flanneld_peers_off_link 1"), "{}", metrics.render());
+            wait_for("on-link peer routed", || dp.peer_routes().len() == 1).await;
+            assert_eq!(dp.peer_routes(), vec![("10.5.7.0/24".into(), "198.18.0.3".into())]);
+
+            // The underlay grows to cover it: the next reconciliation routes it.
+            dp.with(|f| {
+                f.routes.push(KernelRoute { dst: net("198.19.5.0/24"), ..underlay_route() });
+            });
+            wait_for("routed", || dp.peer_routes().len() == 2).await;
+            wait_for("report cleared", || health.get().peers_off_link.is_empty()).await;
+            assert!(metrics.render().contains("flanneld_peers_off_link 0"));
+            // Moving a peer off the segment removes its route.
+            reg.put_raw(&key("10.5.7.0-24"), hg_value("203.0.113.3").as_bytes(), 0);
+            wait_for("moved off", || dp.peer_routes() == vec![("10.5.8.0/24".into(), "198.19.5.4".into())])
+                .await;
+            assert_eq!(health.get().peers_off_link, vec!["10.5.7.0/24 via 203.0.113.3".to_string()]);
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn switching_from_vxlan_deletes_the_device_and_reuses_the_subnet() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(VXLAN_CONFIG, &[("10.5.7.0-24", vx_value("198.18.0.3"))]);
+            let dp = SharedFake::from(host());
+            let (run, health, _) = boot(dir.path(), &reg, &dp);
+            wait_for("vxlan mesh", || health.get().mesh_programmed).await;
+            assert!(dp.with(|f| f.has_vxlan_device() && !f.neighs.is_empty()));
+            let (vx_key, _) = own_value(&reg);
+            run.stop().await;
+
+            // The operator switches the cluster; the peer restarts first.
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            reg.put_raw(&key("10.5.7.0-24"), hg_value("198.18.0.3").as_bytes(), 0);
+            let (run, health, _) = boot(dir.path(), &reg, &dp);
+            wait_for("host-gw mesh", || health.get().mesh_programmed).await;
+            dp.with(|f| {
+                assert!(!f.has_vxlan_device(), "flannel.1 deleted");
+                assert!(f.neighs.is_empty() && f.fdb.is_empty(), "its entries went with it");
+                assert!(!f.routes.iter().any(|r| r.onlink), "no VXLAN route left");
+            });
+            assert_eq!(dp.peer_routes(), vec![("10.5.7.0/24".into(), "198.18.0.3".into())]);
+            let (hg_key, value) = own_value(&reg);
+            assert_eq!(hg_key, vx_key, "same subnet");
+            assert_eq!(value, r#"{"PublicIP":"198.18.0.2","PublicIPv6":null,"BackendType":"host-gw"}"#);
+            run.stop().await;
+
+            // And back: the host-gw routes of the previous run are removed by the vxlan run.
+            reg.put_raw(&format!("{PREFIX}/config"), VXLAN_CONFIG.as_bytes(), 0);
+            let (run, health, _) = boot(dir.path(), &reg, &dp);
+            wait_for("vxlan again", || health.get().mesh_programmed).await;
+            assert!(dp.peer_routes().is_empty(), "{:?}", dp.peer_routes());
+            assert!(dp.with(|f| f.has_vxlan_device()));
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_public_ip_that_is_not_the_interfaces_address_is_refused_like_upstream() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(CONFIG, &[]);
+            let mut f = host();
+            f.routes.retain(|r| r.table != RT_TABLE_LOCAL);
+            let dp = SharedFake::from(f);
+            let (_tx, rx) = oneshot::channel::<()>();
+            let res = daemon::run(daemon_config(dir.path(), ME), reg, dp.clone(), async {
+                let _ = rx.await;
+            })
+            .await;
+            match res {
+                Err(e @ DaemonError::HostGwNat { .. }) => {
+                    assert!(e.to_string().contains("NAT"), "{e}");
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,21 @@
+//! Steps shared by the lab's test files.
+
+use std::time::Duration;
+
+use weft_lab::{Lab, Result};
+
+/// SIGKILLs flanneld on node `i`, checks that pods of `i` and `peer` keep talking while it is
+/// down (the dataplane does not depend on the daemon), restarts it and checks that it kept its
+/// subnet and its lease key; returns once the lab has converged again.
+pub fn crash_and_restart_keeps_subnet(lab: &mut Lab, i: usize, peer: usize) -> Result<()> {
+    let subnet = lab.node_subnet(i)?;
+    let key = lab.lease(i)?.expect("lease").key;
+    let (a, b) = (lab.pod(i)?.ip(), lab.pod(peer)?.ip());
+    lab.kill_flanneld(i)?;
+    lab.wait_ping(i, b, Duration::from_secs(5))?;
+    lab.wait_ping(peer, a, Duration::from_secs(5))?;
+    let env = lab.restart_flanneld(i)?;
+    assert_eq!(env.subnet_network().map(|n| n.to_string()), Some(subnet.to_string()));
+    assert_eq!(lab.lease(i)?.expect("lease after restart").key, key);
+    lab.wait_converged()
+}
