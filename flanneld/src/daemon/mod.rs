@@ -29,6 +29,7 @@ use crate::health::Health;
 use crate::lease::{config_key, subnets_dir};
 use crate::metrics::Metrics;
 use crate::network::{parse_config, ConfigError, NetworkSpec};
+use crate::network_v6::refuse_ipv6_dataplane;
 use crate::peers::PeerSet;
 use crate::registry::Registry;
 use crate::state;
@@ -244,7 +245,9 @@ async fn load_config<R: Registry>(registry: &R, cfg: &DaemonConfig) -> NetworkSp
         let got = registry.get(&key).await;
         cfg.health.update(|h| h.etcd_reachable = got.is_ok());
         let outcome = match got {
-            Ok(Some(bytes)) => parse_config(&bytes).map_err(|e| e.to_string()),
+            Ok(Some(bytes)) => parse_config(&bytes)
+                .and_then(|spec| refuse_ipv6_dataplane(&spec).map(|()| spec))
+                .map_err(|e| e.to_string()),
             Ok(None) => Err(ConfigError::NotFound.to_string()),
             Err(e) => {
                 cfg.metrics.etcd_errors.inc();
