@@ -815,3 +815,31 @@ async fn direct_routing_decides_all_peers_from_one_route_dump() {
         })
         .await;
 }
+
+/// `EnableIPv6: true` is refused until the IPv6 dataplane exists: no lease, no device, no
+/// subnet.env, not ready — and once the operator turns IPv6 off, the daemon starts normally.
+#[tokio::test(start_paused = true)]
+async fn enable_ipv6_is_refused_until_the_config_turns_it_off() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = MemoryRegistry::new();
+            let dual = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}"#;
+            reg.put_raw(&format!("{PREFIX}/config"), dual.as_bytes(), 0);
+            let dp = RecordingDataplane::new();
+            let cfg = config(dir.path());
+            let health = cfg.health.clone();
+            let run = start(cfg, reg.clone(), dp.clone());
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(own_record_opt(&reg).is_none());
+            assert!(dp.with(|k| k.device.clone()).is_none());
+            assert!(!dir.path().join("subnet.env").exists());
+            assert!(!health.get().ready);
+
+            reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            wait_for("ready", LIMIT, || health.get().ready).await;
+            assert!(LeaseKey::parse(own_record(&reg).key.rsplit('/').next().unwrap()).unwrap().ipv6.is_none());
+            run.stop().await;
+        })
+        .await;
+}

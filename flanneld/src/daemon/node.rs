@@ -166,8 +166,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     pub(super) fn write_subnet_file(&self) -> Result<(), DaemonError> {
         let Some(own) = &self.own else { return Ok(()) };
-        let mtu = self.vxlan_spec(own.subnet()).mtu;
-        let text = state::render_subnet_env(self.spec.network, own.subnet(), mtu, self.cfg.ip_masq);
+        let underlay = self.spec.backend.mtu.unwrap_or(self.cfg.underlay_mtu);
+        let mtu = state::subnet_env_mtu(underlay, self.spec.ipv6.is_some());
+        let text = state::render_subnet_env(&self.spec, &own.key, mtu, self.cfg.ip_masq);
         state::write_subnet_env(&self.cfg.subnet_file, &text)
             .map_err(|source| DaemonError::File { path: self.cfg.subnet_file.clone(), source })
     }
