@@ -7,8 +7,8 @@
 //! of `--public-ipv6`), then the interface of the default route — in dual stack the IPv4 and the
 //! IPv6 default routes must leave through the same interface. An address named by the choice
 //! (an `--iface` IP, a regex match, a public address on the interface) is the interface address
-//! of its family; otherwise the interface's first usable address: global before link-local,
-//! permanent before dynamic, non-temporary before temporary, deprecated ones never. The
+//! of its family; otherwise the interface's first usable address (IPv6: global before
+//! link-local, permanent before dynamic, non-temporary before temporary, deprecated ones never). The
 //! decision is pure ([`select_from`]) over what the kernel reports ([`select`] reads it with a
 //! blocking netlink socket, once at startup).
 //!
@@ -104,14 +104,19 @@ impl<'a> View<'a> {
         self.addrs.iter().find(|a| a.address.ip() == ip).and_then(|a| self.by_index(a.index))
     }
 
-    /// `index`'s usable addresses of one family in upstream's order of preference
-    /// (`GetInterfaceIP4Addrs`/`GetInterfaceIP6Addrs`): global or link-local unicast, not
-    /// deprecated; global first, then permanent, then non-temporary.
+    /// `index`'s usable addresses of one family in order of preference. IPv6: upstream's
+    /// (`GetInterfaceIP6Addrs`): global or link-local unicast, not deprecated; global first,
+    /// then permanent, then non-temporary. IPv4 keeps weft's earlier rule, any address with
+    /// global scope first (so `lo` still works as an interface in tests); upstream would refuse
+    /// loopback addresses.
     fn usable(&self, index: u32, v6: bool) -> Vec<IpAddr> {
-        let mut mine: Vec<&Address> = self
-            .addrs
-            .iter()
-            .filter(|a| a.index == index && a.address.is_ipv6() == v6)
+        let mine = self.addrs.iter().filter(|a| a.index == index && a.address.is_ipv6() == v6);
+        if !v6 {
+            let mut v4: Vec<&Address> = mine.collect();
+            v4.sort_by_key(|a| !a.is_global());
+            return v4.iter().map(|a| a.address.ip()).collect();
+        }
+        let mut mine: Vec<&Address> = mine
             .filter(|a| a.flags & IFA_F_DEPRECATED == 0)
             .filter(|a| global_unicast(a.address.ip()) || link_local_unicast(a.address.ip()))
             .collect();
