@@ -50,7 +50,9 @@ impl SubnetEnv {
             let cidr_list = |v: &str| -> Result<Vec<IpNetwork>, SubnetEnvError> {
                 let mut out: Vec<IpNetwork> = Vec::new();
                 for item in v.split(',') {
+                    // As networks, like Go's net.ParseCIDR in upstream's plugin.
                     let n = cidr(item)?;
+                    let n = IpNetwork::new(n.network(), n.prefix()).map_err(|_| invalid(key, value))?;
                     if !out.contains(&n) {
                         out.push(n);
                     }

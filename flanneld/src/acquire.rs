@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use tracing::{info, warn};
 
-use crate::allocate::{choose, Choice, Existing, OutOfSubnets};
+use crate::allocate::{choose, overlapping, Choice, Existing, OutOfSubnets};
 use crate::lease::{lease_path, parse_lease_path, subnets_dir, LeaseAttrs, LeaseKey, LEASE_TTL_SECS};
 use crate::network::NetworkSpec;
 use crate::registry::{Expect, Record, Registry, RegistryError};
@@ -80,8 +80,9 @@ pub struct Want<'a> {
     pub spec: &'a NetworkSpec,
     pub public_ip: Ipv4Addr,
     pub attrs: &'a LeaseAttrs,
-    /// Preferred subnet (subnet.env's, or the one we just lost).
-    pub previous: Option<Ipv4Network>,
+    /// Preferred subnets (subnet.env's `FLANNEL_SUBNET` and `FLANNEL_IPV6_SUBNET`, or the
+    /// lease we just lost).
+    pub previous: Option<LeaseKey>,
 }
 
 /// One acquisition attempt.
@@ -104,7 +105,11 @@ pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<
         if let Some(r) = record_of(stale) {
             // Upstream deletes leases of our PublicIP that no longer fit the config.
             info!(key = %r.key, "deleting own lease that does not fit the network config");
-            registry.delete_if(&r.key, r.mod_revision).await?;
+            // Its subnets count as free for the choice (crate::allocate): if the key changed
+            // since the listing, somebody else may hold it now, so list and choose again.
+            if !registry.delete_if(&r.key, r.mod_revision).await? {
+                return Err(AcquireError::LostRace(*stale));
+            }
         }
     }
 
@@ -115,13 +120,36 @@ pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<
             let rev = record_of(&k).map(|r| r.mod_revision).unwrap_or(0);
             (k, Expect::ModRevision(rev))
         }
-        Choice::Create(subnet) => (LeaseKey::v4(subnet), Expect::Absent),
+        Choice::Create(key) => (key, Expect::Absent),
     };
     let path = lease_path(want.prefix, &key);
     let written = registry.put_if(&path, &value, etcd_lease, expect.clone()).await;
     match written {
         Ok(Some(revision)) => {
-            info!(subnet = %key.ipv4, reused = matches!(expect, Expect::ModRevision(_)), "lease acquired");
+            // An IPv4-only key is its subnet, so create-if-absent protects it fully (every node
+            // reads the same config, hence the same SubnetLen); a dual-stack key is not.
+            let (records, list_revision) = if expect == Expect::Absent && key.ipv6.is_some() {
+                match created_alone(registry, &dir, &path, &key, revision).await {
+                    Ok(Some(listing)) => listing,
+                    Ok(None) => {
+                        // The new key is gone again (deleted by us or somebody): choose again.
+                        revoke_quietly(registry, etcd_lease).await;
+                        return Err(AcquireError::LostRace(key));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, key = %path, "could not re-list to check the new lease for overlaps");
+                        (records, list_revision)
+                    }
+                }
+            } else {
+                (records, list_revision)
+            };
+            info!(
+                subnet = %key.ipv4,
+                ipv6_subnet = ?key.ipv6.map(|n| n.to_string()),
+                reused = matches!(expect, Expect::ModRevision(_)),
+                "lease acquired"
+            );
             Ok(Acquired {
                 lease: OwnLease { key, path, value, etcd_lease, revision },
                 records,
@@ -138,6 +166,34 @@ pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<
             Err(e.into())
         }
     }
+}
+
+/// After creating `key` at `revision`: whether it stands alone. Create-if-absent protects only
+/// the exact key, and a dual-stack key names two subnets picked independently, so two nodes
+/// starting together can create different keys sharing an IPv4 or an IPv6 subnet (upstream
+/// has the same gap, docs/flannel.md §5.4). Any lease overlapping ours was created after our
+/// listing (we chose free subnets); the one written first keeps its subnets and the later one —
+/// ours if the other's revision is lower — is deleted. `Ok(Some(listing))`: ours stands (the
+/// listing, to start the watch from); `Ok(None)`: ours was deleted.
+async fn created_alone<R: Registry>(
+    registry: &R,
+    dir: &str,
+    path: &str,
+    key: &LeaseKey,
+    revision: i64,
+) -> Result<Option<(Vec<Record>, i64)>, RegistryError> {
+    let (records, list_revision) = registry.list(dir).await?;
+    let earlier = records.iter().find(|r| {
+        r.key != path
+            && r.mod_revision < revision
+            && parse_lease_path(dir, &r.key).is_ok_and(|other| overlapping(key, &other))
+    });
+    let Some(earlier) = earlier else { return Ok(Some((records, list_revision))) };
+    warn!(key = %path, earlier = %earlier.key, "a lease created just before ours shares a subnet, picking again");
+    if !registry.delete_if(path, revision).await? {
+        warn!(key = %path, "our new lease changed before we could delete it; leaving it to expire");
+    }
+    Ok(None)
 }
 
 async fn revoke_quietly<R: Registry>(registry: &R, lease: i64) {
@@ -208,5 +264,126 @@ mod tests {
         // Renewed onto a new etcd lease, or rewritten with our new MAC: still ours.
         assert_eq!(own.lost_because(Some(&rec(8, b"ours")), 101), None);
         assert_eq!(own.lost_because(Some(&rec(7, b"new mac")), 101), None);
+    }
+}
+
+#[cfg(test)]
+mod dual_stack_tests {
+    use super::*;
+    use crate::network::parse_config;
+    use crate::registry::memory::MemoryRegistry;
+
+    const PREFIX: &str = "/coreos.com/network";
+    const DUAL: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}"#;
+    const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+    fn attrs(mac6: u8) -> LeaseAttrs {
+        LeaseAttrs::vxlan(ME, 1, [2, 0, 0, 0, 0, 1]).with_vxlan_v6(
+            "fd18::2".parse().unwrap(),
+            1,
+            [2, 0, 0, 0, 6, mac6],
+        )
+    }
+
+    async fn acquire(
+        reg: &MemoryRegistry,
+        spec: &NetworkSpec,
+        a: &LeaseAttrs,
+        previous: Option<LeaseKey>,
+    ) -> Acquired {
+        let want = Want { prefix: PREFIX, spec, public_ip: ME, attrs: a, previous };
+        acquire_once(reg, &want).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn dual_stack_lease_is_created_reused_and_renewed_with_both_families() {
+        let spec = parse_config(DUAL.as_bytes()).unwrap();
+        let reg = MemoryRegistry::new();
+        // A peer holds one subnet of each family.
+        reg.put_raw(
+            &format!("{PREFIX}/subnets/10.5.1.0-24&fd00:5:0:1::-64"),
+            b"{\"PublicIP\":\"198.18.0.9\"}",
+            0,
+        );
+
+        // Fresh start: one key naming both subnets, the value with PublicIPv6 and BackendV6Data.
+        let a1 = attrs(1);
+        let first = acquire(&reg, &spec, &a1, None).await;
+        let key = first.lease.key;
+        let v6 = key.ipv6.unwrap();
+        assert!(spec.fits(&key.ipv4) && spec.ipv6.as_ref().unwrap().fits(&v6), "{key}");
+        assert_ne!(key.ipv4.to_string(), "10.5.1.0/24");
+        assert_ne!(v6.to_string(), "fd00:5:0:1::/64");
+        assert_eq!(
+            first.lease.path,
+            format!("{PREFIX}/subnets/{}&{}-64", key.ipv4.to_string().replace('/', "-"), v6.ip())
+        );
+        let stored = reg.record(&first.lease.path).unwrap();
+        assert_eq!(stored.value, a1.render());
+        assert_eq!(LeaseAttrs::parse(&stored.value).unwrap().public_ipv6, Some("fd18::2".parse().unwrap()));
+
+        // Restart while the key still exists: found by PublicIP and re-put, same subnets.
+        let a2 = attrs(2);
+        let again = acquire(&reg, &spec, &a2, None).await;
+        assert_eq!(again.lease.key, key);
+        assert_eq!(reg.record(&again.lease.path).unwrap().value, a2.render());
+
+        // Renewal re-puts the same key (both families) on a fresh etcd lease.
+        let mut own = again.lease.clone();
+        let before = own.etcd_lease;
+        assert_eq!(renew(&reg, &mut own, &a2.render()).await.unwrap(), Renewal::Renewed);
+        assert_ne!(own.etcd_lease, before);
+        let rec = reg.record(&own.path).unwrap();
+        assert_eq!((rec.lease, rec.value), (own.etcd_lease, a2.render()));
+        assert_eq!(reg.records(&format!("{PREFIX}/subnets/")).len(), 2, "no second key for us");
+    }
+
+    #[tokio::test]
+    async fn of_two_new_leases_sharing_a_subnet_the_later_one_is_deleted() {
+        let reg = MemoryRegistry::new();
+        let dir = subnets_dir(PREFIX);
+        let ours = LeaseKey::parse("10.5.3.0-24&fd00:5:0:30::-64").unwrap();
+        let path = lease_path(PREFIX, &ours);
+        // Another node created a lease with the same IPv6 subnet just before ours.
+        reg.put_raw(&format!("{dir}10.5.7.0-24&fd00:5:0:30::-64"), b"{}", 0);
+        reg.put_raw(&path, b"ours", 0);
+        let rev = reg.record(&path).unwrap().mod_revision;
+        assert_eq!(created_alone(&reg, &dir, &path, &ours, rev).await.unwrap(), None);
+        assert!(reg.record(&path).is_none(), "ours deleted");
+
+        // Ours first, theirs (same IPv4 subnet) after: ours stands.
+        let reg = MemoryRegistry::new();
+        // An earlier upstream IPv6-only lease (0.0.0.0-0&…) holds no IPv4 subnet.
+        reg.put_raw(&format!("{dir}0.0.0.0-0&fd00:5:0:32::-64"), b"{}", 0);
+        reg.put_raw(&path, b"ours", 0);
+        let rev = reg.record(&path).unwrap().mod_revision;
+        reg.put_raw(&format!("{dir}10.5.3.0-24&fd00:5:0:31::-64"), b"{}", 0);
+        let (records, _) = created_alone(&reg, &dir, &path, &ours, rev).await.unwrap().unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(reg.record(&path).is_some());
+    }
+
+    #[tokio::test]
+    async fn after_the_key_expired_the_previous_subnets_of_subnet_env_come_back() {
+        let spec = parse_config(DUAL.as_bytes()).unwrap();
+        let reg = MemoryRegistry::new();
+        let a = attrs(1);
+        let previous = LeaseKey::parse("10.5.77.0-24&fd00:5:0:4d::-64").ok();
+        let got = acquire(&reg, &spec, &a, previous).await;
+        assert_eq!(Some(got.lease.key), previous);
+        assert_eq!(got.lease.path, format!("{PREFIX}/subnets/10.5.77.0-24&fd00:5:0:4d::-64"));
+    }
+
+    #[tokio::test]
+    async fn turning_ipv6_on_replaces_our_ipv4_only_key_and_keeps_its_ipv4_subnet() {
+        let spec = parse_config(DUAL.as_bytes()).unwrap();
+        let reg = MemoryRegistry::new();
+        let old = format!("{PREFIX}/subnets/10.5.7.0-24");
+        reg.put_raw(&old, &LeaseAttrs::vxlan(ME, 1, [2, 0, 0, 0, 0, 1]).render(), 0);
+        let got = acquire(&reg, &spec, &attrs(1), LeaseKey::parse("10.5.7.0-24").ok()).await;
+        assert!(reg.record(&old).is_none(), "incompatible own key deleted");
+        assert_eq!(got.lease.key.ipv4.to_string(), "10.5.7.0/24");
+        assert!(got.lease.key.ipv6.is_some());
+        assert!(reg.record(&got.lease.path).is_some());
     }
 }

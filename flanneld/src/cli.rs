@@ -11,7 +11,7 @@
 //! are accepted but have no effect are reported by [`Cli::startup_warnings`].
 
 use std::any::TypeId;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,13 +68,13 @@ pub struct Cli {
     /// Regex matched against interface addresses, then names; repeatable.
     #[arg(long, action = ArgAction::Append)]
     pub iface_regex: Vec<String>,
-    /// Use the interface (and source address) of the route to this IP.
+    /// Use the interface of the route to this IP (IPv4 or IPv6).
     #[arg(long)]
-    pub iface_can_reach: Option<Ipv4Addr>,
+    pub iface_can_reach: Option<IpAddr>,
     /// IP published as PublicIP.
     #[arg(long)]
     pub public_ip: Option<Ipv4Addr>,
-    /// IPv6 published as PublicIPv6 (IPv6 is not supported by weft yet).
+    /// IPv6 published as PublicIPv6 (with EnableIPv6; must be an IPv6 address).
     #[arg(long)]
     pub public_ipv6: Option<Ipv6Addr>,
     /// Where to write the subnet environment.
@@ -585,6 +585,28 @@ mod tests {
                 "debug-dataplane"
             ]
         );
+    }
+
+    #[test]
+    fn ipv6_flags() {
+        let c = run("-public-ipv6=fd18::2 -iface-can-reach fd19::5 -iface fd18::2", &[]);
+        assert_eq!(c.public_ipv6, Some("fd18::2".parse().unwrap()));
+        assert_eq!(c.iface_can_reach, Some("fd19::5".parse().unwrap()));
+        assert_eq!(c.iface, vec!["fd18::2"]);
+        assert_eq!(
+            run("-iface-can-reach=198.19.5.5", &[]).iface_can_reach,
+            Some("198.19.5.5".parse().unwrap())
+        );
+        let c = run("", &[("FLANNELD_PUBLIC_IPV6", "2001:db8::1")]);
+        assert_eq!(c.public_ipv6, Some("2001:db8::1".parse().unwrap()));
+        for bad in [
+            "-public-ipv6=198.18.0.2",
+            "-public-ipv6=fd18:::2",
+            "-iface-can-reach=nope",
+            "-public-ip=fd18::2",
+        ] {
+            assert!(matches!(parse(&argv(bad), |_| None), Parsed::Error(_)), "{bad}");
+        }
     }
 
     fn warnings(s: &str, env: &[(&str, &str)]) -> Vec<String> {

@@ -41,10 +41,32 @@ pub enum LeaseError {
     BadBackendData(String),
 }
 
+/// The IPv4 part upstream writes in the key of an IPv6-only lease (`0.0.0.0-0&<v6>-<len>`,
+/// docs/flannel.md §4.1): its unset `ip.IP4Net`.
+pub const NO_IPV4: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECIFIED, 0) {
+    Some(n) => n,
+    None => panic!("0.0.0.0/0 is a valid network"),
+};
+
 impl LeaseKey {
     /// A lease for an IPv4 subnet only.
     pub fn v4(ipv4: Ipv4Network) -> LeaseKey {
         LeaseKey { ipv4, ipv6: None }
+    }
+
+    /// A dual-stack lease (`<v4>-<len>&<v6>-<len6>`).
+    pub fn dual(ipv4: Ipv4Network, ipv6: Ipv6Network) -> LeaseKey {
+        LeaseKey { ipv4, ipv6: Some(ipv6) }
+    }
+
+    /// An IPv6-only lease as upstream spells it: `0.0.0.0-0&<v6>-<len6>` (§4.1).
+    pub fn ipv6_only(ipv6: Ipv6Network) -> LeaseKey {
+        LeaseKey { ipv4: NO_IPV4, ipv6: Some(ipv6) }
+    }
+
+    /// The key carries no IPv4 subnet (`0.0.0.0-0&…`): its `ipv4` is not a subnet to route.
+    pub fn is_ipv6_only(&self) -> bool {
+        self.ipv4 == NO_IPV4 && self.ipv6.is_some()
     }
 
     /// The key's last path element, in the canonical form upstream produces
@@ -164,7 +186,11 @@ pub struct LeaseAttrs {
     pub backend_type: String,
     /// Kept as raw JSON: only the VXLAN handler interprets it, and a bad one only skips that lease.
     pub backend_data: Option<Value>,
+    /// `BackendV6Data`, raw like `backend_data`: a bad one only skips the lease's IPv6 side.
     pub backend_v6_data: Option<Value>,
+    /// Why a `PublicIPv6` that is present was not usable (`public_ipv6` is then `None`). Upstream
+    /// rejects the whole value for it; we keep the lease's IPv4 side (docs/flannel.md §4.2, §6.3).
+    pub ipv6_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -203,6 +229,7 @@ impl LeaseAttrs {
             backend_type: BACKEND_VXLAN.to_string(),
             backend_data: data,
             backend_v6_data: None,
+            ipv6_problem: None,
         }
     }
 
@@ -215,6 +242,7 @@ impl LeaseAttrs {
             backend_type: BACKEND_HOST_GW.to_string(),
             backend_data: None,
             backend_v6_data: None,
+            ipv6_problem: None,
         }
     }
 
@@ -222,6 +250,14 @@ impl LeaseAttrs {
     /// (`pkg/backend/route_network.go` `handleSubnetEvents`).
     pub fn is_host_gw(&self) -> bool {
         self.backend_type == BACKEND_HOST_GW
+    }
+
+    /// Adds the IPv6 side of a dual-stack VXLAN node: `PublicIPv6` and `BackendV6Data` (the
+    /// `flannel-v6.<VNI>` device's VNI and MAC, §4.2).
+    pub fn with_vxlan_v6(mut self, public_ipv6: Ipv6Addr, vni: u32, vtep_mac: Mac) -> LeaseAttrs {
+        self.public_ipv6 = Some(public_ipv6);
+        self.backend_v6_data = serde_json::to_value(VxlanWire { vni, vtep_mac: format_mac(&vtep_mac) }).ok();
+        self
     }
 
     /// The exact bytes upstream writes for these attributes.
@@ -250,12 +286,13 @@ impl LeaseAttrs {
             }
             Some(_) => return Err(bad("PublicIP is not a string".into())),
         };
-        let public_ipv6 = match field(obj, "PublicIPv6") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                Some(s.parse().map_err(|_| bad(format!("PublicIPv6 {s:?} is not an IPv6 address")))?)
-            }
-            Some(_) => return Err(bad("PublicIPv6 is not a string".into())),
+        let (public_ipv6, ipv6_problem) = match field(obj, "PublicIPv6") {
+            None | Some(Value::Null) => (None, None),
+            Some(Value::String(s)) => match s.parse::<Ipv6Addr>() {
+                Ok(ip) => (Some(ip), None),
+                Err(_) => (None, Some(format!("PublicIPv6 {s:?} is not an IPv6 address"))),
+            },
+            Some(_) => (None, Some("PublicIPv6 is not a string".to_string())),
         };
         let backend_type = match field(obj, "BackendType") {
             None | Some(Value::Null) => String::new(),
@@ -269,6 +306,7 @@ impl LeaseAttrs {
             backend_type,
             backend_data: raw("BackendData"),
             backend_v6_data: raw("BackendV6Data"),
+            ipv6_problem,
         })
     }
 
@@ -279,16 +317,25 @@ impl LeaseAttrs {
 
     /// The VXLAN `BackendData` (`VNI`, `VtepMAC`), decoded case-insensitively.
     pub fn vxlan_data(&self) -> Result<VxlanData, LeaseError> {
-        let bad = |why: &str| LeaseError::BadBackendData(why.to_string());
-        let obj = self.backend_data.as_ref().and_then(Value::as_object).ok_or_else(|| bad("missing"))?;
-        let vni = match field(obj, "VNI") {
-            None | Some(Value::Null) => 0,
-            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("VNI"))?,
-        };
-        let mac = field(obj, "VtepMAC").and_then(Value::as_str).ok_or_else(|| bad("VtepMAC missing"))?;
-        let vtep_mac = parse_mac(mac).ok_or_else(|| bad("VtepMAC is not a MAC address"))?;
-        Ok(VxlanData { vni, vtep_mac })
+        decode_vxlan(self.backend_data.as_ref())
     }
+
+    /// The VXLAN `BackendV6Data` of the IPv6 device, decoded like [`LeaseAttrs::vxlan_data`].
+    pub fn vxlan_v6_data(&self) -> Result<VxlanData, LeaseError> {
+        decode_vxlan(self.backend_v6_data.as_ref())
+    }
+}
+
+fn decode_vxlan(raw: Option<&Value>) -> Result<VxlanData, LeaseError> {
+    let bad = |why: &str| LeaseError::BadBackendData(why.to_string());
+    let obj = raw.and_then(Value::as_object).ok_or_else(|| bad("missing"))?;
+    let vni = match field(obj, "VNI") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad("VNI"))?,
+    };
+    let mac = field(obj, "VtepMAC").and_then(Value::as_str).ok_or_else(|| bad("VtepMAC missing"))?;
+    let vtep_mac = parse_mac(mac).ok_or_else(|| bad("VtepMAC is not a MAC address"))?;
+    Ok(VxlanData { vni, vtep_mac })
 }
 
 /// Looks a field up as Go's encoding/json does: an exact match first, else case-insensitive.
@@ -340,17 +387,98 @@ mod tests {
 
     #[test]
     fn rejects_what_upstream_rejects() {
-        for bad in [
-            &br#"{"PublicIP":"not-an-ip"}"#[..],
-            br#"{"PublicIP":"10.0.0.1","PublicIPv6":""}"#,
-            br#"{"PublicIP":5}"#,
-            b"[]",
-            b"garbage",
-        ] {
+        for bad in [&br#"{"PublicIP":"not-an-ip"}"#[..], br#"{"PublicIP":5}"#, b"[]", b"garbage"] {
             assert!(LeaseAttrs::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let no_mac = LeaseAttrs::parse(br#"{"PublicIP":"10.0.0.1","BackendType":"vxlan"}"#).unwrap();
         assert!(no_mac.vxlan_data().is_err());
+    }
+
+    const MAC6: Mac = [0x6e, 0xaa, 0xbb, 0xcc, 0xdd, 0x06];
+
+    /// The dual-stack lease a real upstream v0.21.3 node wrote (docs/flannel.md §4.2), with its
+    /// two device MACs filled in.
+    const DUAL_KEY: &str = "10.88.78.0-24&fd88:0:0:a::-64";
+    const DUAL_VALUE: &str = r#"{"PublicIP":"198.18.0.4","PublicIPv6":"fd18::4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"6e:aa:bb:cc:dd:06"}}"#;
+
+    #[test]
+    fn dual_stack_golden_bytes() {
+        let key = LeaseKey::dual("10.88.78.0/24".parse().unwrap(), "fd88:0:0:a::/64".parse().unwrap());
+        assert_eq!(key.render(), DUAL_KEY);
+        assert_eq!(
+            lease_path("/coreos.com/network", &key),
+            format!("/coreos.com/network/subnets/{DUAL_KEY}")
+        );
+        assert_eq!(LeaseKey::parse(DUAL_KEY).unwrap(), key);
+        assert!(!key.is_ipv6_only());
+
+        let attrs = LeaseAttrs::vxlan("198.18.0.4".parse().unwrap(), 1, MAC).with_vxlan_v6(
+            "fd18::4".parse().unwrap(),
+            1,
+            MAC6,
+        );
+        assert_eq!(String::from_utf8(attrs.render()).unwrap(), DUAL_VALUE);
+        let back = LeaseAttrs::parse(DUAL_VALUE.as_bytes()).unwrap();
+        assert_eq!(back, attrs);
+        assert_eq!(back.public_ipv6, Some("fd18::4".parse().unwrap()));
+        assert_eq!(back.vxlan_data().unwrap(), VxlanData { vni: 1, vtep_mac: MAC });
+        assert_eq!(back.vxlan_v6_data().unwrap(), VxlanData { vni: 1, vtep_mac: MAC6 });
+        // An IPv4-only lease has no IPv6 device data.
+        assert!(LeaseAttrs::vxlan("198.18.0.4".parse().unwrap(), 1, MAC).vxlan_v6_data().is_err());
+    }
+
+    #[test]
+    fn ipv6_only_golden_bytes() {
+        // What upstream writes with EnableIPv4 false: the unset IPv4 subnet and PublicIP, no
+        // BackendData (pkg/subnet/subnet.go MakeSubnetKey, pkg/backend/vxlan/vxlan.go).
+        let key = LeaseKey::ipv6_only("fd00:0:0:5::/64".parse().unwrap());
+        assert_eq!(key.render(), "0.0.0.0-0&fd00:0:0:5::-64");
+        assert_eq!(LeaseKey::parse("0.0.0.0-0&fd00:0:0:5::-64").unwrap(), key);
+        assert!(key.is_ipv6_only());
+        assert!(!LeaseKey::parse("0.0.0.0-0").unwrap().is_ipv6_only(), "no IPv6 part: not IPv6-only");
+        let value = r#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd18::4","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"6e:aa:bb:cc:dd:06"}}"#;
+        let attrs = LeaseAttrs::parse(value.as_bytes()).unwrap();
+        assert_eq!(attrs.public_ip, Ipv4Addr::UNSPECIFIED);
+        assert!(attrs.vxlan_data().is_err());
+        assert_eq!(attrs.vxlan_v6_data().unwrap().vtep_mac, MAC6);
+        assert_eq!(String::from_utf8(attrs.render()).unwrap(), value);
+    }
+
+    #[test]
+    fn malformed_ipv6_parts_spare_the_ipv4_side() {
+        for (v6, why) in [
+            (r#""""#, "is not an IPv6 address"),
+            (r#""fd18:::4""#, "is not an IPv6 address"),
+            (r#""198.18.0.9""#, "is not an IPv6 address"),
+            ("7", "is not a string"),
+        ] {
+            let value = format!(
+                r#"{{"PublicIP":"198.18.0.4","PublicIPv6":{v6},"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}}}"#
+            );
+            let a = LeaseAttrs::parse(value.as_bytes()).unwrap_or_else(|e| panic!("{v6}: {e}"));
+            assert_eq!(a.public_ip, Ipv4Addr::new(198, 18, 0, 4));
+            assert_eq!(a.public_ipv6, None);
+            assert!(a.ipv6_problem.as_deref().is_some_and(|p| p.contains(why)), "{v6}: {:?}", a.ipv6_problem);
+            assert_eq!(a.vxlan_data().unwrap().vtep_mac, MAC);
+            // Re-rendered, the bad address becomes null: never "" (§4.2).
+            assert!(String::from_utf8(a.render()).unwrap().contains(r#""PublicIPv6":null"#));
+        }
+        let bad_v6_data = br#"{"PublicIP":"198.18.0.4","PublicIPv6":"fd18::4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"zz"}}"#;
+        let a = LeaseAttrs::parse(bad_v6_data).unwrap();
+        assert!(a.vxlan_v6_data().is_err());
+        assert_eq!(a.vxlan_data().unwrap().vtep_mac, MAC);
+        // Bad IPv6 parts of a key make the whole key unrecognisable, as upstream's grammar does.
+        for bad in [
+            "10.5.52.0-24&fd00:::-64",
+            "10.5.52.0-24&fd00::-128",
+            "10.5.52.0-24&fd00::-",
+            "10.5.52.0-24&-64",
+            "10.5.52.0-24&fd00::",
+            "10.5.52.0-24&fd00::g-64",
+            "10.5.52.0-24&fd00::-64&fd01::-64",
+        ] {
+            assert!(LeaseKey::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

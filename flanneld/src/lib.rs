@@ -16,6 +16,7 @@ pub mod iface;
 pub mod lease;
 pub mod metrics;
 pub mod network;
+pub mod network_v6;
 pub mod peers;
 pub mod registry;
 pub mod sdnotify;

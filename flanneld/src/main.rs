@@ -78,13 +78,17 @@ fn run(cli: Cli) -> Result<(), String> {
         warn!("{w}");
     }
     if cli.public_ipv6.is_some() {
-        warn!("--public-ipv6 is ignored: IPv6 is not supported by weft flanneld yet");
+        warn!("--public-ipv6 is ignored: it is used with EnableIPv6, which weft flanneld refuses until it programs the IPv6 overlay");
     }
+    // IPv4 only: the daemon refuses EnableIPv6 (crate::network_v6::refuse_ipv6_dataplane), so
+    // no IPv6 address is required of the interface yet.
     let ext = iface::select(&IfaceOpts {
         ifaces: cli.iface.clone(),
         regexes: cli.iface_regex.clone(),
         can_reach: cli.iface_can_reach,
         public_ip: cli.public_ip,
+        public_ipv6: None,
+        ipv6: false,
     })
     .map_err(|e| format!("{e}"))?;
     info!(iface = %ext.name, iface_addr = %ext.iface_addr, public_ip = %ext.public_ip, mtu = ext.mtu, "external interface");

@@ -4,12 +4,13 @@
 //!
 //! This module never writes the config: it is operator-owned and shared by all nodes.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
 use crate::lease::field;
+use crate::network_v6::{parse_ipv6, Ipv6Spec};
 
 /// The validated VXLAN backend options (§3.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct NetworkSpec {
     pub subnet_len: u8,
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
+    /// `EnableIPv6` with its validated fields; `None` when IPv6 is off.
+    pub ipv6: Option<Ipv6Spec>,
     pub enable_nftables: bool,
     /// Which backend `Backend.Type` selects.
     pub backend_type: BackendKind,
@@ -72,7 +75,7 @@ pub enum ConfigError {
     Unsupported(String),
 }
 
-fn err(field: &'static str, why: impl Into<String>) -> ConfigError {
+pub(crate) fn err(field: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Field { field, why: why.into() }
 }
 
@@ -84,14 +87,17 @@ fn get_bool(obj: &Map<String, Value>, name: &'static str, default: bool) -> Resu
     }
 }
 
-fn get_uint(obj: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, ConfigError> {
+pub(crate) fn get_uint(obj: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, ConfigError> {
     match field(obj, name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| err(name, "must be a non-negative integer")),
     }
 }
 
-fn get_str<'a>(obj: &'a Map<String, Value>, name: &'static str) -> Result<Option<&'a str>, ConfigError> {
+pub(crate) fn get_str<'a>(
+    obj: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, ConfigError> {
     match field(obj, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -115,13 +121,13 @@ pub fn parse_config(bytes: &[u8]) -> Result<NetworkSpec, ConfigError> {
     if !enable_v4 && !enable_v6 {
         return Err(err("EnableIPv4", "EnableIPv4 and EnableIPv6 are both false"));
     }
+    let ipv6 = if enable_v6 { Some(parse_ipv6(obj)?) } else { None };
     if !enable_v4 {
-        return Err(ConfigError::Unsupported("IPv6-only networks are not supported in etcd mode".into()));
-    }
-    if enable_v6 {
-        // Validate anyway so the operator sees field errors first.
-        check_ipv6(obj)?;
-        return Err(ConfigError::Unsupported("EnableIPv6 is not supported by weft flanneld yet".into()));
+        // Upstream would write `0.0.0.0-0&<v6>-<len>` keys whose IPv4 part overlaps every other
+        // lease (docs/flannel.md §4.1): refused, after the IPv6 fields were checked.
+        return Err(ConfigError::Unsupported(
+            "IPv6-only networks (EnableIPv4: false) are not supported in etcd mode".into(),
+        ));
     }
 
     let network = match get_str(obj, "Network")? {
@@ -165,7 +171,16 @@ pub fn parse_config(bytes: &[u8]) -> Result<NetworkSpec, ConfigError> {
 
     let enable_nftables = get_bool(obj, "EnableNFTables", false)?;
     let (backend_type, backend) = parse_backend(obj)?;
-    Ok(NetworkSpec { network, subnet_len, subnet_min, subnet_max, enable_nftables, backend_type, backend })
+    Ok(NetworkSpec {
+        network,
+        subnet_len,
+        subnet_min,
+        subnet_max,
+        ipv6,
+        enable_nftables,
+        backend_type,
+        backend,
+    })
 }
 
 fn derive_subnet_len(prefix: u8, given: Option<u64>) -> Result<u8, ConfigError> {
@@ -180,30 +195,6 @@ fn derive_subnet_len(prefix: u8, given: Option<u64>) -> Result<u8, ConfigError> 
         }
         Some(l) => u8::try_from(l).map_err(|_| err("SubnetLen", "out of range")),
     }
-}
-
-fn check_ipv6(obj: &Map<String, Value>) -> Result<(), ConfigError> {
-    let Some(s) = get_str(obj, "IPv6Network")? else {
-        return Err(err("IPv6Network", "missing (required when EnableIPv6 is true)"));
-    };
-    let n: Ipv6Network = s.parse().map_err(|_| err("IPv6Network", format!("{s:?} is not an IPv6 CIDR")))?;
-    if n.prefix() > 124 {
-        return Err(err("IPv6Network", format!("/{} is too small, the minimum is /124", n.prefix())));
-    }
-    if let Some(l) = get_uint(obj, "IPv6SubnetLen")?.filter(|l| *l != 0) {
-        if l > 126 || l < u64::from(n.prefix()) + 2 {
-            return Err(err("IPv6SubnetLen", format!("{l} is out of range for /{}", n.prefix())));
-        }
-    }
-    for name in ["IPv6SubnetMin", "IPv6SubnetMax"] {
-        if let Some(s) = get_str(obj, name)? {
-            let ip: Ipv6Addr = s.parse().map_err(|_| err(name, format!("{s:?} is not an IPv6 address")))?;
-            if !n.contains(ip) {
-                return Err(err(name, format!("{ip} is not within {n}")));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn parse_backend(obj: &Map<String, Value>) -> Result<(BackendKind, VxlanBackend), ConfigError> {

@@ -14,9 +14,9 @@
 //! `weft_dataplane::own`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use tracing::warn;
 use weft_dataplane::Mac;
 
@@ -32,6 +32,18 @@ pub struct RemotePeer {
     /// The VXLAN `VtepMAC`; all zero for a host-gw peer (its lease has no `BackendData`).
     pub vtep_mac: Mac,
     /// The VXLAN `VNI`; 0 for a host-gw peer.
+    pub vni: u32,
+    /// The IPv6 side of a dual-stack lease (subnet `key.ipv6`); `None` when the lease has none
+    /// or its IPv6 part is malformed (logged; the IPv4 side is kept).
+    pub ipv6: Option<PeerV6>,
+}
+
+/// The IPv6 side of a dual-stack peer: `PublicIPv6` and `BackendV6Data` (docs/flannel.md §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerV6 {
+    pub subnet: Ipv6Network,
+    pub public_ipv6: Ipv6Addr,
+    pub vtep_mac: Mac,
     pub vni: u32,
 }
 
@@ -55,6 +67,8 @@ enum Classified {
     Peer(RemotePeer),
     /// A lease of another backend type (the type and the lease's PublicIP).
     Foreign(LeaseKey, String, Ipv4Addr),
+    /// `0.0.0.0-0&<v6>-<len>`: an upstream IPv6-only node; its `0.0.0.0/0` is no subnet to route.
+    Ipv6Only,
     /// `key` is known when only the value is bad.
     Malformed {
         key: Option<LeaseKey>,
@@ -149,6 +163,9 @@ impl PeerSet {
             Ok(a) => a,
             Err(e) => return Classified::Malformed { key: Some(key), reason: e.to_string() },
         };
+        if key.is_ipv6_only() {
+            return Classified::Ipv6Only;
+        }
         match self.backend {
             BackendKind::Vxlan if attrs.is_vxlan() => {}
             BackendKind::HostGw if attrs.is_host_gw() => {
@@ -157,7 +174,9 @@ impl PeerSet {
                     public_ip: attrs.public_ip,
                     vtep_mac: [0; 6],
                     vni: 0,
-                })
+                    // IPv6 host-gw routes are not implemented: the IPv4 side only.
+                    ipv6: None,
+                });
             }
             _ => return Classified::Foreign(key, attrs.backend_type, attrs.public_ip),
         }
@@ -167,6 +186,7 @@ impl PeerSet {
                 public_ip: attrs.public_ip,
                 vtep_mac: d.vtep_mac,
                 vni: d.vni,
+                ipv6: key.ipv6.and_then(|subnet| ipv6_side(rec, subnet, &attrs)),
             }),
             Err(e) => Classified::Malformed { key: Some(key), reason: e.to_string() },
         }
@@ -182,6 +202,10 @@ impl PeerSet {
             Classified::Foreign(key, kind, public_ip) => {
                 self.note_foreign(&rec.key, &key, kind, public_ip);
                 self.remove(key.ipv4).into_iter().collect()
+            }
+            Classified::Ipv6Only => {
+                warn!(key = %rec.key, "skipping IPv6-only lease: it has no IPv4 subnet");
+                Vec::new()
             }
             Classified::Peer(p) if self.is_own(&p.key) => Vec::new(),
             Classified::Peer(p) => {
@@ -246,6 +270,9 @@ impl PeerSet {
                     }
                     self.note_foreign(&rec.key, &key, kind, public_ip);
                 }
+                Classified::Ipv6Only => {
+                    warn!(key = %rec.key, "skipping IPv6-only lease: it has no IPv4 subnet")
+                }
                 Classified::Malformed { key, reason } => {
                     warn!(key = %rec.key, reason = %reason, "skipping malformed lease record");
                     if let Some(old) = key.and_then(|k| self.peers.get(&k.ipv4)) {
@@ -265,6 +292,20 @@ impl PeerSet {
         self.peers = next;
         changes
     }
+}
+
+/// The IPv6 side of a dual-stack lease, or `None` with a warning naming what is wrong with it
+/// (the peer's IPv4 side is unaffected).
+fn ipv6_side(rec: &Record, subnet: Ipv6Network, attrs: &LeaseAttrs) -> Option<PeerV6> {
+    let problem = match (attrs.public_ipv6, attrs.vxlan_v6_data()) {
+        (Some(public_ipv6), Ok(d)) => {
+            return Some(PeerV6 { subnet, public_ipv6, vtep_mac: d.vtep_mac, vni: d.vni })
+        }
+        (None, _) => attrs.ipv6_problem.clone().unwrap_or_else(|| "no PublicIPv6".to_string()),
+        (Some(_), Err(e)) => format!("BackendV6Data: {e}"),
+    };
+    warn!(key = %rec.key, reason = %problem, "skipping the IPv6 part of a lease record");
+    None
 }
 
 #[cfg(test)]
@@ -377,6 +418,61 @@ mod tests {
         ];
         assert!(set.snapshot(&snap).is_empty());
         assert_eq!(set.len(), 2);
+    }
+
+    fn dual(ip: &str, ip6: &str, mac6: &str) -> String {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":{ip6},"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac6}"}}}}"#
+        )
+    }
+
+    #[test]
+    fn dual_stack_peers_and_malformed_ipv6_parts() {
+        let mut set = PeerSet::new(DIR);
+        set.set_own(net("10.5.1.0/24"));
+        let c = set.put(&rec(
+            "10.5.2.0-24&fd00:0:0:2::-64",
+            &dual("198.18.0.3", r#""fd18::3""#, "02:00:00:00:06:02"),
+        ));
+        let [Change::Upsert(p)] = &c[..] else { panic!("{c:?}") };
+        let v6 = p.ipv6.as_ref().unwrap();
+        assert_eq!(v6.subnet.to_string(), "fd00:0:0:2::/64");
+        assert_eq!(v6.public_ipv6.to_string(), "fd18::3");
+        assert_eq!(v6.vtep_mac, [2, 0, 0, 0, 6, 2]);
+        // A malformed IPv6 part (PublicIPv6, BackendV6Data) keeps the peer's IPv4 side and
+        // every other peer.
+        for (name, value) in [
+            ("10.5.3.0-24&fd00:0:0:3::-64", dual("198.18.0.4", r#""""#, "02:00:00:00:06:03")),
+            ("10.5.4.0-24&fd00:0:0:4::-64", dual("198.18.0.5", r#""fd18:::5""#, "02:00:00:00:06:04")),
+            ("10.5.5.0-24&fd00:0:0:5::-64", dual("198.18.0.6", r#""fd18::6""#, "nope")),
+            ("10.5.6.0-24&fd00:0:0:6::-64", vx("198.18.0.7", "02:00:00:00:00:07")),
+        ] {
+            let c = set.put(&rec(name, &value));
+            assert!(matches!(&c[..], [Change::Upsert(p)] if p.ipv6.is_none()), "{name}: {c:?}");
+        }
+        // A malformed IPv6 part of a key makes it no lease at all; IPv6-only leases of upstream
+        // nodes (0.0.0.0-0&…) never become a 0.0.0.0/0 peer.
+        for name in ["10.5.7.0-24&FD00::-64", "10.5.7.0-24&fd00::-129", "0.0.0.0-0&fd00:0:0:8::-64"] {
+            assert!(
+                set.put(&rec(name, &dual("198.18.0.8", r#""fd18::8""#, "02:00:00:00:06:08"))).is_empty(),
+                "{name}"
+            );
+        }
+        assert_eq!(set.len(), 5);
+        let snap: Vec<Record> = set
+            .iter()
+            .map(|p| {
+                rec(&p.key.render(), &dual(&p.public_ip.to_string(), r#""fd18::9""#, "02:00:00:00:06:09"))
+            })
+            .chain([rec(
+                "0.0.0.0-0&fd00:0:0:8::-64",
+                &dual("198.18.0.8", r#""fd18::8""#, "02:00:00:00:06:08"),
+            )])
+            .collect();
+        let c = set.snapshot(&snap);
+        assert_eq!(c.len(), 5, "every peer's IPv6 side changed: {c:?}");
+        assert!(set.iter().all(|p| p.ipv6.as_ref().is_some_and(|v| v.public_ipv6.to_string() == "fd18::9")));
+        assert!(set.get(&"0.0.0.0/0".parse().unwrap()).is_none());
     }
 
     #[test]

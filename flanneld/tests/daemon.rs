@@ -769,3 +769,27 @@ async fn deleted_device_is_recreated_and_every_peer_replayed() {
         })
         .await;
 }
+
+/// `EnableIPv6: true` is refused until the IPv6 dataplane exists: no lease, no device, no
+/// subnet.env, not ready — and once the operator turns IPv6 off, the daemon starts normally.
+#[tokio::test(start_paused = true)]
+async fn enable_ipv6_is_refused_until_the_config_turns_it_off() {
+    LocalSet::new()
+        .run_until(async {
+            let dual = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}"#;
+            let node = Node::with_network_config(dual.as_bytes());
+            let health = node.health();
+            let run = node.start();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert!(own_record_opt(&node.reg).is_none());
+            assert!(node.dp.device().is_none());
+            assert!(!node.dir.path().join("subnet.env").exists());
+            assert!(!health.get().ready);
+
+            node.reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);
+            wait_for("ready", LIMIT, || health.get().ready).await;
+            assert!(LeaseKey::parse(own_record(&node.reg).key.rsplit('/').next().unwrap()).unwrap().ipv6.is_none());
+            run.stop().await;
+        })
+        .await;
+}

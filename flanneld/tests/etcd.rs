@@ -118,43 +118,55 @@ async fn keys_and_values_are_upstream_compatible_and_handwritten_leases_are_peer
         .await;
 }
 
-#[tokio::test]
-async fn twenty_registries_racing_never_share_a_subnet() {
-    let etcd = Etcd::start().await;
+/// Twenty nodes (PublicIP 198.18.1.<i+1>, attributes from `attrs`) acquire at once from
+/// `config`, all preferring `previous`: their keys and how many races they lost.
+async fn race(
+    etcd: &Etcd,
+    config: &str,
+    previous: &str,
+    attrs: fn(u8, Ipv4Addr) -> LeaseAttrs,
+) -> (Vec<LeaseKey>, usize) {
     let mut client = etcd.client().await;
-    client.put(format!("{PREFIX}/config"), CONFIG, None).await.unwrap();
-    let spec = parse_config(CONFIG.as_bytes()).unwrap();
+    client.put(format!("{PREFIX}/config"), config, None).await.unwrap();
+    let spec = parse_config(config.as_bytes()).unwrap();
     let mut tasks = Vec::new();
     for i in 0..20u8 {
-        let reg = registry(&etcd).await;
+        let reg = registry(etcd).await;
         let spec = spec.clone();
+        let previous = LeaseKey::parse(previous).ok();
         tasks.push(tokio::spawn(async move {
             let ip = Ipv4Addr::new(198, 18, 1, i + 1);
-            let attrs = LeaseAttrs::vxlan(ip, 1, [2, 0, 0, 0, 1, i]);
-            // Everybody prefers the same subnet: maximal contention on one key.
-            let want = Want {
-                prefix: PREFIX,
-                spec: &spec,
-                public_ip: ip,
-                attrs: &attrs,
-                previous: Some("10.5.9.0/24".parse().unwrap()),
-            };
+            let attrs = attrs(i, ip);
+            let want = Want { prefix: PREFIX, spec: &spec, public_ip: ip, attrs: &attrs, previous };
             let mut lost = 0;
             loop {
                 match acquire_once(&reg, &want).await {
-                    Ok(a) => return (a.lease.subnet(), lost),
+                    Ok(a) => return (a.lease.key, lost),
                     Err(AcquireError::LostRace(_)) => lost += 1,
                     Err(e) => panic!("{e}"),
                 }
             }
         }));
     }
-    let mut subnets = BTreeSet::new();
-    let mut races = 0;
+    let (mut keys, mut races) = (Vec::new(), 0);
     for t in tasks {
-        let (s, lost) = t.await.unwrap();
+        let (k, lost) = t.await.unwrap();
+        keys.push(k);
         races += lost;
-        assert!(subnets.insert(s), "subnet {s} handed out twice");
+    }
+    (keys, races)
+}
+
+#[tokio::test]
+async fn twenty_registries_racing_never_share_a_subnet() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    // Everybody prefers the same subnet: maximal contention on one key.
+    let (keys, races) =
+        race(&etcd, CONFIG, "10.5.9.0-24", |i, ip| LeaseAttrs::vxlan(ip, 1, [2, 0, 0, 0, 1, i])).await;
+    let mut subnets = BTreeSet::new();
+    for k in keys {
+        assert!(subnets.insert(k.ipv4), "subnet {} handed out twice", k.ipv4);
     }
     assert_eq!(subnets.len(), 20);
     assert!(subnets.contains(&"10.5.9.0/24".parse().unwrap()));
@@ -165,6 +177,40 @@ async fn twenty_registries_racing_never_share_a_subnet() {
     let ips: BTreeSet<_> =
         resp.kvs().iter().map(|kv| LeaseAttrs::parse(kv.value()).unwrap().public_ip).collect();
     assert_eq!(ips.len(), 20);
+}
+
+/// Dual stack against a real etcd: twenty nodes racing for the same previous subnets never share
+/// an IPv4 or an IPv6 subnet (the subnets of either family picked independently, so different
+/// keys can collide: crate `acquire`'s overlap check resolves it), every key is upstream's
+/// `<v4>-<len>&<v6>-<len6>` form and every value carries `PublicIPv6` and `BackendV6Data`.
+#[tokio::test]
+async fn twenty_dual_stack_registries_racing_never_share_a_subnet_of_either_family() {
+    const DUAL: &str = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}"#;
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let (keys, _) = race(&etcd, DUAL, "10.5.9.0-24&fd00:5:0:9::-64", |i, ip| {
+        let ip6 = std::net::Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 1, u16::from(i) + 1);
+        LeaseAttrs::vxlan(ip, 1, [2, 0, 0, 0, 1, i]).with_vxlan_v6(ip6, 1, [2, 0, 0, 0, 6, i])
+    })
+    .await;
+    let spec = parse_config(DUAL.as_bytes()).unwrap();
+    let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+    for k in keys {
+        assert!(v4.insert(k.ipv4), "IPv4 subnet {} handed out twice", k.ipv4);
+        let n6 = k.ipv6.expect("dual-stack lease");
+        assert!(v6.insert(n6), "IPv6 subnet {n6} handed out twice");
+    }
+    let resp = client.get(format!("{PREFIX}/subnets/"), Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(resp.kvs().len(), 20);
+    for kv in resp.kvs() {
+        let name = kv.key_str().unwrap().rsplit('/').next().unwrap();
+        let k = LeaseKey::parse(name).unwrap();
+        assert_eq!(k.render(), name, "canonical key");
+        assert!(spec.ipv6.as_ref().unwrap().fits(&k.ipv6.unwrap()), "{name}");
+        let attrs = LeaseAttrs::parse(kv.value()).unwrap();
+        assert!(attrs.public_ipv6.is_some() && attrs.vxlan_v6_data().is_ok(), "{name}");
+        assert_ne!(kv.lease(), 0);
+    }
 }
 
 #[tokio::test]

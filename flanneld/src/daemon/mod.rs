@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{error, info, warn};
@@ -29,6 +29,7 @@ use crate::health::Health;
 use crate::lease::{config_key, subnets_dir};
 use crate::metrics::Metrics;
 use crate::network::{parse_config, BackendKind, ConfigError, NetworkSpec};
+use crate::network_v6::refuse_ipv6_dataplane;
 use crate::peers::PeerSet;
 use crate::registry::Registry;
 use crate::state;
@@ -46,6 +47,9 @@ const BR_NETFILTER: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 pub const DEVICE_CHECK_EVERY: u64 = 10;
 /// VXLAN encapsulation overhead subtracted from the underlay MTU (§8.4).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// VXLAN encapsulation overhead over an IPv6 underlay: the kernel caps such a device at the
+/// lower device's MTU − 70 (§8.4).
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
 
 /// Everything the daemon needs that is not etcd or the kernel.
 #[derive(Clone)]
@@ -131,9 +135,9 @@ pub async fn run<R: Registry, D: Dataplane>(
     let mac_file = config.mac_file.clone();
     let mac = state::load_or_create_mac(&mac_file)
         .map_err(|source| DaemonError::File { path: mac_file, source })?;
-    let previous = state::read_previous_subnet(&config.subnet_file);
+    let previous = state::read_previous_subnets(&config.subnet_file);
     if let Some(p) = previous {
-        info!(subnet = %p, "previous subnet from subnet file");
+        info!(subnet = %p.ipv4, ipv6_subnet = ?p.ipv6.map(|n| n.to_string()), "previous subnet from subnet file");
     }
 
     let spec = tokio::select! {
@@ -159,7 +163,8 @@ pub async fn run<R: Registry, D: Dataplane>(
         spec,
         mac,
         own: None,
-        last_subnet: previous,
+        last_subnet: previous.map(|p| p.ipv4),
+        last_subnet_v6: previous.and_then(|p| p.ipv6),
         device: None,
         desired: BTreeMap::new(),
         known_keys: BTreeSet::new(),
@@ -259,7 +264,9 @@ async fn load_config<R: Registry>(registry: &R, cfg: &DaemonConfig) -> NetworkSp
         let got = registry.get(&key).await;
         cfg.health.update(|h| h.etcd_reachable = got.is_ok());
         let outcome = match got {
-            Ok(Some(bytes)) => parse_config(&bytes).map_err(|e| e.to_string()),
+            Ok(Some(bytes)) => parse_config(&bytes)
+                .and_then(|spec| refuse_ipv6_dataplane(&spec).map(|()| spec))
+                .map_err(|e| e.to_string()),
             Ok(None) => Err(ConfigError::NotFound.to_string()),
             Err(e) => {
                 cfg.metrics.etcd_errors.inc();
@@ -289,6 +296,8 @@ struct Daemon<R, D> {
     own: Option<OwnLease>,
     /// Our subnet before the lease was lost (preferred when re-acquiring).
     last_subnet: Option<Ipv4Network>,
+    /// Our IPv6 subnet along with `last_subnet` (dual stack).
+    last_subnet_v6: Option<Ipv6Network>,
     device: Option<DeviceInfo>,
     peers: PeerSet,
     /// What the kernel must hold per peer subnet (last-known attributes, used for removal).

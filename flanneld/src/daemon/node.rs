@@ -107,9 +107,14 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     /// The MTU pods get (subnet.env): the device's with VXLAN; with host-gw the external
     /// interface's, no overhead (upstream `pkg/backend/hostgw/hostgw.go`, docs/flannel.md §4.2).
-    pub(super) fn pod_mtu(&self, subnet: Ipv4Network) -> u32 {
+    pub(super) fn pod_mtu(&self) -> u32 {
         match self.spec.backend_type {
-            BackendKind::Vxlan => self.vxlan_spec(subnet).mtu,
+            // With IPv6 the MTU that fits both families: an IPv6 underlay costs 70 bytes
+            // (docs/flannel.md §8.4, §15).
+            BackendKind::Vxlan => {
+                let underlay = self.spec.backend.mtu.unwrap_or(self.cfg.underlay_mtu);
+                state::subnet_env_mtu(underlay, self.spec.ipv6.is_some())
+            }
             BackendKind::HostGw => self.cfg.underlay_mtu,
         }
     }
@@ -220,8 +225,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     pub(super) fn write_subnet_file(&self) -> Result<(), DaemonError> {
         let Some(own) = &self.own else { return Ok(()) };
-        let mtu = self.pod_mtu(own.subnet());
-        let text = state::render_subnet_env(self.spec.network, own.subnet(), mtu, self.cfg.ip_masq);
+        let mtu = self.pod_mtu();
+        let text = state::render_subnet_env(&self.spec, &own.key, mtu, self.cfg.ip_masq);
         state::write_subnet_env(&self.cfg.subnet_file, &text)
             .map_err(|source| DaemonError::File { path: self.cfg.subnet_file.clone(), source })
     }

@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use weft_dataplane::Dataplane;
 
 use crate::acquire::{acquire_once, renew, AcquireError, Acquired, OwnLease, Renewal, Want};
-use crate::lease::{LeaseAttrs, LEASE_TTL_SECS};
+use crate::lease::{LeaseAttrs, LeaseKey, LEASE_TTL_SECS};
 use crate::network::BackendKind;
 use crate::peers::Change;
 use crate::registry::Registry;
@@ -31,7 +31,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             spec: &self.spec,
             public_ip: self.cfg.public_ip,
             attrs,
-            previous: self.last_subnet,
+            previous: self.last_subnet.map(|ipv4| LeaseKey { ipv4, ipv6: self.last_subnet_v6 }),
         }
     }
 
@@ -90,6 +90,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 self.desired.remove(&s);
             }
         }
+        self.last_subnet_v6 = a.lease.key.ipv6;
         self.own = Some(a.lease);
         self.last_subnet = Some(subnet);
         self.renew_at = Some(Instant::now() + self.renew_delay());

@@ -264,6 +264,32 @@ mod tests {
         );
     }
 
+    /// Dual stack with the stock conflist: one range set per family (IPv4 first), a route per
+    /// cluster network of each family, byte for byte what upstream's `getDelegateIPAM` builds
+    /// (docs/flannel.md §12.3). The MTU is flanneld's, here one that fits VXLAN over IPv6.
+    #[test]
+    fn dual_stack_subnet_env_gives_one_range_per_family() {
+        let env = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n\
+                   FLANNEL_IPV6_NETWORK=fd00:42::/56\nFLANNEL_IPV6_SUBNET=fd00:42:0:1::1/64\n\
+                   FLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n";
+        assert_eq!(
+            build_from(&stock_plugin(), env).unwrap(),
+            r#"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}],[{"subnet":"fd00:42:0:1::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"fd00:42::/56"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1430,"name":"cbr0","type":"bridge"}"#
+        );
+        // IPv6 only (no IPv4 pair): one IPv6 range set and route.
+        let only = "FLANNEL_IPV6_NETWORK=fd00:42::/56\nFLANNEL_IPV6_SUBNET=fd00:42:0:1::1/64\n\
+                    FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+        let out: Value = serde_json::from_str(&build_from(&stock_plugin(), only).unwrap()).unwrap();
+        assert_eq!(out["ipam"]["ranges"], json!([[{"subnet": "fd00:42:0:1::/64"}]]));
+        assert_eq!(out["ipam"]["routes"], json!([{"dst": "fd00:42::/56"}]));
+        // Cluster networks are used as networks (Go's net.ParseCIDR), duplicates dropped.
+        let hosty = "FLANNEL_NETWORK=10.244.0.1/16,10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n\
+                     FLANNEL_IPV6_NETWORK=fd00:42::9/56\nFLANNEL_IPV6_SUBNET=fd00:42:0:1::1/64\n\
+                     FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+        let out: Value = serde_json::from_str(&build_from(&stock_plugin(), hosty).unwrap()).unwrap();
+        assert_eq!(out["ipam"]["routes"], json!([{"dst": "10.244.0.0/16"}, {"dst": "fd00:42::/56"}]));
+    }
+
     #[test]
     fn bad_ipam_route_names_the_field() {
         let conf = json!({"name": "n", "ipam": {"routes": [{"dst": "nope"}]}});
