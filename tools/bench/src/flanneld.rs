@@ -1,8 +1,10 @@
 //! The flanneld benchmark: time to program N peers from start, new-lease-to-route latency,
-//! peak RSS. One namespace holds a veth underlay, etcd on its own 127.0.0.1 and flanneld;
-//! routes are observed through a netlink route monitor opened inside that namespace.
+//! peak RSS, for the VXLAN or the host-gw backend, beside the kernel floor (the same entries
+//! installed by `ip -batch`, see `flanneld_floor`). One namespace holds a veth underlay, etcd on
+//! its own 127.0.0.1 and flanneld; routes are observed through a netlink route monitor opened
+//! inside that namespace.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,9 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
 
+use crate::flanneld_peers::{
+    add_underlay, lease_value, network_config, public_ip, subnet, Backend, NODE_IP, UNDERLAY,
+};
 use crate::stats::{median, ms, percentile};
 
 const PREFIX: &str = "/coreos.com/network";
@@ -34,6 +39,9 @@ pub struct Options {
     /// New-lease latency samples.
     #[arg(long, default_value_t = 100)]
     samples: u32,
+    /// The backend in the network config and the synthetic leases: vxlan or host-gw.
+    #[arg(long, default_value = "vxlan")]
+    backend: Backend,
 }
 
 /// A child process killed (by PID) when dropped.
@@ -46,28 +54,43 @@ impl Drop for Proc {
     }
 }
 
-fn subnet(i: u32) -> Ipv4Addr {
-    // 10.<hi>.<lo>.0/24 for i >= 1; 10.0.0.0/24 is never handed out (SubnetMin).
-    Ipv4Addr::new(10, (i >> 8) as u8, (i & 0xff) as u8, 0)
-}
-
-fn lease_value(i: u32) -> String {
-    let ip = Ipv4Addr::new(198, 19, (i >> 8) as u8, (i & 0xff) as u8);
-    let mac = {
-        let [_, a, b, c] = i.to_be_bytes();
-        weft_common::mac::format_mac(&[0x0e, 0, 0, a, b, c])
-    };
-    format!(
-        r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
-    )
-}
-
 fn key(i: u32) -> String {
     format!("{PREFIX}/subnets/{}-24", subnet(i))
 }
 
-/// Route monitor: sends (destination, time seen) for every new /24 route in 10.0.0.0/8.
-fn spawn_monitor() -> Result<mpsc::Receiver<(Ipv4Addr, Instant)>, String> {
+/// A new /24 route in 10.0.0.0/8 as the monitor saw it.
+struct SeenRoute {
+    dst: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
+    oif: Option<u32>,
+    at: Instant,
+}
+
+/// What a programmed peer's route looks like: VXLAN `<subnet> via <subnet> dev flannel.1
+/// onlink` (flannel.1 does not exist before flanneld starts, so its index is not checked),
+/// host-gw `<subnet> via <PublicIP> dev under0`.
+struct Expect {
+    backend: Backend,
+    underlay_index: u32,
+}
+
+impl Expect {
+    fn gateway(&self, i: u32) -> Ipv4Addr {
+        match self.backend {
+            Backend::Vxlan => subnet(i),
+            Backend::HostGw => public_ip(self.backend, i),
+        }
+    }
+
+    fn matches(&self, route: &SeenRoute, gateway: Ipv4Addr) -> bool {
+        route.gateway == Some(gateway)
+            && (self.backend == Backend::Vxlan || route.oif == Some(self.underlay_index))
+    }
+}
+
+/// Route monitor: sends every new /24 route in 10.0.0.0/8 with its gateway, output interface
+/// and the time it was seen.
+fn spawn_monitor() -> Result<mpsc::Receiver<SeenRoute>, String> {
     let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| e.to_string())?;
     sock.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE)).map_err(|e| e.to_string())?;
     // A burst of thousands of routes would overrun the default buffer.
@@ -90,11 +113,18 @@ fn spawn_monitor() -> Result<mpsc::Receiver<(Ipv4Addr, Instant)>, String> {
                 let len = msg.header.length as usize;
                 if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) = msg.payload {
                     if route.header.destination_prefix_length == 24 {
+                        let (mut dst, mut gateway, mut oif) = (None, None, None);
                         for attr in &route.attributes {
-                            if let RouteAttribute::Destination(RouteAddress::Inet(dst)) = attr {
-                                if dst.octets()[0] == 10 && tx.send((*dst, now)).is_err() {
-                                    return;
-                                }
+                            match attr {
+                                RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(*a),
+                                RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+                                RouteAttribute::Oif(i) => oif = Some(*i),
+                                _ => {}
+                            }
+                        }
+                        if let Some(dst) = dst.filter(|d| d.octets()[0] == 10) {
+                            if tx.send(SeenRoute { dst, gateway, oif, at: now }).is_err() {
+                                return;
                             }
                         }
                     }
@@ -126,23 +156,26 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 struct Figures {
     peers: u32,
+    floor: Duration,
     full_mesh: Duration,
     lat_median: Duration,
     lat_p99: Duration,
     rss_kib: u64,
 }
 
-fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, String> {
+fn underlay_index(node: &Netns) -> Result<u32, String> {
+    let links = node.ip_json(&["link", "show", "dev", UNDERLAY]);
+    links[0]["ifindex"]
+        .as_u64()
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(|| format!("no ifindex for {UNDERLAY} in {links}"))
+}
+
+fn measure(flanneld: &PathBuf, backend: Backend, peers: u32, samples: u32) -> Result<Figures, String> {
     let node = Netns::unique("wbf");
-    for argv in [
-        // A veth pair rather than a dummy device: this kernel may lack the dummy module.
-        vec!["ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"],
-        vec!["ip", "link", "set", "under1", "up"],
-        vec!["ip", "addr", "add", "198.18.0.1/24", "dev", "under0"],
-        vec!["ip", "link", "set", "under0", "up"],
-    ] {
-        node.exec(&argv).expect_ok();
-    }
+    add_underlay(&node);
+    let config = network_config(backend)?;
+    let expect = Expect { backend, underlay_index: underlay_index(&node)? };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ns = NetNs::open(node.path()).map_err(|e| e.to_string())?;
     let _inside = ns.enter().map_err(|e| e.to_string())?;
@@ -182,18 +215,11 @@ fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, Stri
         }
     })?;
     rt.block_on(async {
-        client
-            .put(
-                format!("{PREFIX}/config"),
-                r#"{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#,
-                None,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        client.put(format!("{PREFIX}/config"), config, None).await.map_err(|e| e.to_string())?;
         let lease = client.lease_grant(86_400, None).await.map_err(|e| e.to_string())?.id();
         for i in 1..=peers {
             client
-                .put(key(i), lease_value(i), Some(PutOptions::new().with_lease(lease)))
+                .put(key(i), lease_value(backend, i), Some(PutOptions::new().with_lease(lease)))
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -206,8 +232,8 @@ fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, Stri
         Command::new(flanneld)
             .args([
                 &format!("--etcd-endpoints={endpoint}"),
-                "--iface=under0",
-                "--public-ip=198.18.0.1",
+                &format!("--iface={UNDERLAY}"),
+                &format!("--public-ip={NODE_IP}"),
                 &format!("--subnet-file={}", dir.path().join("subnet.env").display()),
             ])
             .env("WEFT_STATE_DIR", dir.path())
@@ -216,13 +242,13 @@ fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, Stri
             .spawn()
             .map_err(|e| format!("start flanneld: {e}"))?,
     );
-    let wanted: HashSet<Ipv4Addr> = (1..=peers).map(subnet).collect();
+    let wanted: HashMap<Ipv4Addr, Ipv4Addr> = (1..=peers).map(|i| (subnet(i), expect.gateway(i))).collect();
     let mut seen = HashSet::new();
     let deadline = start + Duration::from_secs(120);
     let mut full_mesh = None;
     while full_mesh.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (dst, at) = events.recv_timeout(left).map_err(|_| {
+        let route = events.recv_timeout(left).map_err(|_| {
             let log = std::fs::read_to_string(dir.path().join("flanneld.log")).unwrap_or_default();
             format!(
                 "only {} of {peers} peer routes after 120 s; flanneld log tail:\n{}",
@@ -230,8 +256,9 @@ fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, Stri
                 tail(&log)
             )
         })?;
-        if wanted.contains(&dst) && seen.insert(dst) && seen.len() == wanted.len() {
-            full_mesh = Some(at - start);
+        let programmed = wanted.get(&route.dst).is_some_and(|gw| expect.matches(&route, *gw));
+        if programmed && seen.insert(route.dst) && seen.len() == wanted.len() {
+            full_mesh = Some(route.at - start);
         }
     }
 
@@ -240,18 +267,18 @@ fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, Stri
         let lease = client.lease_grant(86_400, None).await.map_err(|e| e.to_string())?.id();
         for s in 0..samples {
             let i = 60_000 + s;
-            let dst = subnet(i);
+            let (dst, gw) = (subnet(i), expect.gateway(i));
             let before = Instant::now();
             client
-                .put(key(i), lease_value(i), Some(PutOptions::new().with_lease(lease)))
+                .put(key(i), lease_value(backend, i), Some(PutOptions::new().with_lease(lease)))
                 .await
                 .map_err(|e| e.to_string())?;
             loop {
-                let (got, at) = events
+                let route = events
                     .recv_timeout(Duration::from_secs(10))
                     .map_err(|_| format!("route for new lease {dst}/24 did not appear within 10 s"))?;
-                if got == dst {
-                    latencies.push(at - before);
+                if route.dst == dst && expect.matches(&route, gw) {
+                    latencies.push(route.at - before);
                     break;
                 }
             }
@@ -261,8 +288,12 @@ fn measure(flanneld: &PathBuf, peers: u32, samples: u32) -> Result<Figures, Stri
     let rss_kib = peak_rss_kib(daemon.0.id());
     drop(daemon);
     drop(etcd);
+    // After weft's run, so that removing the floor's namespace (N entries torn down by the
+    // kernel) does not overlap it.
+    let floor = crate::flanneld_floor::measure(backend, peers)?;
     Ok(Figures {
         peers,
+        floor,
         full_mesh: full_mesh.unwrap_or_default(),
         lat_median: median(&latencies),
         lat_p99: percentile(&latencies, 99.0),
@@ -284,15 +315,24 @@ pub fn run(opts: &Options) -> Result<(), String> {
     }
     let mut rows = Vec::new();
     for &n in &opts.peers {
-        rows.push(measure(&flanneld, n, opts.samples)?);
+        rows.push(measure(&flanneld, opts.backend, n, opts.samples)?);
     }
-    println!("| flanneld, N synthetic peer leases | start → all N routes | new lease → route, median | p99 | peak RSS |");
-    println!("|---|---|---|---|---|");
+    let floor_what = match opts.backend {
+        Backend::Vxlan => "`ip -batch` neigh + route, `bridge -batch` fdb",
+        Backend::HostGw => "`ip -batch` route",
+    };
+    println!(
+        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | new lease → route, median | p99 | peak RSS |",
+        opts.backend.type_name()
+    );
+    println!("|---|---|---|---|---|---|---|");
     for f in rows {
         println!(
-            "| N = {} | {} | {} | {} | {:.1} MB |",
+            "| N = {} | {} | {} | {:.2}× | {} | {} | {:.1} MB |",
             f.peers,
             ms(f.full_mesh),
+            ms(f.floor),
+            f.full_mesh.as_secs_f64() / f.floor.as_secs_f64().max(1e-9),
             ms(f.lat_median),
             ms(f.lat_p99),
             f.rss_kib as f64 / 1024.0

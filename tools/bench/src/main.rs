@@ -6,6 +6,8 @@
 //! benchmark enters a namespace it created before it spawns any plugin.
 
 mod flanneld;
+mod flanneld_floor;
+mod flanneld_peers;
 mod plugins;
 mod rss;
 mod see;
