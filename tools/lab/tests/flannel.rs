@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::ping_all;
+
 use std::time::Duration;
 
 use weft_lab::flannel::VXLAN_DEV;
@@ -36,12 +38,6 @@ fn assert_programmed(lab: &Lab, on: usize, peer: usize) -> Result<()> {
     let fdb = lab.show_fdb(on)?;
     let peer_ip = lab.node(peer)?.ip();
     assert!(fdb.contains(&format!("{mac} dst {peer_ip} self permanent")), "node {on} fdb:\n{fdb}");
-    Ok(())
-}
-
-fn ping_all(lab: &Lab) -> Result<()> {
-    let m = lab.ping_matrix()?;
-    assert!(m.all_ok(), "ping matrix:\n{m}\n{}", lab.diagnostics());
     Ok(())
 }
 

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::ping_all;
+
 use std::time::Duration;
 
 use weft_lab::ns::require_root;
@@ -30,12 +32,6 @@ fn assert_routed(lab: &Lab, on: usize, peer: usize) -> Result<()> {
     let via = lab.node(peer)?.ip();
     let routes = lab.host_gw_routes(on)?;
     assert!(routes.contains(&(subnet, via)), "node {on} lacks {subnet} via {via}: {routes:?}");
-    Ok(())
-}
-
-fn ping_all(lab: &Lab) -> Result<()> {
-    let m = lab.ping_matrix()?;
-    assert!(m.all_ok(), "ping matrix:\n{m}\n{}", lab.diagnostics());
     Ok(())
 }
 

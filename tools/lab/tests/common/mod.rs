@@ -19,3 +19,10 @@ pub fn crash_and_restart_keeps_subnet(lab: &mut Lab, i: usize, peer: usize) -> R
     assert_eq!(lab.lease(i)?.expect("lease after restart").key, key);
     lab.wait_converged()
 }
+
+/// Every pod pings every pod; the matrix and the lab's diagnostics on failure.
+pub fn ping_all(lab: &Lab) -> Result<()> {
+    let m = lab.ping_matrix()?;
+    assert!(m.all_ok(), "ping matrix:\n{m}\n{}", lab.diagnostics());
+    Ok(())
+}
