@@ -3,7 +3,7 @@
 
 use ipnetwork::Ipv4Network;
 use tracing::{error, info, warn};
-use weft_dataplane::firewall::{apply_rules, check_drift, FirewallMode, FlannelRules};
+use weft_dataplane::firewall::{apply_rules, check_drift, FirewallMode, FlannelRules, Ipv6Side};
 use weft_dataplane::view::{DeviceSpecView, LeaseView};
 use weft_dataplane::{Dataplane, DeviceInfo, VxlanSpec};
 
@@ -157,6 +157,18 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) fn firewall_rules(&self) -> Option<FlannelRules> {
         let fw = self.cfg.firewall.as_ref()?;
         let subnet = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet)?;
+        // The IPv6 side (docs/flannel.md §9.1, §9.4) needs both the config's IPv6Network and
+        // an IPv6 subnet of the same lease the IPv4 subnet comes from.
+        let subnet_v6 = match &self.own {
+            Some(own) => own.key.ipv6,
+            None => self.last_subnet_v6,
+        };
+        let ipv6 = self
+            .spec
+            .ipv6
+            .as_ref()
+            .zip(subnet_v6)
+            .map(|(v6, subnet)| Ipv6Side { network: v6.network, subnet });
         Some(FlannelRules {
             network: self.spec.network,
             subnet,
@@ -164,6 +176,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             forward: fw.forward,
             fully_random: fw.fully_random,
             mode: if self.spec.enable_nftables { FirewallMode::Nftables } else { FirewallMode::Iptables },
+            ipv6,
         })
     }
 

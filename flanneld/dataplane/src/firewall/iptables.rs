@@ -2,13 +2,14 @@
 //! chain `FLANNEL-FWD` in `filter` jumped to from FORWARD, with upstream's comments. Each
 //! table is written with one `iptables-restore --noflush --wait`; declaring the chain in the
 //! payload flushes it, so the chain is rebuilt in order atomically. Rules are kept in
-//! `iptables-save` form so the same strings serve for writing and for the drift check.
+//! `iptables-save` form so the same strings serve for writing and for the drift check. The IPv6
+//! side is the same chains and rules written with `ip6tables-save`/`ip6tables-restore` (§9.1).
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
-use weft_common::process;
+use weft_common::process::{self, ToolError};
 
-use super::{FirewallError, FlannelRules};
+use super::{multicast, FirewallError, FlannelRules, Nets};
 
 const MASQ_COMMENT: &str = "-m comment --comment \"flanneld masq\"";
 const FWD_COMMENT: &str = "-m comment --comment \"flanneld forward\"";
@@ -48,9 +49,22 @@ impl Chain {
     }
 }
 
-/// Upstream's masquerade rules (§9.1) in `iptables-save` form; the MASQUERADE targets carry
-/// `--random-fully` unless `fully_random` is off (`--ip-masq-fully-random-disable`).
-fn masq_rules(c: Ipv4Network, l: Ipv4Network, fully_random: bool) -> Vec<String> {
+/// The save/restore pair of one address family.
+#[derive(Debug, Clone, Copy)]
+struct Tools {
+    save: &'static str,
+    restore: &'static str,
+}
+
+const IPV4: Tools = Tools { save: "iptables-save", restore: "iptables-restore" };
+const IPV6: Tools = Tools { save: "ip6tables-save", restore: "ip6tables-restore" };
+
+/// Upstream's masquerade rules (§9.1) in `iptables-save` form, for `c`'s family (the multicast
+/// exclusion is `224.0.0.0/4` or `ff00::/8`); the MASQUERADE targets carry `--random-fully`
+/// unless `fully_random` is off (`--ip-masq-fully-random-disable`).
+fn masq_rules(c: impl Into<IpNetwork>, l: impl Into<IpNetwork>, fully_random: bool) -> Vec<String> {
+    let (c, l) = (c.into(), l.into());
+    let mc = multicast(c);
     let ch = POSTRTG.name;
     let m = MASQ_COMMENT;
     let masq = if fully_random { "MASQUERADE --random-fully" } else { "MASQUERADE" };
@@ -59,23 +73,23 @@ fn masq_rules(c: Ipv4Network, l: Ipv4Network, fully_random: bool) -> Vec<String>
         format!("-A {ch} -s {l} -d {c} {m} -j RETURN"),
         format!("-A {ch} -s {c} -d {l} {m} -j RETURN"),
         format!("-A {ch} ! -s {c} -d {l} {m} -j RETURN"),
-        format!("-A {ch} -s {c} ! -d 224.0.0.0/4 {m} -j {masq}"),
+        format!("-A {ch} -s {c} ! -d {mc} {m} -j {masq}"),
         format!("-A {ch} ! -s {c} -d {c} {m} -j {masq}"),
     ]
 }
 
 /// Upstream's forward rules (§9.2).
-fn fwd_rules(c: Ipv4Network) -> Vec<String> {
+fn fwd_rules(c: IpNetwork) -> Vec<String> {
     let ch = FWD.name;
     vec![format!("-A {ch} -s {c} {FWD_COMMENT} -j ACCEPT"), format!("-A {ch} -d {c} {FWD_COMMENT} -j ACCEPT")]
 }
 
-fn save(table: &str) -> Result<String, FirewallError> {
-    Ok(process::run("iptables-save", &["-t", table], "")?)
+fn save(tools: Tools, table: &str) -> Result<String, ToolError> {
+    process::run(tools.save, &["-t", table], "")
 }
 
-fn restore(payload: &str) -> Result<(), FirewallError> {
-    process::run("iptables-restore", &["--noflush", "--wait"], payload)?;
+fn restore(tools: Tools, payload: &str) -> Result<(), FirewallError> {
+    process::run(tools.restore, &["--noflush", "--wait"], payload)?;
     Ok(())
 }
 
@@ -112,48 +126,58 @@ fn payload(chain: &Chain, saved: &str, want: bool, rules: &[String]) -> Option<S
     Some(p)
 }
 
+/// Each chain of one family with whether it is wanted and its rules.
+fn wanted(r: &FlannelRules, n: Nets) -> [(&'static Chain, bool, Vec<String>); 2] {
+    [(&POSTRTG, r.ip_masq, masq_rules(n.c, n.l, r.fully_random)), (&FWD, r.forward, fwd_rules(n.c))]
+}
+
+/// The families `r` programs with their tools: IPv4 always, IPv6 when given.
+fn families(r: &FlannelRules) -> Vec<(Tools, Nets)> {
+    std::iter::once((IPV4, r.v4())).chain(r.v6().map(|n| (IPV6, n))).collect()
+}
+
 pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
-    let (c, l) = r.nets();
-    for (chain, want, rules) in
-        [(&POSTRTG, r.ip_masq, masq_rules(c, l, r.fully_random)), (&FWD, r.forward, fwd_rules(c))]
-    {
-        let saved = save(chain.table)?;
-        if let Some(p) = payload(chain, &saved, want, &rules) {
-            restore(&p)?;
+    for (tools, n) in families(r) {
+        for (chain, want, rules) in wanted(r, n) {
+            let saved = save(tools, chain.table)?;
+            if let Some(p) = payload(chain, &saved, want, &rules) {
+                restore(tools, &p)?;
+            }
         }
     }
     Ok(())
 }
 
-/// Removes both flannel chains and their jumps (nftables mode). Without the iptables tools
-/// there is nothing we could remove, which is not an error.
+/// Removes both flannel chains and their jumps of both families (nftables mode). Without a
+/// family's tools there is nothing we could remove there, which is not an error.
 pub(super) fn remove_all() -> Result<(), FirewallError> {
-    for chain in [&POSTRTG, &FWD] {
-        let saved = match process::run("iptables-save", &["-t", chain.table], "") {
-            Err(e) if e.is_not_found() => return Ok(()),
-            other => other?,
-        };
-        if let Some(p) = payload(chain, &saved, false, &[]) {
-            restore(&p)?;
+    for tools in [IPV4, IPV6] {
+        for chain in [&POSTRTG, &FWD] {
+            let saved = match save(tools, chain.table) {
+                Err(e) if e.is_not_found() => break,
+                other => other?,
+            };
+            if let Some(p) = payload(chain, &saved, false, &[]) {
+                restore(tools, &p)?;
+            }
         }
     }
     Ok(())
 }
 
 pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
-    let (c, l) = r.nets();
-    for (chain, want, rules) in
-        [(&POSTRTG, r.ip_masq, masq_rules(c, l, r.fully_random)), (&FWD, r.forward, fwd_rules(c))]
-    {
-        let saved = save(chain.table)?;
-        let ok = if want {
-            let jump = chain.jump();
-            chain.exists(&saved) && chain.jumps(&saved) == [jump.as_str()] && chain.rules(&saved) == rules
-        } else {
-            !chain.exists(&saved) && chain.jumps(&saved).is_empty()
-        };
-        if !ok {
-            return Ok(true);
+    for (tools, n) in families(r) {
+        for (chain, want, rules) in wanted(r, n) {
+            let saved = save(tools, chain.table)?;
+            let ok = if want {
+                let jump = chain.jump();
+                chain.exists(&saved) && chain.jumps(&saved) == [jump.as_str()] && chain.rules(&saved) == rules
+            } else {
+                !chain.exists(&saved) && chain.jumps(&saved).is_empty()
+            };
+            if !ok {
+                return Ok(true);
+            }
         }
     }
     Ok(false)
@@ -162,6 +186,7 @@ pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnetwork::{Ipv4Network, Ipv6Network};
 
     const SAVED: &str = "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n\
         -A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n\
@@ -220,5 +245,58 @@ mod tests {
         let p = payload(&POSTRTG, "*nat\nCOMMIT\n", true, &off).unwrap();
         assert!(!p.contains("--random-fully"), "{p}");
         assert_eq!(p.matches("-j MASQUERADE\n").count(), 2, "{p}");
+    }
+
+    #[test]
+    fn ipv6_rules_are_upstreams_with_ff00() {
+        let c: Ipv6Network = "fd00:10::/56".parse().unwrap();
+        let l: Ipv6Network = "fd00:10:0:48::/64".parse().unwrap();
+        let m = "-m comment --comment \"flanneld masq\"";
+        let ch = "-A FLANNEL-POSTRTG";
+        assert_eq!(
+            masq_rules(c, l, true),
+            vec![
+                format!("{ch} -m mark --mark 0x4000/0x4000 {m} -j RETURN"),
+                format!("{ch} -s fd00:10:0:48::/64 -d fd00:10::/56 {m} -j RETURN"),
+                format!("{ch} -s fd00:10::/56 -d fd00:10:0:48::/64 {m} -j RETURN"),
+                format!("{ch} ! -s fd00:10::/56 -d fd00:10:0:48::/64 {m} -j RETURN"),
+                format!("{ch} -s fd00:10::/56 ! -d ff00::/8 {m} -j MASQUERADE --random-fully"),
+                format!("{ch} ! -s fd00:10::/56 -d fd00:10::/56 {m} -j MASQUERADE --random-fully"),
+            ]
+        );
+        let f = "-m comment --comment \"flanneld forward\"";
+        assert_eq!(
+            fwd_rules(c.into()),
+            vec![
+                format!("-A FLANNEL-FWD -s fd00:10::/56 {f} -j ACCEPT"),
+                format!("-A FLANNEL-FWD -d fd00:10::/56 {f} -j ACCEPT")
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_side_adds_the_ip6tables_family() {
+        let v4 = FlannelRules {
+            network: "10.5.0.0/16".parse().unwrap(),
+            subnet: "10.5.72.0/24".parse().unwrap(),
+            ip_masq: true,
+            forward: true,
+            fully_random: true,
+            mode: crate::firewall::FirewallMode::Iptables,
+            ipv6: None,
+        };
+        let fams = families(&v4);
+        assert_eq!(fams.len(), 1);
+        assert_eq!(fams[0].0.save, "iptables-save");
+        let side = crate::firewall::Ipv6Side {
+            network: "fd00:10::/56".parse().unwrap(),
+            subnet: "fd00:10:0:48::1/64".parse().unwrap(),
+        };
+        let dual = FlannelRules { ipv6: Some(side), ..v4 };
+        let fams = families(&dual);
+        assert_eq!(fams.len(), 2);
+        assert_eq!((fams[1].0.save, fams[1].0.restore), ("ip6tables-save", "ip6tables-restore"));
+        // Host bits of the own subnet are cleared, as ip6tables-save prints it.
+        assert_eq!(fams[1].1.l.to_string(), "fd00:10:0:48::/64");
     }
 }

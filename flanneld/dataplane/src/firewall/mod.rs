@@ -2,8 +2,9 @@
 //! iptables layout of upstream, applied with one transaction per table and checked for drift.
 //!
 //! The tools run as child processes and inherit the calling thread's network namespace. IPv4
-//! only (this daemon programs no IPv6 network); in nftables mode the empty `flannel-ipv6` table
-//! is still created, as upstream does.
+//! always; IPv6 (family `ip6`, `ip6tables`) when [`FlannelRules::ipv6`] is given, with the same
+//! chains and rules and `ff00::/8` as the multicast exclusion (§9.1, §9.4). In nftables mode the
+//! `flannel-ipv6` table is created even without the IPv6 side (then empty), as upstream does.
 //!
 //! Divergences (safe, §15): the nftables objects are written in one atomic `nft -f -`
 //! transaction instead of several; in iptables mode an existing jump rule is left in place
@@ -13,7 +14,7 @@
 mod iptables;
 mod nft;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use weft_common::process::ToolError;
 
 /// A firewall operation that failed.
@@ -60,17 +61,58 @@ pub struct FlannelRules {
     /// uses it unless `--ip-masq-fully-random-disable` is given (§9.1, §9.4).
     pub fully_random: bool,
     pub mode: FirewallMode,
+    /// The IPv6 side (dual stack): `None` installs IPv4 rules only.
+    pub ipv6: Option<Ipv6Side>,
 }
 
-impl FlannelRules {
-    /// `C` and `L` with host bits cleared, as the tools print them.
-    fn nets(&self) -> (Ipv4Network, Ipv4Network) {
-        let norm = |n: Ipv4Network| Ipv4Network::new(n.network(), n.prefix()).unwrap_or(n);
-        (norm(self.network), norm(self.subnet))
+/// The IPv6 networks of a dual-stack node: upstream installs the same masquerade and forward
+/// chains for them in the `ip6` family (`ip6tables`, nft table `flannel-ipv6`), §9.1 and §9.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Side {
+    /// The cluster's `IPv6Network`.
+    pub network: Ipv6Network,
+    /// The node's own IPv6 lease subnet.
+    pub subnet: Ipv6Network,
+}
+
+/// One address family's cluster network `C` and own subnet `L`, host bits cleared as the tools
+/// print them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Nets {
+    c: IpNetwork,
+    l: IpNetwork,
+}
+
+impl Nets {
+    fn new(c: impl Into<IpNetwork>, l: impl Into<IpNetwork>) -> Nets {
+        let norm = |n: IpNetwork| IpNetwork::new(n.network(), n.prefix()).unwrap_or(n);
+        Nets { c: norm(c.into()), l: norm(l.into()) }
     }
 }
 
-/// Installs the rules of `rules.mode` and removes the other mode's objects. Idempotent: the
+/// The multicast range upstream never masquerades to, in `c`'s family (§9.1, §9.4).
+fn multicast(c: IpNetwork) -> IpNetwork {
+    let (addr, len): (std::net::IpAddr, u8) = match c {
+        IpNetwork::V4(_) => (std::net::Ipv4Addr::new(224, 0, 0, 0).into(), 4),
+        IpNetwork::V6(_) => (std::net::Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8),
+    };
+    IpNetwork::new(addr, len).unwrap_or(c)
+}
+
+impl FlannelRules {
+    /// IPv4's `C` and `L`.
+    fn v4(&self) -> Nets {
+        Nets::new(self.network, self.subnet)
+    }
+
+    /// IPv6's `C` and `L`, when the IPv6 side is given.
+    fn v6(&self) -> Option<Nets> {
+        self.ipv6.map(|s| Nets::new(s.network, s.subnet))
+    }
+}
+
+/// Installs the rules of `rules.mode` and removes the other mode's objects (of both families).
+/// Idempotent: the
 /// flannel chains are rebuilt in place (flushed and refilled in the same transaction).
 pub fn apply_rules(rules: &FlannelRules) -> Result<(), FirewallError> {
     match rules.mode {

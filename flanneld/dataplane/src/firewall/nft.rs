@@ -1,59 +1,98 @@
 //! nftables layout (§9.4): table `ip flannel-ipv4` with chains `forward` (filter/forward/0) and
-//! `postrtg` (nat/postrouting/srcnat), written in one `nft -f -` transaction; drift is read back
-//! with `nft -j list table` and compared expression by expression.
+//! `postrtg` (nat/postrouting/srcnat), and the same chains in table `ip6 flannel-ipv6` for the
+//! IPv6 side, written in one `nft -f -` transaction; drift is read back with `nft -j list table`
+//! and compared expression by expression.
 
-use ipnetwork::Ipv4Network;
+use std::collections::HashMap;
+
+use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
 use weft_common::process::{self, ToolError};
 
-use super::{FirewallError, FlannelRules};
+use super::{multicast, FirewallError, FlannelRules, Nets};
 
 const TABLE: &str = "flannel-ipv4";
 const TABLE6: &str = "flannel-ipv6";
 const FORWARD_DECL: &str = "{ type filter hook forward priority filter ; }";
 const POSTRTG_DECL: &str = "{ type nat hook postrouting priority srcnat ; }";
 
+/// nft's family keyword for `n` (table family and payload protocol alike).
+fn family(n: IpNetwork) -> &'static str {
+    if n.is_ipv6() {
+        "ip6"
+    } else {
+        "ip"
+    }
+}
+
+/// The flannel table of `n`'s family.
+fn table(n: IpNetwork) -> &'static str {
+    if n.is_ipv6() {
+        TABLE6
+    } else {
+        TABLE
+    }
+}
+
 /// The rule bodies of chain `forward`, in order, as `nft` syntax.
-fn forward_rules(c: Ipv4Network) -> Vec<String> {
-    vec![format!("ip saddr {c} accept"), format!("ip daddr {c} accept")]
+fn forward_rules(c: IpNetwork) -> Vec<String> {
+    let f = family(c);
+    vec![format!("{f} saddr {c} accept"), format!("{f} daddr {c} accept")]
 }
 
 /// The rule bodies of chain `postrtg`. The fourth rule is upstream's (`!= L`, not `!= C`);
 /// `masquerade` carries `fully-random` unless `fully_random` is off (§9.4).
-fn postrtg_rules(c: Ipv4Network, l: Ipv4Network, fully_random: bool) -> Vec<String> {
+fn postrtg_rules(n: Nets, fully_random: bool) -> Vec<String> {
+    let (c, l, f, mc) = (n.c, n.l, family(n.c), multicast(n.c));
     let masq = if fully_random { "masquerade fully-random" } else { "masquerade" };
     vec![
         "meta mark 0x4000 return".to_string(),
-        format!("ip saddr {l} ip daddr {c} return"),
-        format!("ip saddr {c} ip daddr {l} return"),
-        format!("ip saddr != {l} ip daddr {c} return"),
-        format!("ip saddr {c} ip daddr != 224.0.0.0/4 {masq}"),
-        format!("ip saddr != {c} ip daddr {c} {masq}"),
+        format!("{f} saddr {l} {f} daddr {c} return"),
+        format!("{f} saddr {c} {f} daddr {l} return"),
+        format!("{f} saddr != {l} {f} daddr {c} return"),
+        format!("{f} saddr {c} {f} daddr != {mc} {masq}"),
+        format!("{f} saddr != {c} {f} daddr {c} {masq}"),
     ]
 }
 
-/// Lines that make `chain` hold exactly `rules` (or disappear when `want` is false).
-fn chain_lines(out: &mut String, chain: &str, decl: &str, want: bool, rules: &[String]) {
+/// Lines that make `chain` of `fam`'s `table` hold exactly `rules` (or disappear when `want`
+/// is false).
+fn chain_lines(
+    out: &mut String,
+    (fam, table): (&str, &str),
+    chain: &str,
+    decl: &str,
+    want: bool,
+    rules: &[String],
+) {
     // Adding an existing chain is a no-op, so flush/delete never fail on a missing one.
-    out.push_str(&format!("add chain ip {TABLE} {chain} {decl}\nflush chain ip {TABLE} {chain}\n"));
+    out.push_str(&format!("add chain {fam} {table} {chain} {decl}\nflush chain {fam} {table} {chain}\n"));
     if want {
         for r in rules {
-            out.push_str(&format!("add rule ip {TABLE} {chain} {r}\n"));
+            out.push_str(&format!("add rule {fam} {table} {chain} {r}\n"));
         }
     } else {
-        out.push_str(&format!("delete chain ip {TABLE} {chain}\n"));
+        out.push_str(&format!("delete chain {fam} {table} {chain}\n"));
     }
+}
+
+/// The chains of one family's table.
+fn family_lines(out: &mut String, r: &FlannelRules, n: Nets) {
+    let t = (family(n.c), table(n.c));
+    chain_lines(out, t, "forward", FORWARD_DECL, r.forward, &forward_rules(n.c));
+    chain_lines(out, t, "postrtg", POSTRTG_DECL, r.ip_masq, &postrtg_rules(n, r.fully_random));
 }
 
 /// The whole transaction for `r`.
 pub(super) fn script(r: &FlannelRules) -> String {
-    let (c, l) = r.nets();
     let mut s = String::new();
     s.push_str(&format!("add table ip {TABLE} {{ comment \"rules for {TABLE}\" ; }}\n"));
     s.push_str(&format!("add table ip6 {TABLE6} {{ comment \"rules for {TABLE6}\" ; }}\n"));
-    chain_lines(&mut s, "forward", FORWARD_DECL, r.forward, &forward_rules(c));
-    chain_lines(&mut s, "postrtg", POSTRTG_DECL, r.ip_masq, &postrtg_rules(c, l, r.fully_random));
+    family_lines(&mut s, r, r.v4());
+    if let Some(v6) = r.v6() {
+        family_lines(&mut s, r, v6);
+    }
     s
 }
 
@@ -74,26 +113,27 @@ pub(super) fn remove_all() -> Result<(), FirewallError> {
     }
 }
 
-fn addr(n: Ipv4Network) -> Value {
-    if n.prefix() == 32 {
+/// A network as `nft -j` lists it: a bare address for a full-length prefix.
+fn addr(n: IpNetwork) -> Value {
+    let full = if n.is_ipv6() { 128 } else { 32 };
+    if n.prefix() == full {
         json!(n.ip().to_string())
     } else {
         json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
     }
 }
 
-fn ip_match(field: &str, op: &str, n: Ipv4Network) -> Value {
-    json!({"match": {"op": op, "left": {"payload": {"protocol": "ip", "field": field}}, "right": addr(n)}})
+fn ip_match(field: &str, op: &str, n: IpNetwork) -> Value {
+    json!({"match": {"op": op, "left": {"payload": {"protocol": family(n), "field": field}}, "right": addr(n)}})
 }
 
 /// The expressions `nft -j` lists for the rules of [`forward_rules`] / [`postrtg_rules`].
-pub(super) fn expected_exprs(r: &FlannelRules) -> (Vec<Value>, Vec<Value>) {
-    let (c, l) = r.nets();
-    let mc: Ipv4Network = Ipv4Network::new(std::net::Ipv4Addr::new(224, 0, 0, 0), 4).unwrap_or(c);
+pub(super) fn expected_exprs(n: Nets, fully_random: bool) -> (Vec<Value>, Vec<Value>) {
+    let (c, l, mc) = (n.c, n.l, multicast(n.c));
     let accept = json!({"accept": null});
     let ret = json!({"return": null});
     // `nft -j` lists a flag-less masquerade statement as `null`.
-    let masq = if r.fully_random {
+    let masq = if fully_random {
         json!({"masquerade": {"flags": "fully-random"}})
     } else {
         json!({"masquerade": null})
@@ -118,9 +158,9 @@ struct Listed {
     rules: Vec<Value>,
 }
 
-fn listed(json_text: &str) -> Result<std::collections::HashMap<String, Listed>, FirewallError> {
+fn listed(json_text: &str) -> Result<HashMap<String, Listed>, FirewallError> {
     let v: Value = serde_json::from_str(json_text).map_err(FirewallError::Listing)?;
-    let mut chains: std::collections::HashMap<String, Listed> = std::collections::HashMap::new();
+    let mut chains: HashMap<String, Listed> = HashMap::new();
     let items = v.get("nftables").and_then(Value::as_array).cloned().unwrap_or_default();
     for item in items {
         if let Some(ch) = item.get("chain") {
@@ -141,7 +181,7 @@ fn listed(json_text: &str) -> Result<std::collections::HashMap<String, Listed>, 
 }
 
 fn chain_ok(
-    chains: &std::collections::HashMap<String, Listed>,
+    chains: &HashMap<String, Listed>,
     name: &str,
     want: bool,
     decl: (&str, &str, i64),
@@ -156,23 +196,34 @@ fn chain_ok(
     }
 }
 
-pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
-    let listing = match process::run("nft", &["-j", "list", "table", "ip", TABLE], "") {
+/// True when one family's table is missing or its chains differ from what `r` wants.
+fn family_drift(r: &FlannelRules, n: Nets) -> Result<bool, FirewallError> {
+    let listing = match process::run("nft", &["-j", "list", "table", family(n.c), table(n.c)], "") {
         // The table is gone (or unreadable): re-applying recreates it.
         Err(ToolError::Failed { .. }) => return Ok(true),
         other => other?,
     };
     let chains = listed(&listing)?;
-    let (forward, postrtg) = expected_exprs(r);
+    let (forward, postrtg) = expected_exprs(n, r.fully_random);
     let ok = chain_ok(&chains, "forward", r.forward, ("filter", "forward", 0), &forward)
         && chain_ok(&chains, "postrtg", r.ip_masq, ("nat", "postrouting", 100), &postrtg);
     Ok(!ok)
 }
 
+pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
+    if family_drift(r, r.v4())? {
+        return Ok(true);
+    }
+    match r.v6() {
+        Some(v6) => family_drift(r, v6),
+        None => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::FirewallMode;
+    use crate::firewall::{FirewallMode, Ipv6Side};
 
     fn rules(masq: bool, forward: bool) -> FlannelRules {
         FlannelRules {
@@ -182,7 +233,16 @@ mod tests {
             forward,
             fully_random: true,
             mode: FirewallMode::Nftables,
+            ipv6: None,
         }
+    }
+
+    fn dual(masq: bool, forward: bool) -> FlannelRules {
+        let ipv6 = Ipv6Side {
+            network: "fd00:10::/56".parse().unwrap(),
+            subnet: "fd00:10:0:48::1/64".parse().unwrap(),
+        };
+        FlannelRules { ipv6: Some(ipv6), ..rules(masq, forward) }
     }
 
     #[test]
@@ -206,7 +266,7 @@ mod tests {
     #[test]
     fn listing_parser_matches_expected() {
         let r = rules(true, false);
-        let (_, postrtg) = expected_exprs(&r);
+        let (_, postrtg) = expected_exprs(r.v4(), r.fully_random);
         let mut items = vec![
             json!({"table": {"family": "ip", "name": TABLE}}),
             json!({"chain": {"name": "postrtg", "type": "nat", "hook": "postrouting", "prio": 100}}),
@@ -238,11 +298,56 @@ mod tests {
         // Everything else is the same script.
         assert_eq!(on.replace(" fully-random", ""), off);
         // The drift check expects the matching listing, so switching the flag is drift.
-        let (_, exp_on) = expected_exprs(&rules(true, true));
-        let (_, exp_off) = expected_exprs(&off_rules);
+        let (_, exp_on) = expected_exprs(rules(true, true).v4(), true);
+        let (_, exp_off) = expected_exprs(off_rules.v4(), false);
         assert_eq!(exp_off[4][2], json!({"masquerade": null}));
         assert_eq!(exp_on[5][2], json!({"masquerade": {"flags": "fully-random"}}));
         assert_eq!(exp_on[..4], exp_off[..4]);
         assert_ne!(exp_on, exp_off);
+    }
+
+    #[test]
+    fn ipv6_side_adds_the_same_chains_to_the_ip6_table() {
+        let v4_only = script(&rules(true, true));
+        let s = script(&dual(true, true));
+        // The IPv4 part is unchanged; the IPv6 chains follow it.
+        assert!(s.starts_with(&v4_only), "{s}");
+        let p = "add rule ip6 flannel-ipv6";
+        let expected = [
+            "add chain ip6 flannel-ipv6 forward { type filter hook forward priority filter ; }".to_string(),
+            "flush chain ip6 flannel-ipv6 forward".to_string(),
+            format!("{p} forward ip6 saddr fd00:10::/56 accept"),
+            format!("{p} forward ip6 daddr fd00:10::/56 accept"),
+            "add chain ip6 flannel-ipv6 postrtg { type nat hook postrouting priority srcnat ; }".to_string(),
+            "flush chain ip6 flannel-ipv6 postrtg".to_string(),
+            format!("{p} postrtg meta mark 0x4000 return"),
+            format!("{p} postrtg ip6 saddr fd00:10:0:48::/64 ip6 daddr fd00:10::/56 return"),
+            format!("{p} postrtg ip6 saddr fd00:10::/56 ip6 daddr fd00:10:0:48::/64 return"),
+            format!("{p} postrtg ip6 saddr != fd00:10:0:48::/64 ip6 daddr fd00:10::/56 return"),
+            format!("{p} postrtg ip6 saddr fd00:10::/56 ip6 daddr != ff00::/8 masquerade fully-random"),
+            format!("{p} postrtg ip6 saddr != fd00:10::/56 ip6 daddr fd00:10::/56 masquerade fully-random"),
+        ];
+        assert_eq!(s[v4_only.len()..].lines().collect::<Vec<_>>(), expected);
+        // Without masquerade the IPv6 postrtg chain is deleted too.
+        let s = script(&dual(false, true));
+        assert!(
+            s.ends_with("flush chain ip6 flannel-ipv6 postrtg\ndelete chain ip6 flannel-ipv6 postrtg\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn ipv6_expressions_use_the_ip6_payload_and_ff00() {
+        let r = dual(true, true);
+        let (forward, postrtg) = expected_exprs(r.v6().unwrap(), true);
+        assert_eq!(
+            forward[0][0],
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+                "right": {"prefix": {"addr": "fd00:10::", "len": 56}}}})
+        );
+        assert_eq!(postrtg[4][1]["match"]["right"], json!({"prefix": {"addr": "ff00::", "len": 8}}));
+        assert_eq!(postrtg[1][0]["match"]["right"], json!({"prefix": {"addr": "fd00:10:0:48::", "len": 64}}));
+        // A /128 is listed as a bare address.
+        assert_eq!(addr("fd00::5/128".parse().unwrap()), json!("fd00::5"));
     }
 }
