@@ -305,7 +305,7 @@ fn nftables_ipv6_rules_read_back_exactly_and_drift_is_detected() {
     ns.exec(&["nft", "delete", "rule", "ip6", "flannel-ipv6", "postrtg", "handle", &handle.to_string()])
         .expect_ok();
     assert!(drift(&ns, r.clone()));
-    assert!(!drift(&ns, rules(FirewallMode::Nftables, true)), "the IPv4 side alone has not drifted");
+    assert_eq!(nft_rules(&ns, "ip", "flannel-ipv4").len(), 8, "the IPv4 side is intact");
     apply(&ns, r.clone());
     assert!(!drift(&ns, r.clone()));
     assert_eq!(nft_chain_of(&ns, "ip6", "flannel-ipv6", "postrtg"), V6_POSTRTG_NFT);
@@ -346,7 +346,7 @@ fn iptables_ipv6_rules_read_back_exactly_and_modes_clean_up_each_other() {
 
     ns.exec(&["ip6tables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "3"]).expect_ok();
     assert!(drift(&ns, r.clone()));
-    assert!(!drift(&ns, rules(FirewallMode::Iptables, true)), "the IPv4 side alone has not drifted");
+    assert_eq!(ipt_lines(&ns, "nat", "FLANNEL").len(), 8, "the IPv4 side is intact");
     apply(&ns, r.clone());
     assert_eq!(ip6t_lines(&ns, "nat", "FLANNEL"), expected_nat);
     assert!(!drift(&ns, r.clone()));
@@ -377,4 +377,29 @@ fn without_ipv6_side_no_ipv6_rules_are_created() {
     assert_eq!(ip6t_lines(&ns, "nat", "FLANNEL"), Vec::<String>::new());
     assert_eq!(ip6t_lines(&ns, "filter", "FLANNEL"), Vec::<String>::new());
     assert_eq!(ipt_lines(&ns, "nat", "FLANNEL").len(), 8);
+}
+
+/// Dual stack switched off: the next apply removes the IPv6 chains an earlier run made (they
+/// are flanneld's), a drift check sees them while they are there, and the IPv4 side stays.
+#[test]
+fn ipv6_side_switched_off_removes_the_ipv6_chains_in_both_modes() {
+    require_root();
+    let ns = Netns::unique("wtF6");
+    apply(&ns, dual(FirewallMode::Nftables, true));
+    assert_eq!(nft_rules(&ns, "ip6", "flannel-ipv6").len(), 8);
+    assert!(drift(&ns, rules(FirewallMode::Nftables, true)), "leftover IPv6 chains are drift");
+    apply(&ns, rules(FirewallMode::Nftables, true));
+    let table = out(&ns, &["nft", "list", "table", "ip6", "flannel-ipv6"]);
+    assert!(!table.contains("chain"), "{table}");
+    assert_eq!(nft_rules(&ns, "ip", "flannel-ipv4").len(), 8, "the IPv4 side stays");
+    assert!(!drift(&ns, rules(FirewallMode::Nftables, true)));
+
+    apply(&ns, dual(FirewallMode::Iptables, true));
+    assert!(!ip6t_lines(&ns, "nat", "FLANNEL").is_empty());
+    assert!(drift(&ns, rules(FirewallMode::Iptables, true)), "leftover ip6tables chains are drift");
+    apply(&ns, rules(FirewallMode::Iptables, true));
+    assert_eq!(ip6t_lines(&ns, "nat", "FLANNEL"), Vec::<String>::new());
+    assert_eq!(ip6t_lines(&ns, "filter", "FLANNEL"), Vec::<String>::new());
+    assert_eq!(ipt_lines(&ns, "nat", "FLANNEL").len(), 8, "the IPv4 side stays");
+    assert!(!drift(&ns, rules(FirewallMode::Iptables, true)));
 }

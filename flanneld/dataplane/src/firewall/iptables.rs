@@ -145,24 +145,46 @@ pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
             }
         }
     }
+    if r.v6().is_none() {
+        // Dual stack switched off: the IPv6 chains an earlier run made are flanneld's and go.
+        remove_family(IPV6)?;
+    }
     Ok(())
 }
 
-/// Removes both flannel chains and their jumps of both families (nftables mode). Without a
-/// family's tools there is nothing we could remove there, which is not an error.
+/// Removes both flannel chains and their jumps of both families (nftables mode).
 pub(super) fn remove_all() -> Result<(), FirewallError> {
-    for tools in [IPV4, IPV6] {
-        for chain in [&POSTRTG, &FWD] {
-            let saved = match save(tools, chain.table) {
-                Err(e) if e.is_not_found() => break,
-                other => other?,
-            };
-            if let Some(p) = payload(chain, &saved, false, &[]) {
-                restore(tools, &p)?;
-            }
+    remove_family(IPV4)?;
+    remove_family(IPV6)
+}
+
+/// Removes both flannel chains and their jumps of one family. Without the family's tools there
+/// is nothing we could remove there, which is not an error.
+fn remove_family(tools: Tools) -> Result<(), FirewallError> {
+    for chain in [&POSTRTG, &FWD] {
+        let saved = match save(tools, chain.table) {
+            Err(e) if e.is_not_found() => break,
+            other => other?,
+        };
+        if let Some(p) = payload(chain, &saved, false, &[]) {
+            restore(tools, &p)?;
         }
     }
     Ok(())
+}
+
+/// True when one of `tools`' flannel chains or jumps is still there.
+fn family_left(tools: Tools) -> Result<bool, FirewallError> {
+    for chain in [&POSTRTG, &FWD] {
+        let saved = match save(tools, chain.table) {
+            Err(e) if e.is_not_found() => return Ok(false),
+            other => other?,
+        };
+        if chain.exists(&saved) || !chain.jumps(&saved).is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
@@ -179,6 +201,9 @@ pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
                 return Ok(true);
             }
         }
+    }
+    if r.v6().is_none() {
+        return family_left(IPV6);
     }
     Ok(false)
 }

@@ -9,7 +9,8 @@
 //! Divergences (safe, §15): the nftables objects are written in one atomic `nft -f -`
 //! transaction instead of several; in iptables mode an existing jump rule is left in place
 //! instead of being deleted and appended again; switching `ip_masq`/`forward` off removes the
-//! corresponding chain.
+//! corresponding chain, and dropping the IPv6 side (dual stack switched off) removes the IPv6
+//! chains an earlier run made.
 
 mod iptables;
 mod nft;

@@ -90,8 +90,15 @@ pub(super) fn script(r: &FlannelRules) -> String {
     s.push_str(&format!("add table ip {TABLE} {{ comment \"rules for {TABLE}\" ; }}\n"));
     s.push_str(&format!("add table ip6 {TABLE6} {{ comment \"rules for {TABLE6}\" ; }}\n"));
     family_lines(&mut s, r, r.v4());
-    if let Some(v6) = r.v6() {
-        family_lines(&mut s, r, v6);
+    match r.v6() {
+        Some(v6) => family_lines(&mut s, r, v6),
+        // No IPv6 side (dual stack switched off, or never on): the IPv6 chains an earlier run
+        // made are flanneld's and go; the empty table stays, as upstream leaves it.
+        None => {
+            let t = ("ip6", TABLE6);
+            chain_lines(&mut s, t, "forward", FORWARD_DECL, false, &[]);
+            chain_lines(&mut s, t, "postrtg", POSTRTG_DECL, false, &[]);
+        }
     }
     s
 }
@@ -216,8 +223,19 @@ pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
     }
     match r.v6() {
         Some(v6) => family_drift(r, v6),
-        None => Ok(false),
+        None => ipv6_chains_left(),
     }
+}
+
+/// Without an IPv6 side: true when the `ip6` table still holds a flannel chain.
+fn ipv6_chains_left() -> Result<bool, FirewallError> {
+    let listing = match process::run("nft", &["-j", "list", "table", "ip6", TABLE6], "") {
+        // No table, no chains.
+        Err(ToolError::Failed { .. }) => return Ok(false),
+        other => other?,
+    };
+    let chains = listed(&listing)?;
+    Ok(chains.contains_key("forward") || chains.contains_key("postrtg"))
 }
 
 #[cfg(test)]
@@ -253,7 +271,13 @@ mod tests {
         ));
         assert!(s.contains("add rule ip flannel-ipv4 forward ip daddr 10.5.0.0/16 accept\n"));
         assert!(s.contains("add table ip6 flannel-ipv6 { comment \"rules for flannel-ipv6\" ; }\n"));
-        assert!(!s.contains("delete chain"));
+        assert!(!s.contains("delete chain ip flannel-ipv4"));
+        // Without an IPv6 side, IPv6 chains of an earlier dual-stack run are deleted.
+        assert!(s.ends_with(
+            "add chain ip6 flannel-ipv6 postrtg { type nat hook postrouting priority srcnat ; }\n\
+             flush chain ip6 flannel-ipv6 postrtg\ndelete chain ip6 flannel-ipv6 postrtg\n"
+        ));
+        assert!(s.contains("flush chain ip6 flannel-ipv6 forward\ndelete chain ip6 flannel-ipv6 forward\n"));
     }
 
     #[test]
@@ -308,10 +332,12 @@ mod tests {
 
     #[test]
     fn ipv6_side_adds_the_same_chains_to_the_ip6_table() {
-        let v4_only = script(&rules(true, true));
+        let v4_script = script(&rules(true, true));
+        // The IPv4 part: everything before the (here: deleting) IPv6 chain lines.
+        let v4_only = &v4_script[..v4_script.find("add chain ip6").unwrap()];
         let s = script(&dual(true, true));
         // The IPv4 part is unchanged; the IPv6 chains follow it.
-        assert!(s.starts_with(&v4_only), "{s}");
+        assert!(s.starts_with(v4_only), "{s}");
         let p = "add rule ip6 flannel-ipv6";
         let expected = [
             "add chain ip6 flannel-ipv6 forward { type filter hook forward priority filter ; }".to_string(),
