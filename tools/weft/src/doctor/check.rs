@@ -1417,4 +1417,122 @@ mod tests {
             f.message
         );
     }
+
+    /// The healthy n-node cluster on host-gw (docs/flannel.md §4.2): host-gw leases without
+    /// BackendData, no VXLAN device, one route `S via P dev eth0` per peer (flanneld's shape:
+    /// protocol boot, no onlink), pods at the external interface's MTU.
+    fn host_gw_cluster(n: usize) -> Cluster {
+        let mut c = cluster(n);
+        c.spec = parse_config(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
+        for (i, r) in c.records.iter_mut().enumerate() {
+            r.value = LeaseAttrs::host_gw(ip(i)).render();
+        }
+        for i in 0..n {
+            let v = view(&mut c, i);
+            v.device = None;
+            v.neighbours.clear();
+            v.fdb.clear();
+            v.subnet_env.as_mut().unwrap().mtu = Some(1500);
+            let lease = v.flanneld.as_mut().unwrap().lease.as_mut().unwrap();
+            (lease.vtep_mac, lease.vni) = (String::new(), 0);
+            for r in &mut v.routes {
+                let IpNetwork::V4(s) = r.dst else { continue };
+                let j = (0..n).find(|j| subnet(*j) == s).unwrap();
+                (r.gateway, r.dev, r.oif, r.onlink) =
+                    (Some(IpAddr::V4(ip(j))), Some("eth0".into()), Some(2), false);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn healthy_host_gw_cluster_has_no_findings_and_renders_without_vteps() {
+        let c = host_gw_cluster(3);
+        let r = diagnose(&c);
+        assert!(r.healthy && r.findings.is_empty(), "{:#?}", r.findings);
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
+        assert_eq!((r.backend, r.nodes.len(), r.links.len()), ("host-gw", 3, 6));
+        let text = super::super::render::text(&r);
+        assert!(text.starts_with("etcd /coreos.com/network (revision 20): network 10.5.0.0/16 (host-gw), 3 node(s)\nNODE         SUBNET        VIEW\n198.18.0.10  10.5.10.0/24  ok\n"), "{text}");
+        assert!(text.ends_with("\nhealthy\n"), "{text}");
+        let dot = super::super::render::dot(&r);
+        assert!(dot.contains("host-gw: routes via its PublicIP") && !dot.contains("VTEP"), "{dot}");
+        let json = super::super::render::json(&r);
+        assert!(json.contains("\"backend\": \"host-gw\""), "{json}");
+        // The same views under a vxlan config: every device is missing.
+        let mut vx = c.clone();
+        vx.spec = cluster(3).spec;
+        vx.records = cluster(3).records;
+        assert!(diagnose(&vx).findings.iter().any(|f| f.cause == Cause::VtepMissing));
+    }
+
+    #[test]
+    fn host_gw_missing_and_wrong_gateway_routes_are_named_with_the_reconcile_op() {
+        let mut c = host_gw_cluster(3);
+        view(&mut c, 0).routes.retain(|r| r.dst != IpNetwork::V4(subnet(1)));
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!(
+            (f.cause, f.nodes.clone(), f.peer.clone()),
+            (Cause::NoRoute, names(&[0]), Some(ip(1).to_string()))
+        );
+        assert_eq!(f.message, format!("1 node has no route to node {}'s subnet {}", ip(1), subnet(1)));
+        assert_eq!(r.dry_run.len(), 1);
+        assert_eq!(r.dry_run[0].ops, vec![format!("add route {} via {}", subnet(1), ip(1))]);
+
+        // A route flanneld did not make (proto static) via another address: left alone, named.
+        let mut c = host_gw_cluster(3);
+        let route = view(&mut c, 0).routes.iter_mut().find(|r| r.dst == IpNetwork::V4(subnet(1))).unwrap();
+        (route.gateway, route.protocol) = (Some("198.18.0.99".parse().unwrap()), 4);
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!((f.cause, f.nodes.clone()), (Cause::RouteWrongDev, names(&[0])));
+        assert!(f.message.contains("a route flanneld did not make"), "{}", f.message);
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
+    }
+
+    #[test]
+    fn host_gw_peer_off_the_l2_segment_is_peer_not_on_link_on_every_node() {
+        let mut c = host_gw_cluster(3);
+        let far = Ipv4Addr::new(203, 0, 113, 9);
+        c.records.push(Record {
+            key: format!("{PREFIX}/subnets/10.5.200.0-24"),
+            value: LeaseAttrs::host_gw(far).render(),
+            lease: 7,
+            mod_revision: 40,
+        });
+        c.views.insert(far, Err("http://203.0.113.9:10256/debug/dataplane: connect: timed out".into()));
+        let r = diagnose(&c);
+        let f = r.findings.iter().find(|f| f.cause == Cause::PeerNotOnLink).unwrap();
+        assert_eq!((f.nodes.clone(), f.peer.clone()), (names(&[0, 1, 2]), Some(far.to_string())));
+        assert_eq!(f.failure_mode, Some("F5"));
+        assert_eq!(
+            f.message,
+            "3 nodes cannot route node 203.0.113.9's subnet 10.5.200.0/24: 203.0.113.9 is not on their L2 segment"
+        );
+        // flanneld programs no route for it, so the dry run is empty.
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
+        // A vxlan lease in a host-gw cluster is not a peer (flanneld skips it): no finding.
+        let mut c = host_gw_cluster(2);
+        c.records.push(record("10.5.201.0-24", Ipv4Addr::new(198, 18, 0, 50), mac(0x50), 41));
+        let r = diagnose(&c);
+        assert!(r.healthy && r.findings.is_empty(), "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn host_gw_mtu_is_the_external_interfaces() {
+        let mut c = host_gw_cluster(2);
+        view(&mut c, 1).underlay.as_mut().unwrap().mtu = 1400;
+        let r = diagnose(&c);
+        let causes: Vec<(Cause, Vec<String>)> =
+            r.findings.iter().map(|f| (f.cause, f.nodes.clone())).collect();
+        // Node 1's own subnet.env is larger than its interface, and node 0's pods send 1500.
+        assert_eq!(
+            causes,
+            vec![(Cause::MtuMismatch, names(&[0])), (Cause::MtuMismatch, names(&[1]))],
+            "{:#?}",
+            r.findings
+        );
+        assert!(r.findings.iter().any(|f| f.message.contains("larger than 198.18.0.11's eth0 MTU 1400")));
+    }
 }
