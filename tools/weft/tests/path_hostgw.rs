@@ -144,6 +144,22 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
         "{p}"
     );
     assert!(p["hops"].as_array().unwrap().iter().all(|h| h["requests"].as_u64().unwrap() >= 3), "{p}");
+    // Node 1's FORWARD chain drops pod traffic arriving on its uplink: the static chain cannot
+    // see it (node 1's firewall is not walked); the probe sees it reach node 1's eth0, never its cni0.
+    let rule = ["FORWARD", "-i", "eth0", "-p", "icmp", "-j", "DROP"];
+    on(&lab, 1, &[&["iptables", "-I"][..], &rule[..]].concat());
+    let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
+    on(&lab, 1, &[&["iptables", "-D"][..], &rule[..]].concat());
+    assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["cause"], "FORWARD_DROP", "{}", run.stdout);
+    assert_eq!(v["probe"]["last_seen"], format!("underlay (eth0) of {n1}"), "{}", run.stdout);
+    let failing = v["hops"].as_array().unwrap().iter().find(|h| h["ok"] == false).unwrap();
+    assert!(
+        failing["detail"].as_str().unwrap().contains(&format!("reached {n1}'s eth0 but never its cni0")),
+        "{failing}"
+    );
+    assert_reachable(&lab, 0, &src, &dst);
 
     // doctor: healthy, the backend named, and the graph renders.
     let (code, list, all) = findings(&lab);

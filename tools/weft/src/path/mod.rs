@@ -471,6 +471,14 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
             (Some(a), _) if !remote(a) && matches!(a.place, "underlay" | "egress") => {
                 (Cause::UnderlayLoss, format!("the probe left this node ({last}) and no answer came back"))
             }
+            // host-gw: no VXLAN device between the uplink and the bridge; the node itself drops.
+            (Some(a), Some(n)) if remote(a) && a.place == "underlay" && n.place == "bridge" => (
+                Cause::ForwardDrop,
+                format!(
+                    "the probe reached {}'s {} but never its {}: dropped on that node (FORWARD chain, ip_forward, rp_filter)",
+                    a.node, a.ifname, n.ifname
+                ),
+            ),
             (Some(a), Some(n)) if remote(a) && a.place == "underlay" => (
                 Cause::UnderlayLoss,
                 format!(
