@@ -205,6 +205,30 @@ fn show(cmd: &str, r: &weft_lab::cmd::Run) {
     say!("(exit {})\n", r.status.map_or("?".into(), |c| c.to_string()));
 }
 
+/// `weft path` for pods `a` (node 0) → `b` (node 1) and `weft doctor`, shown; whether both
+/// said healthy.
+fn path_and_doctor(lab: &Lab, a: &str, b: &str, path_cmd: &str, doctor_cmd: &str) -> Result<bool, LabError> {
+    say!("== the path from pod {a} (node 0) to pod {b} (node 1), asked of the kernels ==");
+    let r = weft_lab::see::weft_path(lab, 0, &[a, b])?;
+    show(path_cmd, &r);
+    let ok = r.ok();
+    say!("== every node against etcd (run on node 0) ==");
+    let r = weft_lab::see::weft_doctor(lab, 0, &[])?;
+    show(doctor_cmd, &r);
+    Ok(ok && r.ok())
+}
+
+/// After a repair: `weft path --brief` for `a` → `b` and `weft doctor`, shown; whether both
+/// said healthy.
+fn healthy_again(lab: &Lab, a: &str, b: &str, doctor_cmd: &str) -> Result<bool, LabError> {
+    let r = weft_lab::see::weft_path(lab, 0, &["--brief", a, b])?;
+    show(&format!("weft path --brief {a} {b}"), &r);
+    let ok = r.ok();
+    let r = weft_lab::see::weft_doctor(lab, 0, &[])?;
+    show(doctor_cmd, &r);
+    Ok(ok && r.ok())
+}
+
 /// What an operator looks at instead of raw `ip` dumps: `weft path` for one cross-node pod
 /// pair and `weft doctor` for the cluster; then one link broken on purpose (node 0's FDB entry
 /// for node 1, with node 0's flanneld paused so the break holds), `weft path` naming it, and
@@ -223,14 +247,7 @@ fn see_the_network(lab: &Lab) -> Result<bool, LabError> {
     };
     let (a, b) = (src.ip().to_string(), dst.ip().to_string());
     let path_cmd = format!("weft path {a} {b}");
-    say!("== the path from pod {a} (node 0) to pod {b} (node 1), asked of the kernels ==");
-    let r = weft_path(lab, 0, &[&a, &b])?;
-    show(&path_cmd, &r);
-    ok &= r.ok();
-    say!("== every node against etcd (run on node 0) ==");
-    let r = weft_doctor(lab, 0, &[])?;
-    show(&doctor_cmd, &r);
-    ok &= r.ok();
+    ok &= path_and_doctor(lab, &a, &b, &path_cmd, &doctor_cmd)?;
 
     let lease = lab.lease(1)?.ok_or_else(|| LabError::Invalid("node 1 has no lease".into()))?;
     let mac = lease.attrs["BackendData"]["VtepMAC"].as_str().unwrap_or_default().to_string();
@@ -260,20 +277,15 @@ fn see_the_network(lab: &Lab) -> Result<bool, LabError> {
             ok = false;
         }
     }
-    let r = weft_path(lab, 0, &["--brief", &a, &b])?;
-    show(&format!("weft path --brief {a} {b}"), &r);
-    ok &= r.ok();
-    let r = weft_doctor(lab, 0, &[])?;
-    show(&doctor_cmd, &r);
-    ok &= r.ok();
-    Ok(ok)
+    Ok(ok && healthy_again(lab, &a, &b, &doctor_cmd)?)
 }
 
-/// host-gw: node 0's routes to its peers (`S via <peer> dev eth0`, no VXLAN device), then one
-/// deleted on purpose with node 0's flanneld paused, a ping that fails, and flanneld putting the
-/// route back once resumed. `Ok(false)` when a step did not show what it should.
+/// host-gw: node 0's routes to its peers (`S via <peer> dev eth0`, no VXLAN device), `weft path`
+/// for one cross-node pair and `weft doctor`, then one route deleted on purpose with node 0's
+/// flanneld paused, a ping that fails and `weft path` naming it, and flanneld putting the route
+/// back once resumed. `Ok(false)` when a step did not show what it should.
 fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
-    use weft_lab::see::Paused;
+    use weft_lab::see::{weft_path, Paused};
     let node0 = lab.node(0)?.ns();
     let routes_cmd = ["ip", "route", "show", "proto", "boot"];
     say!("== node 0's routes to the other nodes' subnets (host-gw: via their underlay address) ==");
@@ -286,6 +298,10 @@ fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
         return Ok(ok);
     };
     let to = dst.ip();
+    let (a, b) = (lab.pod(src)?.ip().to_string(), to.to_string());
+    let path_cmd = format!("weft path {a} {b}");
+    let doctor_cmd = format!("weft doctor --etcd-endpoints {}", lab.etcd()?.endpoints());
+    ok &= path_and_doctor(lab, &a, &b, &path_cmd, &doctor_cmd)?;
     let subnet = lab.node_subnet(1)?.to_string();
     say!("== breaking one route on purpose: node 0 forgets node 1's subnet (its flanneld paused) ==");
     let started;
@@ -296,6 +312,9 @@ fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
         let answered = lab.pod(src)?.ping_once(to, None);
         say!("ping {to} from node 0: {}\n", if answered { "answered (unexpected)" } else { "no answer" });
         ok &= !answered;
+        let r = weft_path(lab, 0, &[&a, &b])?;
+        show(&path_cmd, &r);
+        ok &= r.status == Some(1) && r.stdout.contains("NO_ROUTE");
         started = std::time::Instant::now();
     }
     say!("== flanneld on node 0 resumed: its reconciliation puts the route back ==");
@@ -307,7 +326,7 @@ fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
         }
     }
     show(&routes_cmd.join(" "), &node0.exec(&routes_cmd));
-    Ok(ok)
+    Ok(ok && healthy_again(lab, &a, &b, &doctor_cmd)?)
 }
 
 /// Builds a lab, prints how to reach it, and holds it until a signal arrives; always returns

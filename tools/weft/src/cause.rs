@@ -74,6 +74,15 @@ pub enum Cause {
     RemoteViewUnavailable,
     /// The pod (IP, container ID or netns) is not on this node.
     PodNotFound,
+    /// host-gw: the peer's PublicIP is not on-link on the external interface (not on the same
+    /// L2 segment), so no `S via P` route can reach it.
+    PeerNotOnLink,
+    /// host-gw: the underlay neighbour (ARP) entry of the peer's PublicIP is FAILED or
+    /// INCOMPLETE: the peer does not answer on the L2 segment.
+    UnderlayNeighFailed,
+    /// host-gw: the underlay neighbour entry of the peer's PublicIP has another MAC than the
+    /// peer's external interface.
+    UnderlayNeighMacStale,
 }
 
 impl Cause {
@@ -110,6 +119,9 @@ impl Cause {
         Cause::CsumOffloadSuspect,
         Cause::RemoteViewUnavailable,
         Cause::PodNotFound,
+        Cause::PeerNotOnLink,
+        Cause::UnderlayNeighFailed,
+        Cause::UnderlayNeighMacStale,
     ];
 
     /// The stable code, as serialised (`"NO_ROUTE"`).
@@ -146,6 +158,9 @@ impl Cause {
             Cause::CsumOffloadSuspect => "CSUM_OFFLOAD_SUSPECT",
             Cause::RemoteViewUnavailable => "REMOTE_VIEW_UNAVAILABLE",
             Cause::PodNotFound => "POD_NOT_FOUND",
+            Cause::PeerNotOnLink => "PEER_NOT_ON_LINK",
+            Cause::UnderlayNeighFailed => "UNDERLAY_NEIGH_FAILED",
+            Cause::UnderlayNeighMacStale => "UNDERLAY_NEIGH_MAC_STALE",
         }
     }
 
@@ -153,7 +168,7 @@ impl Cause {
     pub fn hint(&self) -> &'static str {
         match self {
             Cause::NoRoute => {
-                "add the peer route (route <subnet> via <subnet>.0 dev flannel.<VNI> onlink) or restart flanneld so it re-adds its peers"
+                "add the peer route (vxlan: <subnet> via <subnet>.0 dev flannel.<VNI> onlink; host-gw: <subnet> via <PublicIP> dev <iface>) or restart flanneld so it re-adds its peers"
             }
             Cause::RouteStale => {
                 "delete the route: no live lease holds that subnet (or it shadows the local cni0 subnet)"
@@ -221,6 +236,15 @@ impl Cause {
                 "start the remote flanneld with -debug-dataplane and a reachable -healthz-ip/-healthz-port"
             }
             Cause::PodNotFound => "no such pod on this node: check the IP, container ID or netns path",
+            Cause::PeerNotOnLink => {
+                "host-gw needs every node on one L2 segment: put the peer's PublicIP on the external interface's subnet, or use the vxlan backend"
+            }
+            Cause::UnderlayNeighFailed => {
+                "the peer does not answer ARP on the underlay: check that it is up and on this L2 segment (ip neigh show <PublicIP>)"
+            }
+            Cause::UnderlayNeighMacStale => {
+                "delete the wrong neighbour entry so ARP resolves the peer again (ip neigh del <PublicIP> dev <iface>)"
+            }
         }
     }
 
@@ -237,7 +261,11 @@ impl Cause {
             | Cause::VtepMacMismatch
             | Cause::LeaseVtepMacStale => Some("F3"),
             Cause::VtepDown | Cause::VtepMissing | Cause::VtepAttrMismatch => Some("F4"),
-            Cause::PublicIpNotLocal | Cause::UnderlayNoRoute => Some("F5"),
+            Cause::PublicIpNotLocal
+            | Cause::UnderlayNoRoute
+            | Cause::PeerNotOnLink
+            | Cause::UnderlayNeighFailed
+            | Cause::UnderlayNeighMacStale => Some("F5"),
             Cause::UnderlayLoss => Some("F6"),
             Cause::ForwardDrop => Some("F7"),
             Cause::MtuMismatch => Some("F8"),

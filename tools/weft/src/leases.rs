@@ -19,7 +19,16 @@ pub struct Lease {
     pub public_ip: Ipv4Addr,
     pub vtep_mac: Option<String>,
     pub vni: Option<u32>,
+    /// `BackendType` (`vxlan`, `host-gw`, ...).
+    pub backend_type: String,
     pub revision: i64,
+}
+
+impl Lease {
+    /// A lease in upstream's host-gw format (docs/flannel.md §4.2).
+    pub fn is_host_gw(&self) -> bool {
+        self.backend_type == weft_flanneld::lease::BACKEND_HOST_GW
+    }
 }
 
 /// How long reading etcd may take in all.
@@ -59,6 +68,7 @@ pub fn read(etcd: &EtcdArgs) -> Result<Vec<Lease>, String> {
             public_ip: attrs.public_ip,
             vtep_mac: data.and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_lowercase),
             vni: data.and_then(|d| d.get("VNI")).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok()),
+            backend_type: attrs.backend_type.clone(),
             revision: r.mod_revision,
         });
     }

@@ -5,6 +5,8 @@
 //! break holds while doctor looks at it. Lab namespaces start with `wtsd`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -51,17 +53,7 @@ fn ip(lab: &Lab, i: usize) -> String {
 
 /// The findings with `cause`, as (cause, nodes).
 fn findings(v: &Value) -> Vec<(String, Vec<String>)> {
-    v["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| {
-            let nodes =
-                f["nodes"].as_array().into_iter().flatten().filter_map(|n| n.as_str().map(String::from));
-            (f["cause"].as_str().unwrap_or_default().to_string(), nodes.collect())
-        })
-        .collect()
+    common::error_findings(v)
 }
 
 fn assert_finding(lab: &Lab, cause: &str, nodes: &[usize]) -> Value {

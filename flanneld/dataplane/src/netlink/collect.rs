@@ -126,7 +126,11 @@ async fn collect_kernel(
         underlay_index.and_then(|i| links.iter().find(|l| l.index == i && i != 0)).cloned().map(with_addrs);
     view.bridge = links.iter().find(|l| l.name == bridge_name).cloned().map(with_addrs);
 
-    let Some(dev_index) = view.device.as_ref().map(|d| d.index) else { return };
+    // host-gw has no device: its peer routes (inside the cluster network) are still listed.
+    let Some(dev_index) = view.device.as_ref().map(|d| d.index) else {
+        collect_routes(nl, None, &names, view).await;
+        return;
+    };
     let mut q = NeighbourMessage::default();
     q.header.family = AddressFamily::Inet;
     match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await {
@@ -166,6 +170,16 @@ async fn collect_kernel(
         }
         Err(e) => view.errors.push(format!("dump fdb of {device_name}: {e}")),
     }
+    collect_routes(nl, Some(dev_index), &names, view).await;
+}
+
+/// Main-table IPv4 routes on the device `dev` or inside the cluster network.
+async fn collect_routes(
+    nl: &NetlinkDataplane,
+    dev: Option<u32>,
+    names: &BTreeMap<u32, String>,
+    view: &mut DataplaneView,
+) {
     let network = view.network();
     let mut q = RouteMessage::default();
     q.header.address_family = AddressFamily::Inet;
@@ -177,7 +191,7 @@ async fn collect_kernel(
                 if k.table != crate::RT_TABLE_MAIN {
                     continue;
                 }
-                if k.oif == Some(dev_index) || network.is_some_and(|n| inside(&k.dst, &n)) {
+                if (dev.is_some() && k.oif == dev) || network.is_some_and(|n| inside(&k.dst, &n)) {
                     view.routes.push(RouteView::of(&k, k.oif.and_then(|i| names.get(&i).cloned())));
                 }
             }

@@ -16,11 +16,11 @@ use serde::Serialize;
 use weft_common::mac::parse_mac;
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_reconcile, Peer};
-use weft_dataplane::view::DataplaneView;
+use weft_dataplane::view::{DataplaneView, LinkView};
 use weft_dataplane::{KernelState, Mac, NetOp};
 use weft_flanneld::daemon::VXLAN_OVERHEAD;
 use weft_flanneld::lease::{format_mac, parse_lease_path, subnets_dir, LeaseAttrs};
-use weft_flanneld::network::NetworkSpec;
+use weft_flanneld::network::{BackendKind, NetworkSpec};
 use weft_flanneld::peers::PeerSet;
 use weft_flanneld::registry::Record;
 
@@ -109,6 +109,8 @@ pub struct Report {
     pub etcd_prefix: String,
     pub etcd_revision: i64,
     pub network: Ipv4Network,
+    /// The cluster's backend (`vxlan`, `host-gw`).
+    pub backend: &'static str,
     pub nodes: Vec<NodeSummary>,
     pub findings: Vec<Finding>,
     /// Per node, the ops flanneld's next reconcile would apply (nodes without any are left out).
@@ -239,14 +241,23 @@ fn merge_per_node(findings: Vec<Finding>) -> Vec<Finding> {
     out
 }
 
-fn parse_leases(prefix: &str, records: &[Record]) -> Vec<Lease> {
+/// A lease of the cluster's backend: flanneld takes only those as peers (the others are
+/// skipped with a warning, `flanneld/src/peers.rs`).
+pub fn of_backend(attrs: &LeaseAttrs, backend: BackendKind) -> bool {
+    match backend {
+        BackendKind::Vxlan => attrs.is_vxlan(),
+        BackendKind::HostGw => attrs.is_host_gw(),
+    }
+}
+
+fn parse_leases(prefix: &str, records: &[Record], backend: BackendKind) -> Vec<Lease> {
     let dir = subnets_dir(prefix);
     records
         .iter()
         .filter_map(|r| {
             let key = parse_lease_path(&dir, &r.key).ok()?;
             let attrs = LeaseAttrs::parse(&r.value).ok()?;
-            if !attrs.is_vxlan() {
+            if !of_backend(&attrs, backend) {
                 return None;
             }
             Some(Lease {
@@ -274,45 +285,91 @@ pub fn desired_peers(
     own_subnet: Option<Ipv4Network>,
     view: &DataplaneView,
 ) -> (Vec<Peer>, Ownership) {
-    let mut set = PeerSet::new(&subnets_dir(prefix));
+    let mut set = PeerSet::for_backend(&subnets_dir(prefix), spec.backend_type);
     if let Some(s) = own_subnet {
         set.set_own(s);
     }
     let others: Vec<Record> = records.iter().filter(|r| Some(r.key.as_str()) != own).cloned().collect();
     set.snapshot(&others);
-    let connected: Vec<Ipv4Network> = view
-        .underlay
-        .iter()
-        .flat_map(|u| u.addresses.iter())
-        .filter_map(|a| match a {
-            IpNetwork::V4(n) => Some(*n),
-            IpNetwork::V6(_) => None,
-        })
-        .collect();
+    let connected = connected(view);
+    let host_gw = spec.backend_type == BackendKind::HostGw;
+    // flanneld answers "on-link" from a route dump (`KernelState::is_onlink`, with host-gw
+    // `is_onlink_on` the external interface); the view holds only the overlay's routes, so
+    // remotely "on-link" is "inside a prefix of the underlay interface".
+    let on_link = |ip: Ipv4Addr| connected.iter().any(|n| n.contains(ip));
     let peers = set
         .iter()
+        // host-gw skips a peer that is not on the L2 segment (`flanneld/src/daemon/mesh.rs`
+        // `peer_for`): no route is desired for it; [`off_link_peers`] names it.
+        .filter(|p| !host_gw || on_link(p.public_ip))
         .map(|p| Peer {
             subnet: p.subnet(),
             public_ip: p.public_ip,
             vtep_mac: p.vtep_mac,
-            // flanneld answers this from a route dump (`KernelState::is_onlink`); the view
-            // holds only the overlay's routes, so remotely "on-link" is "inside a prefix of
-            // the underlay interface".
-            direct: spec.backend.direct_routing && connected.iter().any(|n| n.contains(p.public_ip)),
+            direct: host_gw || (spec.backend.direct_routing && on_link(p.public_ip)),
         })
         .collect();
     let owner = Ownership {
         network: spec.network,
         subnet_len: spec.subnet_len,
         leases: set.held().clone(),
-        direct: spec.backend.direct_routing,
+        // host-gw routes have DirectRouting's shape (`flanneld/src/daemon/mesh.rs` `ownership`).
+        direct: spec.backend.direct_routing || host_gw,
     };
     (peers, owner)
 }
 
+/// The IPv4 prefixes of the node's external interface (its connected networks).
+fn connected(v: &DataplaneView) -> Vec<Ipv4Network> {
+    v.underlay
+        .iter()
+        .flat_map(|u| u.addresses.iter())
+        .filter_map(|a| match a {
+            IpNetwork::V4(n) => Some(*n),
+            IpNetwork::V6(_) => None,
+        })
+        .collect()
+}
+
+/// host-gw: the peers (subnet, PublicIP) whose PublicIP is not on-link on the node's
+/// external interface (see [`desired_peers`]), which flanneld leaves unrouted.
+fn off_link_peers(
+    c: &Cluster,
+    own_subnet: Option<Ipv4Network>,
+    v: &DataplaneView,
+) -> Vec<(Ipv4Network, Ipv4Addr)> {
+    if c.spec.backend_type != BackendKind::HostGw {
+        return Vec::new();
+    }
+    let connected = connected(v);
+    parse_leases(&c.prefix, &c.records, c.spec.backend_type)
+        .into_iter()
+        .filter(|l| Some(l.subnet) != own_subnet && !connected.iter().any(|n| n.contains(l.public_ip)))
+        .map(|l| (l.subnet, l.public_ip))
+        .collect()
+}
+
+/// The kernel state the reconciler compares with: a dump of the device's entries and the
+/// routes; with host-gw (no device, flanneld's device index 0) only the routes.
+fn actual_state(spec: &NetworkSpec, v: &DataplaneView) -> KernelState {
+    if spec.backend_type != BackendKind::HostGw {
+        return v.kernel_state();
+    }
+    KernelState {
+        device: 0,
+        routes: v
+            .routes
+            .iter()
+            .filter(|r| r.dst.is_ipv4())
+            .map(weft_dataplane::view::RouteView::kernel)
+            .collect(),
+        ..KernelState::default()
+    }
+}
+
 /// Runs every check.
 pub fn diagnose(c: &Cluster) -> Report {
-    let leases = parse_leases(&c.prefix, &c.records);
+    let leases = parse_leases(&c.prefix, &c.records, c.spec.backend_type);
     let mut nodes_ip: Vec<Ipv4Addr> = leases.iter().map(|l| l.public_ip).collect();
     nodes_ip.extend(c.views.keys().copied());
     let nodes_ip: Vec<Ipv4Addr> = nodes_ip.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
@@ -416,7 +473,20 @@ pub fn diagnose(c: &Cluster) -> Report {
             own.map(|l| l.subnet),
             v,
         );
-        let actual = v.kernel_state();
+        let actual = actual_state(&c.spec, v);
+        for (subnet, peer) in off_link_peers(c, own.map(|l| l.subnet), v) {
+            let pn = peer.to_string();
+            g.add(
+                Cause::PeerNotOnLink,
+                Severity::Error,
+                &pn,
+                &name,
+                Some(&pn),
+                format!("{name}: {subnet} via {peer} (not on-link)"),
+                || format!("{{N}} cannot route node {pn}'s subnet {subnet}: {pn} is not on their L2 segment"),
+            );
+            broken_pairs.entry((name.clone(), pn)).or_default().insert(Cause::PeerNotOnLink);
+        }
         for n in &v.neighbours {
             if let (Some(mac), IpAddr::V4(gw)) = (n.mac.as_deref().and_then(parse_mac), n.ip) {
                 holders_of.entry((gw, mac)).or_default().push(name.clone());
@@ -427,7 +497,7 @@ pub fn diagnose(c: &Cluster) -> Report {
         if !ops.is_empty() {
             dry_run.push(NodeOps { node: name.clone(), ops: ops.iter().map(describe_op).collect() });
         }
-        if v.device.is_none() {
+        if v.device.is_none() && c.spec.backend_type != BackendKind::HostGw {
             continue; // VTEP_MISSING says it all; the reconcile cannot run before the device is back.
         }
         // Routes flanneld did not make that hold a peer's subnet: flanneld leaves them (and
@@ -463,10 +533,16 @@ pub fn diagnose(c: &Cluster) -> Report {
 
     // F8 across nodes: pods on one node send packets of their MTU to every other node's
     // flannel device, which must carry them.
+    // flannel device; with host-gw the external interface.
+    let host_gw = c.spec.backend_type == BackendKind::HostGw;
     let devices: Vec<(Ipv4Addr, &str, u32)> = c
         .views
         .iter()
-        .filter_map(|(ip, v)| v.as_ref().ok()?.device.as_ref().map(|d| (*ip, d.name.as_str(), d.mtu)))
+        .filter_map(|(ip, v)| {
+            let v = v.as_ref().ok()?;
+            let d = if host_gw { v.underlay.as_ref() } else { v.device.as_ref() };
+            d.map(|d| (*ip, d.name.as_str(), d.mtu))
+        })
         .collect();
     for (ip, v) in &c.views {
         let Ok(v) = v else { continue };
@@ -548,6 +624,7 @@ pub fn diagnose(c: &Cluster) -> Report {
         etcd_prefix: c.prefix.clone(),
         etcd_revision: c.revision,
         network: c.spec.network,
+        backend: c.spec.backend_type.lease_type(),
         nodes: summaries,
         findings,
         dry_run,
@@ -619,73 +696,22 @@ fn check_node(
             );
         }
     }
-    // F4: the device.
-    let Some(dev) = &v.device else {
-        add(
-            Cause::VtepMissing,
-            Severity::Error,
-            dev_name.clone(),
-            format!("{name}: {dev_name} does not exist"),
-        );
-        return;
-    };
-    if !dev.up {
-        add(Cause::VtepDown, Severity::Error, dev.name.clone(), format!("{name}: {} is down", dev.name));
-    }
-    let want_port = if spec.backend.port == 0 { KERNEL_VXLAN_PORT } else { spec.backend.port };
-    let mut diffs = Vec::new();
-    match &dev.vxlan {
-        None => diffs.push(format!("kind {} instead of vxlan", dev.kind.as_deref().unwrap_or("unknown"))),
-        Some(x) => {
-            if x.vni != Some(spec.backend.vni) {
-                diffs.push(format!("VNI {:?} != {}", x.vni, spec.backend.vni));
-            }
-            if x.port != want_port {
-                diffs.push(format!("port {} != {want_port}", x.port));
-            }
-            if x.learning != spec.backend.learning {
-                diffs.push(format!("learning {} != {}", x.learning, spec.backend.learning));
-            }
-            if x.gbp != spec.backend.gbp {
-                diffs.push(format!("gbp {} != {}", x.gbp, spec.backend.gbp));
-            }
-            if let Some(u) = &v.underlay {
-                if x.underlay_index != 0 && x.underlay_index != u.index {
-                    diffs.push(format!("dev {} != {}", x.underlay.as_deref().unwrap_or("?"), u.name));
-                }
-            }
-            if let Some(local) = x.local {
-                if local != ip {
-                    add(
-                        Cause::PublicIpNotLocal,
-                        Severity::Error,
-                        format!("{} local {local}", dev.name),
-                        format!("{name}: {} sends from {local}, not from its PublicIP {ip}", dev.name),
-                    );
-                }
-            }
-        }
-    }
-    if !diffs.is_empty() {
-        add(
-            Cause::VtepAttrMismatch,
-            Severity::Error,
-            format!("{}: {}", dev.name, diffs.join(", ")),
-            format!("{name}: {} differs from the config: {}", dev.name, diffs.join(", ")),
-        );
-    }
-    // F8: MTU chain on the node, from what the kernel says (never a fixed number).
-    if let Some(u) = &v.underlay {
-        let underlay = spec.backend.mtu.unwrap_or(u.mtu).min(u.mtu);
-        let max = underlay.saturating_sub(VXLAN_OVERHEAD);
-        if dev.mtu > max {
+    // F4: the device. host-gw has none (docs/flannel.md §4.2): the external interface carries
+    // the pods' packets, so its MTU bounds theirs.
+    let host_gw = spec.backend_type == BackendKind::HostGw;
+    let Some(dev) = (if host_gw { v.underlay.as_ref() } else { v.device.as_ref() }) else {
+        if !host_gw {
             add(
-                Cause::MtuMismatch,
+                Cause::VtepMissing,
                 Severity::Error,
-                format!("{} mtu {}", dev.name, dev.mtu),
-                format!("{name}: {} MTU {} > {} MTU {} - {VXLAN_OVERHEAD}", dev.name, dev.mtu, u.name, u.mtu),
+                dev_name.clone(),
+                format!("{name}: {dev_name} does not exist"),
             );
         }
+        return;
+    };
+    if !host_gw {
+        check_vxlan_device(spec, name, ip, dev, v, &mut add);
     }
     if let Some(b) = &v.bridge {
         if b.mtu > dev.mtu {
@@ -764,6 +790,75 @@ fn check_node(
                 Severity::Error,
                 format!("FLANNEL_SUBNET {s}"),
                 format!("{name}: subnet.env FLANNEL_SUBNET {s} is not inside its lease {}", own.subnet),
+            );
+        }
+    }
+}
+
+/// The VXLAN device's state, attributes and MTU against the config (F4, F5, F8).
+fn check_vxlan_device(
+    spec: &NetworkSpec,
+    name: &str,
+    ip: Ipv4Addr,
+    dev: &LinkView,
+    v: &DataplaneView,
+    add: &mut dyn FnMut(Cause, Severity, String, String),
+) {
+    if !dev.up {
+        add(Cause::VtepDown, Severity::Error, dev.name.clone(), format!("{name}: {} is down", dev.name));
+    }
+    let want_port = if spec.backend.port == 0 { KERNEL_VXLAN_PORT } else { spec.backend.port };
+    let mut diffs = Vec::new();
+    match &dev.vxlan {
+        None => diffs.push(format!("kind {} instead of vxlan", dev.kind.as_deref().unwrap_or("unknown"))),
+        Some(x) => {
+            if x.vni != Some(spec.backend.vni) {
+                diffs.push(format!("VNI {:?} != {}", x.vni, spec.backend.vni));
+            }
+            if x.port != want_port {
+                diffs.push(format!("port {} != {want_port}", x.port));
+            }
+            if x.learning != spec.backend.learning {
+                diffs.push(format!("learning {} != {}", x.learning, spec.backend.learning));
+            }
+            if x.gbp != spec.backend.gbp {
+                diffs.push(format!("gbp {} != {}", x.gbp, spec.backend.gbp));
+            }
+            if let Some(u) = &v.underlay {
+                if x.underlay_index != 0 && x.underlay_index != u.index {
+                    diffs.push(format!("dev {} != {}", x.underlay.as_deref().unwrap_or("?"), u.name));
+                }
+            }
+            if let Some(local) = x.local {
+                if local != ip {
+                    add(
+                        Cause::PublicIpNotLocal,
+                        Severity::Error,
+                        format!("{} local {local}", dev.name),
+                        format!("{name}: {} sends from {local}, not from its PublicIP {ip}", dev.name),
+                    );
+                }
+            }
+        }
+    }
+    if !diffs.is_empty() {
+        add(
+            Cause::VtepAttrMismatch,
+            Severity::Error,
+            format!("{}: {}", dev.name, diffs.join(", ")),
+            format!("{name}: {} differs from the config: {}", dev.name, diffs.join(", ")),
+        );
+    }
+    // F8: MTU chain on the node, from what the kernel says (never a fixed number).
+    if let Some(u) = &v.underlay {
+        let underlay = spec.backend.mtu.unwrap_or(u.mtu).min(u.mtu);
+        let max = underlay.saturating_sub(VXLAN_OVERHEAD);
+        if dev.mtu > max {
+            add(
+                Cause::MtuMismatch,
+                Severity::Error,
+                format!("{} mtu {}", dev.name, dev.mtu),
+                format!("{name}: {} MTU {} > {} MTU {} - {VXLAN_OVERHEAD}", dev.name, dev.mtu, u.name, u.mtu),
             );
         }
     }
@@ -1321,5 +1416,123 @@ mod tests {
             "{}",
             f.message
         );
+    }
+
+    /// The healthy n-node cluster on host-gw (docs/flannel.md §4.2): host-gw leases without
+    /// BackendData, no VXLAN device, one route `S via P dev eth0` per peer (flanneld's shape:
+    /// protocol boot, no onlink), pods at the external interface's MTU.
+    fn host_gw_cluster(n: usize) -> Cluster {
+        let mut c = cluster(n);
+        c.spec = parse_config(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
+        for (i, r) in c.records.iter_mut().enumerate() {
+            r.value = LeaseAttrs::host_gw(ip(i)).render();
+        }
+        for i in 0..n {
+            let v = view(&mut c, i);
+            v.device = None;
+            v.neighbours.clear();
+            v.fdb.clear();
+            v.subnet_env.as_mut().unwrap().mtu = Some(1500);
+            let lease = v.flanneld.as_mut().unwrap().lease.as_mut().unwrap();
+            (lease.vtep_mac, lease.vni) = (String::new(), 0);
+            for r in &mut v.routes {
+                let IpNetwork::V4(s) = r.dst else { continue };
+                let j = (0..n).find(|j| subnet(*j) == s).unwrap();
+                (r.gateway, r.dev, r.oif, r.onlink) =
+                    (Some(IpAddr::V4(ip(j))), Some("eth0".into()), Some(2), false);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn healthy_host_gw_cluster_has_no_findings_and_renders_without_vteps() {
+        let c = host_gw_cluster(3);
+        let r = diagnose(&c);
+        assert!(r.healthy && r.findings.is_empty(), "{:#?}", r.findings);
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
+        assert_eq!((r.backend, r.nodes.len(), r.links.len()), ("host-gw", 3, 6));
+        let text = super::super::render::text(&r);
+        assert!(text.starts_with("etcd /coreos.com/network (revision 20): network 10.5.0.0/16 (host-gw), 3 node(s)\nNODE         SUBNET        VIEW\n198.18.0.10  10.5.10.0/24  ok\n"), "{text}");
+        assert!(text.ends_with("\nhealthy\n"), "{text}");
+        let dot = super::super::render::dot(&r);
+        assert!(dot.contains("host-gw: routes via its PublicIP") && !dot.contains("VTEP"), "{dot}");
+        let json = super::super::render::json(&r);
+        assert!(json.contains("\"backend\": \"host-gw\""), "{json}");
+        // The same views under a vxlan config: every device is missing.
+        let mut vx = c.clone();
+        vx.spec = cluster(3).spec;
+        vx.records = cluster(3).records;
+        assert!(diagnose(&vx).findings.iter().any(|f| f.cause == Cause::VtepMissing));
+    }
+
+    #[test]
+    fn host_gw_missing_and_wrong_gateway_routes_are_named_with_the_reconcile_op() {
+        let mut c = host_gw_cluster(3);
+        view(&mut c, 0).routes.retain(|r| r.dst != IpNetwork::V4(subnet(1)));
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!(
+            (f.cause, f.nodes.clone(), f.peer.clone()),
+            (Cause::NoRoute, names(&[0]), Some(ip(1).to_string()))
+        );
+        assert_eq!(f.message, format!("1 node has no route to node {}'s subnet {}", ip(1), subnet(1)));
+        assert_eq!(r.dry_run.len(), 1);
+        assert_eq!(r.dry_run[0].ops, vec![format!("add route {} via {}", subnet(1), ip(1))]);
+
+        // A route flanneld did not make (proto static) via another address: left alone, named.
+        let mut c = host_gw_cluster(3);
+        let route = view(&mut c, 0).routes.iter_mut().find(|r| r.dst == IpNetwork::V4(subnet(1))).unwrap();
+        (route.gateway, route.protocol) = (Some("198.18.0.99".parse().unwrap()), 4);
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!((f.cause, f.nodes.clone()), (Cause::RouteWrongDev, names(&[0])));
+        assert!(f.message.contains("a route flanneld did not make"), "{}", f.message);
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
+    }
+
+    #[test]
+    fn host_gw_peer_off_the_l2_segment_is_peer_not_on_link_on_every_node() {
+        let mut c = host_gw_cluster(3);
+        let far = Ipv4Addr::new(203, 0, 113, 9);
+        c.records.push(Record {
+            key: format!("{PREFIX}/subnets/10.5.200.0-24"),
+            value: LeaseAttrs::host_gw(far).render(),
+            lease: 7,
+            mod_revision: 40,
+        });
+        c.views.insert(far, Err("http://203.0.113.9:10256/debug/dataplane: connect: timed out".into()));
+        let r = diagnose(&c);
+        let f = r.findings.iter().find(|f| f.cause == Cause::PeerNotOnLink).unwrap();
+        assert_eq!((f.nodes.clone(), f.peer.clone()), (names(&[0, 1, 2]), Some(far.to_string())));
+        assert_eq!(f.failure_mode, Some("F5"));
+        assert_eq!(
+            f.message,
+            "3 nodes cannot route node 203.0.113.9's subnet 10.5.200.0/24: 203.0.113.9 is not on their L2 segment"
+        );
+        // flanneld programs no route for it, so the dry run is empty.
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
+        // A vxlan lease in a host-gw cluster is not a peer (flanneld skips it): no finding.
+        let mut c = host_gw_cluster(2);
+        c.records.push(record("10.5.201.0-24", Ipv4Addr::new(198, 18, 0, 50), mac(0x50), 41));
+        let r = diagnose(&c);
+        assert!(r.healthy && r.findings.is_empty(), "{:#?}", r.findings);
+    }
+
+    #[test]
+    fn host_gw_mtu_is_the_external_interfaces() {
+        let mut c = host_gw_cluster(2);
+        view(&mut c, 1).underlay.as_mut().unwrap().mtu = 1400;
+        let r = diagnose(&c);
+        let causes: Vec<(Cause, Vec<String>)> =
+            r.findings.iter().map(|f| (f.cause, f.nodes.clone())).collect();
+        // Node 1's own subnet.env is larger than its interface, and node 0's pods send 1500.
+        assert_eq!(
+            causes,
+            vec![(Cause::MtuMismatch, names(&[0])), (Cause::MtuMismatch, names(&[1]))],
+            "{:#?}",
+            r.findings
+        );
+        assert!(r.findings.iter().any(|f| f.message.contains("larger than 198.18.0.11's eth0 MTU 1400")));
     }
 }

@@ -97,7 +97,7 @@ pub async fn gather(args: &DoctorArgs) -> Result<Cluster, String> {
         .iter()
         .filter(|r| parse_lease_path(&dir, &r.key).is_ok())
         .filter_map(|r| LeaseAttrs::parse(&r.value).ok())
-        .filter(|a| a.is_vxlan())
+        .filter(|a| check::of_backend(a, spec.backend_type))
         .map(|a| a.public_ip)
         .collect::<BTreeSet<_>>()
         .into_iter()

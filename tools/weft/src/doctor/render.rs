@@ -9,36 +9,43 @@ use super::check::{Report, Severity};
 /// The text report.
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
+    // host-gw has no VTEP (docs/flannel.md §4.2): the backend is named and the MAC columns go.
+    let host_gw = r.backend == weft_flanneld::lease::BACKEND_HOST_GW;
     let _ = writeln!(
         out,
-        "etcd {} (revision {}): network {}, {} node(s)",
+        "etcd {} (revision {}): network {}{}, {} node(s)",
         r.etcd_prefix,
         r.etcd_revision,
         r.network,
+        if host_gw { " (host-gw)" } else { "" },
         r.nodes.len()
     );
-    let rows: Vec<[String; 5]> = r
+    let rows: Vec<Vec<String>> = r
         .nodes
         .iter()
         .map(|n| {
-            [
-                n.name.clone(),
-                n.subnet.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                n.vtep_mac.clone().unwrap_or_else(|| "-".into()),
-                n.device_mac.clone().unwrap_or_else(|| "-".into()),
-                n.view.to_string(),
-            ]
+            let mut row = vec![n.name.clone(), n.subnet.map(|s| s.to_string()).unwrap_or_else(|| "-".into())];
+            if !host_gw {
+                row.push(n.vtep_mac.clone().unwrap_or_else(|| "-".into()));
+                row.push(n.device_mac.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.push(n.view.to_string());
+            row
         })
         .collect();
-    let header = ["NODE", "SUBNET", "LEASE VTEP MAC", "DEVICE MAC", "VIEW"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
+    let header: Vec<String> = if host_gw {
+        ["NODE", "SUBNET", "VIEW"].map(String::from).to_vec()
+    } else {
+        ["NODE", "SUBNET", "LEASE VTEP MAC", "DEVICE MAC", "VIEW"].map(String::from).to_vec()
+    };
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     if !r.findings.is_empty() {
@@ -133,6 +140,9 @@ pub fn dot(r: &Report) -> String {
             format!("<TR><TD>pods {}</TD></TR>", html(&subnet)),
         ];
         let vtep = match (&n.device_mac, &n.vtep_mac) {
+            _ if r.backend == weft_flanneld::lease::BACKEND_HOST_GW => {
+                "host-gw: routes via its PublicIP".to_string()
+            }
             (Some(d), Some(l)) if d != l => {
                 format!("VTEP {}<BR/><FONT COLOR=\"red\">lease says {}</FONT>", html(d), html(l))
             }

@@ -40,6 +40,7 @@ pub(super) fn walk(
     );
     let host_mtu = src.host_veth.as_ref().map(|h| h.mtu);
     let cross = matches!(dst, Dst::Ip(ip) if local.network().iter().any(|n| n.contains(*ip)) && !local.own_subnet().is_some_and(|s| s.contains(*ip)));
+    let host_gw = cross && local.host_gw(dst_ip);
     let vtep_mtu = vtep.map(|v| v.mtu).filter(|_| cross);
     if let Some(h) = host_mtu.filter(|h| src.mtu > *h) {
         w.broken(
@@ -187,7 +188,7 @@ pub(super) fn walk(
 
     // A missing or downed VXLAN device takes its routes with it: name the device, not the
     // route the kernel dropped.
-    if cross {
+    if cross && !host_gw {
         match vtep {
             None => {
                 let obj = "no flannel.<VNI> device".to_string();
@@ -246,10 +247,11 @@ pub(super) fn walk(
                     format!("the kernel rejects {src_ip} arriving on {}: its route back to {src_ip} leaves by another device", bridge.name),
                 );
             } else {
+                let src = host_gw.then(|| local.route_source(dst_ip));
                 w.broken(
                     "host-route",
                     format!("{q}: {e}"),
-                    None,
+                    src,
                     Cause::NoRoute,
                     format!("no route to {dst_ip}"),
                 );
@@ -276,7 +278,21 @@ pub(super) fn walk(
     let out_dev = answer.oif.and_then(|i| local.link(i));
     let out_name = out_dev.map(|l| l.name.clone()).unwrap_or_default();
 
-    if cross {
+    if host_gw {
+        let asked = super::hostgw::Asked { answer: &answer, route_obj, query: &q };
+        super::hostgw::cross_node(
+            w,
+            host,
+            local,
+            asked,
+            src,
+            src_ip,
+            dst_ip,
+            remote_port,
+            unreadable,
+            bridge,
+        );
+    } else if cross {
         cross_node(
             w,
             host,

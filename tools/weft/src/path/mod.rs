@@ -25,6 +25,7 @@ use crate::kernel::{self, LinkFacts, RouteAnswer, RouteQuery};
 use crate::leases::Lease;
 use crate::pods::{self, Attachment, PodsReport};
 
+mod hostgw;
 mod local;
 use local::walk;
 mod overlay;
@@ -212,6 +213,47 @@ impl Local {
             })
             .collect()
     }
+    /// The host-gw backend (docs/flannel.md §4.2: no VXLAN device, a plain route `S via P` per
+    /// peer): this node has no flannel VXLAN device, and the lease covering `dst`, when the
+    /// leases were read from etcd, is a host-gw lease. Without etcd a node without the device
+    /// is taken for a host-gw node (flanneld with host-gw deletes a left-over one).
+    fn host_gw(&self, dst: Ipv4Addr) -> bool {
+        if self.vtep().is_some() {
+            return false;
+        }
+        match &self.leases {
+            Some(ls) => ls.iter().find(|l| l.subnet.contains(dst)).is_none_or(Lease::is_host_gw),
+            None => true,
+        }
+    }
+    /// Where the route to `dst` should come from: the lease covering it (key, etcd revision,
+    /// PublicIP), else every peer lease.
+    fn route_source(&self, dst: Ipv4Addr) -> String {
+        match self.leases.iter().flatten().find(|l| l.subnet.contains(dst)) {
+            Some(l) => format!(
+                "lease {} rev {} ({}), PublicIP {}",
+                l.key, l.revision, self.lease_source, l.public_ip
+            ),
+            None => format!("every peer lease (via {})", self.lease_source),
+        }
+    }
+    /// F13: more than one lease (from etcd) covers `dst`; names them on the `host-route` hop.
+    fn overlapping(&self, w: &mut Walk, dst_ip: Ipv4Addr, route_obj: &str) -> bool {
+        let Some(ls) = &self.leases else { return false };
+        let holders: Vec<&Lease> = ls.iter().filter(|l| l.subnet.contains(dst_ip)).collect();
+        if holders.len() < 2 {
+            return false;
+        }
+        let keys: Vec<String> = holders.iter().map(|l| format!("{} ({})", l.key, l.public_ip)).collect();
+        w.broken(
+            "host-route",
+            route_obj.to_string(),
+            Some(self.lease_source.clone()),
+            Cause::LeaseOverlap,
+            format!("{} leases cover {dst_ip}: {}", holders.len(), keys.join(", ")),
+        );
+        true
+    }
     fn own_subnet(&self) -> Option<Ipv4Network> {
         match self.subnet_env.as_ref()?.subnet? {
             IpNetwork::V4(v) => Some(v),
@@ -382,7 +424,9 @@ fn watches(
                     out.push(node("underlay", u));
                 }
             } else if let Some(l) = via.and_then(|i| local.link(i)) {
-                out.push(node("egress", l));
+                // host-gw: a peer's pods are reached straight over the external interface.
+                let peer = local.network().iter().any(|n| n.contains(dst_ip));
+                out.push(node(if peer { "underlay" } else { "egress" }, l));
             }
         }
     }
@@ -427,6 +471,14 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
             (Some(a), _) if !remote(a) && matches!(a.place, "underlay" | "egress") => {
                 (Cause::UnderlayLoss, format!("the probe left this node ({last}) and no answer came back"))
             }
+            // host-gw: no VXLAN device between the uplink and the bridge; the node itself drops.
+            (Some(a), Some(n)) if remote(a) && a.place == "underlay" && n.place == "bridge" => (
+                Cause::ForwardDrop,
+                format!(
+                    "the probe reached {}'s {} but never its {}: dropped on that node (FORWARD chain, ip_forward, rp_filter)",
+                    a.node, a.ifname, n.ifname
+                ),
+            ),
             (Some(a), Some(n)) if remote(a) && a.place == "underlay" => (
                 Cause::UnderlayLoss,
                 format!(

@@ -11,19 +11,18 @@ use super::local::forward_hop;
 use super::{describe_route, vxlan_overhead, Local, Walk};
 use crate::cause::Cause;
 use crate::kernel::{self, Fdb, LinkFacts, Neigh, RouteAnswer, RouteQuery};
-use crate::leases::Lease;
 use crate::pods::Attachment;
 use crate::remote;
 
 /// The lease that covers `dst`, with where it was read.
-struct PeerLease {
-    subnet: Ipv4Network,
-    public_ip: Option<Ipv4Addr>,
-    vtep_mac: Option<String>,
-    source: String,
+pub(super) struct PeerLease {
+    pub(super) subnet: Ipv4Network,
+    pub(super) public_ip: Option<Ipv4Addr>,
+    pub(super) vtep_mac: Option<String>,
+    pub(super) source: String,
 }
 
-fn lease_from_view(view: &Value, at: IpAddr) -> Option<PeerLease> {
+pub(super) fn lease_from_view(view: &Value, at: IpAddr) -> Option<PeerLease> {
     let l = view.pointer("/flanneld/lease")?;
     Some(PeerLease {
         subnet: l.get("subnet")?.as_str()?.parse().ok()?,
@@ -92,19 +91,8 @@ pub(super) fn cross_node(
         })
     });
     // Two leases covering DST (F13): traffic goes to whichever route won.
-    if let Some(ls) = &local.leases {
-        let holders: Vec<&Lease> = ls.iter().filter(|l| l.subnet.contains(dst_ip)).collect();
-        if holders.len() > 1 {
-            let keys: Vec<String> = holders.iter().map(|l| format!("{} ({})", l.key, l.public_ip)).collect();
-            w.broken(
-                "host-route",
-                route_obj,
-                Some(local.lease_source.clone()),
-                Cause::LeaseOverlap,
-                format!("{} leases cover {dst_ip}: {}", holders.len(), keys.join(", ")),
-            );
-            return;
-        }
+    if local.overlapping(w, dst_ip, &route_obj) {
+        return;
     }
     let lease = match etcd_lease {
         Some(Some(l)) => Some(l),
@@ -466,7 +454,12 @@ fn remote_hops(
         }
     }
     w.ok("remote-vtep", obj, src.clone());
+    remote_tail(w, v, at, src, dst_ip);
+}
 
+/// The destination node forwards (`ip_forward`) and holds DST's subnet on its bridge; then
+/// the destination pod.
+pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<String>, dst_ip: Ipv4Addr) {
     let fwd = v.pointer("/sysctls/ip_forward").and_then(Value::as_u64);
     if fwd == Some(0) {
         w.broken(

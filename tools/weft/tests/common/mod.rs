@@ -116,3 +116,21 @@ pub fn on(lab: &Lab, i: usize, argv: &[&str]) -> String {
     assert!(r.ok(), "{}: {}", r.cmdline, r.stderr);
     r.stdout
 }
+
+/// (cause, nodes) of each error finding of `weft doctor --json`.
+pub type Findings = Vec<(String, Vec<String>)>;
+
+/// The error findings of a `weft doctor --json` report.
+pub fn error_findings(v: &Value) -> Findings {
+    v["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| {
+            let nodes =
+                f["nodes"].as_array().into_iter().flatten().filter_map(|n| n.as_str().map(String::from));
+            (f["cause"].as_str().unwrap_or_default().to_string(), nodes.collect())
+        })
+        .collect()
+}
