@@ -73,7 +73,7 @@ async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format(
                 weft_flanneld::lease::format_mac(&info.mac)
             );
             assert_eq!(String::from_utf8(own.value.clone()).unwrap(), expected);
-            assert_eq!((spec.name.as_str(), spec.mtu, spec.local), ("flannel.1", 1450, ME));
+            assert_eq!((spec.name.as_str(), spec.mtu, spec.local), ("flannel.1", 1450, ME.into()));
             assert_eq!(spec.address.to_string(), format!("{}/32", own_key.ipv4.network()));
             // Fresh pick: not a taken subnet, not the first one.
             assert!(!["10.5.7.0/24", "10.5.8.0/24", "10.5.9.0/24", "10.5.10.0/24", "10.5.0.0/24"]

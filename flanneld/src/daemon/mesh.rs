@@ -118,9 +118,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         }
                         continue;
                     };
-                    self.off_link.remove(&new.subnet);
+                    self.off_link.remove(&p.subnet());
                     info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
-                    let old = self.desired.get(&new.subnet);
+                    let old = self.desired.get(&p.subnet());
                     let mut add = plan_add(old, &new);
                     if !direct_routing {
                         // Without DirectRouting a known peer's route never changes (`S via
@@ -139,7 +139,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                             .collect();
                     }
                     ops.extend(add);
-                    self.desired.insert(new.subnet, new);
+                    self.desired.insert(p.subnet(), new);
                 }
                 Change::Remove(s) => {
                     self.off_link.remove(&s);
@@ -195,9 +195,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// What flanneld may change in the kernel now.
     pub(super) fn ownership(&self) -> Ownership {
         Ownership {
-            network: self.spec.network,
+            network: self.spec.network.into(),
             subnet_len: self.spec.subnet_len,
-            leases: self.peers.held().clone(),
+            leases: self.peers.held().iter().map(|(s, ip)| ((*s).into(), (*ip).into())).collect(),
             // host-gw routes have DirectRouting's shape: `S via P` of a lease S held by P.
             direct: self.route_lookup() || self.direct_cleanup,
         }
@@ -252,16 +252,17 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// on-link on the external interface; without routes it is tried (the kernel refuses an
     /// unreachable gateway, and the reconciliation looks again).
     pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<Peer> {
-        let (subnet, public_ip, vtep_mac) = (p.subnet(), p.public_ip, p.vtep_mac);
+        let (subnet, vtep_mac) = (p.subnet().into(), p.vtep_mac);
+        let public_ip = p.public_ip;
         if self.spec.backend_type == BackendKind::HostGw {
             let underlay = self.cfg.underlay_index;
             if routes.is_some_and(|r| !r.is_onlink_on(public_ip, underlay)) {
                 return None;
             }
-            return Some(Peer { subnet, public_ip, vtep_mac, direct: true });
+            return Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct: true });
         }
         let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip));
-        Some(Peer { subnet, public_ip, vtep_mac, direct })
+        Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct })
     }
 
     /// host-gw: decides again from a full dump which peers are on-link (an address or route

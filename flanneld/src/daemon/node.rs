@@ -25,11 +25,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             port: b.port,
             gbp: b.gbp,
             learning: b.learning,
-            local: self.cfg.public_ip,
+            local: self.cfg.public_ip.into(),
             underlay_index: self.cfg.underlay_index,
             mtu: underlay.saturating_sub(VXLAN_OVERHEAD),
-            address: Ipv4Network::new(subnet.network(), 32).unwrap_or(subnet),
-            network: self.spec.network,
+            address: Ipv4Network::new(subnet.network(), 32).unwrap_or(subnet).into(),
+            network: self.spec.network.into(),
         }
     }
 
@@ -124,7 +124,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) fn publish_facts(&self) {
         let subnet = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet);
         let vxlan = self.spec.backend_type == BackendKind::Vxlan;
-        let expected = subnet.filter(|_| vxlan).map(|s| DeviceSpecView::from(&self.vxlan_spec(s)));
+        let expected = subnet.filter(|_| vxlan).and_then(|s| DeviceSpecView::of(&self.vxlan_spec(s)));
         let lease = self.own.as_ref().map(|o| {
             let written = LeaseAttrs::parse(&o.value).ok();
             let data = written.as_ref().and_then(|a| a.vxlan_data().ok());

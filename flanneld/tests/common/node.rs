@@ -124,7 +124,7 @@ impl Node {
     /// Puts `flannel.1` in the kernel as a previous run left it (for `subnet`, with `mac`), to
     /// be adopted; returns its ifindex.
     pub fn preexisting_device(&self, subnet: &str, mac: Mac) -> u32 {
-        let spec = VxlanSpec { local: ME, address: subnet.parse().unwrap(), ..test_spec(UNDERLAY) };
+        let spec = VxlanSpec { local: ME.into(), address: subnet.parse().unwrap(), ..test_spec(UNDERLAY) };
         self.dp.with(|k| {
             let index = weft_dataplane::fake::FAKE_DEVICE_INDEX + k.created;
             k.created += 1;

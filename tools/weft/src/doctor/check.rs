@@ -292,8 +292,8 @@ pub fn desired_peers(
     let peers = set
         .iter()
         .map(|p| Peer {
-            subnet: p.subnet(),
-            public_ip: p.public_ip,
+            subnet: p.subnet().into(),
+            public_ip: p.public_ip.into(),
             vtep_mac: p.vtep_mac,
             // flanneld answers this from a route dump (`KernelState::is_onlink`); the view
             // holds only the overlay's routes, so remotely "on-link" is "inside a prefix of
@@ -302,9 +302,9 @@ pub fn desired_peers(
         })
         .collect();
     let owner = Ownership {
-        network: spec.network,
+        network: spec.network.into(),
         subnet_len: spec.subnet_len,
-        leases: set.held().clone(),
+        leases: set.held().iter().map(|(s, ip)| ((*s).into(), (*ip).into())).collect(),
         direct: spec.backend.direct_routing,
     };
     (peers, owner)
@@ -433,7 +433,7 @@ pub fn diagnose(c: &Cluster) -> Report {
         // Routes flanneld did not make that hold a peer's subnet: flanneld leaves them (and
         // reports them on /healthz); the peer is unreachable from this node.
         for conflict in &plan.conflicts {
-            let Some(p) = desired.iter().find(|p| IpNetwork::V4(p.subnet) == conflict.dst) else { continue };
+            let Some(p) = desired.iter().find(|p| p.subnet == conflict.dst) else { continue };
             let pn = p.public_ip.to_string();
             let route = conflict.route.to_string();
             g.add(
@@ -819,7 +819,7 @@ fn classify(
 ) -> Option<(Cause, Option<String>)> {
     let obj = format!("{node}: {}", describe_op(op));
     let peer_of_subnet = |dst: &IpNetwork| match dst {
-        IpNetwork::V4(n) => desired.iter().find(|p| p.subnet == *n),
+        IpNetwork::V4(_) => desired.iter().find(|p| p.subnet == *dst),
         IpNetwork::V6(_) => None,
     };
     match op {
@@ -856,7 +856,7 @@ fn classify(
             Some((Cause::RouteStale, holder))
         }
         NetOp::AddNeigh { ip, mac } => {
-            let p = desired.iter().find(|p| gw_of(&p.subnet) == *ip)?;
+            let p = desired.iter().find(|p| p.subnet.network() == *ip)?;
             let pn = p.public_ip.to_string();
             let have =
                 actual.neighs.iter().find(|n| n.ip == *ip && n.ifindex == actual.device).map(|n| n.mac);
