@@ -77,21 +77,31 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(w) = tls_warning {
         warn!("{w}");
     }
-    if cli.public_ipv6.is_some() {
-        warn!("--public-ipv6 is ignored: it is used with EnableIPv6, which weft flanneld refuses until it programs the IPv6 overlay");
-    }
-    // IPv4 only: the daemon refuses EnableIPv6 (crate::network_v6::refuse_ipv6_dataplane), so
-    // no IPv6 address is required of the interface yet.
-    let ext = iface::select(&IfaceOpts {
+    // The interface is chosen before the network config is read: dual stack (an IPv6 address
+    // too, `--public-ipv6` or the interface's) when the host has it, else IPv4 only. The
+    // daemon refuses `EnableIPv6` without a `PublicIPv6` (`DaemonError::NoPublicIpv6`).
+    let opts = IfaceOpts {
         ifaces: cli.iface.clone(),
         regexes: cli.iface_regex.clone(),
         can_reach: cli.iface_can_reach,
         public_ip: cli.public_ip,
-        public_ipv6: None,
-        ipv6: false,
-    })
-    .map_err(|e| format!("{e}"))?;
-    info!(iface = %ext.name, iface_addr = %ext.iface_addr, public_ip = %ext.public_ip, mtu = ext.mtu, "external interface");
+        public_ipv6: cli.public_ipv6,
+        ipv6: true,
+    };
+    let ext = match iface::select(&opts) {
+        Ok(ext) => ext,
+        Err(e6) => {
+            if cli.public_ipv6.is_some() {
+                warn!(error = %e6, "no IPv6 external interface for --public-ipv6; IPv4 only (EnableIPv6 will be refused)");
+            } else {
+                info!(reason = %e6, "no IPv6 external address; IPv4 only (EnableIPv6 will be refused)");
+            }
+            iface::select(&IfaceOpts { public_ipv6: None, ipv6: false, ..opts })
+                .map_err(|e| format!("{e}"))?
+        }
+    };
+    info!(iface = %ext.name, iface_addr = %ext.iface_addr, public_ip = %ext.public_ip,
+        public_ipv6 = ?ext.public_ipv6.map(|a| a.to_string()), mtu = ext.mtu, "external interface");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -158,6 +168,7 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
     let config = DaemonConfig {
         etcd_prefix: cli.etcd.etcd_prefix.clone(),
         public_ip: ext.public_ip,
+        public_ipv6: ext.public_ipv6,
         underlay_index: ext.index,
         underlay_mtu: ext.mtu,
         subnet_file: cli.subnet_file.clone(),

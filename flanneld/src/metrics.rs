@@ -16,6 +16,8 @@ pub struct Metrics {
     pub leases_known: Gauge,
     /// Peers whose neighbour/FDB/route are programmed.
     pub peers_programmed: Gauge,
+    /// Dual stack: peers whose IPv6 neighbour/FDB/route (on `flannel-v6`) are programmed.
+    pub peers_programmed_v6: Gauge,
     /// Seconds from daemon start until the first complete mesh (0 until then).
     pub time_to_full_mesh_seconds: Gauge<f64, AtomicU64>,
     /// Kernel entries added or removed by periodic reconciliation.
@@ -46,6 +48,7 @@ impl Metrics {
             registry: Registry::default(),
             leases_known: Gauge::default(),
             peers_programmed: Gauge::default(),
+            peers_programmed_v6: Gauge::default(),
             time_to_full_mesh_seconds: Gauge::default(),
             reconcile_corrections: Counter::default(),
             etcd_errors: Counter::default(),
@@ -56,6 +59,11 @@ impl Metrics {
         };
         registry.register("leases_known", "Lease records known in etcd", m.leases_known.clone());
         registry.register("peers_programmed", "Peers programmed in the kernel", m.peers_programmed.clone());
+        registry.register(
+            "peers_programmed_v6",
+            "Peers whose IPv6 side is programmed in the kernel (dual stack)",
+            m.peers_programmed_v6.clone(),
+        );
         registry.register(
             "time_to_full_mesh_seconds",
             "Seconds from start until all peers were first programmed",

@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 use ipnetwork::Ipv6Network;
 use serde_json::{Map, Value};
 
-use crate::network::{err, get_str, get_uint, ConfigError, NetworkSpec};
+use crate::network::{err, get_str, get_uint, BackendKind, ConfigError, NetworkSpec};
 
 /// A validated IPv6 configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,19 +121,19 @@ fn get_ipv6(obj: &Map<String, Value>, name: &'static str) -> Result<Option<Ipv6A
         .transpose()
 }
 
-/// The daemon cannot program the IPv6 side of the overlay yet (the `flannel-v6.<VNI>` device,
-/// per-peer IPv6 entries, ip6 firewall rules): a config with `EnableIPv6: true` is refused at
-/// startup — and re-read every second like any unusable config (docs/flannel.md §1.4) — rather
-/// than running with pods that get IPv6 addresses no other node can reach.
+/// What the daemon does not program for IPv6: dual-stack VXLAN (`EnableIPv4` and `EnableIPv6`
+/// true, backend vxlan) is supported; IPv6 with the host-gw backend is refused at startup —
+/// and re-read every second like any unusable config (docs/flannel.md §1.4) — rather than
+/// running with pods that get IPv6 addresses no other node can reach. IPv6-only
+/// (`EnableIPv4: false`) is already refused by `parse_config`.
 pub fn refuse_ipv6_dataplane(spec: &NetworkSpec) -> Result<(), ConfigError> {
-    match &spec.ipv6 {
-        None => Ok(()),
-        Some(v6) => Err(ConfigError::Unsupported(format!(
-            "EnableIPv6 is true (IPv6Network {}): weft flanneld does not program the IPv6 overlay \
-             yet (flannel-v6 device, per-peer IPv6 routes, ip6 firewall); set EnableIPv6 to false \
-             or keep upstream flanneld on this node",
+    match (&spec.ipv6, spec.backend_type) {
+        (Some(v6), BackendKind::HostGw) => Err(ConfigError::Unsupported(format!(
+            "EnableIPv6 is true (IPv6Network {}) with Backend Type host-gw: weft flanneld programs \
+             IPv6 only with the vxlan backend; set EnableIPv6 to false or use Backend Type vxlan",
             v6.network
         ))),
+        _ => Ok(()),
     }
 }
 
@@ -271,14 +271,22 @@ mod tests {
     }
 
     #[test]
-    fn daemon_refuses_ipv6_with_a_clear_message() {
-        let s = parse_config(
+    fn daemon_runs_dual_stack_vxlan_and_refuses_ipv6_host_gw_with_a_clear_message() {
+        let vxlan = parse_config(
             br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}"#,
         )
         .unwrap();
-        match refuse_ipv6_dataplane(&s) {
+        assert_eq!(refuse_ipv6_dataplane(&vxlan), Ok(()));
+        let host_gw = parse_config(
+            br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"host-gw"}}"#,
+        )
+        .unwrap();
+        match refuse_ipv6_dataplane(&host_gw) {
             Err(ConfigError::Unsupported(msg)) => {
-                assert!(msg.contains("EnableIPv6") && msg.contains("fd00::/48"), "{msg}");
+                assert!(
+                    msg.contains("EnableIPv6") && msg.contains("fd00::/48") && msg.contains("host-gw"),
+                    "{msg}"
+                );
             }
             other => panic!("{other:?}"),
         }

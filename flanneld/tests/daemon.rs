@@ -73,7 +73,7 @@ async fn startup_programs_peers_writes_subnet_env_and_publishes_upstream_format(
                 weft_flanneld::lease::format_mac(&info.mac)
             );
             assert_eq!(String::from_utf8(own.value.clone()).unwrap(), expected);
-            assert_eq!((spec.name.as_str(), spec.mtu, spec.local), ("flannel.1", 1450, ME));
+            assert_eq!((spec.name.as_str(), spec.mtu, spec.local), ("flannel.1", 1450, ME.into()));
             assert_eq!(spec.address.to_string(), format!("{}/32", own_key.ipv4.network()));
             // Fresh pick: not a taken subnet, not the first one.
             assert!(!["10.5.7.0/24", "10.5.8.0/24", "10.5.9.0/24", "10.5.10.0/24", "10.5.0.0/24"]
@@ -770,13 +770,14 @@ async fn deleted_device_is_recreated_and_every_peer_replayed() {
         .await;
 }
 
-/// `EnableIPv6: true` is refused until the IPv6 dataplane exists: no lease, no device, no
-/// subnet.env, not ready — and once the operator turns IPv6 off, the daemon starts normally.
+/// `EnableIPv6: true` with the host-gw backend is refused (weft programs IPv6 only with
+/// vxlan): no lease, no device, no subnet.env, not ready — and once the operator turns IPv6
+/// off, the daemon starts normally.
 #[tokio::test(start_paused = true)]
-async fn enable_ipv6_is_refused_until_the_config_turns_it_off() {
+async fn enable_ipv6_with_host_gw_is_refused_until_the_config_turns_it_off() {
     LocalSet::new()
         .run_until(async {
-            let dual = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}"#;
+            let dual = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"host-gw"}}"#;
             let node = Node::with_network_config(dual.as_bytes());
             let health = node.health();
             let run = node.start();

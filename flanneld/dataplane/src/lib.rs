@@ -27,26 +27,36 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 /// A MAC address.
 pub type Mac = [u8; 6];
 
-/// Desired VXLAN device (docs/flannel.md §8.1).
+/// Desired VXLAN device (docs/flannel.md §8.1): `flannel.<VNI>` over the IPv4 underlay, or
+/// (dual stack, §8.1–8.4) `flannel-v6.<VNI>` over the IPv6 underlay. The family of `address`
+/// says which; `local` and `network` are of the same family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
-    /// `flannel.<vni>`.
+    /// `flannel.<vni>` or `flannel-v6.<vni>`.
     pub name: String,
     pub vni: u32,
     /// UDP port; 0 = do not send the attribute (kernel default 8472).
     pub port: u16,
     pub gbp: bool,
     pub learning: bool,
-    /// Published public address, used as `local`.
-    pub local: Ipv4Addr,
+    /// Published public address (`PublicIP`, or `PublicIPv6` for `flannel-v6`), used as
+    /// `local` (`IFLA_VXLAN_LOCAL` / `IFLA_VXLAN_LOCAL6`).
+    pub local: IpAddr,
     /// ifindex of the external (underlay) interface.
     pub underlay_index: u32,
-    /// Device MTU (underlay MTU − 50 unless configured).
+    /// Device MTU (underlay MTU − 50, − 70 over IPv6, unless configured; §8.4).
     pub mtu: u32,
-    /// The address to put on the device: `<own subnet network address>/32`.
-    pub address: Ipv4Network,
+    /// The address to put on the device: `<own subnet network address>/32` (`/128`).
+    pub address: IpNetwork,
     /// The cluster network: other addresses inside it are removed from the device.
-    pub network: Ipv4Network,
+    pub network: IpNetwork,
+}
+
+impl VxlanSpec {
+    /// The `flannel-v6.<VNI>` device (IPv6 underlay and address).
+    pub fn is_v6(&self) -> bool {
+        self.address.is_ipv6()
+    }
 }
 
 /// The device as it is after `ensure_device`.
@@ -160,9 +170,39 @@ pub struct KernelRoute {
     pub multipath: bool,
 }
 
+/// The metric the kernel gives an IPv6 route added without one (`IP6_RT_PRIO_USER`); an IPv4
+/// route without one has metric 0.
+pub const IP6_RT_PRIO_USER: u32 = 1024;
+
+/// The metric a route to `dst` added without `RTA_PRIORITY` has in the kernel: 0 for IPv4,
+/// [`IP6_RT_PRIO_USER`] for IPv6. It is part of the kernel's replace key.
+pub fn default_metric(dst: &IpNetwork) -> u32 {
+    if dst.is_ipv6() {
+        IP6_RT_PRIO_USER
+    } else {
+        0
+    }
+}
+
+impl NetOp {
+    /// The op addresses the IPv6 side (`flannel-v6.<VNI>`): every op of `flannel.<VNI>` is
+    /// IPv4 (neighbour address, FDB destination, route destination), every op of
+    /// `flannel-v6.<VNI>` IPv6.
+    pub fn is_v6(&self) -> bool {
+        match self {
+            NetOp::AddNeigh { ip, .. } | NetOp::DelNeigh { ip, .. } => ip.is_ipv6(),
+            NetOp::AddFdb { dst, .. } | NetOp::DelFdb { dst, .. } => dst.is_ipv6(),
+            NetOp::AddRoute { dst, .. } | NetOp::DelRoute { dst, .. } | NetOp::CreateRoute { dst, .. } => {
+                dst.is_ipv6()
+            }
+        }
+    }
+}
+
 impl KernelRoute {
     /// The route flanneld's [`NetOp::AddRoute`] creates, as the kernel reports it: main table,
-    /// protocol boot, unicast, scope universe, no metric; with `onlink` on `device` (output
+    /// protocol boot, unicast, scope universe, no metric given (so the family's
+    /// [`default_metric`]); with `onlink` on `device` (output
     /// `oif`), otherwise (DirectRouting) on whatever device the kernel resolved (`oif`).
     pub fn made(dst: IpNetwork, gw: IpAddr, onlink: bool, oif: Option<u32>) -> KernelRoute {
         KernelRoute {
@@ -174,7 +214,7 @@ impl KernelRoute {
             kind: RTN_UNICAST,
             scope: RT_SCOPE_UNIVERSE,
             tos: 0,
-            metric: 0,
+            metric: default_metric(&dst),
             onlink,
             multipath: false,
         }
@@ -251,14 +291,32 @@ impl std::fmt::Display for KernelRoute {
 }
 
 /// What a dump found (for reconciliation): every neighbour, FDB entry with a destination and
-/// IPv4 route of the namespace, whoever made it; [`own::Ownership`] decides what is flanneld's.
+/// IPv4 route of the namespace (and, once there is a `flannel-v6` device, every IPv6
+/// neighbour and route), whoever made it; [`own::Ownership`] decides what is flanneld's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelState {
     /// ifindex of the VXLAN device when the dump was made.
     pub device: u32,
+    /// ifindex of the `flannel-v6` device when the dump was made (0: none).
+    pub device_v6: u32,
     pub neighs: Vec<KernelNeigh>,
     pub fdb: Vec<KernelFdb>,
     pub routes: Vec<KernelRoute>,
+}
+
+impl KernelState {
+    /// The entries of one address family only (neighbour address, FDB destination, route
+    /// destination), with that family's device as [`KernelState::device`]: what
+    /// [`plan::plan_reconcile`] and [`plan::plan_guard`] take for one device.
+    pub fn family(&self, v6: bool) -> KernelState {
+        KernelState {
+            device: if v6 { self.device_v6 } else { self.device },
+            device_v6: self.device_v6,
+            neighs: self.neighs.iter().filter(|n| n.ip.is_ipv6() == v6).cloned().collect(),
+            fdb: self.fdb.iter().filter(|e| e.dst.is_ipv6() == v6).cloned().collect(),
+            routes: self.routes.iter().filter(|r| r.dst.is_ipv6() == v6).cloned().collect(),
+        }
+    }
 }
 
 /// Result of applying a batch: how many succeeded, and the failures with their op.
@@ -289,6 +347,9 @@ pub enum DataplaneError {
 pub trait Dataplane {
     /// Creates or adopts the VXLAN device (recreating an incompatible one, reusing the
     /// previous MAC when `mac_hint` is given so peers need no update), sets its address, up.
+    /// A spec of the IPv6 family ([`VxlanSpec::is_v6`]) is the second device, `flannel-v6`:
+    /// from then on the IPv6 ops of [`Dataplane::apply`] go to it (the IPv4 ones to the
+    /// first) and [`Dataplane::dump`] also reads IPv6 neighbours and routes.
     async fn ensure_device(
         &mut self,
         spec: &VxlanSpec,
@@ -296,7 +357,8 @@ pub trait Dataplane {
     ) -> Result<DeviceInfo, DataplaneError>;
     /// Applies `ops` in order (batched; a failure of one op does not stop the others).
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError>;
-    /// Reads every neighbour, FDB entry (with a destination) and IPv4 route of the namespace.
+    /// Reads every neighbour, FDB entry (with a destination) and IPv4 route of the namespace;
+    /// with a `flannel-v6` device also every IPv6 neighbour and route.
     async fn dump(&mut self) -> Result<KernelState, DataplaneError>;
     /// Like [`Dataplane::dump`], routes only (neighbours and FDB left empty).
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError>;

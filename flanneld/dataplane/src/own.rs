@@ -1,10 +1,14 @@
 //! The ownership rule (pure): which kernel entries are flanneld's to change or delete.
 //!
+//! One [`Ownership`] is for one address family (one device): its network's. The IPv6 side of a
+//! dual-stack node has its own, over the IPv6 network and leases (docs/flannel.md §8.5).
+//!
 //! flanneld changes only what it makes, in exactly the shape it makes it (see `netlink::msg`):
 //! - neighbours on the VXLAN device (`flannel.<VNI>`) that are permanent, and FDB entries on it
 //!   that are permanent `self` entries with a destination;
 //! - routes on the device of the shape of a VXLAN peer route, `S via S.0 dev flannel.<VNI>
-//!   onlink`: main table, protocol boot, unicast, scope universe, tos 0, no metric, `S` a
+//!   onlink` (IPv6: `S6 via S6:: dev flannel-v6.<VNI> onlink`): main table, protocol boot,
+//!   unicast, scope universe, tos 0, no metric given (0, IPv6 1024: `crate::default_metric`), `S` a
 //!   subnet-aligned destination inside the cluster network of the lease size (or the subnet of
 //!   a lease the node has seen);
 //! - while DirectRouting is in use (and on the pass that cleans up after it was switched off):
@@ -19,25 +23,26 @@
 //! route flanneld needs is not programmed and the conflict is reported instead.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 
 use crate::plan::Peer;
 use crate::{
-    KernelFdb, KernelNeigh, KernelRoute, KernelState, RTN_UNICAST, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
-    RT_TABLE_MAIN,
+    default_metric, KernelFdb, KernelNeigh, KernelRoute, KernelState, RTN_UNICAST, RTPROT_BOOT,
+    RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
 
 /// What flanneld owns, given the network and what it knows about leases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
-    /// The cluster network.
-    pub network: Ipv4Network,
-    /// The lease size (`SubnetLen`).
+    /// The cluster network (`Network`, or `IPv6Network` for the IPv6 side).
+    pub network: IpNetwork,
+    /// The lease size (`SubnetLen` / `IPv6SubnetLen`).
     pub subnet_len: u8,
-    /// `(subnet, PublicIP)` of every peer lease seen (current and removed).
-    pub leases: BTreeSet<(Ipv4Network, Ipv4Addr)>,
+    /// `(subnet, PublicIP)` of every peer lease seen (current and removed), of the family of
+    /// `network`.
+    pub leases: BTreeSet<(IpNetwork, IpAddr)>,
     /// DirectRouting routes are flanneld's: DirectRouting is on, or this is the clean-up after
     /// it was switched off.
     pub direct: bool,
@@ -54,7 +59,7 @@ pub struct Conflict {
 
 impl Ownership {
     /// The rule for `peers` (their subnets and public IPs as the known leases).
-    pub fn of_peers(network: Ipv4Network, subnet_len: u8, peers: &[Peer], direct: bool) -> Ownership {
+    pub fn of_peers(network: IpNetwork, subnet_len: u8, peers: &[Peer], direct: bool) -> Ownership {
         Ownership {
             network,
             subnet_len,
@@ -75,14 +80,16 @@ impl Ownership {
 
     /// A route of exactly a shape flanneld creates (see the module docs).
     pub fn owns_route(&self, device: u32, r: &KernelRoute) -> bool {
-        let (IpNetwork::V4(dst), Some(IpAddr::V4(gw))) = (r.dst, r.gw) else { return false };
+        let Some(gw) = r.gw else { return false };
+        let dst = r.dst;
         let made = r.table == RT_TABLE_MAIN
             && r.protocol == RTPROT_BOOT
             && r.kind == RTN_UNICAST
             && r.scope == RT_SCOPE_UNIVERSE
             && r.tos == 0
-            && r.metric == 0
-            && !r.multipath;
+            && r.metric == default_metric(&dst)
+            && !r.multipath
+            && gw.is_ipv6() == dst.is_ipv6();
         if !made || dst.ip() != dst.network() || !inside(&dst, &self.network) {
             return false;
         }
@@ -95,19 +102,21 @@ impl Ownership {
         }
     }
 
-    fn known_subnet(&self, dst: &Ipv4Network) -> bool {
-        let lo = (*dst, Ipv4Addr::UNSPECIFIED);
-        let hi = (*dst, Ipv4Addr::BROADCAST);
+    fn known_subnet(&self, dst: &IpNetwork) -> bool {
+        // `IpAddr` orders every IPv4 address before every IPv6 one.
+        let lo = (*dst, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let hi = (*dst, IpAddr::V6(Ipv6Addr::from(u128::MAX)));
         self.leases.range(lo..=hi).next().is_some()
     }
 
     /// True when `r` is not flanneld's and a create+replace of a route to `dst` would
-    /// overwrite it: main table, the same destination, tos 0, no metric, any type or protocol.
+    /// overwrite it: main table, the same destination, tos 0, the family's default metric, any
+    /// type or protocol.
     pub fn blocks(&self, device: u32, r: &KernelRoute, dst: &IpNetwork) -> bool {
         r.table == RT_TABLE_MAIN
             && r.dst == *dst
             && r.tos == 0
-            && r.metric == 0
+            && r.metric == default_metric(dst)
             && !self.owns_route(device, r)
     }
 
@@ -116,6 +125,7 @@ impl Ownership {
         let d = state.device;
         KernelState {
             device: d,
+            device_v6: state.device_v6,
             neighs: state.neighs.iter().filter(|n| self.owns_neigh(d, n)).cloned().collect(),
             fdb: state.fdb.iter().filter(|e| self.owns_fdb(d, e)).cloned().collect(),
             routes: state.routes.iter().filter(|r| self.owns_route(d, r)).cloned().collect(),
@@ -123,9 +133,9 @@ impl Ownership {
     }
 }
 
-/// `dst` lies inside `network` (and is not larger).
-fn inside(dst: &Ipv4Network, network: &Ipv4Network) -> bool {
-    dst.prefix() >= network.prefix() && network.contains(dst.network())
+/// `dst` lies inside `network` (and is not larger; of the same family).
+fn inside(dst: &IpNetwork, network: &IpNetwork) -> bool {
+    dst.is_ipv6() == network.is_ipv6() && dst.prefix() >= network.prefix() && network.contains(dst.network())
 }
 
 #[cfg(test)]
@@ -231,5 +241,32 @@ mod tests {
         assert!(!o.blocks(DEV, &KernelRoute { table: 100, ..static_route.clone() }, &dst));
         assert!(!o.blocks(DEV, &static_route, &net("10.244.6.0/24")));
         assert!(!o.blocks(DEV, &onlink("10.244.5.0/24"), &dst), "its own route");
+    }
+
+    #[test]
+    fn v6_peer_route_shape_is_owned_with_the_kernels_default_metric() {
+        let mut leases = BTreeSet::new();
+        leases.insert((net("fd00:5:0:5::/64"), ip("2001:2::11")));
+        let o = Ownership { network: net("fd00:5::/48"), subnet_len: 64, leases, direct: false };
+        let r = onlink("fd00:5:0:77::/64");
+        assert_eq!(r.metric, crate::IP6_RT_PRIO_USER);
+        assert!(o.owns_route(DEV, &r));
+        for (why, r) in [
+            (
+                "metric 0 is not what the kernel gives an IPv6 route",
+                KernelRoute { metric: 0, ..onlink("fd00:5:0:77::/64") },
+            ),
+            ("proto static", KernelRoute { protocol: 4, ..onlink("fd00:5:0:77::/64") }),
+            ("outside the network", onlink("fd00:6:0:77::/64")),
+            ("an IPv4 route", onlink("10.244.77.0/24")),
+            ("/128", onlink("fd00:5:0:77::9/128")),
+        ] {
+            assert!(!o.owns_route(DEV, &r), "{why}: {r}");
+        }
+        // The IPv4 rule never owns an IPv6 route.
+        assert!(!owner(false).owns_route(DEV, &onlink("fd00:5:0:77::/64")));
+        let foreign = KernelRoute { protocol: 4, ..onlink("fd00:5:0:77::/64") };
+        assert!(o.blocks(DEV, &foreign, &net("fd00:5:0:77::/64")));
+        assert!(!o.blocks(DEV, &KernelRoute { metric: 100, ..foreign }, &net("fd00:5:0:77::/64")));
     }
 }

@@ -9,20 +9,23 @@
 //! [`Ownership`] says flanneld made.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 
 use crate::own::{Conflict, Ownership};
 use crate::{KernelState, Mac, NetOp};
 
-/// One remote node as the dataplane needs it.
+/// One remote node as the dataplane needs it, for one address family: the IPv4 side
+/// (`subnet` of `Network`, `PublicIP`, the `VtepMAC` of `BackendData`) or the IPv6 side of a
+/// dual-stack lease (`IPv6` subnet, `PublicIPv6`, the `VtepMAC` of `BackendV6Data`; §8.5).
+/// Both fields are of the same family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
-    /// The peer's lease subnet `S` (e.g. `10.5.71.0/24`).
-    pub subnet: Ipv4Network,
+    /// The peer's lease subnet `S` (e.g. `10.5.71.0/24`, or `fd00:5:0:47::/64`).
+    pub subnet: IpNetwork,
     /// The peer's `PublicIP` `P` (VXLAN destination, or gateway with DirectRouting).
-    pub public_ip: Ipv4Addr,
+    pub public_ip: IpAddr,
     /// The peer's `VtepMAC` `M`.
     pub vtep_mac: Mac,
     /// DirectRouting decided the peer is on-link: only a plain route `S via P` (§8.6).
@@ -32,19 +35,18 @@ pub struct Peer {
 impl Peer {
     /// The subnet as a network value with host bits cleared (`S/len`).
     fn dst(&self) -> IpNetwork {
-        // Ipv4Network::new only fails for prefix > 32, which `self.subnet` already excludes.
-        Ipv4Network::new(self.subnet.network(), self.subnet.prefix())
-            .map(IpNetwork::V4)
-            .unwrap_or(IpNetwork::V4(self.subnet))
+        // IpNetwork::new only fails for a prefix longer than the family's, which
+        // `self.subnet` already excludes.
+        IpNetwork::new(self.subnet.network(), self.subnet.prefix()).unwrap_or(self.subnet)
     }
 
-    /// `S.0`: neighbour address and onlink gateway of a VXLAN peer.
+    /// `S.0` (IPv6 `S6::`): neighbour address and onlink gateway of a VXLAN peer.
     fn gw(&self) -> IpAddr {
-        IpAddr::V4(self.subnet.network())
+        self.subnet.network()
     }
 
     fn public(&self) -> IpAddr {
-        IpAddr::V4(self.public_ip)
+        self.public_ip
     }
 
     fn route(&self) -> NetOp {

@@ -103,19 +103,21 @@ pub struct DeviceSpecView {
     pub address: Ipv4Network,
 }
 
-impl From<&VxlanSpec> for DeviceSpecView {
-    fn from(s: &VxlanSpec) -> Self {
-        DeviceSpecView {
+impl DeviceSpecView {
+    /// The view of the IPv4 device `flannel.<VNI>`; `None` for a `flannel-v6` spec.
+    pub fn of(s: &VxlanSpec) -> Option<Self> {
+        let (IpAddr::V4(local), IpNetwork::V4(address)) = (s.local, s.address) else { return None };
+        Some(DeviceSpecView {
             name: s.name.clone(),
             vni: s.vni,
             port: s.port,
-            local: s.local,
+            local,
             underlay_index: s.underlay_index,
             mtu: s.mtu,
             gbp: s.gbp,
             learning: s.learning,
-            address: s.address,
-        }
+            address,
+        })
     }
 }
 

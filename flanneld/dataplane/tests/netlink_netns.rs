@@ -74,13 +74,22 @@ fn ensure(ns: &Netns, s: VxlanSpec, hint: Option<Mac>) -> DeviceInfo {
 
 /// Ensures the device, applies `ops`, returns the report's (applied, failed, overrun).
 fn apply(ns: &Netns, s: VxlanSpec, ops: Vec<NetOp>) -> (usize, usize, bool) {
+    let (applied, failed, overrun, _) = apply_on(ns, vec![s], ops);
+    (applied, failed, overrun)
+}
+
+/// Ensures the devices `specs` in order, applies `ops`, returns the report's (applied,
+/// failed, overrun) and a dump afterwards.
+fn apply_on(ns: &Netns, specs: Vec<VxlanSpec>, ops: Vec<NetOp>) -> (usize, usize, bool, KernelState) {
     in_ns(ns, move |mut dp| async move {
-        dp.ensure_device(&s, None).await.unwrap();
+        for s in &specs {
+            dp.ensure_device(s, None).await.unwrap();
+        }
         let r = dp.apply(&ops).await.unwrap();
         for (op, why) in &r.failed {
             eprintln!("failed: {op:?}: {why}");
         }
-        (r.applied, r.failed.len(), r.overrun)
+        (r.applied, r.failed.len(), r.overrun, dp.dump().await.unwrap())
     })
 }
 
@@ -414,8 +423,8 @@ fn many_peers(n: u32) -> Vec<Peer> {
             // /27 subnets from 10.5.8.0: 1,000 of them fit in the /16.
             let base = u32::from(Ipv4Addr::new(10, 5, 8, 0)) + i * 32;
             Peer {
-                subnet: ipnetwork::Ipv4Network::new(Ipv4Addr::from(base), 27).unwrap(),
-                public_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + i),
+                subnet: ipnetwork::Ipv4Network::new(Ipv4Addr::from(base), 27).unwrap().into(),
+                public_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 4, 0)) + i).into(),
                 vtep_mac: [0x2a, 0, 0, 0, (i >> 8) as u8, i as u8],
                 direct: false,
             }
@@ -668,5 +677,285 @@ fn operator_routes_are_dumped_as_they_are_and_never_planned_over() {
     assert_eq!(
         text(&ns, &["ip", "route", "show", "table", "main", "10.5.73.0/24"]),
         "10.5.73.0/24 via 10.5.73.0 dev flannel.1 onlink"
+    );
+}
+
+// ---- Dual stack: the `flannel-v6.<VNI>` device and the IPv6 side of a peer (docs/flannel.md
+// §8.1–8.5). The IPv6 underlay is in the benchmarking range 2001:2::/48, inside the namespace.
+
+/// [`node`] with `2001:2::<host>/64` on `eth0` as well (no DAD: usable at once).
+fn node6(host: u8) -> Netns {
+    let ns = node_in("wtV6", host);
+    let addr = format!("2001:2::{host}/64");
+    ns.exec(&["ip", "-6", "addr", "add", &addr, "dev", "eth0", "nodad"]).expect_ok();
+    ns
+}
+
+/// The `flannel-v6.1` spec of [`node6`] `host` with the own IPv6 subnet `own` (`S6::`).
+fn spec6(ns: &Netns, host: u8, own: &str) -> VxlanSpec {
+    VxlanSpec {
+        local: format!("2001:2::{host}").parse().unwrap(),
+        address: format!("{own}/128").parse().unwrap(),
+        ..weft_dataplane::fake::test_spec_v6(ifindex(ns, "eth0"))
+    }
+}
+
+/// The IPv6 side of a peer: `fd00:5:0:<third>::/64` at `2001:2::<host>`.
+fn peer6(third: u8, host: u8, mac: Mac) -> Peer {
+    let subnet = format!("fd00:5:0:{third}::/64").parse().unwrap();
+    Peer { subnet, public_ip: format!("2001:2::{host}").parse().unwrap(), ..peer(third, host, mac) }
+}
+
+/// The ownership rule for IPv6 `peers` in fd00:5::/48 (lease size 64), DirectRouting off.
+fn owner6(peers: &[Peer]) -> Ownership {
+    Ownership::of_peers("fd00:5::/48".parse().unwrap(), 64, peers, false)
+}
+
+/// Ensures both devices (IPv4 first, as the daemon does), applies `ops`, returns the report's
+/// (applied, failed) and a dump afterwards.
+fn apply_dual(ns: &Netns, s4: VxlanSpec, s6: VxlanSpec, ops: Vec<NetOp>) -> (usize, usize, KernelState) {
+    let (applied, failed, _, st) = apply_on(ns, vec![s4, s6], ops);
+    (applied, failed, st)
+}
+
+#[test]
+fn v6_device_has_upstream_attributes_next_to_the_v4_one() {
+    let ns = node6(2);
+    let (s4, s6) = (spec(&ns, 2, "10.5.72.0"), spec6(&ns, 2, "fd00:5:0:48::"));
+    let (i4, i6) = in_ns(&ns, move |mut dp| async move {
+        let a = dp.ensure_device(&s4, None).await.unwrap();
+        let b = dp.ensure_device(&s6, Some([0x2a, 6, 6, 6, 6, 6])).await.unwrap();
+        (a, b)
+    });
+    assert_ne!(i4.index, i6.index);
+    assert_eq!(i6.mac, [0x2a, 6, 6, 6, 6, 6]);
+    let l = ns.ip_json(&["-d", "link", "show", "dev", "flannel-v6.1"])[0].clone();
+    assert_eq!(l["ifindex"].as_u64(), Some(u64::from(i6.index)));
+    assert_eq!(l["mtu"], 1430, "underlay 1500 − 70 (§8.4)");
+    assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    let d = &l["linkinfo"]["info_data"];
+    assert_eq!(l["linkinfo"]["info_kind"], "vxlan");
+    assert_eq!(d["id"], 1);
+    assert_eq!(d["local6"], "2001:2::2", "IFLA_VXLAN_LOCAL6");
+    assert_eq!(d["link"], "eth0");
+    assert_eq!(d["port"], 8472);
+    assert_eq!(d["learning"], false);
+    assert!(d.get("gbp").is_none());
+    let addrs = ns.ip_json(&["-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"]);
+    // (`ip -j` adds an empty object per address filtered out by `scope`.)
+    let a: Vec<_> =
+        addrs[0]["addr_info"].as_array().unwrap().iter().filter(|a| a.get("local").is_some()).collect();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["local"], "fd00:5:0:48::");
+    assert_eq!(a[0]["prefixlen"], 128);
+    assert_eq!(text(&ns, &["cat", "/proc/sys/net/ipv6/conf/flannel-v6.1/accept_ra"]), "0");
+    // The IPv4 device is untouched by the second one.
+    let d4 = ns.ip_json(&["-d", "link", "show", "dev", "flannel.1"])[0]["linkinfo"]["info_data"].clone();
+    assert_eq!(d4["local"], "198.18.0.2");
+    // Adopted on the next run: same device, same MAC; a stale address inside the IPv6 network
+    // is removed, one outside it stays.
+    ns.exec(&["ip", "-6", "addr", "add", "fd00:5:0:9::/128", "dev", "flannel-v6.1", "nodad"]).expect_ok();
+    ns.exec(&["ip", "-6", "addr", "add", "2001:db8::1/128", "dev", "flannel-v6.1", "nodad"]).expect_ok();
+    let s6 = spec6(&ns, 2, "fd00:5:0:48::");
+    let again = in_ns(&ns, move |mut dp| async move { dp.ensure_device(&s6, None).await.unwrap() });
+    assert_eq!((again.index, again.mac), (i6.index, i6.mac));
+    let addrs = ns.ip_json(&["-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"]);
+    let mut got: Vec<String> = addrs[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| Some(format!("{}/{}", a.get("local")?.as_str()?, a["prefixlen"])))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["2001:db8::1/128", "fd00:5:0:48::/128"]);
+}
+
+#[test]
+fn v6_device_over_the_v4_underlay_is_replaced() {
+    let ns = node6(2);
+    // A `flannel-v6.1` left with an IPv4 local address is not adoptable.
+    ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "flannel-v6.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dev",
+        "eth0",
+        "local",
+        "198.18.0.2",
+    ])
+    .expect_ok();
+    let old = ifindex(&ns, "flannel-v6.1");
+    let s6 = spec6(&ns, 2, "fd00:5:0:48::");
+    let info = in_ns(&ns, move |mut dp| async move { dp.ensure_device(&s6, None).await.unwrap() });
+    assert_ne!(info.index, old);
+    let d = ns.ip_json(&["-d", "link", "show", "dev", "flannel-v6.1"])[0]["linkinfo"]["info_data"].clone();
+    assert_eq!(d["local6"], "2001:2::2");
+}
+
+#[test]
+fn v6_dual_stack_peer_add_reconcile_and_remove_read_back_like_upstream() {
+    let ns = node6(2);
+    let (s4, s6) = (spec(&ns, 2, "10.5.72.0"), spec6(&ns, 2, "fd00:5:0:48::"));
+    let (p4, p6) = (peer(71, 3, M1), peer6(71, 3, M2));
+    let ops: Vec<NetOp> = plan_add(None, &p4).into_iter().chain(plan_add(None, &p6)).collect();
+    let (applied, failed, st) = apply_dual(&ns, s4.clone(), s6.clone(), ops);
+    assert_eq!((applied, failed), (6, 0));
+    assert_eq!(
+        text(&ns, &["ip", "-6", "route", "show", "table", "main", "fd00:5:0:71::/64"]),
+        "fd00:5:0:71::/64 via fd00:5:0:71:: dev flannel-v6.1 metric 1024 onlink pref medium"
+    );
+    assert_eq!(
+        text(&ns, &["ip", "-6", "neigh", "show", "dev", "flannel-v6.1", "nud", "permanent"]),
+        "fd00:5:0:71:: lladdr 6e:aa:bb:cc:dd:02 PERMANENT"
+    );
+    assert_eq!(
+        text(&ns, &["bridge", "fdb", "show", "dev", "flannel-v6.1"]),
+        "6e:aa:bb:cc:dd:02 dst 2001:2::3 self permanent"
+    );
+    // The IPv4 side is on flannel.1, as before.
+    assert_eq!(
+        text(&ns, &["ip", "route", "show", "table", "main", "10.5.71.0/24"]),
+        "10.5.71.0/24 via 10.5.71.0 dev flannel.1 onlink"
+    );
+    assert_eq!(
+        text(&ns, &["bridge", "fdb", "show", "dev", "flannel.1"]),
+        "6e:aa:bb:cc:dd:01 dst 198.18.0.3 self permanent"
+    );
+    // Our dump, per family, sees exactly what was programmed: nothing to reconcile.
+    assert_eq!(reconcile(std::slice::from_ref(&p4), &st.family(false)), vec![]);
+    let v6 = st.family(true);
+    assert_ne!(v6.device, 0);
+    let r = plan_reconcile(std::slice::from_ref(&p6), &v6, &owner6(std::slice::from_ref(&p6)));
+    assert_eq!((r.ops, r.conflicts), (vec![], vec![]));
+    // `ip -6 route del` of the peer route is healed by a reconcile.
+    ns.exec(&["ip", "-6", "route", "del", "fd00:5:0:71::/64"]).expect_ok();
+    let (s4b, s6b, q6) = (s4.clone(), s6.clone(), p6.clone());
+    let healed = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_device(&s4b, None).await.unwrap();
+        dp.ensure_device(&s6b, None).await.unwrap();
+        let st = dp.dump().await.unwrap().family(true);
+        let r = plan_reconcile(std::slice::from_ref(&q6), &st, &owner6(std::slice::from_ref(&q6)));
+        let report = dp.apply(&r.ops).await.unwrap();
+        (r.ops, report.failed.len())
+    });
+    assert_eq!(healed.1, 0);
+    assert_eq!(
+        healed.0,
+        vec![NetOp::AddRoute {
+            dst: "fd00:5:0:71::/64".parse().unwrap(),
+            gw: "fd00:5:0:71::".parse().unwrap(),
+            onlink: true
+        }]
+    );
+    assert!(text(&ns, &["ip", "-6", "route", "show", "fd00:5:0:71::/64"]).contains("dev flannel-v6.1"));
+    let r = ns.ip_json(&["-6", "-d", "route", "show", "table", "main", "fd00:5:0:71::/64"]);
+    assert_eq!((r[0]["protocol"].as_str(), r[0]["metric"].as_u64()), (Some("boot"), Some(1024)));
+    // Removing the IPv6 side leaves the IPv4 side alone.
+    let (_, failed, _) = apply_dual(&ns, s4, s6, plan_remove(&p6));
+    assert_eq!(failed, 0);
+    assert_eq!(text(&ns, &["ip", "-6", "route", "show", "dev", "flannel-v6.1", "proto", "boot"]), "");
+    assert_eq!(text(&ns, &["ip", "-6", "neigh", "show", "dev", "flannel-v6.1", "nud", "permanent"]), "");
+    assert_eq!(text(&ns, &["bridge", "fdb", "show", "dev", "flannel-v6.1"]), "");
+    assert_eq!(
+        text(&ns, &["bridge", "fdb", "show", "dev", "flannel.1"]),
+        "6e:aa:bb:cc:dd:01 dst 198.18.0.3 self permanent"
+    );
+}
+
+#[test]
+fn v6_reconcile_never_touches_a_foreign_ipv6_route() {
+    let ns = node6(2);
+    let (s4, s6) = (spec(&ns, 2, "10.5.72.0"), spec6(&ns, 2, "fd00:5:0:48::"));
+    // Ours, then its peer left: stale, to be removed.
+    let gone = peer6(73, 4, M1);
+    let (_, failed, _) = apply_dual(&ns, s4.clone(), s6.clone(), plan_add(None, &gone));
+    assert_eq!(failed, 0);
+    // An operator's routes on the device (proto static; proto boot with a metric) and one
+    // holding a peer's subnet through eth0.
+    for argv in [
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:5:0:49::/64",
+            "via",
+            "fd00:5:0:49::",
+            "dev",
+            "flannel-v6.1",
+            "onlink",
+            "proto",
+            "static",
+        ][..],
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:5:0:50::/64",
+            "via",
+            "fd00:5:0:50::",
+            "dev",
+            "flannel-v6.1",
+            "onlink",
+            "metric",
+            "100",
+        ],
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:5:0:72::/64",
+            "via",
+            "2001:2::9",
+            "dev",
+            "eth0",
+            "proto",
+            "static",
+        ],
+    ] {
+        ns.exec(argv).expect_ok();
+    }
+    let foreign = |ns: &Netns| {
+        let mut v = vec![
+            text(ns, &["ip", "-6", "route", "show", "fd00:5:0:49::/64"]),
+            text(ns, &["ip", "-6", "route", "show", "fd00:5:0:50::/64"]),
+            text(ns, &["ip", "-6", "route", "show", "fd00:5:0:72::/64"]),
+        ];
+        v.sort();
+        v
+    };
+    let before = foreign(&ns);
+    let want = peer6(72, 5, M2);
+    let (w, g) = (want.clone(), gone.clone());
+    let (r, failed) = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_device(&s4, None).await.unwrap();
+        dp.ensure_device(&s6, None).await.unwrap();
+        let st = dp.dump().await.unwrap().family(true);
+        let owner = owner6(&[w.clone(), g]);
+        let r = plan_reconcile(std::slice::from_ref(&w), &st, &owner);
+        let report = dp.apply(&r.ops).await.unwrap();
+        (r, report.failed.len())
+    });
+    assert_eq!(failed, 0);
+    assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
+    assert_eq!(r.conflicts[0].dst, "fd00:5:0:72::/64".parse().unwrap());
+    assert!(
+        !r.ops.iter().any(|op| matches!(op, NetOp::AddRoute { .. } | NetOp::CreateRoute { .. })),
+        "{:?}",
+        r.ops
+    );
+    assert_eq!(foreign(&ns), before, "foreign IPv6 routes untouched");
+    assert_eq!(text(&ns, &["ip", "-6", "route", "show", "fd00:5:0:73::/64"]), "", "the stale one went");
+    // The wanted peer's neighbour and FDB entry are there even though its route is blocked.
+    assert_eq!(
+        text(&ns, &["bridge", "fdb", "show", "dev", "flannel-v6.1"]),
+        "6e:aa:bb:cc:dd:02 dst 2001:2::5 self permanent"
     );
 }

@@ -59,10 +59,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 Change::Upsert(p) => {
                     let peer = self.peer_for(&p, routes.as_ref());
                     self.place(&p, peer);
+                    // Programmed by the reconciliation below.
+                    self.upsert_v6(&p);
                 }
                 Change::Remove(s) => {
                     self.off_link.remove(&s);
                     self.desired.remove(&s);
+                    self.remove_v6(&s);
                 }
             }
         }
@@ -108,9 +111,12 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let direct_routing = self.route_lookup();
         let mut routes = if direct_routing { Some(self.routes().await) } else { None };
         let mut ops: Vec<NetOp> = Vec::new();
+        // The IPv6 side (dual stack), guarded against the IPv6 routes on its own.
+        let mut ops6: Vec<NetOp> = Vec::new();
         for change in changes {
             match change {
                 Change::Upsert(p) => {
+                    ops6.extend(self.upsert_v6(&p));
                     let Some(new) = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok())) else {
                         // host-gw, not on-link: what a previous PublicIP of it had goes.
                         if let Some(old) = self.place(&p, None) {
@@ -118,9 +124,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         }
                         continue;
                     };
-                    self.off_link.remove(&new.subnet);
+                    self.off_link.remove(&p.subnet());
                     info!(subnet = %new.subnet, public_ip = %new.public_ip, direct = new.direct, "peer added");
-                    let old = self.desired.get(&new.subnet);
+                    let old = self.desired.get(&p.subnet());
                     let mut add = plan_add(old, &new);
                     if !direct_routing {
                         // Without DirectRouting a known peer's route never changes (`S via
@@ -139,10 +145,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                             .collect();
                     }
                     ops.extend(add);
-                    self.desired.insert(new.subnet, new);
+                    self.desired.insert(p.subnet(), new);
                 }
                 Change::Remove(s) => {
                     self.off_link.remove(&s);
+                    ops6.extend(self.remove_v6(&s));
                     if let Some(old) = self.desired.remove(&s) {
                         info!(subnet = %s, public_ip = %old.public_ip, "peer removed");
                         ops.extend(plan_remove(&old));
@@ -153,12 +160,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         if self.off_link != off_link_before {
             self.note_off_link();
         }
-        if ops.is_empty() {
+        if ops.is_empty() && ops6.is_empty() {
             return;
         }
+        let v6_routes = !ops6.is_empty();
         // Replacing and deleting routes needs a look at them first: never replace or delete a
         // route flanneld does not own.
-        if ops.iter().any(|o| matches!(o, NetOp::AddRoute { .. } | NetOp::DelRoute { .. })) {
+        if v6_routes || ops.iter().any(|o| matches!(o, NetOp::AddRoute { .. } | NetOp::DelRoute { .. })) {
             if routes.is_none() {
                 routes = Some(self.routes().await);
             }
@@ -169,9 +177,15 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 self.cfg.health.update(|h| h.mesh_programmed = false);
                 return;
             };
-            let guarded = plan_guard(ops, seen, &self.ownership());
+            let guarded = plan_guard(ops, &seen.family(false), &self.ownership());
             ops = guarded.ops;
-            self.note_conflicts(guarded.conflicts, false);
+            let mut conflicts = guarded.conflicts;
+            if let Some(owner) = self.ownership_v6().filter(|_| v6_routes) {
+                let guarded6 = plan_guard(std::mem::take(&mut ops6), &seen.family(true), &owner);
+                ops.extend(guarded6.ops);
+                conflicts.extend(guarded6.conflicts);
+            }
+            self.note_conflicts(conflicts, false);
         } else {
             self.note_conflicts(Vec::new(), false);
         }
@@ -181,6 +195,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             self.reconcile().await;
         } else if clean {
             self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
+            self.cfg.metrics.peers_programmed_v6.set(gauge(self.programmed_v6()));
         }
     }
 
@@ -195,9 +210,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// What flanneld may change in the kernel now.
     pub(super) fn ownership(&self) -> Ownership {
         Ownership {
-            network: self.spec.network,
+            network: self.spec.network.into(),
             subnet_len: self.spec.subnet_len,
-            leases: self.peers.held().clone(),
+            leases: self.peers.held().iter().map(|(s, ip)| ((*s).into(), (*ip).into())).collect(),
             // host-gw routes have DirectRouting's shape: `S via P` of a lease S held by P.
             direct: self.route_lookup() || self.direct_cleanup,
         }
@@ -205,7 +220,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     /// Peers whose entries are all programmed (as far as the last plan knows).
     fn programmed(&self) -> usize {
-        self.desired.len().saturating_sub(self.conflicts.len())
+        let blocked = self.conflicts.keys().filter(|d| d.is_ipv4()).count();
+        self.desired.len().saturating_sub(blocked)
     }
 
     /// Records route conflicts: `found` replaces the known ones (`full`, a reconciliation) or
@@ -214,7 +230,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     fn note_conflicts(&mut self, found: Vec<Conflict>, full: bool) {
         let mut next = if full { BTreeMap::new() } else { self.conflicts.clone() };
         next.extend(found.into_iter().map(|c| (c.dst, c.route)));
-        let needed: BTreeSet<IpNetwork> = self.desired.keys().map(|s| route_dst(*s)).collect();
+        let mut needed: BTreeSet<IpNetwork> = self.desired.keys().map(|s| route_dst(*s)).collect();
+        needed.extend(self.desired_v6.values().map(|p| route_dst_v6(p.subnet)));
         next.retain(|dst, _| needed.contains(dst));
         for (dst, route) in &next {
             if self.conflicts.get(dst) != Some(route) {
@@ -252,16 +269,17 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// on-link on the external interface; without routes it is tried (the kernel refuses an
     /// unreachable gateway, and the reconciliation looks again).
     pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<Peer> {
-        let (subnet, public_ip, vtep_mac) = (p.subnet(), p.public_ip, p.vtep_mac);
+        let (subnet, vtep_mac) = (p.subnet().into(), p.vtep_mac);
+        let public_ip = p.public_ip;
         if self.spec.backend_type == BackendKind::HostGw {
             let underlay = self.cfg.underlay_index;
             if routes.is_some_and(|r| !r.is_onlink_on(public_ip, underlay)) {
                 return None;
             }
-            return Some(Peer { subnet, public_ip, vtep_mac, direct: true });
+            return Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct: true });
         }
         let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip));
-        Some(Peer { subnet, public_ip, vtep_mac, direct })
+        Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct })
     }
 
     /// host-gw: decides again from a full dump which peers are on-link (an address or route
@@ -394,9 +412,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             self.note_off_link();
         }
         let desired: Vec<Peer> = self.desired.values().cloned().collect();
-        let plan = plan_reconcile(&desired, &actual, &self.ownership());
-        self.note_conflicts(plan.conflicts, true);
-        let ops = plan.ops;
+        let plan = plan_reconcile(&desired, &actual.family(false), &self.ownership());
+        let (mut ops, mut conflicts) = (plan.ops, plan.conflicts);
+        if let Some(plan6) = self.reconcile_v6(&actual) {
+            ops.extend(plan6.ops);
+            conflicts.extend(plan6.conflicts);
+        }
+        self.note_conflicts(conflicts, true);
         if !ops.is_empty() {
             if self.mesh_done {
                 info!(corrections = ops.len(), "reconciliation found kernel drift, correcting");
@@ -413,7 +435,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             self.peers.forget_held(|s, _| {
                 actual.routes.iter().any(|r| r.table == RT_TABLE_MAIN && r.dst == route_dst(*s))
             });
+            self.forget_held_v6(&actual);
             self.cfg.metrics.peers_programmed.set(gauge(self.programmed()));
+            self.cfg.metrics.peers_programmed_v6.set(gauge(self.programmed_v6()));
             let full = self.conflicts.is_empty();
             self.cfg.health.update(|h| h.mesh_programmed = full);
             if full && !self.mesh_done {
@@ -429,6 +453,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 /// The destination of a peer route for `subnet` (host bits cleared).
 fn route_dst(subnet: Ipv4Network) -> IpNetwork {
     IpNetwork::V4(Ipv4Network::new(subnet.network(), subnet.prefix()).unwrap_or(subnet))
+}
+
+/// The destination of an IPv6 peer route (host bits cleared).
+fn route_dst_v6(subnet: IpNetwork) -> IpNetwork {
+    IpNetwork::new(subnet.network(), subnet.prefix()).unwrap_or(subnet)
 }
 
 fn gauge(n: usize) -> i64 {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +35,7 @@ use crate::registry::Registry;
 use crate::state;
 use crate::watch;
 
+mod dual;
 mod mesh;
 mod node;
 mod own_lease;
@@ -57,6 +58,9 @@ pub struct DaemonConfig {
     pub etcd_prefix: String,
     /// Published as `PublicIP` and used as the device's `local`.
     pub public_ip: Ipv4Addr,
+    /// Dual stack: published as `PublicIPv6` and used as `flannel-v6`'s `local` (`-public-ipv6`
+    /// or the external interface's IPv6 address); `None` when there is none.
+    pub public_ipv6: Option<Ipv6Addr>,
     /// The external interface.
     pub underlay_index: u32,
     pub underlay_mtu: u32,
@@ -113,6 +117,9 @@ pub enum DaemonError {
     /// lets the supervisor restart flanneld, instead of running on blind to peer changes.
     #[error("the lease watch task ended unexpectedly (a bug; see the panic message above)")]
     WatchEnded,
+    /// `EnableIPv6` needs an IPv6 address to publish (upstream exits the same way).
+    #[error("EnableIPv6 is true but the external interface has no usable IPv6 address and --public-ipv6 is not set")]
+    NoPublicIpv6,
     #[error("write {}", .path.display())]
     File {
         path: PathBuf,
@@ -154,6 +161,18 @@ pub async fn run<R: Registry, D: Dataplane>(
         }
     }
 
+    let dual = spec.ipv6.is_some() && spec.backend_type == BackendKind::Vxlan;
+    if dual && config.public_ipv6.is_none() {
+        return Err(DaemonError::NoPublicIpv6);
+    }
+    // The IPv6 device's MAC, published as `BackendV6Data`'s `VtepMAC`, persisted beside the
+    // IPv4 one.
+    let mac_v6 = if dual {
+        let path = dual::mac_file_v6(&config.mac_file);
+        state::load_or_create_mac(&path).map_err(|source| DaemonError::File { path, source })?
+    } else {
+        [0; 6]
+    };
     let mut d = Daemon {
         dir: subnets_dir(&config.etcd_prefix),
         peers: PeerSet::for_backend(&subnets_dir(&config.etcd_prefix), spec.backend_type),
@@ -162,11 +181,15 @@ pub async fn run<R: Registry, D: Dataplane>(
         dp: dataplane,
         spec,
         mac,
+        mac_v6,
         own: None,
         last_subnet: previous.map(|p| p.ipv4),
         last_subnet_v6: previous.and_then(|p| p.ipv6),
         device: None,
+        device_v6: None,
         desired: BTreeMap::new(),
+        desired_v6: BTreeMap::new(),
+        held_v6: BTreeSet::new(),
         known_keys: BTreeSet::new(),
         started,
         mesh_done: false,
@@ -293,15 +316,24 @@ struct Daemon<R, D> {
     dir: String,
     spec: NetworkSpec,
     mac: Mac,
+    /// The `flannel-v6` device's MAC (dual stack).
+    mac_v6: Mac,
     own: Option<OwnLease>,
     /// Our subnet before the lease was lost (preferred when re-acquiring).
     last_subnet: Option<Ipv4Network>,
     /// Our IPv6 subnet along with `last_subnet` (dual stack).
     last_subnet_v6: Option<Ipv6Network>,
     device: Option<DeviceInfo>,
+    /// The `flannel-v6` device (dual stack).
+    device_v6: Option<DeviceInfo>,
     peers: PeerSet,
     /// What the kernel must hold per peer subnet (last-known attributes, used for removal).
     desired: BTreeMap<Ipv4Network, Peer>,
+    /// The IPv6 side of each dual-stack peer, keyed by its lease's IPv4 subnet.
+    desired_v6: BTreeMap<Ipv4Network, Peer>,
+    /// `(IPv6 subnet, PublicIPv6)` of every IPv6 peer seen, while a route of ours may point at
+    /// it (the IPv6 ownership rule's leases).
+    held_v6: BTreeSet<(IpNetwork, IpAddr)>,
     /// Keys under `<prefix>/subnets/` (metrics).
     known_keys: BTreeSet<String>,
     started: Instant,

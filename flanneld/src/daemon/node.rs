@@ -25,11 +25,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             port: b.port,
             gbp: b.gbp,
             learning: b.learning,
-            local: self.cfg.public_ip,
+            local: self.cfg.public_ip.into(),
             underlay_index: self.cfg.underlay_index,
             mtu: underlay.saturating_sub(VXLAN_OVERHEAD),
-            address: Ipv4Network::new(subnet.network(), 32).unwrap_or(subnet),
-            network: self.spec.network,
+            address: Ipv4Network::new(subnet.network(), 32).unwrap_or(subnet).into(),
+            network: self.spec.network.into(),
         }
     }
 
@@ -44,31 +44,49 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             return Ok(());
         };
         let spec = self.vxlan_spec(subnet);
-        let info = match self.dp.ensure_device(&spec, Some(self.mac)).await {
+        let info = self.ensure_vxlan(&spec).await?;
+        self.device = Some(info);
+        self.publish_facts();
+        self.ensure_device_v6().await
+    }
+
+    /// Creates or adopts the device of `spec` (`flannel.<VNI>`, or `flannel-v6.<VNI>` for an
+    /// IPv6 spec) with the MAC published for it. If it came up with another MAC, that one is
+    /// persisted and the lease republished with it.
+    pub(super) async fn ensure_vxlan(&mut self, spec: &VxlanSpec) -> Result<DeviceInfo, DaemonError> {
+        let v6 = spec.is_v6();
+        let published = if v6 { self.mac_v6 } else { self.mac };
+        let info = match self.dp.ensure_device(spec, Some(published)).await {
             Ok(i) => i,
             Err(source) => {
                 self.cfg.metrics.netlink_errors.inc();
-                return Err(DaemonError::Device { name: spec.name, source });
+                return Err(DaemonError::Device { name: spec.name.clone(), source });
             }
         };
-        if self.device.as_ref().is_some_and(|old| old.index != info.index) {
+        let old = if v6 { &self.device_v6 } else { &self.device };
+        if old.as_ref().is_some_and(|old| old.index != info.index) {
             warn!(device = %spec.name, "VXLAN device was recreated, replaying all peers");
         }
-        if info.mac != self.mac {
+        if info.mac != published {
             warn!(
-                published = %crate::lease::format_mac(&self.mac),
+                device = %spec.name,
+                published = %crate::lease::format_mac(&published),
                 actual = %crate::lease::format_mac(&info.mac),
                 "VXLAN device has another MAC than published, republishing the lease"
             );
-            self.mac = info.mac;
-            if let Err(e) = state::save_mac(&self.cfg.mac_file, &self.mac) {
-                warn!(path = %self.cfg.mac_file.display(), error = %e, "cannot persist VTEP MAC");
+            let path =
+                if v6 { super::dual::mac_file_v6(&self.cfg.mac_file) } else { self.cfg.mac_file.clone() };
+            if v6 {
+                self.mac_v6 = info.mac;
+            } else {
+                self.mac = info.mac;
+            }
+            if let Err(e) = state::save_mac(&path, &info.mac) {
+                warn!(path = %path.display(), error = %e, "cannot persist VTEP MAC");
             }
             self.republish().await;
         }
-        self.device = Some(info);
-        self.publish_facts();
-        Ok(())
+        Ok(info)
     }
 
     /// host-gw has no device. A `flannel.<N>` VXLAN device left by a vxlan run (a cluster
@@ -124,7 +142,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) fn publish_facts(&self) {
         let subnet = self.own.as_ref().map(OwnLease::subnet).or(self.last_subnet);
         let vxlan = self.spec.backend_type == BackendKind::Vxlan;
-        let expected = subnet.filter(|_| vxlan).map(|s| DeviceSpecView::from(&self.vxlan_spec(s)));
+        let expected = subnet.filter(|_| vxlan).and_then(|s| DeviceSpecView::of(&self.vxlan_spec(s)));
         let lease = self.own.as_ref().map(|o| {
             let written = LeaseAttrs::parse(&o.value).ok();
             let data = written.as_ref().and_then(|a| a.vxlan_data().ok());

@@ -19,7 +19,14 @@ use super::{unix_now, Daemon};
 impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) fn attrs(&self) -> LeaseAttrs {
         match self.spec.backend_type {
-            BackendKind::Vxlan => LeaseAttrs::vxlan(self.cfg.public_ip, self.spec.backend.vni, self.mac),
+            BackendKind::Vxlan => {
+                let attrs = LeaseAttrs::vxlan(self.cfg.public_ip, self.spec.backend.vni, self.mac);
+                // Dual stack: `PublicIPv6` and `BackendV6Data` of `flannel-v6` (§4.2).
+                match self.cfg.public_ipv6.filter(|_| self.dual_stack()) {
+                    Some(ip6) => attrs.with_vxlan_v6(ip6, self.spec.backend.vni, self.mac_v6),
+                    None => attrs,
+                }
+            }
             BackendKind::HostGw => LeaseAttrs::host_gw(self.cfg.public_ip),
         }
     }
@@ -88,6 +95,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         for change in self.peers.set_own(subnet) {
             if let Change::Remove(s) = change {
                 self.desired.remove(&s);
+                self.desired_v6.remove(&s);
             }
         }
         self.last_subnet_v6 = a.lease.key.ipv6;

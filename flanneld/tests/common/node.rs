@@ -2,7 +2,7 @@
 //! daemon started on them, and readers of the fake kernel in the daemon's terms.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,11 @@ pub const PREFIX: &str = "/coreos.com/network";
 pub const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 /// The node's public address.
 pub const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The node's public IPv6 address (dual stack; the benchmarking range).
+pub const ME6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+/// A dual-stack network config: [`CONFIG`] plus `fd00:5::/48` (lease size /64).
+pub const DUAL_CONFIG: &str =
+    r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
 /// The underlay device's ifindex (`eth0`).
 pub const UNDERLAY: u32 = 2;
 
@@ -40,6 +45,7 @@ pub fn daemon_config(dir: &Path, public_ip: Ipv4Addr) -> DaemonConfig {
     DaemonConfig {
         etcd_prefix: PREFIX.into(),
         public_ip,
+        public_ipv6: None,
         underlay_index: UNDERLAY,
         underlay_mtu: 1500,
         subnet_file: dir.join("subnet.env"),
@@ -111,6 +117,22 @@ impl Node {
         self.cfg.metrics.clone()
     }
 
+    /// A dual-stack node: [`DUAL_CONFIG`] in the registry, `PublicIPv6` [`ME6`].
+    pub fn dual() -> Node {
+        let mut node = Node::with_network_config(DUAL_CONFIG.as_bytes());
+        node.cfg.public_ipv6 = Some(ME6);
+        node
+    }
+
+    /// Publishes a dual-stack peer's lease (key form, `10.5.7.0-24&fd00:5:0:7::-64`) with the
+    /// bytes an upstream dual-stack node writes (docs/flannel.md §4.2).
+    pub fn put_dual_peer(&self, name: &str, public_ip: &str, mac: &str, public_ipv6: &str, mac6: &str) {
+        let value = format!(
+            r#"{{"PublicIP":"{public_ip}","PublicIPv6":"{public_ipv6}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac6}"}}}}"#
+        );
+        self.reg.put_raw(&key(name), value.as_bytes(), 0);
+    }
+
     /// Publishes a peer's lease `<subnet>` (key form, `10.5.7.0-24`) as upstream writes it.
     pub fn put_peer(&self, subnet: &str, public_ip: &str, mac: &str) {
         self.reg.put_raw(&key(subnet), upstream_value(public_ip, mac).as_bytes(), 0);
@@ -124,7 +146,7 @@ impl Node {
     /// Puts `flannel.1` in the kernel as a previous run left it (for `subnet`, with `mac`), to
     /// be adopted; returns its ifindex.
     pub fn preexisting_device(&self, subnet: &str, mac: Mac) -> u32 {
-        let spec = VxlanSpec { local: ME, address: subnet.parse().unwrap(), ..test_spec(UNDERLAY) };
+        let spec = VxlanSpec { local: ME.into(), address: subnet.parse().unwrap(), ..test_spec(UNDERLAY) };
         self.dp.with(|k| {
             let index = weft_dataplane::fake::FAKE_DEVICE_INDEX + k.created;
             k.created += 1;
@@ -149,6 +171,15 @@ pub trait Kernel {
     fn has_fdb(&self, mac: Mac, dst: &str) -> bool;
     /// The device (spec and info), if any.
     fn device(&self) -> Option<(VxlanSpec, DeviceInfo)>;
+    /// The `flannel-v6` device (spec and info), if any.
+    fn device_v6(&self) -> Option<(VxlanSpec, DeviceInfo)>;
+    /// On `flannel-v6`: the gateway of the route of flanneld's IPv6 shape (onlink, metric
+    /// 1024) to `dst`.
+    fn route6(&self, dst: &str) -> Option<IpAddr>;
+    /// On `flannel-v6`: the MAC of the neighbour `ip`.
+    fn neigh6(&self, ip: &str) -> Option<Mac>;
+    /// On `flannel-v6`: the FDB entries (MAC, destination).
+    fn fdb6(&self) -> Vec<(Mac, IpAddr)>;
 }
 
 fn flanneld_shaped(r: &KernelRoute) -> bool {
@@ -207,5 +238,34 @@ impl Kernel for SharedFake {
 
     fn device(&self) -> Option<(VxlanSpec, DeviceInfo)> {
         self.with(|k| k.device.clone())
+    }
+
+    fn device_v6(&self) -> Option<(VxlanSpec, DeviceInfo)> {
+        self.with(|k| k.device_v6.clone())
+    }
+
+    fn route6(&self, dst: &str) -> Option<IpAddr> {
+        let dst: IpNetwork = dst.parse().unwrap();
+        self.with(|k| {
+            let dev = k.device_v6.as_ref()?.1.index;
+            let made =
+                |r: &&KernelRoute| r.gw.is_some_and(|gw| KernelRoute::made(dst, gw, true, Some(dev)) == **r);
+            k.routes.iter().find(made).and_then(|r| r.gw)
+        })
+    }
+
+    fn neigh6(&self, ip: &str) -> Option<Mac> {
+        let ip: IpAddr = ip.parse().unwrap();
+        self.with(|k| {
+            let dev = k.device_v6.as_ref()?.1.index;
+            k.neighs.iter().find(|n| n.ifindex == dev && n.ip == ip).map(|n| n.mac)
+        })
+    }
+
+    fn fdb6(&self) -> Vec<(Mac, IpAddr)> {
+        self.with(|k| {
+            let dev = k.device_v6.as_ref().map(|d| d.1.index);
+            k.fdb.iter().filter(|e| Some(e.ifindex) == dev).map(|e| (e.mac, e.dst)).collect()
+        })
     }
 }

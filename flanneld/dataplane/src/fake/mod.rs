@@ -12,6 +12,11 @@
 //! one (with a new ifindex). Deleting or replacing the device drops its neighbours, FDB entries
 //! and the routes through it, as the kernel does.
 //!
+//! Dual stack: a second device, `flannel-v6` ([`FakeDataplane::device_v6`], ensured from an
+//! IPv6 [`VxlanSpec`]), takes the IPv6 ops, as the real dataplane sends them; without it an IPv6
+//! op fails with ENODEV and dumps hold no IPv6 neighbours or routes. IPv6 routes get the
+//! kernel's default metric 1024 (`crate::default_metric`), part of their replace key.
+//!
 //! Recording hooks for the tests: every op applied, batch sizes, call counts, injected
 //! failures (per op or by predicate), an overrun on the next batch, a refused blackhole route.
 
@@ -19,11 +24,11 @@ mod shared;
 
 pub use shared::SharedFake;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use crate::{
-    ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelFdb, KernelNeigh, KernelRoute, KernelState,
-    Mac, NetOp, VxlanSpec, RTN_UNICAST, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
+    default_metric, ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelFdb, KernelNeigh, KernelRoute,
+    KernelState, Mac, NetOp, VxlanSpec, RTN_UNICAST, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 };
 
 /// The ifindex the first created device gets; each later creation gets the next one, as the
@@ -48,12 +53,28 @@ pub fn test_spec(underlay_index: u32) -> VxlanSpec {
         port: 0,
         gbp: false,
         learning: false,
-        local: std::net::Ipv4Addr::new(198, 18, 0, 2),
+        local: std::net::Ipv4Addr::new(198, 18, 0, 2).into(),
         underlay_index,
         mtu: 1450,
-        address: Ipv4Network::from(std::net::Ipv4Addr::new(10, 5, 72, 0)),
+        address: Ipv4Network::from(std::net::Ipv4Addr::new(10, 5, 72, 0)).into(),
         network: Ipv4Network::new(std::net::Ipv4Addr::new(10, 5, 0, 0), 16)
-            .expect("16 is a valid IPv4 prefix"),
+            .expect("16 is a valid IPv4 prefix")
+            .into(),
+    }
+}
+
+/// The `flannel-v6.1` spec of the same test node: local `2001:2::2` (the benchmarking range)
+/// on the underlay `underlay_index`, MTU 1430 (1500 − 70, docs/flannel.md §8.4), address
+/// `fd00:5:0:48::/128` in the network `fd00:5::/48` (lease size /64).
+pub fn test_spec_v6(underlay_index: u32) -> VxlanSpec {
+    let ip = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("a literal IPv6 address");
+    VxlanSpec {
+        name: "flannel-v6.1".into(),
+        local: ip("2001:2::2").into(),
+        mtu: 1430,
+        address: Ipv6Network::from(ip("fd00:5:0:48::")).into(),
+        network: Ipv6Network::new(ip("fd00:5::"), 48).expect("48 is a valid IPv6 prefix").into(),
+        ..test_spec(underlay_index)
     }
 }
 
@@ -64,11 +85,13 @@ pub struct FakeDataplane {
     /// The device in the kernel, with the spec it was made from (tests may put one here before
     /// the first `ensure_device`: a device left by a previous run, to be adopted).
     pub device: Option<(VxlanSpec, DeviceInfo)>,
+    /// The `flannel-v6` device, likewise (dual stack).
+    pub device_v6: Option<(VxlanSpec, DeviceInfo)>,
     /// Neighbours of every device.
     pub neighs: Vec<KernelNeigh>,
     /// FDB entries of every device (a replace rewrites the destination of a MAC, like the kernel).
     pub fdb: Vec<KernelFdb>,
-    /// IPv4 routes of every table.
+    /// IPv4 and IPv6 routes of every table.
     pub routes: Vec<KernelRoute>,
     /// Every op passed to `apply`, in order (batches concatenated), failed ones included.
     pub applied: Vec<NetOp>,
@@ -93,6 +116,8 @@ pub struct FakeDataplane {
     /// The ifindex `ensure_device` last returned, as the real dataplane remembers it (`None`
     /// before the first call).
     pub ensured: Option<u32>,
+    /// The ifindex the last `ensure_device` of an IPv6 spec returned.
+    pub ensured_v6: Option<u32>,
     /// Devices created so far (each gets `FAKE_DEVICE_INDEX + created` before counting it).
     pub created: u32,
     /// Blackhole routes (`ensure_blackhole`), in the order they were added.
@@ -113,6 +138,19 @@ impl FakeDataplane {
         self.device.as_ref().map_or(0, |(_, i)| i.index)
     }
 
+    fn index_v6(&self) -> u32 {
+        self.device_v6.as_ref().map_or(0, |(_, i)| i.index)
+    }
+
+    /// The ifindex of the device `op` goes to in the kernel now.
+    fn index_for(&self, op: &NetOp) -> u32 {
+        if op.is_v6() {
+            self.index_v6()
+        } else {
+            self.index()
+        }
+    }
+
     fn underlay(&self) -> u32 {
         self.device.as_ref().map_or(0, |(s, _)| s.underlay_index)
     }
@@ -121,6 +159,7 @@ impl FakeDataplane {
     pub fn state(&self) -> KernelState {
         let mut k = KernelState {
             device: self.index(),
+            device_v6: self.index_v6(),
             neighs: self.neighs.clone(),
             fdb: self.fdb.clone(),
             routes: self.routes.clone(),
@@ -137,6 +176,18 @@ impl FakeDataplane {
     pub fn remove_device(&mut self) {
         let dev = self.index();
         self.device = None;
+        self.drop_entries_of(dev);
+    }
+
+    /// [`FakeDataplane::remove_device`] for the `flannel-v6` device.
+    pub fn remove_device_v6(&mut self) {
+        let dev = self.index_v6();
+        self.device_v6 = None;
+        self.drop_entries_of(dev);
+    }
+
+    /// What the kernel drops with a device: its neighbours, FDB entries and routes through it.
+    fn drop_entries_of(&mut self, dev: u32) {
         self.neighs.retain(|n| n.ifindex != dev);
         self.fdb.retain(|e| e.ifindex != dev);
         self.routes.retain(|r| r.oif != Some(dev));
@@ -167,7 +218,7 @@ impl FakeDataplane {
     }
 
     fn exec(&mut self, op: &NetOp) {
-        let dev = self.index();
+        let dev = self.index_for(op);
         match op {
             NetOp::AddNeigh { ip, mac } => {
                 let new = KernelNeigh { ifindex: dev, ip: *ip, mac: *mac, permanent: true };
@@ -228,6 +279,23 @@ impl FakeDataplane {
         mac_hint: Option<Mac>,
     ) -> Result<DeviceInfo, DataplaneError> {
         self.ensure_calls += 1;
+        if spec.is_v6() {
+            // The same adoption rules on the second device: swap it in, ensure, swap back.
+            std::mem::swap(&mut self.device, &mut self.device_v6);
+            std::mem::swap(&mut self.ensured, &mut self.ensured_v6);
+            let out = self.ensure_device_v4(spec, mac_hint);
+            std::mem::swap(&mut self.device, &mut self.device_v6);
+            std::mem::swap(&mut self.ensured, &mut self.ensured_v6);
+            return out;
+        }
+        self.ensure_device_v4(spec, mac_hint)
+    }
+
+    fn ensure_device_v4(
+        &mut self,
+        spec: &VxlanSpec,
+        mac_hint: Option<Mac>,
+    ) -> Result<DeviceInfo, DataplaneError> {
         if let Some((old, info)) = &self.device {
             let compatible = old.vni == spec.vni
                 && old.local == spec.local
@@ -262,6 +330,11 @@ impl FakeDataplane {
             self.remove_device();
             removed.push(spec.name);
         }
+        if let Some((spec, _)) = self.device_v6.clone() {
+            self.remove_device_v6();
+            removed.push(spec.name);
+        }
+        self.ensured_v6 = None;
         let any = Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED);
         let placeholder = VxlanSpec {
             name: String::new(),
@@ -269,11 +342,11 @@ impl FakeDataplane {
             port: 0,
             gbp: false,
             learning: false,
-            local: std::net::Ipv4Addr::UNSPECIFIED,
+            local: std::net::Ipv4Addr::UNSPECIFIED.into(),
             underlay_index,
             mtu: 0,
-            address: any,
-            network: any,
+            address: any.into(),
+            network: any.into(),
         };
         self.device = Some((placeholder, DeviceInfo { index: NO_DEVICE_INDEX, mac: [0; 6], mtu: 0 }));
         self.ensured = Some(NO_DEVICE_INDEX);
@@ -285,8 +358,10 @@ impl FakeDataplane {
         self.batches += 1;
         self.batch_sizes.push(ops.len());
         let device_there = self.device.is_some() && self.index() == ensured;
+        let v6_there = self.device_v6.is_some() && Some(self.index_v6()) == self.ensured_v6;
         let mut report = ApplyReport::default();
         for op in ops {
+            let device_there = if op.is_v6() { v6_there } else { device_there };
             self.applied.push(op.clone());
             if let Some((_, why)) = self.fail.iter().find(|(f, _)| f == op) {
                 report.failed.push((op.clone(), why.clone()));
@@ -322,7 +397,21 @@ impl FakeDataplane {
         self.route_dumps += 1;
         // Reported against the ifindex the dataplane holds: once that device is gone nothing
         // is on it, and the reconciliation re-adds everything (which then fails with ENODEV).
-        Ok(KernelState { device: ensured, ..self.state() })
+        Ok(self.without_v6(KernelState {
+            device: ensured,
+            device_v6: self.ensured_v6.unwrap_or(0),
+            ..self.state()
+        }))
+    }
+
+    /// What a dump holds: IPv6 neighbours and routes only once a `flannel-v6` device was
+    /// ensured (the real dataplane dumps the IPv6 family only then).
+    fn without_v6(&self, mut k: KernelState) -> KernelState {
+        if self.ensured_v6.is_none() {
+            k.neighs.retain(|n| !n.ip.is_ipv6());
+            k.routes.retain(|r| !r.dst.is_ipv6());
+        }
+        k
     }
 
     pub(crate) fn dump_routes_now(&mut self) -> KernelState {
@@ -330,7 +419,12 @@ impl FakeDataplane {
         let mut routes = self.routes.clone();
         routes.sort();
         // Without a device yet, nothing is on it (index 0 is no device), as in the real one.
-        KernelState { device: self.ensured.unwrap_or(0), routes, ..KernelState::default() }
+        self.without_v6(KernelState {
+            device: self.ensured.unwrap_or(0),
+            device_v6: self.ensured_v6.unwrap_or(0),
+            routes,
+            ..KernelState::default()
+        })
     }
 
     pub(crate) fn ensure_blackhole_now(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
@@ -347,9 +441,9 @@ impl FakeDataplane {
 }
 
 /// Whether `r` holds `dst` by the kernel's replace key: main table, same prefix, tos 0,
-/// priority 0.
+/// the priority a route without one gets (IPv4 0, IPv6 1024).
 fn holds(r: &KernelRoute, dst: &IpNetwork) -> bool {
-    r.table == RT_TABLE_MAIN && r.dst == *dst && r.tos == 0 && r.metric == 0
+    r.table == RT_TABLE_MAIN && r.dst == *dst && r.tos == 0 && r.metric == default_metric(dst)
 }
 
 impl Dataplane for FakeDataplane {

@@ -371,7 +371,7 @@ mod props {
             // device as `S via S.0 onlink` or (DirectRouting) `S via P` of a known lease.
             for r in before.routes.iter().filter(|r| !after.routes.contains(r)) {
                 let vxlan = r.oif == Some(dev) && r.onlink && r.gw == Some(r.dst.network()) && r.dst.prefix() == 24;
-                let dr = direct && !r.onlink && all.iter().any(|p| IpNetwork::V4(p.subnet) == r.dst && r.gw == Some(IpAddr::V4(p.public_ip)));
+                let dr = direct && !r.onlink && all.iter().any(|p| p.subnet == r.dst && r.gw == Some(p.public_ip));
                 prop_assert!(r.table == RT_TABLE_MAIN && r.protocol == RTPROT_BOOT && r.metric == 0 && r.kind == RTN_UNICAST && (vxlan || dr),
                     "changed a route flanneld does not make: {}", r);
             }
@@ -429,4 +429,71 @@ mod props {
             }
         }
     }
+}
+
+/// The IPv6 side of a dual-stack peer: `fd00:5:0:71::/64` at `2001:2::3`.
+fn peer71_v6() -> Peer {
+    Peer {
+        subnet: "fd00:5:0:71::/64".parse().unwrap(),
+        public_ip: "2001:2::3".parse().unwrap(),
+        vtep_mac: [8; 6],
+        direct: false,
+    }
+}
+
+fn owner_v6(peers: &[Peer]) -> Ownership {
+    Ownership::of_peers("fd00:5::/48".parse().unwrap(), 64, peers, false)
+}
+
+#[test]
+fn dual_stack_ops_go_to_the_device_of_their_family() {
+    block(async {
+        let mut dp = FakeDataplane::new();
+        let v4 = dp.ensure_device(&spec(), None).await.unwrap();
+        // Before the IPv6 device: IPv6 ops fail as on a missing device, dumps hold no IPv6.
+        let (p4, p6) = (peer71(), peer71_v6());
+        let r = dp.apply(&plan_add(None, &p6)).await.unwrap();
+        assert_eq!(r.failed.len(), 3, "{r:?}");
+        assert!(r.failed.iter().all(|(_, why)| why == ENODEV_MESSAGE));
+        let v6 = dp.ensure_device(&test_spec_v6(2), Some([2, 6, 6, 6, 6, 6])).await.unwrap();
+        assert_ne!(v4.index, v6.index);
+        assert_eq!((v6.mac, v6.mtu), ([2, 6, 6, 6, 6, 6], 1430));
+        let ops: Vec<NetOp> = plan_add(None, &p4).into_iter().chain(plan_add(None, &p6)).collect();
+        let r = dp.apply(&ops).await.unwrap();
+        assert_eq!((r.applied, r.failed.len()), (6, 0));
+        for n in &dp.neighs {
+            assert_eq!(n.ifindex, if n.ip.is_ipv6() { v6.index } else { v4.index }, "{n:?}");
+        }
+        for e in &dp.fdb {
+            assert_eq!(e.ifindex, if e.dst.is_ipv6() { v6.index } else { v4.index }, "{e:?}");
+        }
+        let r6 = dp.routes.iter().find(|r| r.dst.is_ipv6()).unwrap();
+        assert_eq!((r6.oif, r6.metric), (Some(v6.index), crate::IP6_RT_PRIO_USER));
+        let st = dp.dump().await.unwrap();
+        assert_eq!((st.device, st.device_v6), (v4.index, v6.index));
+        let o4 = owner(std::slice::from_ref(&p4));
+        let o6 = owner_v6(std::slice::from_ref(&p6));
+        assert_eq!(plan_reconcile(std::slice::from_ref(&p4), &st.family(false), &o4).ops, vec![]);
+        assert_eq!(plan_reconcile(std::slice::from_ref(&p6), &st.family(true), &o6).ops, vec![]);
+        // The IPv6 device deleted behind our back takes only its own entries.
+        dp.remove_device_v6();
+        assert_eq!(dp.neighs.len(), 1);
+        assert!(dp.routes.iter().all(|r| r.dst.is_ipv4()));
+        let st = dp.dump().await.unwrap();
+        let missing = plan_reconcile(std::slice::from_ref(&p6), &st.family(true), &o6).ops;
+        assert_eq!(missing, plan_add(None, &p6));
+        let r = dp.apply(&missing).await.unwrap();
+        assert!(r.failed.iter().all(|(_, why)| why == ENODEV_MESSAGE) && r.failed.len() == 3, "{r:?}");
+        let again = dp.ensure_device(&test_spec_v6(2), Some(v6.mac)).await.unwrap();
+        assert_ne!(again.index, v6.index);
+        assert_eq!(dp.apply(&missing).await.unwrap().applied, 3);
+        assert_eq!(
+            plan_reconcile(std::slice::from_ref(&p4), &dp.dump().await.unwrap().family(false), &o4).ops,
+            vec![]
+        );
+        // host-gw removes both devices.
+        let removed = dp.ensure_no_device(2).await.unwrap();
+        assert_eq!(removed, vec!["flannel.1".to_string(), "flannel-v6.1".to_string()]);
+        assert!(dp.neighs.is_empty() && dp.fdb.is_empty());
+    });
 }

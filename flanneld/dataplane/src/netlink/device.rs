@@ -1,11 +1,13 @@
 //! Creating, adopting or replacing the VXLAN device, and its one address (docs/flannel.md
-//! §8.1–8.3).
+//! §8.1–8.3): `flannel.<VNI>` over IPv4 (`IFLA_VXLAN_LOCAL`, address `/32`) or `flannel-v6.<VNI>`
+//! over IPv6 (`IFLA_VXLAN_LOCAL6`, address `/128`), otherwise the same attributes (upstream
+//! `pkg/backend/vxlan/vxlan.go` `newSubnetAttrs`/`New`, `device.go` `newVXLANDevice`).
 //!
 //! An existing device is kept as it is (MAC, MTU, learning) unless it is incompatible (upstream
 //! `pkg/backend/vxlan/device.go` `vxlanLinksIncompat`); then it is deleted and created again,
 //! with the caller's `mac_hint` so peers that know the old MAC need no update.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
@@ -17,7 +19,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 use weft_common::mac::{format_mac, random_local_mac};
 
-use super::{errno_text, nl_err, v4, NetlinkDataplane, Outcome};
+use super::{errno_text, nl_err, NetlinkDataplane, Outcome};
 use crate::{DataplaneError, DeviceInfo, Mac, VxlanSpec};
 
 /// What matters about an existing link for the compatibility check.
@@ -27,8 +29,8 @@ pub(crate) struct LinkFacts {
     pub kind: Option<String>,
     pub vni: Option<u32>,
     pub lower: u32,
-    pub local: Option<Ipv4Addr>,
-    pub group: Option<Ipv4Addr>,
+    pub local: Option<IpAddr>,
+    pub group: Option<IpAddr>,
     pub l2miss: bool,
     pub port: u16,
     pub gbp: bool,
@@ -51,8 +53,10 @@ pub(crate) fn facts(m: &LinkMessage) -> LinkFacts {
                                 match v {
                                     InfoVxlan::Id(id) => f.vni = Some(*id),
                                     InfoVxlan::Link(l) => f.lower = *l,
-                                    InfoVxlan::Local(ip) => f.local = Some(*ip),
-                                    InfoVxlan::Group(ip) => f.group = Some(*ip),
+                                    InfoVxlan::Local(ip) => f.local = Some((*ip).into()),
+                                    InfoVxlan::Local6(ip) => f.local = Some((*ip).into()),
+                                    InfoVxlan::Group(ip) => f.group = Some((*ip).into()),
+                                    InfoVxlan::Group6(ip) => f.group = Some((*ip).into()),
                                     InfoVxlan::L2Miss(b) => f.l2miss = *b,
                                     InfoVxlan::Port(p) => f.port = *p,
                                     InfoVxlan::Gbp => f.gbp = true,
@@ -83,7 +87,10 @@ pub(crate) fn incompatible(f: &LinkFacts, spec: &VxlanSpec) -> Option<String> {
         return Some(format!("lower device {} != {}", f.lower, spec.underlay_index));
     }
     if let Some(local) = f.local {
-        if !local.is_unspecified() && !spec.local.is_unspecified() && local != spec.local {
+        // A device over the other family's underlay is never adoptable.
+        if local.is_ipv6() != spec.local.is_ipv6()
+            || (!local.is_unspecified() && !spec.local.is_unspecified() && local != spec.local)
+        {
             return Some(format!("local {local} != {}", spec.local));
         }
     }
@@ -108,8 +115,10 @@ pub(crate) fn create_msg(spec: &VxlanSpec, mac: Mac) -> LinkMessage {
     if spec.underlay_index != 0 {
         data.push(InfoVxlan::Link(spec.underlay_index));
     }
-    if !spec.local.is_unspecified() {
-        data.push(InfoVxlan::Local(spec.local));
+    match spec.local {
+        IpAddr::V4(ip) if !ip.is_unspecified() => data.push(InfoVxlan::Local(ip)),
+        IpAddr::V6(ip) if !ip.is_unspecified() => data.push(InfoVxlan::Local6(ip)),
+        _ => {}
     }
     data.extend([
         InfoVxlan::Ttl(0),
@@ -177,21 +186,40 @@ async fn create_link(dp: &NetlinkDataplane, spec: &VxlanSpec, mac: Mac) -> Resul
     }
 }
 
-/// Keeps exactly `spec.address` among the device's IPv4 addresses inside `spec.network`.
+/// The family of `ip` as an address family.
+fn family_of(ip: &IpAddr) -> AddressFamily {
+    if ip.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    }
+}
+
+/// Keeps exactly `spec.address` among the device's addresses (of its family) inside
+/// `spec.network`. IPv6 addresses are dumped with `IFA_ADDRESS` only (no `IFA_LOCAL`); the
+/// link-local `fe80::/64` address the kernel gives the device is outside the network and
+/// stays.
 async fn ensure_address(dp: &NetlinkDataplane, index: u32, spec: &VxlanSpec) -> Result<(), DataplaneError> {
+    let family = family_of(&spec.address.ip());
     let mut q = AddressMessage::default();
-    q.header.family = AddressFamily::Inet;
+    q.header.family = family;
     let mut have = false;
     for m in dp.dump_req(RouteNetlinkMessage::GetAddress(q), "addresses").await? {
         let RouteNetlinkMessage::NewAddress(a) = m else { continue };
-        if a.header.index != index {
+        if a.header.index != index || a.header.family != family {
             continue;
         }
-        let ip = a.attributes.iter().find_map(|x| match x {
-            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        let local = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Local(ip) => Some(*ip),
             _ => None,
         });
-        let Some(ip) = ip else { continue };
+        let address = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        });
+        let Some(ip) = local.or(address).filter(|ip| ip.is_ipv6() == spec.address.is_ipv6()) else {
+            continue;
+        };
         if ip == spec.address.ip() && a.header.prefix_len == spec.address.prefix() {
             have = true;
         } else if spec.network.contains(ip) {
@@ -208,12 +236,12 @@ async fn ensure_address(dp: &NetlinkDataplane, index: u32, spec: &VxlanSpec) -> 
     }
     if !have {
         let mut a = AddressMessage::default();
-        a.header.family = AddressFamily::Inet;
+        a.header.family = family;
         a.header.prefix_len = spec.address.prefix();
         a.header.scope = AddressScope::Universe;
         a.header.index = index;
-        a.attributes.push(AddressAttribute::Local(v4(spec.address.ip())));
-        a.attributes.push(AddressAttribute::Address(v4(spec.address.ip())));
+        a.attributes.push(AddressAttribute::Local(spec.address.ip()));
+        a.attributes.push(AddressAttribute::Address(spec.address.ip()));
         let object = format!("{} on {}", spec.address, spec.name);
         check(
             dp.ack(RouteNetlinkMessage::NewAddress(a), NLM_F_CREATE | NLM_F_EXCL).await,

@@ -17,8 +17,6 @@ mod device;
 mod msg;
 mod schedule;
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use futures::stream::{self, StreamExt};
 use ipnetwork::Ipv4Network;
 use netlink_packet_core::{
@@ -68,12 +66,17 @@ pub struct NetlinkDataplane {
     /// Incremented by the monitor task each time the socket reports ENOBUFS.
     overruns: watch::Receiver<u64>,
     device: Option<Device>,
+    /// The `flannel-v6` device (dual stack), once ensured: IPv6 ops go to it.
+    device_v6: Option<Device>,
     window: usize,
 }
 
 impl std::fmt::Debug for NetlinkDataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetlinkDataplane").field("device", &self.device).finish_non_exhaustive()
+        f.debug_struct("NetlinkDataplane")
+            .field("device", &self.device)
+            .field("device_v6", &self.device_v6)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,12 +131,21 @@ impl NetlinkDataplane {
                 }
             }
         });
-        Ok(NetlinkDataplane { handle, overruns: rx, device: None, window: WINDOW })
+        Ok(NetlinkDataplane { handle, overruns: rx, device: None, device_v6: None, window: WINDOW })
     }
 
     /// Sets how many requests may be in flight at once (at least 1).
     pub fn set_window(&mut self, window: usize) {
         self.window = window.max(1);
+    }
+
+    /// The address families dumps read: IPv4, and IPv6 once there is a `flannel-v6` device.
+    fn families(&self) -> Vec<AddressFamily> {
+        let mut f = vec![AddressFamily::Inet];
+        if self.device_v6.is_some() {
+            f.push(AddressFamily::Inet6);
+        }
+        f
     }
 
     fn device(&self) -> Result<&Device, DataplaneError> {
@@ -268,7 +280,8 @@ impl Dataplane for NetlinkDataplane {
         mac_hint: Option<Mac>,
     ) -> Result<DeviceInfo, DataplaneError> {
         let info = device::ensure(self, spec, mac_hint).await?;
-        self.device = Some(Device { index: info.index });
+        let slot = if spec.is_v6() { &mut self.device_v6 } else { &mut self.device };
+        *slot = Some(Device { index: info.index });
         Ok(info)
     }
 
@@ -278,21 +291,32 @@ impl Dataplane for NetlinkDataplane {
         // Index 0 is no device: only plain `dst via gw` routes are programmed (msg::route
         // gives them no oif), and nothing on a device is flanneld's (`own::Ownership`).
         self.device = Some(Device { index: 0 });
+        self.device_v6 = None;
         Ok(removed)
     }
 
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError> {
         let index = self.device()?.index;
+        // Each op goes to the device of its family; without a `flannel-v6` device an IPv6 op
+        // fails as the kernel would fail it on a device that is not there.
+        let index_v6 = self.device_v6.as_ref().map(|d| d.index);
         let mut report = ApplyReport::default();
         for wave in schedule::waves(ops) {
             let results: Vec<(usize, Outcome)> = stream::iter(wave)
                 .map(|i| {
                     let handle = self.handle.clone();
                     let overruns = self.overruns.clone();
-                    let req = ops.get(i).map(|op| msg::request(index, op));
+                    let req = ops.get(i).map(|op| {
+                        if op.is_v6() {
+                            index_v6.map(|x| msg::request(x, op)).ok_or(Errno::ENODEV)
+                        } else {
+                            Ok(msg::request(index, op))
+                        }
+                    });
                     async move {
                         match req {
-                            Some(r) => (i, ack(handle, overruns, r.msg, r.flags).await),
+                            Some(Ok(r)) => (i, ack(handle, overruns, r.msg, r.flags).await),
+                            Some(Err(errno)) => (i, Outcome::Errno(errno)),
                             None => (i, Outcome::Closed),
                         }
                     }
@@ -332,11 +356,13 @@ impl Dataplane for NetlinkDataplane {
     async fn dump(&mut self) -> Result<KernelState, DataplaneError> {
         self.device()?;
         let mut state = self.dump_routes().await?;
-        let mut q = NeighbourMessage::default();
-        q.header.family = AddressFamily::Inet;
-        for m in self.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await? {
-            if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                state.neighs.extend(msg::parse_neigh(&n));
+        for family in self.families() {
+            let mut q = NeighbourMessage::default();
+            q.header.family = family;
+            for m in self.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await? {
+                if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                    state.neighs.extend(msg::parse_neigh(&n));
+                }
             }
         }
         let mut q = NeighbourMessage::default();
@@ -358,12 +384,15 @@ impl Dataplane for NetlinkDataplane {
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
         // Without a device yet, nothing is on it (index 0 is no device).
         let device = self.device.as_ref().map_or(0, |d| d.index);
-        let mut state = KernelState { device, ..KernelState::default() };
-        let mut q = RouteMessage::default();
-        q.header.address_family = AddressFamily::Inet;
-        for m in self.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await? {
-            if let RouteNetlinkMessage::NewRoute(r) = m {
-                state.routes.extend(msg::parse_route(&r));
+        let device_v6 = self.device_v6.as_ref().map_or(0, |d| d.index);
+        let mut state = KernelState { device, device_v6, ..KernelState::default() };
+        for family in self.families() {
+            let mut q = RouteMessage::default();
+            q.header.address_family = family;
+            for m in self.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await? {
+                if let RouteNetlinkMessage::NewRoute(r) = m {
+                    state.routes.extend(msg::parse_route(&r));
+                }
             }
         }
         Ok(state)
@@ -391,11 +420,6 @@ impl Dataplane for NetlinkDataplane {
     }
 }
 
-/// `IpAddr` of an IPv4 network address, used by `device`.
-fn v4(ip: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(ip)
-}
-
 /// Compile-time check: the daemon may run the dataplane inside `tokio::spawn`, so the futures
 /// of the concrete implementations must be `Send`.
 #[allow(dead_code)]
@@ -414,6 +438,7 @@ fn futures_are_send(dp: &mut NetlinkDataplane, fake: &mut crate::fake::FakeDatap
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
     fn benign_errnos_and_their_text() {

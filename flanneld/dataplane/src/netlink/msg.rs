@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -244,13 +244,15 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-/// Any IPv4 route (a missing destination is the default route `0.0.0.0/0`).
+/// Any IPv4 or IPv6 route (a missing destination is the default route `0.0.0.0/0`, `::/0`).
 pub(crate) fn parse_route(m: &RouteMessage) -> Option<KernelRoute> {
-    if m.header.address_family != AddressFamily::Inet {
-        return None;
-    }
+    let default = match m.header.address_family {
+        AddressFamily::Inet => IpNetwork::V4(Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).ok()?),
+        AddressFamily::Inet6 => IpNetwork::V6(Ipv6Network::new(std::net::Ipv6Addr::UNSPECIFIED, 0).ok()?),
+        _ => return None,
+    };
     let mut r = KernelRoute {
-        dst: IpNetwork::V4(Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).ok()?),
+        dst: default,
         gw: None,
         oif: None,
         table: u32::from(m.header.table),

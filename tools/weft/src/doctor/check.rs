@@ -303,16 +303,16 @@ pub fn desired_peers(
         // `peer_for`): no route is desired for it; [`off_link_peers`] names it.
         .filter(|p| !host_gw || on_link(p.public_ip))
         .map(|p| Peer {
-            subnet: p.subnet(),
-            public_ip: p.public_ip,
+            subnet: p.subnet().into(),
+            public_ip: p.public_ip.into(),
             vtep_mac: p.vtep_mac,
             direct: host_gw || (spec.backend.direct_routing && on_link(p.public_ip)),
         })
         .collect();
     let owner = Ownership {
-        network: spec.network,
+        network: spec.network.into(),
         subnet_len: spec.subnet_len,
-        leases: set.held().clone(),
+        leases: set.held().iter().map(|(s, ip)| ((*s).into(), (*ip).into())).collect(),
         // host-gw routes have DirectRouting's shape (`flanneld/src/daemon/mesh.rs` `ownership`).
         direct: spec.backend.direct_routing || host_gw,
     };
@@ -503,7 +503,7 @@ pub fn diagnose(c: &Cluster) -> Report {
         // Routes flanneld did not make that hold a peer's subnet: flanneld leaves them (and
         // reports them on /healthz); the peer is unreachable from this node.
         for conflict in &plan.conflicts {
-            let Some(p) = desired.iter().find(|p| IpNetwork::V4(p.subnet) == conflict.dst) else { continue };
+            let Some(p) = desired.iter().find(|p| p.subnet == conflict.dst) else { continue };
             let pn = p.public_ip.to_string();
             let route = conflict.route.to_string();
             g.add(
@@ -914,7 +914,7 @@ fn classify(
 ) -> Option<(Cause, Option<String>)> {
     let obj = format!("{node}: {}", describe_op(op));
     let peer_of_subnet = |dst: &IpNetwork| match dst {
-        IpNetwork::V4(n) => desired.iter().find(|p| p.subnet == *n),
+        IpNetwork::V4(_) => desired.iter().find(|p| p.subnet == *dst),
         IpNetwork::V6(_) => None,
     };
     match op {
@@ -951,7 +951,7 @@ fn classify(
             Some((Cause::RouteStale, holder))
         }
         NetOp::AddNeigh { ip, mac } => {
-            let p = desired.iter().find(|p| gw_of(&p.subnet) == *ip)?;
+            let p = desired.iter().find(|p| p.subnet.network() == *ip)?;
             let pn = p.public_ip.to_string();
             let have =
                 actual.neighs.iter().find(|n| n.ip == *ip && n.ifindex == actual.device).map(|n| n.mac);

@@ -1,0 +1,164 @@
+//! The IPv6 side of a dual-stack VXLAN node (docs/flannel.md §8.1–8.5): the `flannel-v6.<VNI>`
+//! device and, per peer lease with an IPv6 part, its neighbour, FDB entry and route on it.
+//!
+//! Peers are keyed by their lease's IPv4 subnet (the lease identity, as in `desired`), so a
+//! lease that loses or gains its IPv6 part, or goes, is followed from the same changes as the
+//! IPv4 side. A lease whose IPv6 part is missing or malformed has no IPv6 peer
+//! (`peers::RemotePeer::ipv6` is `None`): its IPv4 side is programmed as before. The IPv6 ops
+//! go through the same `Dataplane::apply` (each op reaches the device of its family) and are
+//! checked by the same ownership rule, over the IPv6 network and leases.
+
+use ipnetwork::{IpNetwork, Ipv6Network};
+use tracing::info;
+use weft_dataplane::own::Ownership;
+use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer, Reconcile};
+use weft_dataplane::{Dataplane, KernelState, NetOp, VxlanSpec};
+
+use crate::network::BackendKind;
+use crate::peers::RemotePeer;
+use crate::registry::Registry;
+
+use super::{Daemon, DaemonError, VXLAN_OVERHEAD_V6};
+
+impl<R: Registry, D: Dataplane> Daemon<R, D> {
+    /// Dual-stack VXLAN: `EnableIPv6` with the vxlan backend (IPv6-only and host-gw with IPv6
+    /// are refused with the config, `network_v6::refuse_ipv6_dataplane`).
+    pub(super) fn dual_stack(&self) -> bool {
+        self.spec.ipv6.is_some() && self.spec.backend_type == BackendKind::Vxlan
+    }
+
+    /// `flannel-v6.<VNI>` for our IPv6 subnet `subnet`: local `PublicIPv6`, MTU underlay − 70
+    /// unless configured (§8.4), address `<subnet network>/128`.
+    fn vxlan_spec_v6(&self, subnet: Ipv6Network) -> Option<VxlanSpec> {
+        let (v6, local) = (self.spec.ipv6.as_ref()?, self.cfg.public_ipv6?);
+        let b = &self.spec.backend;
+        let underlay = b.mtu.unwrap_or(self.cfg.underlay_mtu);
+        Some(VxlanSpec {
+            name: format!("flannel-v6.{}", b.vni),
+            vni: b.vni,
+            port: b.port,
+            gbp: b.gbp,
+            learning: b.learning,
+            local: local.into(),
+            underlay_index: self.cfg.underlay_index,
+            mtu: underlay.saturating_sub(VXLAN_OVERHEAD_V6),
+            address: Ipv6Network::new(subnet.network(), 128).unwrap_or(subnet).into(),
+            network: v6.network.into(),
+        })
+    }
+
+    /// Creates or adopts `flannel-v6.<VNI>` for our IPv6 subnet (after the IPv4 device), with
+    /// the MAC published in `BackendV6Data` (`Daemon::ensure_vxlan`).
+    pub(super) async fn ensure_device_v6(&mut self) -> Result<(), DaemonError> {
+        if !self.dual_stack() {
+            return Ok(());
+        }
+        let subnet = self.own.as_ref().and_then(|o| o.key.ipv6).or(self.last_subnet_v6);
+        let Some(spec) = subnet.and_then(|s| self.vxlan_spec_v6(s)) else { return Ok(()) };
+        let info = self.ensure_vxlan(&spec).await?;
+        self.device_v6 = Some(info);
+        Ok(())
+    }
+
+    /// The IPv6 peer of `p`, when its lease has an IPv6 part (and we run dual stack).
+    pub(super) fn peer_v6(&self, p: &RemotePeer) -> Option<Peer> {
+        if !self.dual_stack() {
+            return None;
+        }
+        let v6 = p.ipv6.as_ref()?;
+        Some(Peer {
+            subnet: v6.subnet.into(),
+            public_ip: v6.public_ipv6.into(),
+            vtep_mac: v6.vtep_mac,
+            direct: false,
+        })
+    }
+
+    /// Records the IPv6 peer of the lease `p` and returns the ops that program it (or remove
+    /// what its lease had before, when its IPv6 part went).
+    pub(super) fn upsert_v6(&mut self, p: &RemotePeer) -> Vec<NetOp> {
+        let new = self.peer_v6(p);
+        let key = p.subnet();
+        let old = self.desired_v6.get(&key);
+        let ops = match (&new, old) {
+            (Some(n), old) => plan_add(old, n),
+            (None, Some(old)) => plan_remove(old),
+            (None, None) => Vec::new(),
+        };
+        match new {
+            Some(n) => {
+                if old != Some(&n) {
+                    info!(subnet = %n.subnet, public_ip = %n.public_ip, "IPv6 peer added");
+                }
+                self.held_v6.insert((n.subnet, n.public_ip));
+                self.desired_v6.insert(key, n);
+            }
+            None => {
+                if let Some(old) = self.desired_v6.remove(&key) {
+                    info!(subnet = %old.subnet, "IPv6 side of a peer lease gone");
+                }
+            }
+        }
+        ops
+    }
+
+    /// The ops that remove the IPv6 peer of the lease with IPv4 subnet `key`.
+    pub(super) fn remove_v6(&mut self, key: &ipnetwork::Ipv4Network) -> Vec<NetOp> {
+        match self.desired_v6.remove(key) {
+            Some(old) => {
+                info!(subnet = %old.subnet, public_ip = %old.public_ip, "IPv6 peer removed");
+                plan_remove(&old)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// What flanneld may change on the IPv6 side: `IPv6Network`, `IPv6SubnetLen`, the IPv6
+    /// parts of the leases seen.
+    pub(super) fn ownership_v6(&self) -> Option<Ownership> {
+        let v6 = self.spec.ipv6.as_ref()?;
+        Some(Ownership {
+            network: IpNetwork::V6(v6.network),
+            subnet_len: v6.subnet_len,
+            leases: self.held_v6.clone(),
+            direct: false,
+        })
+    }
+
+    /// The IPv6 reconciliation against `actual` (a full dump), `None` without dual stack or
+    /// before the device exists.
+    pub(super) fn reconcile_v6(&self, actual: &KernelState) -> Option<Reconcile> {
+        if !self.dual_stack() || self.device_v6.is_none() {
+            return None;
+        }
+        let owner = self.ownership_v6()?;
+        let desired: Vec<Peer> = self.desired_v6.values().cloned().collect();
+        Some(plan_reconcile(&desired, &actual.family(true), &owner))
+    }
+
+    /// Forgets removed IPv6 leases no route of ours may still point at (after a clean pass).
+    pub(super) fn forget_held_v6(&mut self, actual: &KernelState) {
+        let wanted: Vec<(IpNetwork, std::net::IpAddr)> =
+            self.desired_v6.values().map(|p| (p.subnet, p.public_ip)).collect();
+        self.held_v6.retain(|(s, ip)| {
+            wanted.contains(&(*s, *ip))
+                || actual
+                    .routes
+                    .iter()
+                    .any(|r| r.dst.network() == s.network() && r.dst.prefix() == s.prefix())
+        });
+    }
+
+    /// IPv6 peers whose entries are all programmed (as far as the last plan knows).
+    pub(super) fn programmed_v6(&self) -> usize {
+        let blocked = self.conflicts.keys().filter(|d| d.is_ipv6()).count();
+        self.desired_v6.len().saturating_sub(blocked)
+    }
+}
+
+/// Where the IPv6 device's VTEP MAC is persisted: next to the IPv4 one, `<mac file>-v6`.
+pub(super) fn mac_file_v6(mac_file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = mac_file.as_os_str().to_os_string();
+    name.push("-v6");
+    std::path::PathBuf::from(name)
+}
