@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 use ipnetwork::Ipv6Network;
 use serde_json::{Map, Value};
 
-use crate::network::{err, get_str, get_uint, BackendKind, ConfigError, NetworkSpec};
+use crate::network::{err, get_str, get_uint, ConfigError};
 
 /// A validated IPv6 configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,22 +121,6 @@ fn get_ipv6(obj: &Map<String, Value>, name: &'static str) -> Result<Option<Ipv6A
         .transpose()
 }
 
-/// What the daemon does not program for IPv6: dual-stack VXLAN (`EnableIPv4` and `EnableIPv6`
-/// true, backend vxlan) is supported; IPv6 with the host-gw backend is refused at startup —
-/// and re-read every second like any unusable config (docs/flannel.md §1.4) — rather than
-/// running with pods that get IPv6 addresses no other node can reach. IPv6-only
-/// (`EnableIPv4: false`) is already refused by `parse_config`.
-pub fn refuse_ipv6_dataplane(spec: &NetworkSpec) -> Result<(), ConfigError> {
-    match (&spec.ipv6, spec.backend_type) {
-        (Some(v6), BackendKind::HostGw) => Err(ConfigError::Unsupported(format!(
-            "EnableIPv6 is true (IPv6Network {}) with Backend Type host-gw: weft flanneld programs \
-             IPv6 only with the vxlan backend; set EnableIPv6 to false or use Backend Type vxlan",
-            v6.network
-        ))),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +173,6 @@ mod tests {
         let s = parse_config(br#"{"Network":"10.5.0.0/16","IPv6Network":"junk","Backend":{"Type":"vxlan"}}"#)
             .unwrap();
         assert_eq!(s.ipv6, None);
-        assert_eq!(refuse_ipv6_dataplane(&s), Ok(()));
     }
 
     #[test]
@@ -271,24 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn daemon_runs_dual_stack_vxlan_and_refuses_ipv6_host_gw_with_a_clear_message() {
-        let vxlan = parse_config(
-            br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}"#,
-        )
-        .unwrap();
-        assert_eq!(refuse_ipv6_dataplane(&vxlan), Ok(()));
-        let host_gw = parse_config(
-            br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"host-gw"}}"#,
-        )
-        .unwrap();
-        match refuse_ipv6_dataplane(&host_gw) {
-            Err(ConfigError::Unsupported(msg)) => {
-                assert!(
-                    msg.contains("EnableIPv6") && msg.contains("fd00::/48") && msg.contains("host-gw"),
-                    "{msg}"
-                );
-            }
-            other => panic!("{other:?}"),
+    fn dual_stack_is_accepted_with_both_backends() {
+        for backend in ["vxlan", "host-gw"] {
+            let json = format!(
+                r#"{{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{{"Type":"{backend}"}}}}"#
+            );
+            let spec = parse_config(json.as_bytes()).unwrap_or_else(|e| panic!("{backend}: {e}"));
+            assert_eq!(spec.ipv6.map(|v| v.network.to_string()), Some("fd00::/48".into()), "{backend}");
         }
     }
 }

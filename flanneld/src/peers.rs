@@ -174,8 +174,9 @@ impl PeerSet {
                     public_ip: attrs.public_ip,
                     vtep_mac: [0; 6],
                     vni: 0,
-                    // IPv6 host-gw routes are not implemented: the IPv4 side only.
-                    ipv6: None,
+                    // Dual stack: `S6 via PublicIPv6` (upstream `pkg/backend/hostgw/hostgw.go`);
+                    // a host-gw lease has no `BackendV6Data`.
+                    ipv6: key.ipv6.and_then(|subnet| host_gw_ipv6_side(rec, subnet, &attrs)),
                 });
             }
             _ => return Classified::Foreign(key, attrs.backend_type, attrs.public_ip),
@@ -308,6 +309,17 @@ fn ipv6_side(rec: &Record, subnet: Ipv6Network, attrs: &LeaseAttrs) -> Option<Pe
     None
 }
 
+/// The IPv6 side of a dual-stack host-gw lease (its `PublicIPv6`), or `None` with a warning
+/// when it has none or a malformed one (the peer's IPv4 side is unaffected).
+fn host_gw_ipv6_side(rec: &Record, subnet: Ipv6Network, attrs: &LeaseAttrs) -> Option<PeerV6> {
+    if let Some(public_ipv6) = attrs.public_ipv6 {
+        return Some(PeerV6 { subnet, public_ipv6, vtep_mac: [0; 6], vni: 0 });
+    }
+    let problem = attrs.ipv6_problem.clone().unwrap_or_else(|| "no PublicIPv6".to_string());
+    warn!(key = %rec.key, reason = %problem, "skipping the IPv6 part of a lease record");
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +395,35 @@ mod tests {
             rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03")),
         ]);
         assert!(matches!(&c[..], [Change::Upsert(p)] if p.subnet() == net("10.5.5.0/24")));
+    }
+
+    #[test]
+    fn dual_stack_host_gw_lease_has_an_ipv6_side_without_backend_v6_data() {
+        let mut set = PeerSet::for_backend(DIR, BackendKind::HostGw);
+        let dual = r#"{"PublicIP":"198.18.0.3","PublicIPv6":"2001:2::3","BackendType":"host-gw"}"#;
+        let c = set.put(&rec("10.5.2.0-24&fd00:5:0:2::-64", dual));
+        let [Change::Upsert(p)] = &c[..] else { panic!("{c:?}") };
+        let v6 = p.ipv6.as_ref().unwrap();
+        assert_eq!(
+            (v6.subnet.to_string(), v6.public_ipv6.to_string()),
+            ("fd00:5:0:2::/64".into(), "2001:2::3".into())
+        );
+        assert_eq!((v6.vtep_mac, v6.vni), ([0; 6], 0));
+        // No or a malformed PublicIPv6: the IPv4 side stays, without an IPv6 one.
+        for value in [
+            r#"{"PublicIP":"198.18.0.4","PublicIPv6":null,"BackendType":"host-gw"}"#,
+            r#"{"PublicIP":"198.18.0.4","PublicIPv6":"nope","BackendType":"host-gw"}"#,
+        ] {
+            let c = set.put(&rec("10.5.3.0-24&fd00:5:0:3::-64", value));
+            assert!(
+                matches!(&c[..], [Change::Upsert(p)] if p.ipv6.is_none() && p.public_ip == Ipv4Addr::new(198, 18, 0, 4)),
+                "{value}"
+            );
+            set.delete(&format!("{DIR}10.5.3.0-24&fd00:5:0:3::-64"));
+        }
+        // An IPv4-only key has no IPv6 side even with a PublicIPv6.
+        let c = set.put(&rec("10.5.4.0-24", dual));
+        assert!(matches!(&c[..], [Change::Upsert(p)] if p.ipv6.is_none()));
     }
 
     #[test]

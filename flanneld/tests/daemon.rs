@@ -770,14 +770,14 @@ async fn deleted_device_is_recreated_and_every_peer_replayed() {
         .await;
 }
 
-/// `EnableIPv6: true` with the host-gw backend is refused (weft programs IPv6 only with
-/// vxlan): no lease, no device, no subnet.env, not ready — and once the operator turns IPv6
-/// off, the daemon starts normally.
+/// IPv6-only (`EnableIPv4: false`) is refused (docs/flannel.md §4.1): no lease, no device,
+/// no subnet.env, not ready — and once the operator turns IPv4 back on, the daemon starts
+/// normally.
 #[tokio::test(start_paused = true)]
-async fn enable_ipv6_with_host_gw_is_refused_until_the_config_turns_it_off() {
+async fn ipv6_only_is_refused_until_the_config_turns_ipv4_on() {
     LocalSet::new()
         .run_until(async {
-            let dual = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"host-gw"}}"#;
+            let dual = r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"host-gw"}}"#;
             let node = Node::with_network_config(dual.as_bytes());
             let health = node.health();
             let run = node.start();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::node::{daemon_config, key, start, Running, ME, PREFIX, UNDERLAY};
+use common::node::{daemon_config, key, start, Running, ME, ME6, PREFIX, UNDERLAY};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::sync::oneshot;
 use tokio::task::LocalSet;
@@ -156,9 +156,9 @@ fn on_link_and_local_checks_read_the_dump() {
     k.routes.push(underlay_route());
     k.routes.push(local_route(ME));
     k.routes.push(KernelRoute::made(net("0.0.0.0/0"), ip("198.18.0.1"), false, Some(ETH0)));
-    assert!(k.is_onlink_on("198.18.0.3".parse().unwrap(), ETH0));
-    assert!(!k.is_onlink_on("198.18.0.3".parse().unwrap(), 9), "on-link, but on another interface");
-    assert!(!k.is_onlink_on("203.0.113.5".parse().unwrap(), ETH0), "via the default gateway");
+    assert!(k.is_onlink_on(ip("198.18.0.3"), ETH0));
+    assert!(!k.is_onlink_on(ip("198.18.0.3"), 9), "on-link, but on another interface");
+    assert!(!k.is_onlink_on(ip("203.0.113.5"), ETH0), "via the default gateway");
     assert!(k.is_local_on(ME, ETH0));
     assert!(!k.is_local_on("203.0.113.1".parse().unwrap(), ETH0));
 }
@@ -472,6 +472,187 @@ async fn a_public_ip_that_is_not_the_interfaces_address_is_refused_like_upstream
                 }
                 other => panic!("{:?}", other.map(|_| ())),
             }
+        })
+        .await;
+}
+
+// ---- dual stack (IPv6 host-gw) -----------------------------------------------------------
+
+const DUAL_HG_CONFIG: &str =
+    r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"host-gw"}}"#;
+
+/// `2001:2::/64 dev eth0 proto kernel metric 256`: IPv6 peers in it are on-link.
+fn underlay_route_v6() -> KernelRoute {
+    KernelRoute {
+        gw: None,
+        protocol: 2,
+        metric: 256,
+        ..KernelRoute::made(net("2001:2::/64"), ip("::"), false, Some(ETH0))
+    }
+}
+
+/// [`host`] with [`ME6`] on eth0 and an IPv6 default route via `2001:2::1`.
+fn host_dual() -> FakeDataplane {
+    let mut f = host();
+    f.routes.push(underlay_route_v6());
+    f.routes.push(KernelRoute {
+        protocol: 4,
+        ..KernelRoute::made(net("::/0"), ip("2001:2::1"), false, Some(ETH0))
+    });
+    f
+}
+
+/// What an upstream dual-stack host-gw node writes: `PublicIPv6`, no `BackendV6Data`.
+fn hg_value_dual(public_ip: &str, public_ipv6: &str) -> String {
+    format!(r#"{{"PublicIP":"{public_ip}","PublicIPv6":"{public_ipv6}","BackendType":"host-gw"}}"#)
+}
+
+/// A dual-stack host-gw node (`PublicIPv6` [`ME6`]) started on `kernel` with [`DUAL_HG_CONFIG`]
+/// and the leases `(key name, value)`.
+struct DualNode {
+    dir: tempfile::TempDir,
+    reg: MemoryRegistry,
+    dp: SharedFake,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    run: Running,
+}
+
+fn boot_dual(kernel: FakeDataplane, leases: &[(&str, String)]) -> DualNode {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(DUAL_HG_CONFIG, leases);
+    let dp = SharedFake::from(kernel);
+    let mut cfg = daemon_config(dir.path(), ME);
+    cfg.public_ipv6 = Some(ME6);
+    let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+    let run = start(cfg, reg.clone(), dp.clone());
+    DualNode { dir, reg, dp, health, metrics, run }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dual_stack_host_gw_peer_gets_both_routes_follows_its_public_ipv6_and_goes_with_its_lease() {
+    LocalSet::new()
+        .run_until(async {
+            let leases = [
+                ("10.5.7.0-24&fd00:5:0:7::-64", hg_value_dual("198.18.0.3", "2001:2::3")),
+                // An IPv4-only host-gw peer beside it stays IPv4-only.
+                ("10.5.8.0-24", hg_value("198.18.0.4")),
+            ];
+            let DualNode { dir, reg, dp, health, metrics, run } = boot_dual(host_dual(), &leases);
+            wait_for("mesh", || health.get().mesh_programmed).await;
+            let both = |gw6: &str| {
+                vec![
+                    ("10.5.7.0/24".to_string(), "198.18.0.3".to_string()),
+                    ("10.5.8.0/24".into(), "198.18.0.4".into()),
+                    ("fd00:5:0:7::/64".into(), gw6.to_string()),
+                ]
+            };
+            assert_eq!(dp.peer_routes(), both("2001:2::3"));
+            dp.with(|f| {
+                let r6 = f.routes.iter().find(|r| r.dst == net("fd00:5:0:7::/64")).unwrap();
+                // `S6 via P6` on the external interface, the kernel's default IPv6 metric.
+                assert_eq!(
+                    *r6,
+                    KernelRoute::made(net("fd00:5:0:7::/64"), ip("2001:2::3"), false, Some(ETH0))
+                );
+                assert!(!f.has_vxlan_device() && f.device_v6.is_none());
+                assert!(f.neighs.is_empty() && f.fdb.is_empty());
+            });
+            // Own lease: dual-stack key, `PublicIPv6`, no BackendData / BackendV6Data.
+            let (own_key, value) = own_value(&reg);
+            assert!(own_key.contains('&'), "{own_key}");
+            assert_eq!(
+                value,
+                r#"{"PublicIP":"198.18.0.2","PublicIPv6":"2001:2::2","BackendType":"host-gw"}"#
+            );
+            let env = std::fs::read_to_string(dir.path().join("subnet.env")).unwrap();
+            assert!(
+                env.contains("FLANNEL_IPV6_NETWORK=fd00:5::/48\n") && env.contains("FLANNEL_MTU=1500\n"),
+                "{env}"
+            );
+            assert!(metrics.render().contains("flanneld_peers_programmed_v6 1"), "{}", metrics.render());
+
+            // PublicIPv6 changes: the IPv6 route is replaced, the IPv4 one stays.
+            reg.put_raw(
+                &key("10.5.7.0-24&fd00:5:0:7::-64"),
+                hg_value_dual("198.18.0.3", "2001:2::9").as_bytes(),
+                0,
+            );
+            wait_for("new IPv6 gateway", || dp.peer_routes() == both("2001:2::9")).await;
+            // The lease goes: both routes go.
+            reg.delete_raw(&key("10.5.7.0-24&fd00:5:0:7::-64"));
+            wait_for("both gone", || dp.peer_routes() == vec![("10.5.8.0/24".into(), "198.18.0.4".into())])
+                .await;
+            assert_eq!(health.healthz().0, 200, "{}", health.healthz().1);
+            run.stop().await;
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dual_stack_host_gw_reports_an_off_link_ipv6_peer_and_a_foreign_ipv6_route_and_heals_a_deleted_one() {
+    LocalSet::new()
+        .run_until(async {
+            let leases = [
+                ("10.5.7.0-24&fd00:5:0:7::-64", hg_value_dual("198.18.0.3", "2001:2::3")),
+                // IPv4 on-link, IPv6 only via the default gateway.
+                ("10.5.8.0-24&fd00:5:0:8::-64", hg_value_dual("198.18.0.4", "2001:db8::4")),
+                ("10.5.9.0-24&fd00:5:0:9::-64", hg_value_dual("198.18.0.5", "2001:2::5")),
+            ];
+            let mut f = host_dual();
+            // An operator's static route at a peer's IPv6 subnet: a conflict, left alone.
+            let theirs = KernelRoute {
+                protocol: 4,
+                ..KernelRoute::made(net("fd00:5:0:9::/64"), ip("2001:2::50"), false, Some(ETH0))
+            };
+            f.routes.push(theirs.clone());
+            let DualNode { reg, dp, health, metrics, run, .. } = boot_dual(f, &leases);
+            wait_for("reported", || {
+                let h = health.get();
+                !h.peers_off_link.is_empty() && !h.route_conflicts.is_empty()
+            })
+            .await;
+            let h = health.get();
+            assert_eq!(h.peers_off_link, vec!["fd00:5:0:8::/64 via 2001:db8::4".to_string()]);
+            assert_eq!(h.route_conflicts, vec!["fd00:5:0:9::/64".to_string()]);
+            let (code, body) = health.healthz();
+            assert_eq!(code, 503);
+            assert!(
+                body.contains("fd00:5:0:8::/64 via 2001:db8::4") && body.contains("fd00:5:0:9::/64"),
+                "{body}"
+            );
+            let m = metrics.render();
+            assert!(
+                m.contains("flanneld_peers_off_link 1") && m.contains("flanneld_route_conflicts 1"),
+                "{m}"
+            );
+            wait_for("routes", || dp.peer_routes().len() == 4).await;
+            assert_eq!(
+                dp.peer_routes(),
+                vec![
+                    ("10.5.7.0/24".to_string(), "198.18.0.3".to_string()),
+                    ("10.5.8.0/24".into(), "198.18.0.4".into()),
+                    ("10.5.9.0/24".into(), "198.18.0.5".into()),
+                    ("fd00:5:0:7::/64".into(), "2001:2::3".into()),
+                ]
+            );
+            assert!(dp.with(|f| f.routes.contains(&theirs)), "the operator's IPv6 route is untouched");
+
+            // `ip -6 route del` behind the daemon's back: the next reconciliation re-adds it.
+            dp.with(|f| f.routes.retain(|r| r.dst != net("fd00:5:0:7::/64")));
+            wait_for("healed", || dp.peer_routes().contains(&("fd00:5:0:7::/64".into(), "2001:2::3".into())))
+                .await;
+            // The off-link peer moves onto the segment: routed on the next lease event.
+            reg.put_raw(
+                &key("10.5.8.0-24&fd00:5:0:8::-64"),
+                hg_value_dual("198.18.0.4", "2001:2::4").as_bytes(),
+                0,
+            );
+            wait_for("routed", || dp.peer_routes().contains(&("fd00:5:0:8::/64".into(), "2001:2::4".into())))
+                .await;
+            wait_for("report cleared", || health.get().peers_off_link.is_empty()).await;
+            assert!(dp.with(|f| f.routes.contains(&theirs)));
+            run.stop().await;
         })
         .await;
 }

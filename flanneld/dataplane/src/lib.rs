@@ -226,25 +226,27 @@ impl KernelState {
     /// `RTM_GETROUTE` per peer: the main-table route the kernel would pick (longest prefix,
     /// then lowest metric; tos 0) is a unicast route without a gateway. Upstream asks the
     /// kernel (`netlink.RouteGet`) and takes one route with no gateway as on-link; policy
-    /// routing rules, which a lookup would follow, are not considered here.
-    pub fn is_onlink(&self, dst: Ipv4Addr) -> bool {
-        self.best_route(dst).is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
+    /// routing rules, which a lookup would follow, are not considered here. IPv6 addresses are
+    /// looked up among the IPv6 routes (host-gw dual stack).
+    pub fn is_onlink(&self, dst: impl Into<IpAddr>) -> bool {
+        self.best_route(dst.into()).is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
     }
 
-    /// host-gw's test that `dst` (a peer's PublicIP) is on the same L2 segment through the
-    /// external interface `oif`: the main-table route the kernel would pick (as in
+    /// host-gw's test that `dst` (a peer's PublicIP or PublicIPv6) is on the same L2 segment
+    /// through the external interface `oif`: the main-table route the kernel would pick (as in
     /// [`KernelState::is_onlink`]) is a unicast route without a gateway on that interface.
-    pub fn is_onlink_on(&self, dst: Ipv4Addr, oif: u32) -> bool {
+    pub fn is_onlink_on(&self, dst: impl Into<IpAddr>, oif: u32) -> bool {
+        let dst = dst.into();
         self.is_onlink(dst) && self.best_route(dst).is_some_and(|r| r.oif == Some(oif))
     }
 
     /// The main-table route (tos 0) the kernel would pick for `dst`: longest prefix, then
     /// lowest metric.
-    fn best_route(&self, dst: Ipv4Addr) -> Option<&KernelRoute> {
+    fn best_route(&self, dst: IpAddr) -> Option<&KernelRoute> {
         self.routes
             .iter()
             .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
-            .filter(|r| matches!(r.dst, IpNetwork::V4(n) if n.contains(dst)))
+            .filter(|r| r.dst.contains(dst))
             .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric))
     }
 
@@ -358,7 +360,9 @@ pub trait Dataplane {
     /// Applies `ops` in order (batched; a failure of one op does not stop the others).
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError>;
     /// Reads every neighbour, FDB entry (with a destination) and IPv4 route of the namespace;
-    /// with a `flannel-v6` device also every IPv6 neighbour and route.
+    /// with a `flannel-v6` device also every IPv6 neighbour and route, and with host-gw
+    /// ([`Dataplane::ensure_no_device`]) every IPv6 route (its dual-stack peer routes and the
+    /// on-link routes of the external interface).
     async fn dump(&mut self) -> Result<KernelState, DataplaneError>;
     /// Like [`Dataplane::dump`], routes only (neighbours and FDB left empty).
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError>;
@@ -371,7 +375,8 @@ pub trait Dataplane {
     /// `flannel-v6.<N>` (what a vxlan run of flanneld left; their neighbours, FDB entries and
     /// routes go with them) and returns their names; from then on [`Dataplane::apply`] and
     /// [`Dataplane::dump`] work without a device ([`KernelState::device`] 0), for plain routes
-    /// `dst via gw` only. `underlay_index` is the external interface.
+    /// `dst via gw` only, of both families (host-gw dual stack: `S6 via P6`), and dumps read
+    /// the IPv6 routes too. `underlay_index` is the external interface.
     async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError>;
 }
 

@@ -340,8 +340,8 @@ fn direct_routing_route_and_onlink_lookup() {
         let r = dp.apply(&plan_add(None, &p)).await.unwrap();
         assert_eq!((r.applied, r.failed.len()), (1, 0));
         let routes = dp.dump_routes().await.unwrap();
-        let a = routes.is_onlink("198.18.0.3".parse().unwrap());
-        let b = routes.is_onlink("203.0.113.9".parse().unwrap());
+        let a = routes.is_onlink("198.18.0.3".parse::<std::net::Ipv4Addr>().unwrap());
+        let b = routes.is_onlink("203.0.113.9".parse::<std::net::Ipv4Addr>().unwrap());
         let st = dp.dump().await.unwrap();
         assert_eq!(reconcile(std::slice::from_ref(&p), &st), vec![]);
         // Switching to VXLAN replaces the route; back to direct, then removal.
@@ -371,7 +371,7 @@ fn direct_routing_route_and_onlink_lookup() {
 fn is_onlink_without_any_route_is_false() {
     let ns = node(2);
     let r = in_ns(&ns, |mut dp| async move {
-        dp.dump_routes().await.unwrap().is_onlink("203.0.113.9".parse().unwrap())
+        dp.dump_routes().await.unwrap().is_onlink("203.0.113.9".parse::<std::net::Ipv4Addr>().unwrap())
     });
     assert!(!r);
 }
@@ -958,4 +958,63 @@ fn v6_reconcile_never_touches_a_foreign_ipv6_route() {
         text(&ns, &["bridge", "fdb", "show", "dev", "flannel-v6.1"]),
         "6e:aa:bb:cc:dd:02 dst 2001:2::5 self permanent"
     );
+}
+
+/// host-gw dual stack (no device): the plain IPv6 route `S6 via P6` is programmed without a
+/// `flannel-v6` device, dumped with the IPv4 one, found on-link or not from that dump (a
+/// PublicIPv6 reached only via the default gateway is not), and removed.
+#[test]
+fn host_gw_dual_stack_plain_ipv6_routes_without_a_device() {
+    let ns = node_in("wtG6", 2);
+    ns.exec(&["ip", "-6", "addr", "add", "2001:2::2/64", "dev", "eth0", "nodad"]).expect_ok();
+    ns.exec(&["ip", "-6", "route", "add", "default", "via", "2001:2::1", "dev", "eth0"]).expect_ok();
+    let eth0 = ifindex(&ns, "eth0");
+    let v4 = NetOp::AddRoute {
+        dst: "10.5.7.0/24".parse().unwrap(),
+        gw: "198.18.0.3".parse().unwrap(),
+        onlink: false,
+    };
+    let v6 = NetOp::AddRoute {
+        dst: "fd00:5:0:7::/64".parse().unwrap(),
+        gw: "2001:2::3".parse().unwrap(),
+        onlink: false,
+    };
+    let ops = vec![v4, v6.clone()];
+    let (failed, dumped, onlink, offlink) = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_no_device(eth0).await.unwrap();
+        let r = dp.apply(&ops).await.unwrap();
+        let st = dp.dump_routes().await.unwrap();
+        let full = dp.dump().await.unwrap();
+        assert_eq!(st.routes, full.routes, "dump and dump_routes read the same routes");
+        let on = st.is_onlink_on("2001:2::3".parse::<std::net::Ipv6Addr>().unwrap(), eth0);
+        let off = st.is_onlink_on("2001:db8::4".parse::<std::net::Ipv6Addr>().unwrap(), eth0);
+        (r.failed.len(), st, on, off)
+    });
+    assert_eq!(failed, 0);
+    assert!(onlink && !offlink);
+    assert_eq!(
+        text(&ns, &["ip", "-6", "route", "show", "table", "main", "fd00:5:0:7::/64"]),
+        "fd00:5:0:7::/64 via 2001:2::3 dev eth0 metric 1024 pref medium"
+    );
+    assert_eq!(text(&ns, &["ip", "route", "show", "10.5.7.0/24"]), "10.5.7.0/24 via 198.18.0.3 dev eth0");
+    let want = weft_dataplane::KernelRoute::made(
+        "fd00:5:0:7::/64".parse().unwrap(),
+        "2001:2::3".parse().unwrap(),
+        false,
+        Some(eth0),
+    );
+    assert!(dumped.routes.contains(&want), "{:?}", dumped.routes);
+    // Removed by its delete; the IPv4 route stays.
+    let del = NetOp::DelRoute {
+        dst: "fd00:5:0:7::/64".parse().unwrap(),
+        gw: "2001:2::3".parse().unwrap(),
+        onlink: false,
+    };
+    let failed = in_ns(&ns, move |mut dp| async move {
+        dp.ensure_no_device(eth0).await.unwrap();
+        dp.apply(&[del]).await.unwrap().failed.len()
+    });
+    assert_eq!(failed, 0);
+    assert_eq!(text(&ns, &["ip", "-6", "route", "show", "fd00:5:0:7::/64"]), "");
+    assert_eq!(text(&ns, &["ip", "route", "show", "10.5.7.0/24"]), "10.5.7.0/24 via 198.18.0.3 dev eth0");
 }

@@ -1,5 +1,8 @@
-//! The IPv6 side of a dual-stack VXLAN node (docs/flannel.md §8.1–8.5): the `flannel-v6.<VNI>`
+//! The IPv6 side of a dual-stack node. VXLAN (docs/flannel.md §8.1–8.5): the `flannel-v6.<VNI>`
 //! device and, per peer lease with an IPv6 part, its neighbour, FDB entry and route on it.
+//! host-gw (docs/flannel.md §4.2; upstream `pkg/backend/hostgw/hostgw.go`): per peer lease with
+//! an IPv6 part the plain route `S6 via PublicIPv6`, when that address is on-link on the
+//! external interface (else reported like an IPv4 peer off the L2 segment).
 //!
 //! Peers are keyed by their lease's IPv4 subnet (the lease identity, as in `desired`), so a
 //! lease that loses or gains its IPv6 part, or goes, is followed from the same changes as the
@@ -21,8 +24,8 @@ use crate::registry::Registry;
 use super::{Daemon, DaemonError, VXLAN_OVERHEAD_V6};
 
 impl<R: Registry, D: Dataplane> Daemon<R, D> {
-    /// Dual-stack VXLAN: `EnableIPv6` with the vxlan backend (IPv6-only and host-gw with IPv6
-    /// are refused with the config, `network_v6::refuse_ipv6_dataplane`).
+    /// Dual-stack VXLAN: `EnableIPv6` with the vxlan backend (IPv6-only is refused with the
+    /// config, `network::parse_config`).
     pub(super) fn dual_stack(&self) -> bool {
         self.spec.ipv6.is_some() && self.spec.backend_type == BackendKind::Vxlan
     }
@@ -60,25 +63,38 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         Ok(())
     }
 
-    /// The IPv6 peer of `p`, when its lease has an IPv6 part (and we run dual stack).
-    pub(super) fn peer_v6(&self, p: &RemotePeer) -> Option<Peer> {
-        if !self.dual_stack() {
-            return None;
-        }
-        let v6 = p.ipv6.as_ref()?;
-        Some(Peer {
-            subnet: v6.subnet.into(),
-            public_ip: v6.public_ipv6.into(),
-            vtep_mac: v6.vtep_mac,
-            direct: false,
-        })
+    /// IPv6 peers are programmed: dual-stack VXLAN, or dual-stack host-gw (`S6 via P6`, no
+    /// device; upstream `pkg/backend/hostgw/hostgw.go` `GetV6Route`).
+    pub(super) fn ipv6_peers(&self) -> bool {
+        self.spec.ipv6.is_some()
+    }
+
+    /// Dual-stack host-gw.
+    pub(super) fn host_gw_v6(&self) -> bool {
+        self.spec.ipv6.is_some() && self.spec.backend_type == BackendKind::HostGw
     }
 
     /// Records the IPv6 peer of the lease `p` and returns the ops that program it (or remove
-    /// what its lease had before, when its IPv6 part went).
-    pub(super) fn upsert_v6(&mut self, p: &RemotePeer) -> Vec<NetOp> {
-        let new = self.peer_v6(p);
+    /// what its lease had before, when its IPv6 part went). With host-gw the peer is the plain
+    /// route `S6 via P6`, skipped and remembered as off-link when `routes` (a dump) show `P6`
+    /// is not on-link on the external interface; without `routes` it is tried, as for IPv4.
+    pub(super) fn upsert_v6(&mut self, p: &RemotePeer, routes: Option<&KernelState>) -> Vec<NetOp> {
         let key = p.subnet();
+        let v6 = p.ipv6.as_ref().filter(|_| self.ipv6_peers());
+        let host_gw = self.host_gw_v6();
+        let new = v6.and_then(|v6| {
+            let public_ip = v6.public_ipv6.into();
+            self.held_v6.insert((v6.subnet.into(), public_ip));
+            if host_gw && routes.is_some_and(|r| !r.is_onlink_on(public_ip, self.cfg.underlay_index)) {
+                self.off_link_v6.insert(key, (v6.subnet.into(), public_ip));
+                return None;
+            }
+            self.off_link_v6.remove(&key);
+            Some(Peer { subnet: v6.subnet.into(), public_ip, vtep_mac: v6.vtep_mac, direct: host_gw })
+        });
+        if v6.is_none() {
+            self.off_link_v6.remove(&key);
+        }
         let old = self.desired_v6.get(&key);
         let ops = match (&new, old) {
             (Some(n), old) => plan_add(old, n),
@@ -90,12 +106,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 if old != Some(&n) {
                     info!(subnet = %n.subnet, public_ip = %n.public_ip, "IPv6 peer added");
                 }
-                self.held_v6.insert((n.subnet, n.public_ip));
                 self.desired_v6.insert(key, n);
             }
             None => {
                 if let Some(old) = self.desired_v6.remove(&key) {
-                    info!(subnet = %old.subnet, "IPv6 side of a peer lease gone");
+                    info!(subnet = %old.subnet, "IPv6 side of a peer lease gone or not routed");
                 }
             }
         }
@@ -104,6 +119,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     /// The ops that remove the IPv6 peer of the lease with IPv4 subnet `key`.
     pub(super) fn remove_v6(&mut self, key: &ipnetwork::Ipv4Network) -> Vec<NetOp> {
+        self.off_link_v6.remove(key);
         match self.desired_v6.remove(key) {
             Some(old) => {
                 info!(subnet = %old.subnet, public_ip = %old.public_ip, "IPv6 peer removed");
@@ -121,14 +137,15 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             network: IpNetwork::V6(v6.network),
             subnet_len: v6.subnet_len,
             leases: self.held_v6.clone(),
-            direct: false,
+            // host-gw's IPv6 routes have DirectRouting's shape: `S6 via P6`.
+            direct: self.host_gw_v6(),
         })
     }
 
     /// The IPv6 reconciliation against `actual` (a full dump), `None` without dual stack or
-    /// before the device exists.
+    /// (VXLAN) before the device exists.
     pub(super) fn reconcile_v6(&self, actual: &KernelState) -> Option<Reconcile> {
-        if !self.dual_stack() || self.device_v6.is_none() {
+        if !self.host_gw_v6() && (!self.dual_stack() || self.device_v6.is_none()) {
             return None;
         }
         let owner = self.ownership_v6()?;

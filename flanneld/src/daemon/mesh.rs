@@ -10,9 +10,11 @@
 //! plain route `S via P` (the DirectRouting route), created and reconciled by the same code.
 //! A peer whose PublicIP is not on the same L2 segment (no on-link route to it on the
 //! external interface, where upstream's route add just fails) is skipped and reported (WARN
-//! log, `/healthz`, metric); every reconciliation looks again.
+//! log, `/healthz`, metric); every reconciliation looks again. Dual stack: the same for the
+//! IPv6 side, `S6 via P6` (`dual.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -60,7 +62,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     let peer = self.peer_for(&p, routes.as_ref());
                     self.place(&p, peer);
                     // Programmed by the reconciliation below.
-                    self.upsert_v6(&p);
+                    self.upsert_v6(&p, routes.as_ref());
                 }
                 Change::Remove(s) => {
                     self.off_link.remove(&s);
@@ -105,7 +107,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         if changes.is_empty() {
             return;
         }
-        let off_link_before = self.off_link.clone();
+        let off_link_before = (self.off_link.clone(), self.off_link_v6.clone());
         // DirectRouting and host-gw: one route dump answers every on-link question of the
         // batch (and guards its route ops below).
         let direct_routing = self.route_lookup();
@@ -116,7 +118,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    ops6.extend(self.upsert_v6(&p));
+                    ops6.extend(self.upsert_v6(&p, routes.as_ref().and_then(|r| r.as_ref().ok())));
                     let Some(new) = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok())) else {
                         // host-gw, not on-link: what a previous PublicIP of it had goes.
                         if let Some(old) = self.place(&p, None) {
@@ -157,7 +159,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 }
             }
         }
-        if self.off_link != off_link_before {
+        if (&self.off_link, &self.off_link_v6) != (&off_link_before.0, &off_link_before.1) {
             self.note_off_link();
         }
         if ops.is_empty() && ops6.is_empty() {
@@ -289,6 +291,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         for p in &peers {
             let peer = self.peer_for(p, Some(actual));
             self.place(p, peer);
+            // The IPv6 side's ops come from the reconciliation's plan.
+            self.upsert_v6(p, Some(actual));
         }
     }
 
@@ -311,9 +315,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// is logged once (WARN, as upstream's failing route add is), and `/healthz` and the
     /// metric follow.
     fn note_off_link(&mut self) {
-        let list: Vec<String> = self.off_link.iter().map(|(s, ip)| format!("{s} via {ip}")).collect();
+        let v4 = self.off_link.iter().map(|(s, ip)| (IpNetwork::V4(*s), IpAddr::V4(*ip)));
+        let entries: Vec<(IpNetwork, IpAddr)> = v4.chain(self.off_link_v6.values().copied()).collect();
+        let list: Vec<String> = entries.iter().map(|(s, ip)| format!("{s} via {ip}")).collect();
         let reported = self.cfg.health.get().peers_off_link;
-        for (line, (subnet, ip)) in list.iter().zip(&self.off_link) {
+        for (line, (subnet, ip)) in list.iter().zip(&entries) {
             if !reported.contains(line) {
                 warn!(subnet = %subnet, public_ip = %ip, underlay = self.cfg.underlay_index,
                     "host-gw peer is not on the same L2 segment (no on-link route to its PublicIP on the external interface), not routed");
@@ -322,7 +328,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         for line in reported.iter().filter(|l| !list.contains(l)) {
             info!(peer = %line, "host-gw peer reachable on-link again, or gone");
         }
-        self.cfg.metrics.peers_off_link.set(gauge(self.off_link.len()));
+        self.cfg.metrics.peers_off_link.set(gauge(entries.len()));
         self.cfg.health.update(|h| h.peers_off_link = list);
     }
 

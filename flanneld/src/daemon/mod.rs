@@ -29,7 +29,6 @@ use crate::health::Health;
 use crate::lease::{config_key, subnets_dir};
 use crate::metrics::Metrics;
 use crate::network::{parse_config, BackendKind, ConfigError, NetworkSpec};
-use crate::network_v6::refuse_ipv6_dataplane;
 use crate::peers::PeerSet;
 use crate::registry::Registry;
 use crate::state;
@@ -161,10 +160,11 @@ pub async fn run<R: Registry, D: Dataplane>(
         }
     }
 
-    let dual = spec.ipv6.is_some() && spec.backend_type == BackendKind::Vxlan;
-    if dual && config.public_ipv6.is_none() {
+    // Dual stack, either backend: the PublicIPv6 is published and peers route to it.
+    if spec.ipv6.is_some() && config.public_ipv6.is_none() {
         return Err(DaemonError::NoPublicIpv6);
     }
+    let dual = spec.ipv6.is_some() && spec.backend_type == BackendKind::Vxlan;
     // The IPv6 device's MAC, published as `BackendV6Data`'s `VtepMAC`, persisted beside the
     // IPv4 one.
     let mac_v6 = if dual {
@@ -207,6 +207,7 @@ pub async fn run<R: Registry, D: Dataplane>(
         conflicts: BTreeMap::new(),
         routes_in_the_way: false,
         off_link: BTreeMap::new(),
+        off_link_v6: BTreeMap::new(),
     };
     // Started with DirectRouting off: the first clean reconciliation also removes the
     // DirectRouting routes a previous run may have made (then never again).
@@ -287,9 +288,7 @@ async fn load_config<R: Registry>(registry: &R, cfg: &DaemonConfig) -> NetworkSp
         let got = registry.get(&key).await;
         cfg.health.update(|h| h.etcd_reachable = got.is_ok());
         let outcome = match got {
-            Ok(Some(bytes)) => parse_config(&bytes)
-                .and_then(|spec| refuse_ipv6_dataplane(&spec).map(|()| spec))
-                .map_err(|e| e.to_string()),
+            Ok(Some(bytes)) => parse_config(&bytes).map_err(|e| e.to_string()),
             Ok(None) => Err(ConfigError::NotFound.to_string()),
             Err(e) => {
                 cfg.metrics.etcd_errors.inc();
@@ -362,6 +361,9 @@ struct Daemon<R, D> {
     /// host-gw peers not programmed because their PublicIP is not on-link on the external
     /// interface (subnet → PublicIP), as last reported.
     off_link: BTreeMap<Ipv4Network, Ipv4Addr>,
+    /// Likewise the IPv6 sides of dual-stack host-gw peers (lease's IPv4 subnet → its IPv6
+    /// subnet and PublicIPv6).
+    off_link_v6: BTreeMap<Ipv4Network, (IpNetwork, IpAddr)>,
 }
 
 fn unix_now() -> i64 {

@@ -27,7 +27,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     None => attrs,
                 }
             }
-            BackendKind::HostGw => LeaseAttrs::host_gw(self.cfg.public_ip),
+            BackendKind::HostGw => {
+                // Dual stack: `PublicIPv6` and no `BackendV6Data`, as upstream's host-gw
+                // publishes (`pkg/backend/hostgw/hostgw.go`, docs/flannel.md §4.2).
+                let mut attrs = LeaseAttrs::host_gw(self.cfg.public_ip);
+                attrs.public_ipv6 = self.cfg.public_ipv6.filter(|_| self.host_gw_v6());
+                attrs
+            }
         }
     }
 

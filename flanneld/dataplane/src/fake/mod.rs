@@ -14,7 +14,9 @@
 //!
 //! Dual stack: a second device, `flannel-v6` ([`FakeDataplane::device_v6`], ensured from an
 //! IPv6 [`VxlanSpec`]), takes the IPv6 ops, as the real dataplane sends them; without it an IPv6
-//! op fails with ENODEV and dumps hold no IPv6 neighbours or routes. IPv6 routes get the
+//! op fails with ENODEV and dumps hold no IPv6 neighbours or routes. With host-gw
+//! ([`Dataplane::ensure_no_device`]) plain IPv6 routes `S6 via P6` need no device and dumps
+//! hold the IPv6 routes, as in the real one. IPv6 routes get the
 //! kernel's default metric 1024 (`crate::default_metric`), part of their replace key.
 //!
 //! Recording hooks for the tests: every op applied, batch sizes, call counts, injected
@@ -371,7 +373,10 @@ impl FakeDataplane {
                 report.failed.push((op.clone(), "injected failure".into()));
                 continue;
             }
-            if !device_there && Self::needs_device(op) {
+            // The real dataplane has nowhere to send an IPv6 op without `flannel-v6`, unless
+            // host-gw's plain routes.
+            let no_v6 = op.is_v6() && self.ensured_v6.is_none() && ensured != NO_DEVICE_INDEX;
+            if no_v6 || (!device_there && Self::needs_device(op)) {
                 report.failed.push((op.clone(), ENODEV_MESSAGE.into()));
                 continue;
             }
@@ -405,9 +410,9 @@ impl FakeDataplane {
     }
 
     /// What a dump holds: IPv6 neighbours and routes only once a `flannel-v6` device was
-    /// ensured (the real dataplane dumps the IPv6 family only then).
+    /// ensured or with host-gw (the real dataplane dumps the IPv6 family only then).
     fn without_v6(&self, mut k: KernelState) -> KernelState {
-        if self.ensured_v6.is_none() {
+        if self.ensured_v6.is_none() && self.ensured != Some(NO_DEVICE_INDEX) {
             k.neighs.retain(|n| !n.ip.is_ipv6());
             k.routes.retain(|r| !r.dst.is_ipv6());
         }

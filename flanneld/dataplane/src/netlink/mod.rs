@@ -68,6 +68,8 @@ pub struct NetlinkDataplane {
     device: Option<Device>,
     /// The `flannel-v6` device (dual stack), once ensured: IPv6 ops go to it.
     device_v6: Option<Device>,
+    /// host-gw (`ensure_no_device`): no device; IPv6 plain routes are programmed and dumped.
+    host_gw: bool,
     window: usize,
 }
 
@@ -131,7 +133,14 @@ impl NetlinkDataplane {
                 }
             }
         });
-        Ok(NetlinkDataplane { handle, overruns: rx, device: None, device_v6: None, window: WINDOW })
+        Ok(NetlinkDataplane {
+            handle,
+            overruns: rx,
+            device: None,
+            device_v6: None,
+            host_gw: false,
+            window: WINDOW,
+        })
     }
 
     /// Sets how many requests may be in flight at once (at least 1).
@@ -139,10 +148,11 @@ impl NetlinkDataplane {
         self.window = window.max(1);
     }
 
-    /// The address families dumps read: IPv4, and IPv6 once there is a `flannel-v6` device.
+    /// The address families dumps read: IPv4, and IPv6 once there is a `flannel-v6` device or
+    /// with host-gw.
     fn families(&self) -> Vec<AddressFamily> {
         let mut f = vec![AddressFamily::Inet];
-        if self.device_v6.is_some() {
+        if self.device_v6.is_some() || self.host_gw {
             f.push(AddressFamily::Inet6);
         }
         f
@@ -280,6 +290,7 @@ impl Dataplane for NetlinkDataplane {
         mac_hint: Option<Mac>,
     ) -> Result<DeviceInfo, DataplaneError> {
         let info = device::ensure(self, spec, mac_hint).await?;
+        self.host_gw = false;
         let slot = if spec.is_v6() { &mut self.device_v6 } else { &mut self.device };
         *slot = Some(Device { index: info.index });
         Ok(info)
@@ -292,14 +303,16 @@ impl Dataplane for NetlinkDataplane {
         // gives them no oif), and nothing on a device is flanneld's (`own::Ownership`).
         self.device = Some(Device { index: 0 });
         self.device_v6 = None;
+        self.host_gw = true;
         Ok(removed)
     }
 
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError> {
         let index = self.device()?.index;
         // Each op goes to the device of its family; without a `flannel-v6` device an IPv6 op
-        // fails as the kernel would fail it on a device that is not there.
-        let index_v6 = self.device_v6.as_ref().map(|d| d.index);
+        // fails as the kernel would fail it on a device that is not there, except host-gw's
+        // plain IPv6 routes, which name no device.
+        let index_v6 = self.device_v6.as_ref().map(|d| d.index).or(self.host_gw.then_some(0));
         let mut report = ApplyReport::default();
         for wave in schedule::waves(ops) {
             let results: Vec<(usize, Outcome)> = stream::iter(wave)
