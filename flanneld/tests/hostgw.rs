@@ -656,3 +656,60 @@ async fn dual_stack_host_gw_reports_an_off_link_ipv6_peer_and_a_foreign_ipv6_rou
         })
         .await;
 }
+
+/// A lease event asks the kernel about its peer's addresses (one route lookup each) instead of
+/// reading a route dump; a new route is created exclusively, so an operator's route at its
+/// destination is still found (then from a dump), reported and left alone.
+#[tokio::test(start_paused = true)]
+async fn lease_events_look_up_each_new_address_instead_of_dumping_routes() {
+    LocalSet::new()
+        .run_until(async {
+            let mut f = host_dual();
+            let theirs = KernelRoute {
+                protocol: 4,
+                ..KernelRoute::made(net("10.5.9.0/24"), ip("198.18.0.50"), false, Some(ETH0))
+            };
+            f.routes.push(theirs.clone());
+            let DualNode { reg, dp, health, metrics, run, .. } = boot_dual(f, &[]);
+            wait_for("mesh", || health.get().mesh_programmed).await;
+            let counts = || dp.with(|f| (f.route_dumps, f.route_gets));
+            let (dumps, gets) = counts();
+
+            reg.put_raw(
+                &key("10.5.7.0-24&fd00:5:0:7::-64"),
+                hg_value_dual("198.18.0.3", "2001:2::3").as_bytes(),
+                0,
+            );
+            wait_for("routed", || dp.peer_routes().len() == 2).await;
+            assert_eq!(counts(), (dumps, gets + 2), "one lookup per address, no dump");
+            assert_eq!(
+                dp.peer_routes(),
+                vec![
+                    ("10.5.7.0/24".to_string(), "198.18.0.3".to_string()),
+                    ("fd00:5:0:7::/64".into(), "2001:2::3".into())
+                ]
+            );
+            assert!(dp.with(|f| f.applied.iter().any(|o| matches!(o, NetOp::CreateRoute { .. }))));
+            // Off the segment (IPv6 via the default gateway): reported from the lookup alone.
+            reg.put_raw(
+                &key("10.5.8.0-24&fd00:5:0:8::-64"),
+                hg_value_dual("198.18.0.4", "2001:db8::4").as_bytes(),
+                0,
+            );
+            wait_for("off-link", || {
+                health.get().peers_off_link == vec!["fd00:5:0:8::/64 via 2001:db8::4".to_string()]
+            })
+            .await;
+            wait_for("its IPv4 route", || dp.peer_routes().len() == 3).await;
+            assert_eq!(counts(), (dumps, gets + 4));
+            assert!(metrics.render().contains("flanneld_peers_off_link 1"));
+
+            // An operator's route holds the next peer's destination: found, reported, kept.
+            reg.put_raw(&key("10.5.9.0-24"), hg_value("198.18.0.5").as_bytes(), 0);
+            wait_for("conflict", || health.get().route_conflicts == vec!["10.5.9.0/24".to_string()]).await;
+            assert!(dp.with(|f| f.routes.contains(&theirs)));
+            assert!(!dp.peer_routes().iter().any(|(d, _)| d == "10.5.9.0/24"));
+            run.stop().await;
+        })
+        .await;
+}

@@ -200,6 +200,13 @@ impl NetOp {
 }
 
 impl KernelRoute {
+    /// An answer of [`Dataplane::route_to`] says `dst` is on-link on `oif`: a unicast route
+    /// without a gateway through that interface (host-gw's same-L2-segment test, as
+    /// [`KernelState::is_onlink_on`] answers it from a dump).
+    pub fn reaches_onlink(&self, oif: u32) -> bool {
+        self.kind == RTN_UNICAST && self.gw.is_none() && !self.multipath && self.oif == Some(oif)
+    }
+
     /// The route flanneld's [`NetOp::AddRoute`] creates, as the kernel reports it: main table,
     /// protocol boot, unicast, scope universe, no metric given (so the family's
     /// [`default_metric`]); with `onlink` on `device` (output
@@ -242,7 +249,7 @@ impl KernelState {
 
     /// The main-table route (tos 0) the kernel would pick for `dst`: longest prefix, then
     /// lowest metric.
-    fn best_route(&self, dst: IpAddr) -> Option<&KernelRoute> {
+    pub fn best_route(&self, dst: IpAddr) -> Option<&KernelRoute> {
         self.routes
             .iter()
             .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
@@ -366,6 +373,12 @@ pub trait Dataplane {
     async fn dump(&mut self) -> Result<KernelState, DataplaneError>;
     /// Like [`Dataplane::dump`], routes only (neighbours and FDB left empty).
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError>;
+    /// The route the kernel picks for `dst` (one `RTM_GETROUTE`, what upstream's
+    /// `netlink.RouteGet` sends; policy rules are followed): its gateway, device, table and
+    /// type as [`KernelRoute`] (`dst` a host prefix). `None` when the kernel has no route to it
+    /// (ENETUNREACH, EHOSTUNREACH, …). host-gw asks this per new peer instead of reading a
+    /// full route dump.
+    async fn route_to(&mut self, dst: IpAddr) -> Result<Option<KernelRoute>, DataplaneError>;
     /// `--ip-blackhole-route`: adds `blackhole <dst>` to the main table unless a blackhole route
     /// for exactly `dst` is there, as upstream does (an exclusive add: it fails with EEXIST when
     /// another route of that prefix and metric exists, e.g. the bridge's `dev cni0` route).

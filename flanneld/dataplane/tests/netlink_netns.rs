@@ -988,6 +988,22 @@ fn host_gw_dual_stack_plain_ipv6_routes_without_a_device() {
         assert_eq!(st.routes, full.routes, "dump and dump_routes read the same routes");
         let on = st.is_onlink_on("2001:2::3".parse::<std::net::Ipv6Addr>().unwrap(), eth0);
         let off = st.is_onlink_on("2001:db8::4".parse::<std::net::Ipv6Addr>().unwrap(), eth0);
+        // One RTM_GETROUTE per address gives the same answers as the dump.
+        for (addr, want) in
+            [("2001:2::3", true), ("2001:db8::4", false), ("198.18.0.3", true), ("203.0.113.9", false)]
+        {
+            let got = dp.route_to(addr.parse().unwrap()).await.unwrap();
+            assert_eq!(got.as_ref().is_some_and(|r| r.reaches_onlink(eth0)), want, "{addr}: {got:?}");
+            assert_eq!(
+                st.is_onlink_on(addr.parse::<std::net::IpAddr>().unwrap(), eth0),
+                want,
+                "{addr} (dump)"
+            );
+        }
+        // Via the IPv6 default gateway; no IPv4 default route at all.
+        let via = dp.route_to("2001:db8::4".parse().unwrap()).await.unwrap().unwrap();
+        assert_eq!((via.gw, via.oif), (Some("2001:2::1".parse().unwrap()), Some(eth0)));
+        assert!(dp.route_to("203.0.113.9".parse().unwrap()).await.unwrap().is_none());
         (r.failed.len(), st, on, off)
     });
     assert_eq!(failed, 0);

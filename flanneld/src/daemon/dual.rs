@@ -74,18 +74,26 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.spec.ipv6.is_some() && self.spec.backend_type == BackendKind::HostGw
     }
 
+    /// Whether the PublicIPv6 of `p` is on-link on the external interface according to
+    /// `routes` (a dump); `None` without them or without an IPv6 side.
+    pub(super) fn onlink_v6(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<bool> {
+        let ip = p.ipv6.as_ref()?.public_ipv6;
+        routes.map(|r| r.is_onlink_on(ip, self.cfg.underlay_index))
+    }
+
     /// Records the IPv6 peer of the lease `p` and returns the ops that program it (or remove
     /// what its lease had before, when its IPv6 part went). With host-gw the peer is the plain
-    /// route `S6 via P6`, skipped and remembered as off-link when `routes` (a dump) show `P6`
-    /// is not on-link on the external interface; without `routes` it is tried, as for IPv4.
-    pub(super) fn upsert_v6(&mut self, p: &RemotePeer, routes: Option<&KernelState>) -> Vec<NetOp> {
+    /// route `S6 via P6`, skipped and remembered as off-link when `onlink` says `P6` is not
+    /// on-link on the external interface; when that is unknown (`None`) it is tried, as for
+    /// IPv4. `create_new`: a new peer's route is created exclusively ([`NetOp::CreateRoute`]).
+    pub(super) fn upsert_v6(&mut self, p: &RemotePeer, onlink: Option<bool>, create_new: bool) -> Vec<NetOp> {
         let key = p.subnet();
         let v6 = p.ipv6.as_ref().filter(|_| self.ipv6_peers());
         let host_gw = self.host_gw_v6();
         let new = v6.and_then(|v6| {
             let public_ip = v6.public_ipv6.into();
             self.held_v6.insert((v6.subnet.into(), public_ip));
-            if host_gw && routes.is_some_and(|r| !r.is_onlink_on(public_ip, self.cfg.underlay_index)) {
+            if host_gw && onlink == Some(false) {
                 self.off_link_v6.insert(key, (v6.subnet.into(), public_ip));
                 return None;
             }
@@ -97,6 +105,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         }
         let old = self.desired_v6.get(&key);
         let ops = match (&new, old) {
+            (Some(n), None) if create_new => plan_add(None, n).into_iter().map(exclusive).collect(),
             (Some(n), old) => plan_add(old, n),
             (None, Some(old)) => plan_remove(old),
             (None, None) => Vec::new(),
@@ -170,6 +179,15 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     pub(super) fn programmed_v6(&self) -> usize {
         let blocked = self.conflicts.keys().filter(|d| d.is_ipv6()).count();
         self.desired_v6.len().saturating_sub(blocked)
+    }
+}
+
+/// `op` with a route add made exclusive: [`NetOp::CreateRoute`] never overwrites a route at
+/// its destination (the kernel reports EEXIST, and the caller reconciles from a dump).
+pub(super) fn exclusive(op: NetOp) -> NetOp {
+    match op {
+        NetOp::AddRoute { dst, gw, onlink } => NetOp::CreateRoute { dst, gw, onlink },
+        other => other,
     }
 }
 

@@ -107,6 +107,8 @@ pub struct FakeDataplane {
     pub dumps: usize,
     /// Number of route dumps: `dump_routes` calls and the route part of every `dump`.
     pub route_dumps: usize,
+    /// Number of `route_to` calls (single route lookups).
+    pub route_gets: usize,
     /// Ops in this list fail with the given message when applied (they stay here).
     pub fail: Vec<(NetOp, String)>,
     /// Ops this predicate accepts fail too (message "injected failure"), left undone.
@@ -421,6 +423,11 @@ impl FakeDataplane {
 
     pub(crate) fn dump_routes_now(&mut self) -> KernelState {
         self.route_dumps += 1;
+        self.routes_seen()
+    }
+
+    /// The routes a dump reads now (not counted).
+    fn routes_seen(&self) -> KernelState {
         let mut routes = self.routes.clone();
         routes.sort();
         // Without a device yet, nothing is on it (index 0 is no device), as in the real one.
@@ -430,6 +437,18 @@ impl FakeDataplane {
             routes,
             ..KernelState::default()
         })
+    }
+
+    /// [`Dataplane::route_to`] as the kernel answers it from the main table: the route it
+    /// would pick (longest prefix, then lowest metric), for a host prefix of `dst`; `None`
+    /// without one, or for a non-unicast one (the kernel answers an error). Families the
+    /// dumps do not read yet are not looked at either (a route lookup is not limited like
+    /// that in the kernel, but the daemon asks only about families it routes).
+    pub(crate) fn route_to_now(&mut self, dst: std::net::IpAddr) -> Option<KernelRoute> {
+        self.route_gets += 1;
+        let k = self.routes_seen();
+        let best = k.best_route(dst).filter(|r| r.kind == crate::RTN_UNICAST)?;
+        Some(KernelRoute { dst: IpNetwork::from(dst), tos: 0, ..best.clone() })
     }
 
     pub(crate) fn ensure_blackhole_now(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
@@ -470,6 +489,10 @@ impl Dataplane for FakeDataplane {
 
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
         Ok(self.dump_routes_now())
+    }
+
+    async fn route_to(&mut self, dst: std::net::IpAddr) -> Result<Option<KernelRoute>, DataplaneError> {
+        Ok(self.route_to_now(dst))
     }
 
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {

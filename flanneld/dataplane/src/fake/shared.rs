@@ -6,7 +6,9 @@ use std::rc::Rc;
 use ipnetwork::Ipv4Network;
 
 use super::FakeDataplane;
-use crate::{ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
+use crate::{
+    ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelRoute, KernelState, Mac, NetOp, VxlanSpec,
+};
 
 /// A handle on one [`FakeDataplane`]; clones share it. The daemon owns its dataplane, so a
 /// test gives it one clone and inspects or tampers through another (single-threaded:
@@ -60,6 +62,10 @@ impl Dataplane for SharedFake {
 
     async fn dump_routes(&mut self) -> Result<KernelState, DataplaneError> {
         Ok(self.with(FakeDataplane::dump_routes_now))
+    }
+
+    async fn route_to(&mut self, dst: std::net::IpAddr) -> Result<Option<KernelRoute>, DataplaneError> {
+        Ok(self.with(|f| f.route_to_now(dst)))
     }
 
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {

@@ -497,3 +497,49 @@ fn dual_stack_ops_go_to_the_device_of_their_family() {
         assert!(dp.neighs.is_empty() && dp.fdb.is_empty());
     });
 }
+
+#[test]
+fn host_gw_route_lookups_and_plain_ipv6_routes() {
+    block(async {
+        let mut dp = FakeDataplane::new();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let link = |dst: &str| KernelRoute {
+            gw: None,
+            protocol: 2,
+            ..KernelRoute::made(net(dst), ip("::"), false, Some(2))
+        };
+        dp.routes.push(link("198.18.0.0/24"));
+        dp.routes.push(KernelRoute { metric: 256, ..link("2001:2::/64") });
+        dp.routes.push(KernelRoute {
+            protocol: 4,
+            ..KernelRoute::made(net("::/0"), ip("2001:2::1"), false, Some(2))
+        });
+        // Outside host-gw, without flannel-v6, an IPv6 op fails and IPv6 routes are not dumped.
+        dp.ensure_device(&spec(), None).await.unwrap();
+        let r6 = NetOp::AddRoute { dst: net("fd00:5:0:7::/64"), gw: ip("2001:2::3"), onlink: false };
+        let r = dp.apply(std::slice::from_ref(&r6)).await.unwrap();
+        assert_eq!(r.failed.len(), 1, "{r:?}");
+        assert!(dp.dump_routes().await.unwrap().routes.iter().all(|r| r.dst.is_ipv4()));
+        dp.ensure_no_device(2).await.unwrap();
+        assert_eq!(dp.apply(std::slice::from_ref(&r6)).await.unwrap().applied, 1);
+        let k = dp.dump_routes().await.unwrap();
+        assert!(k.routes.contains(&KernelRoute::made(
+            net("fd00:5:0:7::/64"),
+            ip("2001:2::3"),
+            false,
+            Some(2)
+        )));
+        // Lookups: the picked route for a host prefix, counted apart from dumps.
+        let dumps = dp.route_dumps;
+        let on = dp.route_to(ip("2001:2::3")).await.unwrap().unwrap();
+        assert_eq!((on.dst, on.gw, on.metric), (net("2001:2::3/128"), None, 256));
+        assert!(on.reaches_onlink(2) && !on.reaches_onlink(3));
+        let via = dp.route_to(ip("2001:db8::4")).await.unwrap().unwrap();
+        assert_eq!(via.gw, Some(ip("2001:2::1")));
+        assert!(!via.reaches_onlink(2));
+        assert!(dp.route_to(ip("203.0.113.9")).await.unwrap().is_none(), "no IPv4 default route");
+        assert!(dp.route_to(ip("198.18.0.9")).await.unwrap().unwrap().reaches_onlink(2));
+        assert_eq!((dp.route_gets, dp.route_dumps), (4, dumps));
+    });
+}

@@ -33,7 +33,11 @@ use tokio::sync::watch;
 pub use collect::{collect_view, ViewInput, DEFAULT_BRIDGE, DEFAULT_DEVICE, DEFAULT_SUBNET_FILE};
 pub use msg::describe;
 
-use crate::{ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelState, Mac, NetOp, VxlanSpec};
+use std::net::IpAddr;
+
+use crate::{
+    ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelRoute, KernelState, Mac, NetOp, VxlanSpec,
+};
 
 /// Requests in flight at once. 256 acks (≈1 KiB of socket memory each, skb overhead
 /// included) fit easily in the enlarged receive buffer.
@@ -411,6 +415,21 @@ impl Dataplane for NetlinkDataplane {
         Ok(state)
     }
 
+    async fn route_to(&mut self, dst: IpAddr) -> Result<Option<KernelRoute>, DataplaneError> {
+        match self.get(RouteNetlinkMessage::GetRoute(msg::route_get(dst)), 0, "route").await {
+            Ok(answer) => Ok(answer.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => msg::parse_route(r),
+                _ => None,
+            })),
+            // No route to it: not on-link, as `ip route get` says "unreachable".
+            Err(DataplaneError::Netlink {
+                errno: Some(Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::EINVAL | Errno::EACCES),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn ensure_blackhole(&mut self, dst: Ipv4Network) -> Result<bool, DataplaneError> {
         let mut q = RouteMessage::default();
         q.header.address_family = AddressFamily::Inet;
@@ -442,6 +461,7 @@ fn futures_are_send(dp: &mut NetlinkDataplane, fake: &mut crate::fake::FakeDatap
     send(dp.apply(&[]));
     send(dp.dump());
     send(dp.dump_routes());
+    send(dp.route_to(std::net::Ipv4Addr::LOCALHOST.into()));
     send(fake.ensure_device(spec, None));
     send(fake.apply(&[]));
     send(fake.dump());

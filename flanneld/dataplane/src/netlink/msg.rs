@@ -86,6 +86,15 @@ fn route(index: u32, dst: &IpNetwork, gw: IpAddr, onlink: bool) -> RouteMessage 
     m
 }
 
+/// `RTM_GETROUTE` for the host `dst` (`ip route get <dst>`): which route the kernel picks.
+pub(crate) fn route_get(dst: IpAddr) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(&dst);
+    m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    m.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    m
+}
+
 /// `blackhole <dst>` in the main table, as upstream's `netlink.RouteAdd` builds it (protocol
 /// boot, scope universe, no device).
 pub(crate) fn blackhole(dst: &Ipv4Network) -> RouteMessage {
