@@ -713,3 +713,48 @@ async fn lease_events_look_up_each_new_address_instead_of_dumping_routes() {
         })
         .await;
 }
+
+/// Dual-stack host-gw without an IPv6 address to publish stops startup, as with vxlan: peers
+/// could not route to this node's IPv6 subnet.
+#[tokio::test(start_paused = true)]
+async fn dual_stack_host_gw_without_a_public_ipv6_stops_startup() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(DUAL_HG_CONFIG, &[]);
+            let dp = SharedFake::from(host_dual());
+            let out = start(daemon_config(dir.path(), ME), reg.clone(), dp).handle.await.unwrap();
+            assert!(matches!(out, Err(DaemonError::NoPublicIpv6)), "{out:?}");
+            assert!(reg.records(&format!("{PREFIX}/subnets/")).is_empty(), "no lease taken");
+        })
+        .await;
+}
+
+/// A batch of lease events with more new PublicIPs than are worth a lookup each reads one
+/// route dump instead.
+#[tokio::test(start_paused = true)]
+async fn a_large_batch_of_lease_events_reads_one_route_dump_instead_of_lookups() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = registry(CONFIG, &[]);
+            let dp = SharedFake::from(host());
+            let (run, health, _) = boot(dir.path(), &reg, &dp);
+            wait_for("mesh", || health.get().mesh_programmed).await;
+            let (dumps, gets) = dp.with(|f| (f.route_dumps, f.route_gets));
+            // Written without yielding: the watch delivers them as one batch.
+            for i in 10..40 {
+                reg.put_raw(
+                    &key(&format!("10.5.{i}.0-24")),
+                    hg_value(&format!("198.18.0.{i}")).as_bytes(),
+                    0,
+                );
+            }
+            wait_for("all routed", || dp.peer_routes().len() == 30).await;
+            let (dumps_now, gets_now) = dp.with(|f| (f.route_dumps, f.route_gets));
+            assert_eq!(gets_now, gets, "no lookups");
+            assert!(dumps_now > dumps);
+            run.stop().await;
+        })
+        .await;
+}
