@@ -1,7 +1,8 @@
 //! The data-path benchmark: pod → pod TCP throughput (iperf3) between two nodes over weft's
-//! VXLAN and host-gw backends, beside a hand-built kernel VXLAN and the bare underlay, all in
-//! one run. Three labs live side by side (a 2-node flannel lab per backend, one pod per node,
-//! and the bare lab of `datapath_handbuilt`); the runs are interleaved round by round, so a
+//! VXLAN and host-gw backends, beside a hand-built kernel VXLAN (plain, and again with
+//! flanneld's firewall rules, to tell the rules' cost from weft's) and the bare underlay, all in
+//! one run. Four labs live side by side (a 2-node flannel lab per backend, one pod per node,
+//! and the two bare labs of `datapath_handbuilt`); the runs are interleaved round by round, so a
 //! slow moment on the shared machine falls on every path alike. Every namespace is the labs'
 //! own and is removed on exit, error or Ctrl-C (the lab's signal flag); iperf3 servers are
 //! started and ended by PID (`Lab::iperf_between`).
@@ -32,6 +33,7 @@ struct Labs {
     vxlan: Lab,
     host_gw: Lab,
     hand: HandBuilt,
+    hand_rules: HandBuilt,
 }
 
 /// Where a path's two ends are, or why it cannot be measured on this build.
@@ -65,8 +67,10 @@ impl Labs {
         eprintln!("datapath: building the weft host-gw lab");
         let host_gw = Lab::flannel_backend(prefix, spec, Backend::HostGw, &[])?;
         eprintln!("datapath: building the hand-built VXLAN");
-        let hand = HandBuilt::build(prefix)?;
-        Ok(Labs { vxlan, host_gw, hand })
+        let hand = HandBuilt::build(prefix, false)?;
+        eprintln!("datapath: building the hand-built VXLAN with flanneld's firewall rules");
+        let hand_rules = HandBuilt::build(prefix, true)?;
+        Ok(Labs { vxlan, host_gw, hand, hand_rules })
     }
 
     fn plan(&self, path: PathKind) -> Result<Plan, LabError> {
@@ -75,6 +79,7 @@ impl Labs {
             PathKind::WeftVxlan6 => Plan::Skip(NO_IPV6.to_string()),
             PathKind::WeftHostGw4 => Plan::Run(pod_ends(&self.host_gw)?),
             PathKind::HandVxlan4 => Plan::Run(self.hand.vxlan_ends()?),
+            PathKind::HandVxlanRules4 => Plan::Run(self.hand_rules.vxlan_ends()?),
             PathKind::Underlay4 => Plan::Run(self.hand.underlay_ends()?),
         })
     }
@@ -84,6 +89,7 @@ impl Labs {
             PathKind::WeftVxlan4 | PathKind::WeftVxlan6 => &mut self.vxlan,
             PathKind::WeftHostGw4 => &mut self.host_gw,
             PathKind::HandVxlan4 | PathKind::Underlay4 => self.hand.lab_mut(),
+            PathKind::HandVxlanRules4 => self.hand_rules.lab_mut(),
         }
     }
 

@@ -15,7 +15,9 @@
 //!   has `10.99.i.2/24`, the device's MTU, and a default route via `10.99.i.1`;
 //! - `net.ipv4.ip_forward=1` inside the node namespace.
 //!
-//! Unlike weft's path there are no masquerade/forward firewall rules (flanneld's `--ip-masq`).
+//! Built plain, there are no firewall rules; built `with_rules`, each node also gets the
+//! masquerade and forward rules flanneld installs with `--ip-masq` (docs/flannel.md §9.1, §9.2),
+//! so every packet passes conntrack as on weft's path.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -34,6 +36,8 @@ const VETH_NODE: &str = "hbv0";
 const VXLAN_OVERHEAD: u32 = 50;
 /// VXLAN's UDP port as flannel uses it: docs/flannel.md §3.4.
 const VXLAN_PORT: &str = "8472";
+/// The hand-built cluster network (every node's pod subnet is a /24 in it).
+const CLUSTER: &str = "10.99.0.0/16";
 
 /// A bare lab with the hand-built VXLAN and its two pods.
 pub struct HandBuilt {
@@ -78,9 +82,35 @@ fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
         .ok_or_else(|| LabError::parse("ip link address", v.to_string()))
 }
 
+/// flanneld's masquerade and forward rules for cluster network `cluster` and own subnet `own`
+/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload.
+pub fn flannel_rules(cluster: &str, own: &str) -> String {
+    let masq = r#"-m comment --comment "flanneld masq""#;
+    let fwd = r#"-m comment --comment "flanneld forward""#;
+    format!(
+        "*nat\n\
+         :FLANNEL-POSTRTG - [0:0]\n\
+         -A POSTROUTING {masq} -j FLANNEL-POSTRTG\n\
+         -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {own} -d {cluster} {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {cluster} -d {own} {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG ! -s {cluster} -d {own} {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG ! -s {cluster} -d {cluster} {masq} -j MASQUERADE --random-fully\n\
+         COMMIT\n\
+         *filter\n\
+         :FLANNEL-FWD - [0:0]\n\
+         -A FORWARD {fwd} -j FLANNEL-FWD\n\
+         -A FLANNEL-FWD -s {cluster} {fwd} -j ACCEPT\n\
+         -A FLANNEL-FWD -d {cluster} {fwd} -j ACCEPT\n\
+         COMMIT\n"
+    )
+}
+
 impl HandBuilt {
-    /// Builds the two nodes, the VXLAN between them and a pod on each.
-    pub fn build(prefix: &str) -> Result<HandBuilt> {
+    /// Builds the two nodes, the VXLAN between them and a pod on each; `with_rules` adds
+    /// flanneld's firewall rules on both nodes ([`flannel_rules`]).
+    pub fn build(prefix: &str, with_rules: bool) -> Result<HandBuilt> {
         let mut lab = Lab::new(prefix)?;
         for _ in 0..2 {
             lab.add_node()?;
@@ -91,6 +121,9 @@ impl HandBuilt {
         }
         for i in 0..2 {
             hb.route_to_peer(i, 1 - i)?;
+            if with_rules {
+                hb.add_rules(i)?;
+            }
         }
         Ok(hb)
     }
@@ -145,6 +178,15 @@ impl HandBuilt {
         Ok(())
     }
 
+    fn add_rules(&self, i: usize) -> Result<()> {
+        let own = format!("{}/24", pod_subnet_base(i)?);
+        let rules = flannel_rules(CLUSTER, &own);
+        let ns = self.lab.node(i)?.ns();
+        let what = format!("iptables-restore in {}", ns.name());
+        ns.exec_with(&["iptables-restore", "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
+        Ok(())
+    }
+
     /// `ip -d link show` of node 0's device, for the record.
     pub fn device_details(&self) -> Result<String> {
         Ok(self.lab.node(0)?.ns().run(&["ip", "-d", "link", "show", "dev", DEV])?.stdout)
@@ -176,5 +218,32 @@ impl HandBuilt {
     /// The lab, to run iperf3 in.
     pub fn lab_mut(&mut self) -> &mut Lab {
         &mut self.lab
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_flanneld_masquerade_then_forward() {
+        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24");
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines.len(), 16, "{r}");
+        assert_eq!(lines[0], "*nat");
+        assert_eq!(
+            lines[4],
+            r#"-A FLANNEL-POSTRTG -s 10.99.1.0/24 -d 10.99.0.0/16 -m comment --comment "flanneld masq" -j RETURN"#
+        );
+        assert_eq!(
+            lines[7],
+            r#"-A FLANNEL-POSTRTG -s 10.99.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully"#
+        );
+        assert_eq!(lines[10], "*filter");
+        assert_eq!(
+            lines[14],
+            r#"-A FLANNEL-FWD -d 10.99.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT"#
+        );
+        assert_eq!(lines[15], "COMMIT");
     }
 }
