@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: pod → pod TCP throughput (iperf3, 3 runs of 5 s per path, interleaved) between two
 # lab nodes over weft's VXLAN and host-gw backends, beside a hand-built kernel VXLAN (plain, and
-# with flanneld's --ip-masq firewall rules) and the bare underlay, in one run. Builds its own namespaces (prefix `wtDP`) and removes them, also on error
-# or Ctrl-C. Prints a markdown table.
+# with flanneld's --ip-masq firewall rules) and the bare underlay, in one run. Builds its own
+# namespaces (prefix `wtDP`) and removes them, also on error or Ctrl-C. Prints a markdown table.
 # Usage: sudo scripts/bench-datapath.sh [--runs 3] [--seconds 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
