@@ -403,7 +403,7 @@ fn onlink_from_one_dump_agrees_with_route_get() {
     let p = probes.clone();
     let ours = in_ns(&ns, move |mut dp| async move {
         let routes = dp.dump_routes().await.unwrap();
-        p.iter().map(|a| routes.is_onlink(*a)).collect::<Vec<_>>()
+        p.iter().map(|a| routes.is_onlink((*a).into())).collect::<Vec<_>>()
     });
     let kernel: Vec<bool> = probes
         .iter()
