@@ -66,3 +66,46 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_and_a_deleted_v6_route_heals() -
     assert!(m6.all_ok(), "IPv6 ping matrix after the restart:\n{m6}\n{}", lab.diagnostics());
     Ok(())
 }
+
+#[test]
+fn a_dual_stack_node_joins_and_leaves() -> Result<()> {
+    require_root();
+    let spec = FlannelSpec { nodes: 2, pods_per_node: 1, etcd_members: 1 };
+    let mut lab = Lab::flannel_dual_stack(PREFIX, spec, &["--reconcile-interval=2"])?;
+    let new = lab.add_node()?;
+    lab.start_flanneld(new)?;
+    lab.wait_subnet_env(new)?;
+    lab.wait_converged()?;
+    lab.wait_converged6()?;
+    lab.use_flannel_cni(new)?;
+    let pod = lab.add_pod(new)?;
+    ping_all(&lab)?;
+    let m6 = lab.ping_matrix6()?;
+    assert!(m6.all_ok(), "IPv6 ping matrix with the new node:\n{m6}\n{}", lab.diagnostics());
+
+    // It leaves: its IPv6 routes go from the others, its pod is unreachable over IPv6.
+    let subnet6 = lab.node_subnet6(new)?;
+    let pod6 = lab.pod(pod)?.ip6().expect("IPv6 address");
+    assert_eq!(lab.stop_flanneld(new)?, Some(0));
+    lab.delete_lease(new)?;
+    for on in 0..2 {
+        weft_lab::wait::until_true(
+            "IPv6 route of the leaving node to vanish",
+            Duration::from_secs(30),
+            || Ok(!lab.flannel6_routes(on)?.contains(&subnet6)),
+        )?;
+        let neighs = lab.node(on)?.ns().try_ip_json(&[
+            "-6",
+            "neigh",
+            "show",
+            "dev",
+            VXLAN6_DEV,
+            "nud",
+            "permanent",
+        ])?;
+        let gw = subnet6.network().to_string();
+        assert!(!neighs.to_string().contains(&gw), "node {on} keeps the neighbour {gw}: {neighs}");
+    }
+    assert!(!lab.pod(0)?.ping_once_ip(pod6.into(), None));
+    Ok(())
+}
