@@ -90,6 +90,10 @@ async fn dual_stack_peer_gets_both_sides_and_its_removal_removes_both() {
             assert_eq!(attrs.public_ipv6, Some(ME6));
             assert_eq!(attrs.vxlan_v6_data().unwrap().vtep_mac, info6.mac);
             assert_ne!(info6.mac, node.dp.device().unwrap().1.mac, "each device has its own MAC");
+            // What /debug/dataplane reports of the daemon.
+            let facts = health.facts();
+            assert_eq!(facts.public_ipv6, Some(ME6));
+            assert_eq!(facts.network_v6, Some("fd00:5::/48".parse().unwrap()));
             let env = std::fs::read_to_string(node.dir.path().join("subnet.env")).unwrap();
             assert!(env.contains("FLANNEL_IPV6_SUBNET=") && env.contains("FLANNEL_MTU=1430"), "{env}");
 
