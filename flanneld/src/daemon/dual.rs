@@ -11,6 +11,8 @@
 //! go through the same `Dataplane::apply` (each op reaches the device of its family) and are
 //! checked by the same ownership rule, over the IPv6 network and leases.
 
+use std::net::IpAddr;
+
 use ipnetwork::{IpNetwork, Ipv6Network};
 use tracing::info;
 use weft_dataplane::own::Ownership;
@@ -74,18 +76,25 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         self.spec.ipv6.is_some() && self.spec.backend_type == BackendKind::HostGw
     }
 
-    /// Whether the PublicIPv6 of `p` is on-link on the external interface according to
-    /// `routes` (a dump); `None` without them or without an IPv6 side.
+    /// Whether the PublicIPv6 of `p` is on-link according to `routes` (a dump with the IPv6
+    /// routes): with host-gw on the external interface, with DirectRouting on any; `None`
+    /// without them or without an IPv6 side.
     pub(super) fn onlink_v6(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<bool> {
-        let ip = p.ipv6.as_ref()?.public_ipv6;
-        routes.map(|r| r.is_onlink_on(ip, self.cfg.underlay_index))
+        let ip = IpAddr::V6(p.ipv6.as_ref()?.public_ipv6);
+        if self.host_gw_v6() {
+            return routes.map(|r| r.is_onlink_on(ip, self.cfg.underlay_index));
+        }
+        routes.map(|r| r.is_onlink(ip))
     }
 
     /// Records the IPv6 peer of the lease `p` and returns the ops that program it (or remove
-    /// what its lease had before, when its IPv6 part went). With host-gw the peer is the plain
-    /// route `S6 via P6`, skipped and remembered as off-link when `onlink` says `P6` is not
-    /// on-link on the external interface; when that is unknown (`None`) it is tried, as for
-    /// IPv4. `create_new`: a new peer's route is created exclusively ([`NetOp::CreateRoute`]).
+    /// what its lease had before, when its IPv6 part went). `onlink`: whether its PublicIPv6
+    /// is on-link (`None`: unknown). VXLAN: with DirectRouting an on-link peer gets only a
+    /// route `S6 via P6` (upstream `vxlan_network.go` does the same per family), otherwise
+    /// VXLAN entries. host-gw: the plain route `S6 via P6`, skipped and remembered as
+    /// off-link when `P6` is not on-link on the external interface; when that is unknown it
+    /// is tried, as for IPv4. `create_new`: a new peer's route is created exclusively
+    /// ([`NetOp::CreateRoute`]).
     pub(super) fn upsert_v6(&mut self, p: &RemotePeer, onlink: Option<bool>, create_new: bool) -> Vec<NetOp> {
         let key = p.subnet();
         let v6 = p.ipv6.as_ref().filter(|_| self.ipv6_peers());
@@ -98,7 +107,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                 return None;
             }
             self.off_link_v6.remove(&key);
-            Some(Peer { subnet: v6.subnet.into(), public_ip, vtep_mac: v6.vtep_mac, direct: host_gw })
+            let direct = host_gw || (self.spec.backend.direct_routing && onlink == Some(true));
+            Some(Peer { subnet: v6.subnet.into(), public_ip, vtep_mac: v6.vtep_mac, direct })
         });
         if v6.is_none() {
             self.off_link_v6.remove(&key);
@@ -147,7 +157,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             subnet_len: v6.subnet_len,
             leases: self.held_v6.clone(),
             // host-gw's IPv6 routes have DirectRouting's shape: `S6 via P6`.
-            direct: self.host_gw_v6(),
+            direct: self.host_gw_v6() || self.spec.backend.direct_routing || self.direct_cleanup,
         })
     }
 

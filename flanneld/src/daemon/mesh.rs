@@ -136,7 +136,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         Some(r) => Some(r.is_onlink_on(ip, underlay)),
                         None => answers.get(&ip).copied(),
                     };
-                    let on6 = p.ipv6.as_ref().and_then(|v6| onlink(v6.public_ipv6.into()));
+                    let on6 = match lookups {
+                        true => p.ipv6.as_ref().and_then(|v6| onlink(v6.public_ipv6.into())),
+                        false => self.onlink_v6(&p, seen),
+                    };
                     ops6.extend(self.upsert_v6(&p, on6, lookups));
                     let peer = if self.spec.backend_type == BackendKind::HostGw {
                         self.host_gw_peer(&p, onlink(p.public_ip.into()))
@@ -303,10 +306,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let (subnet, vtep_mac) = (p.subnet().into(), p.vtep_mac);
         let public_ip = p.public_ip;
         if self.spec.backend_type == BackendKind::HostGw {
-            let onlink = routes.map(|r| r.is_onlink_on(public_ip, self.cfg.underlay_index));
+            let onlink = routes.map(|r| r.is_onlink_on(public_ip.into(), self.cfg.underlay_index));
             return self.host_gw_peer(p, onlink);
         }
-        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip));
+        let direct =
+            self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip.into()));
         Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct })
     }
 
