@@ -23,6 +23,9 @@
 //!   "fdb":      [{"mac","dst","self","permanent"}],       // on the device
 //!   "subnet_env": {"path","network","subnet","mtu","ipmasq","error"} | null,
 //!   "sysctls":  {"ip_forward","rp_filter":{"all","default",<dev>...},"bridge_nf_call_iptables"},
+//!   "firewall": {"iptables_filter": "<iptables-save -t filter>" | null,
+//!                "nft": <nft -j list ruleset> | null, "errors": [...]} | null,
+//!   "underlay_neighbours": [{"ip","mac","state","permanent"}], // IPv4, on the external interface
 //!   "errors":   ["what could not be read: why", ...]
 //! }
 //! <link> = {"name","index","kind","mac","mtu","up","oper_state","master","addresses":[cidr],
@@ -67,7 +70,30 @@ pub struct DataplaneView {
     pub fdb: Vec<FdbView>,
     pub subnet_env: Option<SubnetEnvView>,
     pub sysctls: SysctlView,
+    /// The node's filter rules, read when the view is collected with
+    /// [`crate::netlink::ViewInput::firewall`] (flanneld's endpoint does); `None` otherwise
+    /// and in views of older flanneld versions.
+    #[serde(default)]
+    pub firewall: Option<FirewallView>,
+    /// IPv4 neighbour (ARP) entries of the external interface, every state: with host-gw the
+    /// peers' PublicIPs are resolved there (docs/flannel.md §4.2).
+    #[serde(default)]
+    pub underlay_neighbours: Vec<NeighView>,
     /// What could not be read, each naming the object and the reason.
+    pub errors: Vec<String>,
+}
+
+/// The filter rules as the node's own tools print them, for a remote reader to walk the
+/// FORWARD chain (`weft path`'s `remote-firewall` hop). Rule text only: no counters that
+/// matter, no credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallView {
+    /// `iptables-save -t filter` output; `None` when the tool is missing or failed.
+    pub iptables_filter: Option<String>,
+    /// `nft -j list ruleset` output, parsed; `None` when the tool is missing or failed.
+    pub nft: Option<serde_json::Value>,
+    /// Which tool could not be run, and why.
+    #[serde(default)]
     pub errors: Vec<String>,
 }
 

@@ -78,6 +78,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
             "neighbour",
             "remote-node",
             "remote-route",
+            "remote-firewall",
             "dst-pod"
         ]
     );
@@ -96,7 +97,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
         "{}",
         hop("underlay")
     );
-    for s in ["remote-node", "remote-route", "dst-pod"] {
+    for s in ["remote-node", "remote-route", "remote-firewall", "dst-pod"] {
         assert_eq!(hop(s)["node"], n1.as_str(), "{s}");
     }
     // The same with the leases read from etcd.
@@ -109,7 +110,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
     assert_eq!(
         brief.stdout,
         "✓ pod\n✓ pod-route\n✓ veth\n✓ bridge\n✓ host-route\n✓ forward\n✓ underlay\n✓ neighbour\n\
-         ✓ remote-node remote\n✓ remote-route remote\n✓ dst-pod remote\nreachable\n"
+         ✓ remote-node remote\n✓ remote-route remote\n✓ remote-firewall remote\n✓ dst-pod remote\nreachable\n"
     );
     // Same node, and the other direction.
     assert_reachable(&lab, 0, &src, &local_dst);
@@ -144,10 +145,22 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
         "{p}"
     );
     assert!(p["hops"].as_array().unwrap().iter().all(|h| h["requests"].as_u64().unwrap() >= 3), "{p}");
-    // Node 1's FORWARD chain drops pod traffic arriving on its uplink: the static chain cannot
-    // see it (node 1's firewall is not walked); the probe sees it reach node 1's eth0, never its cni0.
+    // Node 1's FORWARD chain drops pod traffic arriving on its uplink: the static chain walks
+    // node 1's rules from its view and names the drop at node 1's `remote-firewall` hop.
     let rule = ["FORWARD", "-i", "eth0", "-p", "icmp", "-j", "DROP"];
     on(&lab, 1, &[&["iptables", "-I"][..], &rule[..]].concat());
+    let v = assert_broken(&lab, 0, &src, &dst, "remote-firewall", "FORWARD_DROP");
+    on(&lab, 1, &[&["iptables", "-D"][..], &rule[..]].concat());
+    let failing = v["hops"].as_array().unwrap().iter().find(|h| h["ok"] == false).unwrap();
+    assert_eq!(failing["node"], n1.as_str(), "{failing}");
+    assert!(failing["object"].as_str().unwrap().contains("FORWARD eth0 → cni0"), "{failing}");
+    assert_reachable(&lab, 0, &src, &dst);
+    // A drop rule with a match the walker does not evaluate (`-m length`) is skipped by the
+    // static chain; the probe sees the packet reach node 1's eth0, never its cni0.
+    let rule = ["FORWARD", "-i", "eth0", "-p", "icmp", "-m", "length", "--length", "0:65535", "-j", "DROP"];
+    on(&lab, 1, &[&["iptables", "-I"][..], &rule[..]].concat());
+    let (code, _, run) = path(&lab, 0, &src, &dst);
+    assert_eq!(code, 0, "static chain skips the rule:\n{}", run.stdout);
     let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
     on(&lab, 1, &[&["iptables", "-D"][..], &rule[..]].concat());
     assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);

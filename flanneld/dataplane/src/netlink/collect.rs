@@ -19,8 +19,8 @@ use weft_common::netlink::OperState;
 
 use super::NetlinkDataplane;
 use crate::view::{
-    inside, DataplaneView, FdbView, FlanneldFacts, LinkView, NeighView, RouteView, SubnetEnvView, SysctlView,
-    VxlanView, VIEW_VERSION,
+    inside, DataplaneView, FdbView, FirewallView, FlanneldFacts, LinkView, NeighView, RouteView,
+    SubnetEnvView, SysctlView, VxlanView, VIEW_VERSION,
 };
 
 /// Default names when neither the caller nor flanneld's facts give one.
@@ -41,6 +41,9 @@ pub struct ViewInput {
     pub bridge: Option<String>,
     /// subnet.env (default: flanneld's `-subnet-file`, else `/run/flannel/subnet.env`).
     pub subnet_file: Option<PathBuf>,
+    /// Also read the filter rules (`iptables-save -t filter`, `nft -j list ruleset`) into
+    /// [`DataplaneView::firewall`]: two processes per collection.
+    pub firewall: bool,
 }
 
 /// Collects the view of the calling thread's network namespace. Must be called inside a tokio
@@ -73,7 +76,48 @@ pub async fn collect_view(input: &ViewInput) -> DataplaneView {
         Err(e) => view.errors.push(format!("open netlink socket: {e}")),
     }
     view.sysctls = read_sysctls(&view);
+    if input.firewall {
+        view.firewall = Some(match tokio::task::spawn_blocking(read_firewall).await {
+            Ok(fw) => fw,
+            Err(e) => {
+                FirewallView { errors: vec![format!("read firewall rules: {e}")], ..FirewallView::default() }
+            }
+        });
+    }
     view
+}
+
+/// Runs a system tool; its standard output when it succeeded, else why not.
+fn tool_output(argv: &[&str]) -> Result<String, String> {
+    let (cmd, args) = argv.split_first().ok_or_else(|| "no command".to_string())?;
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("{}: {}", argv.join(" "), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The filter table as `iptables-save` prints it and the native nftables ruleset, both read
+/// with the node's own tools (what `weft path` reads on its own node, `tools/weft/src/firewall.rs`).
+fn read_firewall() -> FirewallView {
+    let mut fw = FirewallView::default();
+    match tool_output(&["iptables-save", "-t", "filter"]) {
+        Ok(t) => fw.iptables_filter = Some(t),
+        Err(e) => fw.errors.push(e),
+    }
+    match tool_output(&["nft", "-j", "list", "ruleset"]) {
+        Ok(t) => match serde_json::from_str(&t) {
+            Ok(v) => fw.nft = Some(v),
+            Err(e) => fw.errors.push(format!("nft -j list ruleset: not JSON: {e}")),
+        },
+        Err(e) => fw.errors.push(e),
+    }
+    fw
 }
 
 async fn collect_kernel(
