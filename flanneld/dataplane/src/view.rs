@@ -26,10 +26,12 @@
 //!   "firewall": {"iptables_filter": "<iptables-save -t filter>" | null,
 //!                "nft": <nft -j list ruleset> | null, "errors": [...]} | null,
 //!   "underlay_neighbours": [{"ip","mac","state","permanent"}], // IPv4, on the external interface
+//!   "device_v6": <link> | null,      // flannel-v6.<VNI> (dual stack); null: none
+//!   "neighbours_v6": [...], "fdb_v6": [...], "routes_v6": [...],  // on flannel-v6.<VNI>
 //!   "errors":   ["what could not be read: why", ...]
 //! }
 //! <link> = {"name","index","kind","mac","mtu","up","oper_state","master","addresses":[cidr],
-//!           "vxlan": {"vni","local","port","underlay_index","underlay","learning","gbp"} | null}
+//!           "vxlan": {"vni","local","local6","port","underlay_index","underlay","learning","gbp"} | null}
 //! ```
 //!
 //! `routes` holds the main-table IPv4 routes whose output device is the VXLAN device or whose
@@ -79,6 +81,19 @@ pub struct DataplaneView {
     /// peers' PublicIPs are resolved there (docs/flannel.md §4.2).
     #[serde(default)]
     pub underlay_neighbours: Vec<NeighView>,
+    /// The IPv6 VXLAN device `flannel-v6.<VNI>` of a dual-stack node (docs/flannel.md §4.1);
+    /// `None` when there is none. Its entries follow, in the shapes of the IPv4 ones.
+    #[serde(default)]
+    pub device_v6: Option<LinkView>,
+    /// IPv6 neighbour entries on `device_v6`, every state.
+    #[serde(default)]
+    pub neighbours_v6: Vec<NeighView>,
+    /// FDB entries on `device_v6` (destinations: the peers' `PublicIPv6`).
+    #[serde(default)]
+    pub fdb_v6: Vec<FdbView>,
+    /// Main-table IPv6 routes through `device_v6`.
+    #[serde(default)]
+    pub routes_v6: Vec<RouteView>,
     /// What could not be read, each naming the object and the reason.
     pub errors: Vec<String>,
 }
@@ -189,6 +204,9 @@ pub struct LinkView {
 pub struct VxlanView {
     pub vni: Option<u32>,
     pub local: Option<Ipv4Addr>,
+    /// `IFLA_VXLAN_LOCAL6`: the local address of an IPv6-underlay device (`flannel-v6`).
+    #[serde(default)]
+    pub local6: Option<std::net::Ipv6Addr>,
     /// UDP destination port as the kernel reports it (8472 when flanneld sent none).
     pub port: u16,
     /// ifindex of the lower (underlay) device; 0 when none.
