@@ -532,6 +532,46 @@ mod tests {
     }
 
     #[test]
+    fn a_view_of_an_older_flanneld_still_reads_and_new_fields_round_trip() {
+        // Schema version 1 as first published: no firewall, underlay or IPv6 fields.
+        let mut old = serde_json::to_value(view()).unwrap();
+        for k in ["firewall", "underlay_neighbours", "device_v6", "neighbours_v6", "fdb_v6", "routes_v6"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        old["device"]["vxlan"] = serde_json::json!({"vni": 1, "local": "198.18.0.2", "port": 8472,
+            "underlay_index": 2, "underlay": "eth0", "learning": false, "gbp": false});
+        let back: DataplaneView = serde_json::from_value(old).unwrap();
+        assert_eq!((back.firewall, back.device_v6, back.underlay_neighbours.len()), (None, None, 0));
+        assert_eq!(back.device.unwrap().vxlan.unwrap().local6, None);
+        // The new fields as written.
+        let mut v = view();
+        v.firewall = Some(FirewallView {
+            iptables_filter: Some("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n".into()),
+            nft: Some(serde_json::json!({"nftables": []})),
+            errors: vec![],
+        });
+        v.device_v6 = Some(LinkView {
+            name: "flannel-v6.1".into(),
+            vxlan: Some(VxlanView { local6: Some("fd00::2".parse().unwrap()), ..VxlanView::default() }),
+            ..LinkView::default()
+        });
+        v.fdb_v6 = vec![FdbView {
+            mac: "6e:aa:bb:cc:dd:02".into(),
+            dst: Some("fd00::3".parse().unwrap()),
+            self_: true,
+            permanent: true,
+        }];
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(
+            text.contains(r#""local6":"fd00::2""#) && text.contains(r#""iptables_filter":"*filter"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<DataplaneView>(&text).unwrap(), v);
+        // The IPv6 device stays out of the IPv4 kernel state the reconciler plan reads.
+        assert_eq!(v.kernel_state(), view().kernel_state());
+    }
+
+    #[test]
     fn rp_filter_effective_is_the_maximum() {
         let mut s = SysctlView::default();
         s.rp_filter.insert("all".into(), 1);

@@ -83,6 +83,8 @@ pub struct NodeSummary {
     /// `ok` or `unavailable`.
     pub view: &'static str,
     pub error: Option<String>,
+    /// The dual-stack device `flannel-v6.<VNI>` with its entries (shown, not checked).
+    pub ipv6_device: Option<super::ipv6::Ipv6Device>,
 }
 
 /// What a reconcile on one node would change.
@@ -422,6 +424,7 @@ pub fn diagnose(c: &Cluster) -> Report {
             device_mac: view_ok.and_then(|v| v.device.as_ref()?.mac.clone()),
             view: if view_ok.is_some() { "ok" } else { "unavailable" },
             error: view.and_then(|v| v.as_ref().err().cloned()),
+            ipv6_device: view_ok.and_then(super::ipv6::Ipv6Device::of),
         });
         if own_leases.len() > 1 {
             let keys: Vec<String> = own_leases.iter().map(|l| l.key.clone()).collect();
