@@ -2,6 +2,9 @@
 //! ([`weft_dataplane::view::DataplaneView`]), collected afresh on every request, together with
 //! what the daemon holds (own lease, expected device, config) from [`Health::facts`].
 //!
+//! The filter rules (`iptables-save -t filter`, `nft -j list ruleset`) are read per request
+//! too, so `weft path` judges this node's FORWARD chain for a packet from another node.
+//!
 //! Read-only and credential-free: the facts carry the own lease's key, attributes and etcd
 //! revision, never the etcd endpoints' user, password or TLS files. `weft doctor` and
 //! `weft path` read it from every node instead of logging in there.
@@ -26,7 +29,8 @@ pub fn with_dataplane(routes: Routes, health: Arc<Health>) -> Routes {
 /// The reply: 200 with the view (whatever part could not be read is named in its `errors`),
 /// or 500 if it cannot be encoded.
 pub async fn dataplane_reply(health: &Health) -> Reply {
-    let view = collect_view(&ViewInput { facts: Some(health.facts()), ..ViewInput::default() }).await;
+    let input = ViewInput { facts: Some(health.facts()), firewall: true, ..ViewInput::default() };
+    let view = collect_view(&input).await;
     match serde_json::to_string(&view) {
         Ok(body) => Reply::json(200, body),
         Err(e) => Reply::text(500, format!("encode dataplane view: {e}\n")),

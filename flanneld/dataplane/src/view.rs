@@ -23,12 +23,17 @@
 //!   "fdb":      [{"mac","dst","self","permanent"}],       // on the device
 //!   "subnet_env": {"path","network","subnet","mtu","ipmasq","error"} | null,
 //!   "sysctls":  {"ip_forward","rp_filter":{"all","default",<dev>...},"bridge_nf_call_iptables"},
-//!   "errors":   ["what could not be read: why", ...],
+//!   "firewall": {"iptables_filter": "<iptables-save -t filter>" | null,
+//!                "nft": <nft -j list ruleset> | null, "errors": [...]} | null,
+//!   "underlay_neighbours": [{"ip","mac","state","permanent"}], // IPv4, on the external interface
 //!   // dual stack (absent or empty otherwise); "flanneld" then also has "public_ipv6", "network_v6"
-//!   "device_v6": <link> | null, "routes_v6": [...], "neighbours_v6": [...], "fdb_v6": [...]
+//!   "device_v6": <link> | null,      // flannel-v6.<VNI>; null: none
+//!   "neighbours_v6": [...], "fdb_v6": [...],  // on flannel-v6.<VNI>
+//!   "routes_v6": [...],              // through flannel-v6.<VNI> or inside the IPv6 network
+//!   "errors":   ["what could not be read: why", ...]
 //! }
 //! <link> = {"name","index","kind","mac","mtu","up","oper_state","master","addresses":[cidr],
-//!           "vxlan": {"vni","local","port","underlay_index","underlay","learning","gbp"} | null}
+//!           "vxlan": {"vni","local","local6","port","underlay_index","underlay","learning","gbp"} | null}
 //! ```
 //!
 //! `routes` holds the main-table IPv4 routes whose output device is the VXLAN device or whose
@@ -69,20 +74,44 @@ pub struct DataplaneView {
     pub fdb: Vec<FdbView>,
     pub subnet_env: Option<SubnetEnvView>,
     pub sysctls: SysctlView,
-    /// What could not be read, each naming the object and the reason.
-    pub errors: Vec<String>,
-    /// Dual stack: `flannel-v6.<VNI>`; `None` without it.
+    /// The node's filter rules, read when the view is collected with
+    /// [`crate::netlink::ViewInput::firewall`] (flanneld's endpoint does); `None` otherwise
+    /// and in views of older flanneld versions.
+    #[serde(default)]
+    pub firewall: Option<FirewallView>,
+    /// IPv4 neighbour (ARP) entries of the external interface, every state: with host-gw the
+    /// peers' PublicIPs are resolved there (docs/flannel.md §4.2).
+    #[serde(default)]
+    pub underlay_neighbours: Vec<NeighView>,
+    /// The IPv6 VXLAN device `flannel-v6.<VNI>` of a dual-stack node (docs/flannel.md §4.1);
+    /// `None` when there is none. Its entries follow, in the shapes of the IPv4 ones.
     #[serde(default)]
     pub device_v6: Option<LinkView>,
-    /// Dual stack: main-table IPv6 routes through `flannel-v6` or inside the IPv6 network.
-    #[serde(default)]
-    pub routes_v6: Vec<RouteView>,
-    /// Dual stack: neighbours on `flannel-v6`.
+    /// IPv6 neighbour entries on `device_v6`, every state.
     #[serde(default)]
     pub neighbours_v6: Vec<NeighView>,
-    /// Dual stack: FDB entries on `flannel-v6`.
+    /// FDB entries on `device_v6` (destinations: the peers' `PublicIPv6`).
     #[serde(default)]
     pub fdb_v6: Vec<FdbView>,
+    /// Main-table IPv6 routes through `device_v6` or inside the IPv6 network (host-gw).
+    #[serde(default)]
+    pub routes_v6: Vec<RouteView>,
+    /// What could not be read, each naming the object and the reason.
+    pub errors: Vec<String>,
+}
+
+/// The filter rules as the node's own tools print them, for a remote reader to walk the
+/// FORWARD chain (`weft path`'s `remote-firewall` hop). Rule text only: no counters that
+/// matter, no credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallView {
+    /// `iptables-save -t filter` output; `None` when the tool is missing or failed.
+    pub iptables_filter: Option<String>,
+    /// `nft -j list ruleset` output, parsed; `None` when the tool is missing or failed.
+    pub nft: Option<serde_json::Value>,
+    /// Which tool could not be run, and why.
+    #[serde(default)]
+    pub errors: Vec<String>,
 }
 
 /// What flanneld holds: its configuration as it applies to this node and its own lease.
@@ -183,6 +212,9 @@ pub struct LinkView {
 pub struct VxlanView {
     pub vni: Option<u32>,
     pub local: Option<Ipv4Addr>,
+    /// `IFLA_VXLAN_LOCAL6`: the local address of an IPv6-underlay device (`flannel-v6`).
+    #[serde(default)]
+    pub local6: Option<std::net::Ipv6Addr>,
     /// UDP destination port as the kernel reports it (8472 when flanneld sent none).
     pub port: u16,
     /// ifindex of the lower (underlay) device; 0 when none.
@@ -505,14 +537,43 @@ mod tests {
     }
 
     #[test]
-    fn a_view_without_the_dual_stack_fields_still_reads() {
-        let mut json = serde_json::to_value(view()).unwrap();
-        let obj = json.as_object_mut().unwrap();
-        for k in ["device_v6", "routes_v6", "neighbours_v6", "fdb_v6"] {
-            assert!(obj.remove(k).is_some(), "{k} is serialised");
+    fn a_view_of_an_older_flanneld_still_reads_and_new_fields_round_trip() {
+        // Schema version 1 as first published: no firewall, underlay or IPv6 fields.
+        let mut old = serde_json::to_value(view()).unwrap();
+        for k in ["firewall", "underlay_neighbours", "device_v6", "neighbours_v6", "fdb_v6", "routes_v6"] {
+            old.as_object_mut().unwrap().remove(k);
         }
-        let back: DataplaneView = serde_json::from_value(json).unwrap();
-        assert_eq!(back, view());
+        old["device"]["vxlan"] = serde_json::json!({"vni": 1, "local": "198.18.0.2", "port": 8472,
+            "underlay_index": 2, "underlay": "eth0", "learning": false, "gbp": false});
+        let back: DataplaneView = serde_json::from_value(old).unwrap();
+        assert_eq!((back.firewall, back.device_v6, back.underlay_neighbours.len()), (None, None, 0));
+        assert_eq!(back.device.unwrap().vxlan.unwrap().local6, None);
+        // The new fields as written.
+        let mut v = view();
+        v.firewall = Some(FirewallView {
+            iptables_filter: Some("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n".into()),
+            nft: Some(serde_json::json!({"nftables": []})),
+            errors: vec![],
+        });
+        v.device_v6 = Some(LinkView {
+            name: "flannel-v6.1".into(),
+            vxlan: Some(VxlanView { local6: Some("fd00::2".parse().unwrap()), ..VxlanView::default() }),
+            ..LinkView::default()
+        });
+        v.fdb_v6 = vec![FdbView {
+            mac: "6e:aa:bb:cc:dd:02".into(),
+            dst: Some("fd00::3".parse().unwrap()),
+            self_: true,
+            permanent: true,
+        }];
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(
+            text.contains(r#""local6":"fd00::2""#) && text.contains(r#""iptables_filter":"*filter"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<DataplaneView>(&text).unwrap(), v);
+        // The IPv6 device stays out of the IPv4 kernel state the reconciler plan reads.
+        assert_eq!(v.kernel_state(), view().kernel_state());
     }
 
     #[test]

@@ -38,6 +38,13 @@ impl Verdict {
     pub fn drops(&self) -> bool {
         self.verdict.contains("DROP") || self.verdict.contains("REJECT")
     }
+    /// `ACCEPT (<rule>)`, or the verdict alone when a policy decided.
+    pub fn shown(&self) -> String {
+        match &self.rule {
+            Some(r) => format!("{} ({r})", self.verdict),
+            None => self.verdict.clone(),
+        }
+    }
     pub fn masquerades(&self) -> bool {
         self.verdict == "MASQUERADE" || self.verdict == "SNAT"
     }
@@ -91,6 +98,18 @@ impl Ruleset {
             filter: saved.as_deref().and_then(|t| table(t, "filter")),
             nft: finish(nft).and_then(|t| serde_json::from_str(&t).ok()),
         }
+    }
+
+    /// Another node's filter rules as its flanneld's `/debug/dataplane` carries them
+    /// (`firewall`: `iptables-save -t filter` text and `nft -j list ruleset`); `None` when the
+    /// view has none (collected without them, or by an older flanneld).
+    pub fn from_view(view: &Value) -> Option<Ruleset> {
+        let fw = view.get("firewall").filter(|f| f.is_object())?;
+        Some(Ruleset {
+            nat: None,
+            filter: fw.get("iptables_filter").and_then(Value::as_str).and_then(|t| table(t, "filter")),
+            nft: fw.get("nft").filter(|n| !n.is_null()).cloned(),
+        })
     }
 
     /// The FORWARD verdict (iptables filter FORWARD, then any nftables forward hook with a

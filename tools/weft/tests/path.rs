@@ -100,6 +100,7 @@ fn healthy_lab_lists_pods_and_every_path_is_reachable() {
             "underlay",
             "remote-vtep",
             "remote-route",
+            "remote-firewall",
             "dst-pod"
         ]
     );
@@ -123,7 +124,7 @@ fn healthy_lab_lists_pods_and_every_path_is_reachable() {
     assert_eq!(
         brief.stdout,
         "✓ pod\n✓ pod-route\n✓ veth\n✓ bridge\n✓ host-route\n✓ forward\n✓ vtep\n✓ neighbour\n✓ fdb\n✓ underlay\n\
-         ✓ remote-vtep remote\n✓ remote-route remote\n✓ dst-pod remote\nreachable\n"
+         ✓ remote-vtep remote\n✓ remote-route remote\n✓ remote-firewall remote\n✓ dst-pod remote\nreachable\n"
     );
 }
 

@@ -26,6 +26,11 @@ fn lab() -> Lab {
 
 /// `weft doctor <extra>` on node 0 against the lab's etcd: (exit status, stdout, both streams).
 fn doctor(lab: &Lab, extra: &[&str]) -> (Option<i32>, String, String) {
+    doctor_on(lab, 0, extra)
+}
+
+/// `weft doctor <extra>` on node `i`.
+fn doctor_on(lab: &Lab, i: usize, extra: &[&str]) -> (Option<i32>, String, String) {
     let eps = lab.etcd().unwrap().endpoints();
     let mut argv = vec![
         env!("CARGO_BIN_EXE_weft"),
@@ -36,15 +41,30 @@ fn doctor(lab: &Lab, extra: &[&str]) -> (Option<i32>, String, String) {
         lab.etcd_prefix(),
     ];
     argv.extend_from_slice(extra);
-    let r = lab.node(0).unwrap().ns().exec(&argv);
+    let r = lab.node(i).unwrap().ns().exec(&argv);
     (r.status, r.stdout.clone(), format!("{}\n{}", r.stdout, r.stderr))
 }
 
 /// The error findings of `weft doctor --json`, with its exit status and output.
 fn findings(lab: &Lab) -> (Option<i32>, Findings, String) {
-    let (code, out, all) = doctor(lab, &["--json"]);
+    findings_on(lab, 0)
+}
+
+/// The same, run on node `i`.
+fn findings_on(lab: &Lab, i: usize) -> (Option<i32>, Findings, String) {
+    let (code, out, all) = doctor_on(lab, i, &["--json"]);
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
     (code, error_findings(&v), all)
+}
+
+/// Node `i`'s `/debug/dataplane` as its flanneld serves it, read from inside node `i`.
+fn view_of(lab: &Lab, i: usize) -> Value {
+    let ip = lab.node(i).unwrap().ip().to_string();
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/10256 && printf 'GET /debug/dataplane HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3"
+    );
+    let out = on(lab, i, &["bash", "-c", &script]);
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or(Value::Null)
 }
 
 fn steps(v: &Value) -> Vec<String> {
@@ -78,6 +98,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
             "neighbour",
             "remote-node",
             "remote-route",
+            "remote-firewall",
             "dst-pod"
         ]
     );
@@ -96,7 +117,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
         "{}",
         hop("underlay")
     );
-    for s in ["remote-node", "remote-route", "dst-pod"] {
+    for s in ["remote-node", "remote-route", "remote-firewall", "dst-pod"] {
         assert_eq!(hop(s)["node"], n1.as_str(), "{s}");
     }
     // The same with the leases read from etcd.
@@ -109,7 +130,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
     assert_eq!(
         brief.stdout,
         "✓ pod\n✓ pod-route\n✓ veth\n✓ bridge\n✓ host-route\n✓ forward\n✓ underlay\n✓ neighbour\n\
-         ✓ remote-node remote\n✓ remote-route remote\n✓ dst-pod remote\nreachable\n"
+         ✓ remote-node remote\n✓ remote-route remote\n✓ remote-firewall remote\n✓ dst-pod remote\nreachable\n"
     );
     // Same node, and the other direction.
     assert_reachable(&lab, 0, &src, &local_dst);
@@ -144,10 +165,22 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
         "{p}"
     );
     assert!(p["hops"].as_array().unwrap().iter().all(|h| h["requests"].as_u64().unwrap() >= 3), "{p}");
-    // Node 1's FORWARD chain drops pod traffic arriving on its uplink: the static chain cannot
-    // see it (node 1's firewall is not walked); the probe sees it reach node 1's eth0, never its cni0.
+    // Node 1's FORWARD chain drops pod traffic arriving on its uplink: the static chain walks
+    // node 1's rules from its view and names the drop at node 1's `remote-firewall` hop.
     let rule = ["FORWARD", "-i", "eth0", "-p", "icmp", "-j", "DROP"];
     on(&lab, 1, &[&["iptables", "-I"][..], &rule[..]].concat());
+    let v = assert_broken(&lab, 0, &src, &dst, "remote-firewall", "FORWARD_DROP");
+    on(&lab, 1, &[&["iptables", "-D"][..], &rule[..]].concat());
+    let failing = v["hops"].as_array().unwrap().iter().find(|h| h["ok"] == false).unwrap();
+    assert_eq!(failing["node"], n1.as_str(), "{failing}");
+    assert!(failing["object"].as_str().unwrap().contains("FORWARD eth0 → cni0"), "{failing}");
+    assert_reachable(&lab, 0, &src, &dst);
+    // A drop rule with a match the walker does not evaluate (`-m length`) is skipped by the
+    // static chain; the probe sees the packet reach node 1's eth0, never its cni0.
+    let rule = ["FORWARD", "-i", "eth0", "-p", "icmp", "-m", "length", "--length", "0:65535", "-j", "DROP"];
+    on(&lab, 1, &[&["iptables", "-I"][..], &rule[..]].concat());
+    let (code, _, run) = path(&lab, 0, &src, &dst);
+    assert_eq!(code, 0, "static chain skips the rule:\n{}", run.stdout);
     let run = weft(&lab, 0, "path", &["--probe", "--json", &src, &dst]);
     on(&lab, 1, &[&["iptables", "-D"][..], &rule[..]].concat());
     assert_eq!(run.status, Some(1), "{}\n{}", run.stdout, run.stderr);
@@ -160,6 +193,15 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
         "{failing}"
     );
     assert_reachable(&lab, 0, &src, &dst);
+
+    // The view of a host-gw node: no device and no error for it; the external interface's
+    // neighbours (node 1 resolved by the traffic above) and the filter rules.
+    let view = view_of(&lab, 0);
+    assert!(view["device"].is_null(), "{view}");
+    assert_eq!(view["errors"], serde_json::json!([]), "{view}");
+    let neighs = view["underlay_neighbours"].as_array().unwrap();
+    assert!(neighs.iter().any(|n| n["ip"] == n1.as_str() && n["mac"].is_string()), "{view}");
+    assert!(view["firewall"]["iptables_filter"].as_str().unwrap().contains("FORWARD"), "{view}");
 
     // doctor: healthy, the backend named, and the graph renders.
     let (code, list, all) = findings(&lab);
@@ -263,6 +305,8 @@ fn host_gw_breaks_are_named_and_healed() {
         );
         let v = assert_broken(&lab, 0, &src, &dst, "neighbour", "UNDERLAY_NEIGH_MAC_STALE");
         assert_eq!(v["failure_mode"], "F5");
+        // (doctor's side of it: tests/doctor_hostgw.rs, where a third node can still read both
+        // views.)
         on(&lab, 0, &["ip", "neigh", "del", &n1, "dev", "eth0"]);
         wait_reachable(&lab, 0, &src, &dst);
     }
@@ -282,6 +326,10 @@ fn host_gw_breaks_are_named_and_healed() {
         };
         let failing = v["hops"].as_array().unwrap().iter().find(|h| h["ok"] == false).unwrap();
         assert_eq!(failing["step"], "neighbour", "{v}");
+        // doctor names node 0's failed entry (node 1's view cannot be read meanwhile: no ARP).
+        let (code, list, all) = findings(&lab);
+        assert_eq!(code, Some(1), "{all}");
+        assert!(list.contains(&("UNDERLAY_NEIGH_FAILED".to_string(), vec![n0.clone()])), "{all}");
         assert!(lab.node(1).unwrap().ns().exec(&["ip", "link", "set", "eth0", "arp", "on"]).ok());
         on(&lab, 0, &["ip", "neigh", "flush", "dev", "eth0", "to", &n1]);
         wait_reachable(&lab, 0, &src, &dst);

@@ -1,17 +1,18 @@
 //! Collecting a [`DataplaneView`] from the kernel of the calling thread's network namespace:
-//! links, addresses, neighbours and FDB entries of the VXLAN device (and of `flannel-v6` in dual
-//! stack), main-table routes, the
-//! forwarding sysctls and subnet.env. Read-only. Nothing here fails as a whole: what cannot be
+//! links, addresses, neighbours and FDB entries of the VXLAN device (and of `flannel-v6.<VNI>`
+//! on a dual-stack node), the external interface's neighbours, main-table routes, the
+//! forwarding sysctls, subnet.env and (when asked) the filter rules. Read-only. Nothing here fails as a whole: what cannot be
 //! read is named in [`DataplaneView::errors`] and the rest is still reported.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use weft_common::flannel::SubnetEnv;
@@ -20,8 +21,8 @@ use weft_common::netlink::OperState;
 
 use super::NetlinkDataplane;
 use crate::view::{
-    inside, DataplaneView, FdbView, FlanneldFacts, LinkView, NeighView, RouteView, SubnetEnvView, SysctlView,
-    VxlanView, VIEW_VERSION,
+    inside, DataplaneView, FdbView, FirewallView, FlanneldFacts, LinkView, NeighView, RouteView,
+    SubnetEnvView, SysctlView, VxlanView, VIEW_VERSION,
 };
 
 /// Default names when neither the caller nor flanneld's facts give one.
@@ -42,6 +43,9 @@ pub struct ViewInput {
     pub bridge: Option<String>,
     /// subnet.env (default: flanneld's `-subnet-file`, else `/run/flannel/subnet.env`).
     pub subnet_file: Option<PathBuf>,
+    /// Also read the filter rules (`iptables-save -t filter`, `nft -j list ruleset`) into
+    /// [`DataplaneView::firewall`]: two processes per collection.
+    pub firewall: bool,
 }
 
 /// Collects the view of the calling thread's network namespace. Must be called inside a tokio
@@ -74,7 +78,48 @@ pub async fn collect_view(input: &ViewInput) -> DataplaneView {
         Err(e) => view.errors.push(format!("open netlink socket: {e}")),
     }
     view.sysctls = read_sysctls(&view);
+    if input.firewall {
+        view.firewall = Some(match tokio::task::spawn_blocking(read_firewall).await {
+            Ok(fw) => fw,
+            Err(e) => {
+                FirewallView { errors: vec![format!("read firewall rules: {e}")], ..FirewallView::default() }
+            }
+        });
+    }
     view
+}
+
+/// Runs a system tool; its standard output when it succeeded, else why not.
+fn tool_output(argv: &[&str]) -> Result<String, String> {
+    let (cmd, args) = argv.split_first().ok_or_else(|| "no command".to_string())?;
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("{}: {}", argv.join(" "), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The filter table as `iptables-save` prints it and the native nftables ruleset, both read
+/// with the node's own tools (what `weft path` reads on its own node, `tools/weft/src/firewall.rs`).
+fn read_firewall() -> FirewallView {
+    let mut fw = FirewallView::default();
+    match tool_output(&["iptables-save", "-t", "filter"]) {
+        Ok(t) => fw.iptables_filter = Some(t),
+        Err(e) => fw.errors.push(e),
+    }
+    match tool_output(&["nft", "-j", "list", "ruleset"]) {
+        Ok(t) => match serde_json::from_str(&t) {
+            Ok(v) => fw.nft = Some(v),
+            Err(e) => fw.errors.push(format!("nft -j list ruleset: not JSON: {e}")),
+        },
+        Err(e) => fw.errors.push(e),
+    }
+    fw
 }
 
 async fn collect_kernel(
@@ -116,9 +161,10 @@ async fn collect_kernel(
         l
     };
     view.device = links.iter().find(|l| l.name == device_name).cloned().map(with_addrs);
-    if view.device.is_none() {
+    if view.device.is_none() && device_expected(input) {
         view.errors.push(format!("link {device_name}: not found"));
     }
+    view.device_v6 = v6_device(&links, input).cloned().map(with_addrs);
     let underlay_index = input
         .underlay_index
         .or_else(|| view.flanneld.as_ref()?.underlay_index)
@@ -127,38 +173,138 @@ async fn collect_kernel(
         underlay_index.and_then(|i| links.iter().find(|l| l.index == i && i != 0)).cloned().map(with_addrs);
     view.bridge = links.iter().find(|l| l.name == bridge_name).cloned().map(with_addrs);
 
-    // Dual stack: `flannel-v6.<VNI>` next to `flannel.<VNI>`.
-    let v6_name = device_name.strip_prefix("flannel.").map(|n| format!("flannel-v6.{n}"));
-    view.device_v6 = v6_name.and_then(|n| links.iter().find(|l| l.name == n).cloned()).map(with_addrs);
-
-    // host-gw has no device: its peer routes (inside the cluster network) are still listed.
     let dev_index = view.device.as_ref().map(|d| d.index);
+    let v6_index = view.device_v6.as_ref().map(|d| d.index);
+    let underlay_index = view.underlay.as_ref().map(|d| d.index);
+    // IPv4 neighbours: the device's (flanneld's entries) and the external interface's (ARP;
+    // with host-gw the peers' PublicIPs, docs/flannel.md §4.2).
+    match dump_neighbours(nl, AddressFamily::Inet).await {
+        Ok(msgs) => {
+            for n in &msgs {
+                if Some(n.header.ifindex) == dev_index {
+                    view.neighbours.extend(device_neigh(n));
+                } else if Some(n.header.ifindex) == underlay_index {
+                    view.underlay_neighbours.extend(any_neigh(n));
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump neighbours: {e}")),
+    }
+    if let Some(v6) = v6_index {
+        match dump_neighbours(nl, AddressFamily::Inet6).await {
+            Ok(msgs) => {
+                let on = msgs.iter().filter(|n| n.header.ifindex == v6);
+                view.neighbours_v6.extend(on.filter_map(device_neigh));
+            }
+            Err(e) => view.errors.push(format!("dump IPv6 neighbours: {e}")),
+        }
+    }
+    if dev_index.is_some() || v6_index.is_some() {
+        match dump_neighbours(nl, AddressFamily::Bridge).await {
+            Ok(msgs) => {
+                for k in msgs.iter().filter_map(super::msg::parse_fdb) {
+                    let f = FdbView {
+                        mac: format_mac(&k.mac),
+                        dst: Some(k.dst),
+                        self_: k.self_,
+                        permanent: k.permanent,
+                    };
+                    if Some(k.ifindex) == dev_index {
+                        view.fdb.push(f);
+                    } else if Some(k.ifindex) == v6_index {
+                        view.fdb_v6.push(f);
+                    }
+                }
+            }
+            Err(e) => view.errors.push(format!("dump fdb: {e}")),
+        }
+    }
+    // host-gw has no device: its peer routes (inside the cluster network) are still listed.
     let network = view.network().map(IpNetwork::V4);
-    let v4 = collect_device(nl, &names, dev_index, AddressFamily::Inet, network, view).await;
-    (view.neighbours, view.fdb, view.routes) = v4;
-    let dev6 = view.device_v6.as_ref().map(|d| d.index);
+    view.routes = collect_routes(nl, AddressFamily::Inet, dev_index, network, &names, &mut view.errors).await;
     let network6 = view.flanneld.as_ref().and_then(|f| f.network_v6).map(IpNetwork::V6);
-    if dev6.is_some() || network6.is_some() {
-        let v6 = collect_device(nl, &names, dev6, AddressFamily::Inet6, network6, view).await;
-        (view.neighbours_v6, view.fdb_v6, view.routes_v6) = v6;
+    if v6_index.is_some() || network6.is_some() {
+        view.routes_v6 =
+            collect_routes(nl, AddressFamily::Inet6, v6_index, network6, &names, &mut view.errors).await;
     }
 }
 
-/// The neighbours (of `family`) and FDB entries of the device `dev` (none without a device),
-/// and the main-table routes of `family` through it or inside `network`; what cannot be read
-/// goes to `view.errors`.
-async fn collect_device(
+/// flanneld's device is expected unless flanneld has read its config and wants none
+/// (host-gw, docs/flannel.md §4.2), or the caller named one.
+fn device_expected(input: &ViewInput) -> bool {
+    input.device.is_some()
+        || input.facts.as_ref().is_none_or(|f| f.network.is_none() || f.expected_device.is_some())
+}
+
+/// `flannel-v6.<VNI>` (the VNI of flanneld's device or lease), else any VXLAN link of that
+/// name pattern (docs/flannel.md §4.1).
+fn v6_device<'a>(links: &'a [LinkView], input: &ViewInput) -> Option<&'a LinkView> {
+    let vni = input.facts.as_ref().and_then(|f| {
+        f.expected_device
+            .as_ref()
+            .map(|d| d.vni)
+            .or_else(|| f.lease.as_ref().map(|l| l.vni).filter(|v| *v != 0))
+    });
+    match vni {
+        Some(vni) => links.iter().find(|l| l.name == format!("flannel-v6.{vni}")),
+        None => {
+            links.iter().find(|l| l.name.starts_with("flannel-v6.") && l.kind.as_deref() == Some("vxlan"))
+        }
+    }
+}
+
+async fn dump_neighbours(
     nl: &NetlinkDataplane,
-    names: &BTreeMap<u32, String>,
-    dev: Option<u32>,
     family: AddressFamily,
+) -> Result<Vec<NeighbourMessage>, String> {
+    let mut q = NeighbourMessage::default();
+    q.header.family = family;
+    let msgs =
+        nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await.map_err(|e| e.to_string())?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| if let RouteNetlinkMessage::NewNeighbour(n) = m { Some(n) } else { None })
+        .collect())
+}
+
+/// A neighbour of flanneld's device (with a MAC, as the reconciler dumps it).
+fn device_neigh(n: &NeighbourMessage) -> Option<NeighView> {
+    let k = super::msg::parse_neigh(n)?;
+    Some(NeighView {
+        ip: k.ip,
+        mac: Some(format_mac(&k.mac)),
+        state: nud_names(u16::from(n.header.state)),
+        permanent: k.permanent,
+    })
+}
+
+/// Any neighbour entry with an address, with or without a MAC (FAILED and INCOMPLETE
+/// entries have none).
+fn any_neigh(n: &NeighbourMessage) -> Option<NeighView> {
+    let mut ip = None;
+    let mut mac = None;
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
+            NeighbourAttribute::LinkLayerAddress(l) if !l.is_empty() => mac = Some(format_mac(l)),
+            _ => {}
+        }
+    }
+    let state = u16::from(n.header.state);
+    Some(NeighView { ip: ip?, mac, state: nud_names(state), permanent: state & 0x80 != 0 })
+}
+
+/// Main-table routes of `family` on the device `dev` or inside `network` (the cluster network
+/// of that family).
+async fn collect_routes(
+    nl: &NetlinkDataplane,
+    family: AddressFamily,
+    dev: Option<u32>,
     network: Option<IpNetwork>,
-    view: &mut DataplaneView,
-) -> (Vec<NeighView>, Vec<FdbView>, Vec<RouteView>) {
-    let (neighbours, fdb) = match dev {
-        Some(dev_index) => collect_entries(nl, names, dev_index, family, view).await,
-        None => (Vec::new(), Vec::new()),
-    };
+    names: &BTreeMap<u32, String>,
+    errors: &mut Vec<String>,
+) -> Vec<RouteView> {
     let mut routes = Vec::new();
     let mut q = RouteMessage::default();
     q.header.address_family = family;
@@ -175,61 +321,9 @@ async fn collect_device(
                 }
             }
         }
-        Err(e) => view.errors.push(format!("dump routes: {e}")),
+        Err(e) => errors.push(format!("dump routes ({family:?}): {e}")),
     }
-    (neighbours, fdb, routes)
-}
-
-/// The neighbours (of `family`) and FDB entries of the device `dev_index`.
-async fn collect_entries(
-    nl: &NetlinkDataplane,
-    names: &BTreeMap<u32, String>,
-    dev_index: u32,
-    family: AddressFamily,
-    view: &mut DataplaneView,
-) -> (Vec<NeighView>, Vec<FdbView>) {
-    let dev_name = names.get(&dev_index).cloned().unwrap_or_else(|| format!("#{dev_index}"));
-    let (mut neighbours, mut fdb) = (Vec::new(), Vec::new());
-    let mut q = NeighbourMessage::default();
-    q.header.family = family;
-    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await {
-        Ok(msgs) => {
-            for m in msgs {
-                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
-                if n.header.ifindex != dev_index {
-                    continue;
-                }
-                if let Some(k) = super::msg::parse_neigh(&n) {
-                    neighbours.push(NeighView {
-                        ip: k.ip,
-                        mac: Some(format_mac(&k.mac)),
-                        state: nud_names(u16::from(n.header.state)),
-                        permanent: k.permanent,
-                    });
-                }
-            }
-        }
-        Err(e) => view.errors.push(format!("dump neighbours of {dev_name}: {e}")),
-    }
-    let mut q = NeighbourMessage::default();
-    q.header.family = AddressFamily::Bridge;
-    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await {
-        Ok(msgs) => {
-            for m in msgs {
-                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
-                if let Some(k) = super::msg::parse_fdb(&n).filter(|k| k.ifindex == dev_index) {
-                    fdb.push(FdbView {
-                        mac: format_mac(&k.mac),
-                        dst: Some(k.dst),
-                        self_: k.self_,
-                        permanent: k.permanent,
-                    });
-                }
-            }
-        }
-        Err(e) => view.errors.push(format!("dump fdb of {dev_name}: {e}")),
-    }
-    (neighbours, fdb)
+    routes
 }
 
 /// `NUD_*` bits as names joined by `,`.
@@ -277,6 +371,7 @@ fn link_view(m: &LinkMessage) -> LinkView {
                                     InfoVxlan::Id(id) => v.vni = Some(*id),
                                     InfoVxlan::Link(i) => v.underlay_index = *i,
                                     InfoVxlan::Local(ip) => v.local = Some(*ip),
+                                    InfoVxlan::Local6(ip) => v.local6 = Some(*ip),
                                     InfoVxlan::Port(p) => v.port = *p,
                                     InfoVxlan::Learning(b) => v.learning = *b,
                                     InfoVxlan::Gbp => v.gbp = true,
@@ -336,7 +431,7 @@ fn read_sysctls(view: &DataplaneView) -> SysctlView {
         bridge_nf_call_iptables: read_sysctl("net/bridge/bridge-nf-call-iptables"),
         ..SysctlView::default()
     };
-    let devs = [&view.device, &view.underlay, &view.bridge];
+    let devs = [&view.device, &view.underlay, &view.bridge, &view.device_v6];
     let names = ["all", "default"]
         .into_iter()
         .map(String::from)
@@ -347,4 +442,91 @@ fn read_sysctls(view: &DataplaneView) -> SysctlView {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{DeviceSpecView, LeaseView};
+    use netlink_packet_route::neighbour::NeighbourState;
+
+    fn link(name: &str, index: u32, kind: &str) -> LinkView {
+        LinkView { name: name.into(), index, kind: Some(kind.into()), ..LinkView::default() }
+    }
+
+    fn facts(network: bool, device: bool, vni: u32) -> FlanneldFacts {
+        FlanneldFacts {
+            network: network.then(|| "10.5.0.0/16".parse().unwrap()),
+            expected_device: device.then(|| DeviceSpecView {
+                name: format!("flannel.{vni}"),
+                vni,
+                port: 0,
+                local: "198.18.0.2".parse().unwrap(),
+                underlay_index: 2,
+                mtu: 1450,
+                gbp: false,
+                learning: false,
+                address: "10.5.1.0/32".parse().unwrap(),
+            }),
+            ..FlanneldFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_device_is_an_error_unless_flanneld_wants_none() {
+        let with = |f: Option<FlanneldFacts>, device: Option<&str>| ViewInput {
+            facts: f,
+            device: device.map(String::from),
+            ..ViewInput::default()
+        };
+        // host-gw: the config is read and flanneld expects no device.
+        assert!(!device_expected(&with(Some(facts(true, false, 0)), None)));
+        // vxlan, before the config is read, without flanneld, or named by the caller: expected.
+        assert!(device_expected(&with(Some(facts(true, true, 1)), None)));
+        assert!(device_expected(&with(Some(facts(false, false, 0)), None)));
+        assert!(device_expected(&with(None, None)));
+        assert!(device_expected(&with(Some(facts(true, false, 0)), Some("flannel.1"))));
+    }
+
+    #[test]
+    fn the_v6_device_is_found_by_flanneld_vni_or_by_name() {
+        let links = vec![
+            link("flannel.7", 5, "vxlan"),
+            link("flannel-v6.7", 6, "vxlan"),
+            link("flannel-v6.9", 7, "vxlan"),
+        ];
+        let input = |f| ViewInput { facts: f, ..ViewInput::default() };
+        assert_eq!(v6_device(&links, &input(Some(facts(true, true, 9)))).map(|l| l.index), Some(7));
+        let mut by_lease = facts(true, false, 0);
+        by_lease.lease = Some(LeaseView {
+            key: "k".into(),
+            subnet: "10.5.1.0/24".parse().unwrap(),
+            public_ip: "198.18.0.2".parse().unwrap(),
+            vtep_mac: String::new(),
+            vni: 7,
+            etcd_revision: 1,
+            etcd_lease: 0,
+        });
+        assert_eq!(v6_device(&links, &input(Some(by_lease))).map(|l| l.index), Some(6));
+        assert_eq!(v6_device(&links, &input(None)).map(|l| l.index), Some(6));
+        assert_eq!(v6_device(&links[..1], &input(None)), None);
+    }
+
+    #[test]
+    fn underlay_neighbours_keep_entries_without_a_mac() {
+        let mut n = NeighbourMessage::default();
+        n.header.family = AddressFamily::Inet;
+        n.header.state = NeighbourState::Failed;
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet("198.18.0.3".parse().unwrap())));
+        let v = any_neigh(&n).unwrap();
+        assert_eq!((v.mac, v.state.as_str(), v.permanent), (None, "failed", false));
+        assert_eq!(device_neigh(&n), None);
+        n.header.state = NeighbourState::Reachable;
+        n.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 3]));
+        let v = any_neigh(&n).unwrap();
+        assert_eq!((v.mac.as_deref(), v.state.as_str()), (Some("02:00:00:00:00:03"), "reachable"));
+        n.attributes.clear();
+        assert_eq!(any_neigh(&n), None);
+    }
 }

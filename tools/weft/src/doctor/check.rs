@@ -26,6 +26,8 @@ use weft_flanneld::registry::Record;
 
 use crate::cause::Cause;
 
+mod underlay;
+
 /// The kernel's VXLAN port when flanneld sends none (`Backend.Port` 0).
 pub const KERNEL_VXLAN_PORT: u16 = 8472;
 
@@ -81,6 +83,8 @@ pub struct NodeSummary {
     /// `ok` or `unavailable`.
     pub view: &'static str,
     pub error: Option<String>,
+    /// The dual-stack device `flannel-v6.<VNI>` with its entries (shown, not checked).
+    pub ipv6_device: Option<super::ipv6::Ipv6Device>,
 }
 
 /// What a reconcile on one node would change.
@@ -420,6 +424,7 @@ pub fn diagnose(c: &Cluster) -> Report {
             device_mac: view_ok.and_then(|v| v.device.as_ref()?.mac.clone()),
             view: if view_ok.is_some() { "ok" } else { "unavailable" },
             error: view.and_then(|v| v.as_ref().err().cloned()),
+            ipv6_device: view_ok.and_then(super::ipv6::Ipv6Device::of),
         });
         if own_leases.len() > 1 {
             let keys: Vec<String> = own_leases.iter().map(|l| l.key.clone()).collect();
@@ -486,6 +491,9 @@ pub fn diagnose(c: &Cluster) -> Report {
                 || format!("{{N}} cannot route node {pn}'s subnet {subnet}: {pn} is not on their L2 segment"),
             );
             broken_pairs.entry((name.clone(), pn)).or_default().insert(Cause::PeerNotOnLink);
+        }
+        if c.spec.backend_type == BackendKind::HostGw {
+            underlay::check(c, &name, v, &desired, &mut g, &mut broken_pairs);
         }
         for n in &v.neighbours {
             if let (Some(mac), IpAddr::V4(gw)) = (n.mac.as_deref().and_then(parse_mac), n.ip) {
@@ -1088,6 +1096,7 @@ mod tests {
                         underlay: Some("eth0".into()),
                         learning: false,
                         gbp: false,
+                        ..VxlanView::default()
                     }),
                     ..LinkView::default()
                 }),
@@ -1534,5 +1543,56 @@ mod tests {
             r.findings
         );
         assert!(r.findings.iter().any(|f| f.message.contains("larger than 198.18.0.11's eth0 MTU 1400")));
+    }
+    #[test]
+    fn host_gw_underlay_neighbours_failed_or_stale_are_grouped_per_peer() {
+        use weft_dataplane::view::NeighView;
+        let mut c = host_gw_cluster(3);
+        let umac = |i: usize| format!("02:00:00:00:00:{i:02x}");
+        for i in 0..3 {
+            view(&mut c, i).underlay.as_mut().unwrap().mac = Some(umac(i));
+        }
+        let neigh = |j: usize, mac: Option<String>, state: &str| NeighView {
+            ip: IpAddr::V4(ip(j)),
+            mac,
+            state: state.into(),
+            permanent: state.contains("permanent"),
+        };
+        // Healthy entries (and none at all) are no finding.
+        view(&mut c, 0).underlay_neighbours = vec![neigh(1, Some(umac(1)), "reachable")];
+        let r = diagnose(&c);
+        assert!(r.healthy && r.findings.is_empty(), "{:#?}", r.findings);
+        // Nodes 0 and 2 cannot resolve node 1: one finding naming both; node 2 also holds a
+        // wrong MAC for node 0.
+        view(&mut c, 0).underlay_neighbours = vec![neigh(1, None, "failed")];
+        view(&mut c, 2).underlay_neighbours =
+            vec![neigh(1, None, "incomplete"), neigh(0, Some("02:aa:bb:cc:dd:ee".into()), "permanent")];
+        let r = diagnose(&c);
+        assert!(!r.healthy);
+        let causes: Vec<(Cause, Vec<String>, Option<String>)> =
+            r.findings.iter().map(|f| (f.cause, f.nodes.clone(), f.peer.clone())).collect();
+        assert_eq!(
+            causes,
+            vec![
+                (Cause::UnderlayNeighFailed, names(&[0, 2]), Some(ip(1).to_string())),
+                (Cause::UnderlayNeighMacStale, names(&[2]), Some(ip(0).to_string())),
+            ],
+            "{:#?}",
+            r.findings
+        );
+        assert_eq!(
+            r.findings[0].message,
+            "2 nodes cannot resolve node 198.18.0.11 on the underlay (ARP failed)"
+        );
+        assert_eq!(
+            r.findings[1].message,
+            "1 node holds MAC 02:aa:bb:cc:dd:ee for node 198.18.0.10, whose eth0 MAC is 02:00:00:00:00:00"
+        );
+        assert!(r.findings[1].objects[0].contains("198.18.0.10 lladdr 02:aa:bb:cc:dd:ee permanent dev eth0"));
+        // The links are marked broken in the picture, and the dry run stays empty (flanneld
+        // makes no neighbour entry with host-gw).
+        let l = r.links.iter().find(|l| l.from == ip(2).to_string() && l.to == ip(0).to_string()).unwrap();
+        assert!(l.broken.contains(&Cause::UnderlayNeighMacStale), "{l:?}");
+        assert!(r.dry_run.is_empty(), "{:?}", r.dry_run);
     }
 }

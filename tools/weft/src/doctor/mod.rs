@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod fetch;
+pub mod ipv6;
 pub mod render;
 
 use std::collections::BTreeSet;

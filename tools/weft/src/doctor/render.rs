@@ -48,6 +48,7 @@ pub fn text(r: &Report) -> String {
         let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+    out.push_str(&super::ipv6::text(&r.nodes));
     if !r.findings.is_empty() {
         let _ = writeln!(out, "\nfindings:");
         for f in &r.findings {

@@ -11,6 +11,7 @@ use weft_common::netlink::Netlink;
 
 use super::local::forward_hop;
 use super::overlay::{lease_from_view, remote_tail, PeerLease};
+use super::remote_filter::Flow;
 use super::{describe_route, Local, Walk};
 use crate::cause::Cause;
 use crate::kernel::{self, LinkFacts, RouteAnswer, RouteQuery};
@@ -229,11 +230,11 @@ pub(super) fn cross_node(
         }
     }
     w.ok("neighbour", n_obj, n_src);
-    remote_node(w, &v, IpAddr::V4(peer), remote_port, dst_ip);
+    remote_node(w, &v, IpAddr::V4(peer), remote_port, Flow { src: src_ip, dst: dst_ip });
 }
 
 /// The destination node: its external interface carries P, then forwarding and the bridge.
-fn remote_node(w: &mut Walk, v: &Value, at: IpAddr, port: u16, dst_ip: Ipv4Addr) {
+fn remote_node(w: &mut Walk, v: &Value, at: IpAddr, port: u16, flow: Flow) {
     w.node = at.to_string();
     let src = Some(format!("flanneld view {}", remote::url(at, port)));
     let name = v.pointer("/underlay/name").and_then(Value::as_str).unwrap_or("?");
@@ -257,5 +258,5 @@ fn remote_node(w: &mut Walk, v: &Value, at: IpAddr, port: u16, dst_ip: Ipv4Addr)
         return;
     }
     w.ok("remote-node", obj, src.clone());
-    remote_tail(w, v, at, src, dst_ip);
+    remote_tail(w, v, at, src, flow);
 }

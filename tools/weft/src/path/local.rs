@@ -345,11 +345,7 @@ pub(super) fn forward_hop(
     oif: &str,
 ) {
     let v = local.rules.forward(&Packet { src: src_ip, dst: dst_ip, iif: Some(iif), oif: Some(oif) });
-    let obj = format!(
-        "FORWARD {iif} → {oif}: {}{}",
-        v.verdict,
-        v.rule.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-    );
+    let obj = format!("FORWARD {iif} → {oif}: {}", v.shown());
     if !v.skipped.is_empty() {
         w.notes.push(format!(
             "forward: {} rule(s) with matches weft does not evaluate were skipped",

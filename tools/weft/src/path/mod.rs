@@ -27,6 +27,7 @@ use crate::pods::{self, Attachment, PodsReport};
 
 mod hostgw;
 mod local;
+mod remote_filter;
 use local::walk;
 mod overlay;
 mod render;

@@ -8,6 +8,7 @@ use serde_json::Value;
 use weft_common::netlink::Netlink;
 
 use super::local::forward_hop;
+use super::remote_filter::{self, Flow};
 use super::{describe_route, vxlan_overhead, Local, Walk};
 use crate::cause::Cause;
 use crate::kernel::{self, Fdb, LinkFacts, Neigh, RouteAnswer, RouteQuery};
@@ -375,7 +376,7 @@ pub(super) fn cross_node(
         },
     };
     w.node = at.to_string();
-    remote_hops(w, &v, at, remote_port, &nmac, lease.as_ref(), dst_ip);
+    remote_hops(w, &v, at, remote_port, &nmac, lease.as_ref(), Flow { src: src_ip, dst: dst_ip });
 }
 
 fn remote_hops(
@@ -385,7 +386,7 @@ fn remote_hops(
     port: u16,
     nmac: &str,
     lease: Option<&PeerLease>,
-    dst_ip: Ipv4Addr,
+    flow: Flow,
 ) {
     let src = Some(format!("flanneld view {}", remote::url(at, port)));
     let Some(dev) = v.get("device").filter(|d| !d.is_null()) else {
@@ -454,12 +455,14 @@ fn remote_hops(
         }
     }
     w.ok("remote-vtep", obj, src.clone());
-    remote_tail(w, v, at, src, dst_ip);
+    remote_tail(w, v, at, src, flow);
 }
 
-/// The destination node forwards (`ip_forward`) and holds DST's subnet on its bridge; then
-/// the destination pod.
-pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<String>, dst_ip: Ipv4Addr) {
+/// The destination node forwards (`ip_forward`), holds DST's subnet on its bridge, its strict
+/// `rp_filter` (if any) accepts SRC on the arrival interface and its FORWARD chain passes the
+/// packet ([`super::remote_filter`]); then the destination pod.
+pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<String>, flow: Flow) {
+    let dst_ip = flow.dst;
     let fwd = v.pointer("/sysctls/ip_forward").and_then(Value::as_u64);
     if fwd == Some(0) {
         w.broken(
@@ -481,12 +484,20 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
             && r.get("dev").and_then(Value::as_str) == bridge
             && bridge.is_some()
     });
+    let iif = remote_filter::arrival_iface(v).unwrap_or("?");
     match route {
-        Some(r) => w.ok(
-            "remote-route",
-            format!("{} dev {}", r.get("dst").and_then(Value::as_str).unwrap_or("?"), bridge.unwrap_or("?")),
-            src.clone(),
-        ),
+        Some(r) => {
+            let obj = format!(
+                "{} dev {}",
+                r.get("dst").and_then(Value::as_str).unwrap_or("?"),
+                bridge.unwrap_or("?")
+            );
+            if let Some(why) = remote_filter::rp_rejects(w, v, at, iif, flow) {
+                w.broken("remote-route", obj, src, Cause::RpFilter, why);
+                return;
+            }
+            w.ok("remote-route", obj, src.clone());
+        }
         None => {
             w.broken(
                 "remote-route",
@@ -497,6 +508,9 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
             );
             return;
         }
+    }
+    if !remote_filter::forward_hop(w, v, at, src, (iif, bridge.unwrap_or("?")), flow) {
+        return;
     }
     w.ok("dst-pod", format!("{dst_ip} behind {} on {at}", bridge.unwrap_or("?")), None);
 }
