@@ -1,6 +1,8 @@
 //! The lab dual stack (IPv4 + IPv6 VXLAN) with weft's flanneld: `flannel-v6.1` on every node,
 //! every pod reaches every pod over both families, a deleted IPv6 peer route is healed by the
-//! reconciliation. Kernel state is read back with `ip -j`. Needs root and the built binaries.
+//! reconciliation, an iperf3 TCP stream crosses nodes over each family, and a pod reaches an
+//! outside IPv6 host masqueraded behind its node (the chain removed, and restored by the
+//! firewall resync). Kernel state is read back with `ip -j`. Needs root and the built binaries.
 
 // Test helpers outside #[test] fns panic on broken invariants on purpose.
 #![allow(clippy::unwrap_used)]
@@ -12,10 +14,13 @@ use common::ping_all;
 use std::time::Duration;
 
 use weft_lab::dual::{node_ip6, VXLAN6_DEV};
+use weft_lab::flannel::VXLAN_DEV;
 use weft_lab::ns::require_root;
 use weft_lab::{FlannelSpec, Lab, Result};
 
 const PREFIX: &str = "wtDS";
+/// Prefix of the TCP and masquerade tests.
+const PREFIX_L6: &str = "wtL6";
 
 #[test]
 fn every_pod_pings_every_pod_over_ipv4_and_ipv6_and_a_deleted_v6_route_heals() -> Result<()> {
@@ -107,5 +112,119 @@ fn a_dual_stack_node_joins_and_leaves() -> Result<()> {
         assert!(!neighs.to_string().contains(&gw), "node {on} keeps the neighbour {gw}: {neighs}");
     }
     assert!(!lab.pod(0)?.ping_once_ip(pod6.into(), None));
+    Ok(())
+}
+
+/// A dual-stack lab of 2 nodes with one pod each (pod `i` on node `i`), flanneld with `args`.
+fn two_node_lab(args: &[&str]) -> Result<Lab> {
+    require_root();
+    Lab::flannel_dual_stack(PREFIX_L6, FlannelSpec { nodes: 2, pods_per_node: 1, etcd_members: 1 }, args)
+}
+
+/// Bytes node `i` has sent through `dev` (`ip -s link`, `stats64.tx.bytes`).
+fn tx_bytes(lab: &Lab, i: usize, dev: &str) -> Result<u64> {
+    let v = lab.node(i)?.ns().try_ip_json(&["-s", "link", "show", "dev", dev])?;
+    Ok(v[0]["stats64"]["tx"]["bytes"].as_u64().expect("tx bytes"))
+}
+
+#[test]
+fn tcp_streams_between_nodes_over_ipv4_and_ipv6() -> Result<()> {
+    let mut lab = two_node_lab(&[])?;
+    let (client, server) = (0, 1);
+    assert_ne!(lab.pod(client)?.node(), lab.pod(server)?.node(), "the pods are on different nodes");
+    for (family, dev) in [("IPv4", VXLAN_DEV), ("IPv6", VXLAN6_DEV)] {
+        let before = tx_bytes(&lab, 0, dev)?;
+        let report =
+            if family == "IPv4" { lab.iperf(client, server, 2)? } else { lab.iperf6(client, server, 2)? };
+        // A report with receiver totals is a completed stream (iperf3 reports errors instead).
+        assert!(report.bytes_received > 0, "{family}: {report:?}\n{}", lab.diagnostics());
+        let sent = tx_bytes(&lab, 0, dev)? - before;
+        assert!(
+            sent >= report.bytes_received,
+            "{family}: the stream went through {dev} on node 0 ({sent} bytes sent there, {report:?})"
+        );
+    }
+    Ok(())
+}
+
+/// SIGSTOPs flanneld on a node until dropped (then SIGCONT), so a change made meanwhile is
+/// observed before its resync can undo it.
+struct Freeze(i32);
+
+impl Freeze {
+    fn new(lab: &Lab, i: usize) -> Result<Freeze> {
+        let pid = lab.node(i)?.flanneld_pid().expect("flanneld runs");
+        let pid = i32::try_from(pid).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Ok(Freeze(pid))
+    }
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// True when node `i`'s IPv6 `nat` table has flanneld's masquerade chain, jumped to from
+/// POSTROUTING, with its MASQUERADE rules (iptables layout, docs/flannel.md §9.1).
+fn ip6_masq_chain_present(lab: &Lab, i: usize) -> Result<bool> {
+    let saved = lab.node(i)?.ns().run(&["ip6tables-save", "-t", "nat"])?.stdout;
+    Ok(saved.lines().any(|l| l.starts_with(":FLANNEL-POSTRTG "))
+        && saved.lines().any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with("-j FLANNEL-POSTRTG"))
+        && saved.lines().any(|l| l.starts_with("-A FLANNEL-POSTRTG ") && l.contains("-j MASQUERADE")))
+}
+
+#[test]
+fn ipv6_masquerade_to_an_outside_host_and_its_resync() -> Result<()> {
+    let mut lab = two_node_lab(&["--iptables-resync=1"])?;
+    let outside = lab.add_outside6()?;
+    let routes = outside.routes6()?;
+    assert!(
+        routes.iter().all(|r| r == "2001:2::/64" || r == "fe80::/64"),
+        "the outside host has no route back to the pods: {routes:?}"
+    );
+    let pod = lab.pods().iter().position(|p| p.node() == 0).expect("a pod on node 0");
+    let pod_ip6 = lab.pod(pod)?.ip6().expect("pod IPv6");
+    let node_ip = node_ip6(0).expect("node 0 IPv6");
+    assert!(ip6_masq_chain_present(&lab, 0)?, "flanneld installed the IPv6 masquerade chain");
+
+    // Masqueraded: the outside host sees node 0's underlay address and answers it.
+    let (replied, src) = lab.echo_source6(pod, &outside)?;
+    assert_eq!(src, Some(node_ip.into()), "source seen outside\n{}", lab.diagnostics());
+    assert!(replied, "ping -6 to the outside host answered");
+    let report = lab.iperf_between(
+        lab.pod(pod)?.ns().name().to_string().as_str(),
+        outside.ns().name(),
+        outside.ip6().into(),
+        1,
+    )?;
+    assert!(report.bytes_received > 0, "TCP over IPv6 to the outside host: {report:?}");
+
+    // The chain removed (flanneld frozen so its resync cannot race the check): the request
+    // leaves with the pod's own address, which the outside host cannot answer.
+    {
+        let _frozen = Freeze::new(&lab, 0)?;
+        let ns = lab.node(0)?.ns();
+        let jump =
+            ["-D", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"];
+        for step in [&jump[..], &["-F", "FLANNEL-POSTRTG"], &["-X", "FLANNEL-POSTRTG"]] {
+            ns.run(&[&["ip6tables", "-t", "nat"][..], step].concat())?;
+        }
+        assert!(!ip6_masq_chain_present(&lab, 0)?);
+        let (replied, src) = lab.echo_source6(pod, &outside)?;
+        assert_eq!(src, Some(pod_ip6.into()), "unmasqueraded source seen outside");
+        assert!(!replied, "no reply reaches the pod without masquerade");
+    }
+
+    // flanneld's firewall resync (every second here) puts the chain back; masquerade works again.
+    weft_lab::wait::until_true(
+        "IPv6 masquerade chain restored by the resync",
+        Duration::from_secs(20),
+        || ip6_masq_chain_present(&lab, 0),
+    )?;
+    let (replied, src) = lab.echo_source6(pod, &outside)?;
+    assert_eq!(src, Some(node_ip.into()), "source seen outside after the resync");
+    assert!(replied, "ping -6 to the outside host answered after the resync");
     Ok(())
 }
