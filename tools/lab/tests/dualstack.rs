@@ -166,18 +166,60 @@ impl Drop for Freeze {
     }
 }
 
-/// True when node `i`'s IPv6 `nat` table has flanneld's masquerade chain, jumped to from
-/// POSTROUTING, with its MASQUERADE rules (iptables layout, docs/flannel.md §9.1).
-fn ip6_masq_chain_present(lab: &Lab, i: usize) -> Result<bool> {
-    let saved = lab.node(i)?.ns().run(&["ip6tables-save", "-t", "nat"])?.stdout;
-    Ok(saved.lines().any(|l| l.starts_with(":FLANNEL-POSTRTG "))
-        && saved.lines().any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with("-j FLANNEL-POSTRTG"))
-        && saved.lines().any(|l| l.starts_with("-A FLANNEL-POSTRTG ") && l.contains("-j MASQUERADE")))
+/// flanneld's firewall layout (`EnableNFTables` in the network config, docs/flannel.md §9).
+#[derive(Debug, Clone, Copy)]
+enum FirewallMode {
+    Iptables,
+    Nftables,
 }
 
-#[test]
-fn ipv6_masquerade_to_an_outside_host_and_its_resync() -> Result<()> {
-    let mut lab = two_node_lab(&["--iptables-resync=1"])?;
+/// True when node `i` has flanneld's IPv6 masquerade chain in `mode`'s layout: iptables'
+/// `FLANNEL-POSTRTG` in the `nat` table jumped to from POSTROUTING (§9.1), or nftables' chain
+/// `postrtg` of table `ip6 flannel-ipv6` on the postrouting hook (§9.4), with MASQUERADE rules.
+fn ip6_masq_chain_present(lab: &Lab, i: usize, mode: FirewallMode) -> Result<bool> {
+    let ns = lab.node(i)?.ns();
+    Ok(match mode {
+        FirewallMode::Iptables => {
+            let saved = ns.run(&["ip6tables-save", "-t", "nat"])?.stdout;
+            saved.lines().any(|l| l.starts_with(":FLANNEL-POSTRTG "))
+                && saved
+                    .lines()
+                    .any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with("-j FLANNEL-POSTRTG"))
+                && saved.lines().any(|l| l.starts_with("-A FLANNEL-POSTRTG ") && l.contains("-j MASQUERADE"))
+        }
+        FirewallMode::Nftables => {
+            let r = ns.exec(&["nft", "list", "chain", "ip6", "flannel-ipv6", "postrtg"]);
+            r.ok() && r.stdout.contains("hook postrouting") && r.stdout.contains("masquerade")
+        }
+    })
+}
+
+/// Removes flanneld's IPv6 masquerade chain on node `i` as an operator would.
+fn remove_ip6_masq_chain(lab: &Lab, i: usize, mode: FirewallMode) -> Result<()> {
+    let ns = lab.node(i)?.ns();
+    match mode {
+        FirewallMode::Iptables => {
+            let jump =
+                ["-D", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"];
+            for step in [&jump[..], &["-F", "FLANNEL-POSTRTG"], &["-X", "FLANNEL-POSTRTG"]] {
+                ns.run(&[&["ip6tables", "-t", "nat"][..], step].concat())?;
+            }
+        }
+        FirewallMode::Nftables => {
+            for step in ["flush", "delete"] {
+                ns.run(&["nft", step, "chain", "ip6", "flannel-ipv6", "postrtg"])?;
+            }
+        }
+    }
+    assert!(!ip6_masq_chain_present(lab, i, mode)?, "{mode:?}: chain removed");
+    Ok(())
+}
+
+/// Pod on node 0 → the outside host over IPv6: masqueraded to node 0's underlay address (ping
+/// and TCP); with the chain removed (flanneld frozen so its resync cannot race the check) the
+/// request leaves with the pod's own address, which the outside host cannot answer; flanneld's
+/// firewall resync puts the chain back and masquerade works again.
+fn masquerade_to_outside_and_resync(lab: &mut Lab, mode: FirewallMode) -> Result<()> {
     let outside = lab.add_outside6()?;
     let routes = outside.routes6()?;
     assert!(
@@ -187,44 +229,64 @@ fn ipv6_masquerade_to_an_outside_host_and_its_resync() -> Result<()> {
     let pod = lab.pods().iter().position(|p| p.node() == 0).expect("a pod on node 0");
     let pod_ip6 = lab.pod(pod)?.ip6().expect("pod IPv6");
     let node_ip = node_ip6(0).expect("node 0 IPv6");
-    assert!(ip6_masq_chain_present(&lab, 0)?, "flanneld installed the IPv6 masquerade chain");
+    assert!(ip6_masq_chain_present(lab, 0, mode)?, "{mode:?}: flanneld installed the IPv6 masquerade chain");
 
-    // Masqueraded: the outside host sees node 0's underlay address and answers it.
     let (replied, src) = lab.echo_source6(pod, &outside)?;
-    assert_eq!(src, Some(node_ip.into()), "source seen outside\n{}", lab.diagnostics());
-    assert!(replied, "ping -6 to the outside host answered");
-    let report = lab.iperf_between(
-        lab.pod(pod)?.ns().name().to_string().as_str(),
-        outside.ns().name(),
-        outside.ip6().into(),
-        1,
-    )?;
-    assert!(report.bytes_received > 0, "TCP over IPv6 to the outside host: {report:?}");
+    assert_eq!(src, Some(node_ip.into()), "{mode:?}: source seen outside\n{}", lab.diagnostics());
+    assert!(replied, "{mode:?}: ping -6 to the outside host answered");
+    let pod_ns = lab.pod(pod)?.ns().name().to_string();
+    let report = lab.iperf_between(&pod_ns, outside.ns().name(), outside.ip6().into(), 1)?;
+    assert!(report.bytes_received > 0, "{mode:?}: TCP over IPv6 to the outside host: {report:?}");
 
-    // The chain removed (flanneld frozen so its resync cannot race the check): the request
-    // leaves with the pod's own address, which the outside host cannot answer.
     {
-        let _frozen = Freeze::new(&lab, 0)?;
-        let ns = lab.node(0)?.ns();
-        let jump =
-            ["-D", "POSTROUTING", "-m", "comment", "--comment", "flanneld masq", "-j", "FLANNEL-POSTRTG"];
-        for step in [&jump[..], &["-F", "FLANNEL-POSTRTG"], &["-X", "FLANNEL-POSTRTG"]] {
-            ns.run(&[&["ip6tables", "-t", "nat"][..], step].concat())?;
-        }
-        assert!(!ip6_masq_chain_present(&lab, 0)?);
+        let _frozen = Freeze::new(lab, 0)?;
+        remove_ip6_masq_chain(lab, 0, mode)?;
         let (replied, src) = lab.echo_source6(pod, &outside)?;
-        assert_eq!(src, Some(pod_ip6.into()), "unmasqueraded source seen outside");
-        assert!(!replied, "no reply reaches the pod without masquerade");
+        assert_eq!(src, Some(pod_ip6.into()), "{mode:?}: unmasqueraded source seen outside");
+        assert!(!replied, "{mode:?}: no reply reaches the pod without masquerade");
     }
 
-    // flanneld's firewall resync (every second here) puts the chain back; masquerade works again.
     weft_lab::wait::until_true(
         "IPv6 masquerade chain restored by the resync",
         Duration::from_secs(20),
-        || ip6_masq_chain_present(&lab, 0),
+        || ip6_masq_chain_present(lab, 0, mode),
     )?;
     let (replied, src) = lab.echo_source6(pod, &outside)?;
-    assert_eq!(src, Some(node_ip.into()), "source seen outside after the resync");
-    assert!(replied, "ping -6 to the outside host answered after the resync");
+    assert_eq!(src, Some(node_ip.into()), "{mode:?}: source seen outside after the resync");
+    assert!(replied, "{mode:?}: ping -6 to the outside host answered after the resync");
     Ok(())
+}
+
+#[test]
+fn ipv6_masquerade_to_an_outside_host_and_its_resync() -> Result<()> {
+    let mut lab = two_node_lab(&["--iptables-resync=1"])?;
+    masquerade_to_outside_and_resync(&mut lab, FirewallMode::Iptables)
+}
+
+#[test]
+fn ipv6_masquerade_in_nftables_mode_after_a_config_switch_and_restarts() -> Result<()> {
+    let mut lab = two_node_lab(&["--iptables-resync=1"])?;
+    let mut config: serde_json::Value = serde_json::from_str(&lab.put_network_config()?).unwrap();
+    config["EnableNFTables"] = serde_json::Value::Bool(true);
+    lab.put_network_config_json(&config.to_string())?;
+    for i in 0..2 {
+        lab.restart_flanneld(i)?;
+    }
+    lab.wait_converged6()?;
+    // subnet.env is kept across the restart, so waiting for it does not mean the new flanneld
+    // has applied its rules yet: wait for the nftables chain, then for the iptables layout of
+    // the earlier run to be gone from both families.
+    let iptables_left = |lab: &Lab| -> Result<Vec<String>> {
+        let mut left = Vec::new();
+        for save in ["iptables-save", "ip6tables-save"] {
+            let saved = lab.node(0)?.ns().run(&[save])?.stdout;
+            left.extend(saved.lines().filter(|l| l.contains("FLANNEL-")).map(|l| format!("{save}: {l}")));
+        }
+        Ok(left)
+    };
+    weft_lab::wait::until_true("node 0 in the nftables layout", Duration::from_secs(20), || {
+        Ok(ip6_masq_chain_present(&lab, 0, FirewallMode::Nftables)? && iptables_left(&lab)?.is_empty())
+    })
+    .map_err(|e| weft_lab::LabError::Invalid(format!("{e}\niptables left: {:?}", iptables_left(&lab))))?;
+    masquerade_to_outside_and_resync(&mut lab, FirewallMode::Nftables)
 }
