@@ -7,7 +7,9 @@
 
 mod flanneld;
 mod flanneld_floor;
+mod flanneld_monitor;
 mod flanneld_peers;
+mod flanneld_peers_v6;
 mod plugins;
 mod rss;
 mod see;
