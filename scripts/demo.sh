@@ -5,7 +5,8 @@
 # pod from every pod, prints the pass matrix and each node's lease, routes, neighbours and FDB,
 # and tears everything down. Needs root; touches only namespaces it creates (prefix `wdemo`).
 # Extra arguments go to `weft-lab demo` (e.g. --nodes 4 --pods 3 --etcd-members 3, or
-# --backend host-gw for plain routes between the nodes instead of VXLAN).
+# --backend host-gw for plain routes between the nodes instead of VXLAN, or --dual-stack for
+# IPv4 and IPv6 VXLAN with an IPv6 ping matrix too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

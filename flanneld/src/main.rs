@@ -77,29 +77,31 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(w) = tls_warning {
         warn!("{w}");
     }
-    // The interface is chosen before the network config is read: dual stack (an IPv6 address
-    // too, `--public-ipv6` or the interface's) when the host has it, else IPv4 only. The
-    // daemon refuses `EnableIPv6` without a `PublicIPv6` (`DaemonError::NoPublicIpv6`).
+    // The interface is chosen before the network config is read, as for IPv4 only (so the
+    // IPv4 choice never depends on IPv6); then, when the dual-stack selection lands on the same
+    // interface, its IPv6 address (`--public-ipv6` or the interface's) is kept for `EnableIPv6`.
+    // The daemon refuses `EnableIPv6` without one (`DaemonError::NoPublicIpv6`).
     let opts = IfaceOpts {
         ifaces: cli.iface.clone(),
         regexes: cli.iface_regex.clone(),
         can_reach: cli.iface_can_reach,
         public_ip: cli.public_ip,
-        public_ipv6: cli.public_ipv6,
-        ipv6: true,
+        public_ipv6: None,
+        ipv6: false,
     };
-    let ext = match iface::select(&opts) {
-        Ok(ext) => ext,
-        Err(e6) => {
-            if cli.public_ipv6.is_some() {
-                warn!(error = %e6, "no IPv6 external interface for --public-ipv6; IPv4 only (EnableIPv6 will be refused)");
-            } else {
-                info!(reason = %e6, "no IPv6 external address; IPv4 only (EnableIPv6 will be refused)");
-            }
-            iface::select(&IfaceOpts { public_ipv6: None, ipv6: false, ..opts })
-                .map_err(|e| format!("{e}"))?
+    let mut ext = iface::select(&opts).map_err(|e| format!("{e}"))?;
+    match iface::select(&IfaceOpts { public_ipv6: cli.public_ipv6, ipv6: true, ..opts }) {
+        Ok(dual) if dual.index == ext.index => {
+            ext.iface_addr_v6 = dual.iface_addr_v6;
+            ext.public_ipv6 = dual.public_ipv6;
         }
-    };
+        Ok(dual) => warn!(iface = %ext.name, ipv6_iface = %dual.name,
+            "the IPv6 selection found another interface; IPv4 only (EnableIPv6 will be refused)"),
+        Err(e6) if cli.public_ipv6.is_some() => {
+            warn!(error = %e6, "no IPv6 external interface for --public-ipv6; IPv4 only (EnableIPv6 will be refused)")
+        }
+        Err(e6) => info!(reason = %e6, "no IPv6 external address; IPv4 only (EnableIPv6 will be refused)"),
+    }
     info!(iface = %ext.name, iface_addr = %ext.iface_addr, public_ip = %ext.public_ip,
         public_ipv6 = ?ext.public_ipv6.map(|a| a.to_string()), mtu = ext.mtu, "external interface");
 

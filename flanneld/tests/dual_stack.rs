@@ -7,7 +7,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::node::{key, Kernel, Node, ME, ME6, PREFIX};
+use common::node::{key, Kernel, Node, ME, ME6, PREFIX, UNDERLAY};
 use common::{mac, wait_for};
 use tokio::task::LocalSet;
 use weft_flanneld::daemon::DaemonError;
@@ -90,6 +90,10 @@ async fn dual_stack_peer_gets_both_sides_and_its_removal_removes_both() {
             assert_eq!(attrs.public_ipv6, Some(ME6));
             assert_eq!(attrs.vxlan_v6_data().unwrap().vtep_mac, info6.mac);
             assert_ne!(info6.mac, node.dp.device().unwrap().1.mac, "each device has its own MAC");
+            // What /debug/dataplane reports of the daemon.
+            let facts = health.facts();
+            assert_eq!(facts.public_ipv6, Some(ME6));
+            assert_eq!(facts.network_v6, Some("fd00:5::/48".parse().unwrap()));
             let env = std::fs::read_to_string(node.dir.path().join("subnet.env")).unwrap();
             assert!(env.contains("FLANNEL_IPV6_SUBNET=") && env.contains("FLANNEL_MTU=1430"), "{env}");
 
@@ -185,6 +189,54 @@ async fn deleting_the_devices_replays_both_sides() {
             })
             .await;
             wait_for("healthy", LIMIT, || health.get().mesh_programmed).await;
+            run.stop().await;
+        })
+        .await;
+}
+
+/// DirectRouting per family (upstream `vxlan_network.go`): a peer whose PublicIPv6 is on-link
+/// gets only `S6 via P6`; one that is not gets the VXLAN entries on `flannel-v6`; reconciling
+/// changes nothing afterwards.
+#[tokio::test(start_paused = true)]
+async fn direct_routing_decides_per_family_on_the_ipv6_routes() {
+    LocalSet::new()
+        .run_until(async {
+            let config = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
+            let mut node = Node::with_network_config(config.as_bytes());
+            node.cfg.public_ipv6 = Some(ME6);
+            // Both addresses of peer 7 are on the underlay's segment.
+            node.dp.with(|k| {
+                k.add_onlink(ip("198.18.0.3"), UNDERLAY);
+                k.add_onlink(ip("2001:2::3"), UNDERLAY);
+            });
+            put_peer7(&node, 7, 0x67);
+            // Peer 8's IPv6 address is behind a router: VXLAN for it.
+            node.put_dual_peer(
+                "10.5.8.0-24&fd00:5:0:8::-64",
+                "198.18.0.3",
+                &format_mac(&mac(8)),
+                "2001:db8::8",
+                &format_mac(&mac(0x68)),
+            );
+            let (health, metrics) = (node.health(), node.metrics());
+            let run = node.start();
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let direct = |dst: &str| {
+                let dst: ipnetwork::IpNetwork = dst.parse().unwrap();
+                node.dp.with(|k| {
+                    k.routes.iter().find(|r| r.dst == dst && !r.onlink).map(|r| (r.gw, r.oif, r.metric))
+                })
+            };
+            assert_eq!(direct("fd00:5:0:7::/64"), Some((Some(ip("2001:2::3")), Some(UNDERLAY), 1024)));
+            assert_eq!(node.dp.neigh6("fd00:5:0:7::"), None, "no VXLAN entries for a direct peer");
+            assert_eq!(node.dp.route6("fd00:5:0:8::/64"), Some(ip("fd00:5:0:8::")));
+            assert_eq!(node.dp.fdb6(), vec![(mac(0x68), ip("2001:db8::8"))]);
+            assert_eq!(direct("10.5.7.0/24").map(|r| r.0), Some(Some(ip("198.18.0.3"))), "IPv4 side direct too");
+            // Several reconciliations later nothing was corrected: the shapes are recognised.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            let text = metrics.render();
+            assert!(text.contains("flanneld_reconcile_corrections_total 0"), "{text}");
+            assert!(text.contains("flanneld_peers_programmed_v6 2"), "{text}");
             run.stop().await;
         })
         .await;

@@ -226,25 +226,27 @@ impl KernelState {
     /// `RTM_GETROUTE` per peer: the main-table route the kernel would pick (longest prefix,
     /// then lowest metric; tos 0) is a unicast route without a gateway. Upstream asks the
     /// kernel (`netlink.RouteGet`) and takes one route with no gateway as on-link; policy
-    /// routing rules, which a lookup would follow, are not considered here.
-    pub fn is_onlink(&self, dst: Ipv4Addr) -> bool {
+    /// routing rules, which a lookup would follow, are not considered here. For an IPv6 `dst`
+    /// (a peer's PublicIPv6) the IPv6 routes answer (a dump holds them once `flannel-v6`
+    /// exists).
+    pub fn is_onlink(&self, dst: IpAddr) -> bool {
         self.best_route(dst).is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
     }
 
     /// host-gw's test that `dst` (a peer's PublicIP) is on the same L2 segment through the
     /// external interface `oif`: the main-table route the kernel would pick (as in
     /// [`KernelState::is_onlink`]) is a unicast route without a gateway on that interface.
-    pub fn is_onlink_on(&self, dst: Ipv4Addr, oif: u32) -> bool {
+    pub fn is_onlink_on(&self, dst: IpAddr, oif: u32) -> bool {
         self.is_onlink(dst) && self.best_route(dst).is_some_and(|r| r.oif == Some(oif))
     }
 
     /// The main-table route (tos 0) the kernel would pick for `dst`: longest prefix, then
     /// lowest metric.
-    fn best_route(&self, dst: Ipv4Addr) -> Option<&KernelRoute> {
+    fn best_route(&self, dst: IpAddr) -> Option<&KernelRoute> {
         self.routes
             .iter()
             .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
-            .filter(|r| matches!(r.dst, IpNetwork::V4(n) if n.contains(dst)))
+            .filter(|r| r.dst.is_ipv6() == dst.is_ipv6() && r.dst.contains(dst))
             .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric))
     }
 
@@ -383,7 +385,35 @@ pub fn is_flannel_vxlan_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_flannel_vxlan_name;
+    use super::{is_flannel_vxlan_name, KernelRoute, KernelState};
+
+    #[test]
+    fn onlink_answers_from_the_routes_of_the_address_family() {
+        let net = |s: &str| s.parse().unwrap();
+        let connected = |dst: &str, metric: u32| KernelRoute {
+            gw: None,
+            protocol: 2,
+            scope: 253,
+            metric,
+            ..KernelRoute::made(net(dst), "::".parse().unwrap(), false, Some(2))
+        };
+        let k = KernelState {
+            routes: vec![
+                connected("2001:2::/64", 256),
+                KernelRoute {
+                    metric: 1024,
+                    ..KernelRoute::made(net("::/0"), "fe80::1".parse().unwrap(), false, Some(2))
+                },
+                // An IPv4 on-link default answers nothing for IPv6.
+                connected("0.0.0.0/0", 0),
+            ],
+            ..KernelState::default()
+        };
+        assert!(k.is_onlink("2001:2::3".parse().unwrap()));
+        assert!(k.is_onlink_on("2001:2::3".parse().unwrap(), 2));
+        assert!(!k.is_onlink("2001:db8::1".parse().unwrap()), "via the IPv6 default gateway");
+        assert!(k.is_onlink("203.0.113.1".parse().unwrap()));
+    }
 
     #[test]
     fn flannel_vxlan_names() {

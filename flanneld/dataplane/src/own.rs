@@ -28,6 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 
 use crate::plan::Peer;
+use crate::view::inside;
 use crate::{
     default_metric, KernelFdb, KernelNeigh, KernelRoute, KernelState, RTN_UNICAST, RTPROT_BOOT,
     RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
@@ -131,11 +132,6 @@ impl Ownership {
             routes: state.routes.iter().filter(|r| self.owns_route(d, r)).cloned().collect(),
         }
     }
-}
-
-/// `dst` lies inside `network` (and is not larger; of the same family).
-fn inside(dst: &IpNetwork, network: &IpNetwork) -> bool {
-    dst.is_ipv6() == network.is_ipv6() && dst.prefix() >= network.prefix() && network.contains(dst.network())
 }
 
 #[cfg(test)]

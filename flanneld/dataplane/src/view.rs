@@ -23,7 +23,9 @@
 //!   "fdb":      [{"mac","dst","self","permanent"}],       // on the device
 //!   "subnet_env": {"path","network","subnet","mtu","ipmasq","error"} | null,
 //!   "sysctls":  {"ip_forward","rp_filter":{"all","default",<dev>...},"bridge_nf_call_iptables"},
-//!   "errors":   ["what could not be read: why", ...]
+//!   "errors":   ["what could not be read: why", ...],
+//!   // dual stack (absent or empty otherwise); "flanneld" then also has "public_ipv6", "network_v6"
+//!   "device_v6": <link> | null, "routes_v6": [...], "neighbours_v6": [...], "fdb_v6": [...]
 //! }
 //! <link> = {"name","index","kind","mac","mtu","up","oper_state","master","addresses":[cidr],
 //!           "vxlan": {"vni","local","port","underlay_index","underlay","learning","gbp"} | null}
@@ -37,10 +39,10 @@
 //! flanneld's [`crate::own::Ownership`] on it and get the ops the node's reconciler would apply.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 use weft_common::mac::parse_mac;
 
@@ -69,6 +71,18 @@ pub struct DataplaneView {
     pub sysctls: SysctlView,
     /// What could not be read, each naming the object and the reason.
     pub errors: Vec<String>,
+    /// Dual stack: `flannel-v6.<VNI>`; `None` without it.
+    #[serde(default)]
+    pub device_v6: Option<LinkView>,
+    /// Dual stack: main-table IPv6 routes through `flannel-v6` or inside the IPv6 network.
+    #[serde(default)]
+    pub routes_v6: Vec<RouteView>,
+    /// Dual stack: neighbours on `flannel-v6`.
+    #[serde(default)]
+    pub neighbours_v6: Vec<NeighView>,
+    /// Dual stack: FDB entries on `flannel-v6`.
+    #[serde(default)]
+    pub fdb_v6: Vec<FdbView>,
 }
 
 /// What flanneld holds: its configuration as it applies to this node and its own lease.
@@ -77,6 +91,12 @@ pub struct FlanneldFacts {
     /// flanneld's version.
     pub version: String,
     pub public_ip: Option<Ipv4Addr>,
+    /// Dual stack: the published `PublicIPv6`.
+    #[serde(default)]
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// Dual stack: `IPv6Network`.
+    #[serde(default)]
+    pub network_v6: Option<Ipv6Network>,
     /// ifindex of the external interface.
     pub underlay_index: Option<u32>,
     pub subnet_file: Option<PathBuf>,
@@ -365,12 +385,9 @@ impl DataplaneView {
     }
 }
 
-/// `dst` lies inside `network` (and is not larger).
-pub fn inside(dst: &IpNetwork, network: &Ipv4Network) -> bool {
-    match dst {
-        IpNetwork::V4(d) => d.prefix() >= network.prefix() && network.contains(d.network()),
-        IpNetwork::V6(_) => false,
-    }
+/// `dst` lies inside `network` (and is not larger; of the same family).
+pub fn inside(dst: &IpNetwork, network: &IpNetwork) -> bool {
+    dst.is_ipv6() == network.is_ipv6() && dst.prefix() >= network.prefix() && network.contains(dst.network())
 }
 
 #[cfg(test)]
@@ -485,6 +502,17 @@ mod tests {
         assert!(text.contains(r#""neighbours":["#) && text.contains(r#""fdb":["#), "{text}");
         let back: DataplaneView = serde_json::from_str(&text).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn a_view_without_the_dual_stack_fields_still_reads() {
+        let mut json = serde_json::to_value(view()).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        for k in ["device_v6", "routes_v6", "neighbours_v6", "fdb_v6"] {
+            assert!(obj.remove(k).is_some(), "{k} is serialised");
+        }
+        let back: DataplaneView = serde_json::from_value(json).unwrap();
+        assert_eq!(back, view());
     }
 
     #[test]

@@ -403,7 +403,7 @@ fn onlink_from_one_dump_agrees_with_route_get() {
     let p = probes.clone();
     let ours = in_ns(&ns, move |mut dp| async move {
         let routes = dp.dump_routes().await.unwrap();
-        p.iter().map(|a| routes.is_onlink(*a)).collect::<Vec<_>>()
+        p.iter().map(|a| routes.is_onlink((*a).into())).collect::<Vec<_>>()
     });
     let kernel: Vec<bool> = probes
         .iter()
@@ -958,4 +958,41 @@ fn v6_reconcile_never_touches_a_foreign_ipv6_route() {
         text(&ns, &["bridge", "fdb", "show", "dev", "flannel-v6.1"]),
         "6e:aa:bb:cc:dd:02 dst 2001:2::5 self permanent"
     );
+}
+
+#[test]
+fn v6_debug_view_shows_the_v6_device_and_its_entries() {
+    use weft_dataplane::netlink::{collect_view, ViewInput};
+    use weft_dataplane::view::FlanneldFacts;
+    let ns = node6(2);
+    let (s4, s6) = (spec(&ns, 2, "10.5.72.0"), spec6(&ns, 2, "fd00:5:0:48::"));
+    let p6 = peer6(71, 3, M2);
+    let (_, failed, _) = apply_dual(&ns, s4, s6, plan_add(None, &p6));
+    assert_eq!(failed, 0);
+    let facts = FlanneldFacts {
+        network: Some("10.5.0.0/16".parse().unwrap()),
+        network_v6: Some("fd00:5::/48".parse().unwrap()),
+        ..FlanneldFacts::default()
+    };
+    let input = ViewInput { facts: Some(facts), device: Some("flannel.1".into()), ..ViewInput::default() };
+    let view = in_ns(&ns, move |_dp| async move { collect_view(&input).await });
+    let d6 = view.device_v6.as_ref().expect("flannel-v6.1 in the view");
+    assert_eq!((d6.name.as_str(), d6.mtu), ("flannel-v6.1", 1430));
+    assert!(d6.addresses.contains(&"fd00:5:0:48::/128".parse().unwrap()), "{:?}", d6.addresses);
+    // flanneld's (proto boot); the kernel's own routes of the device's addresses are there too.
+    let r: Vec<_> = view
+        .routes_v6
+        .iter()
+        .filter(|r| r.protocol == weft_dataplane::view::PROTO_BOOT)
+        .map(|r| (r.dst.to_string(), r.gateway, r.onlink, r.metric, r.dev.clone()))
+        .collect();
+    let gw = Some("fd00:5:0:71::".parse().unwrap());
+    assert_eq!(r, vec![("fd00:5:0:71::/64".to_string(), gw, true, 1024, Some("flannel-v6.1".to_string()))]);
+    let n: Vec<_> =
+        view.neighbours_v6.iter().filter(|n| n.permanent).map(|n| (n.ip, n.mac.clone())).collect();
+    assert_eq!(n, vec![("fd00:5:0:71::".parse().unwrap(), Some(format_mac(&M2)))]);
+    let f: Vec<_> = view.fdb_v6.iter().map(|e| (e.mac.clone(), e.dst, e.self_, e.permanent)).collect();
+    assert_eq!(f, vec![(format_mac(&M2), Some("2001:2::3".parse().unwrap()), true, true)]);
+    assert!(view.routes.iter().all(|r| r.dst.is_ipv4()), "the IPv4 lists stay IPv4");
+    assert!(!view.errors.iter().any(|e| e.contains("flannel-v6")), "{:?}", view.errors);
 }

@@ -60,24 +60,24 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         Ok(())
     }
 
-    /// The IPv6 peer of `p`, when its lease has an IPv6 part (and we run dual stack).
-    pub(super) fn peer_v6(&self, p: &RemotePeer) -> Option<Peer> {
+    /// The IPv6 peer of `p`, when its lease has an IPv6 part (and we run dual stack). With
+    /// DirectRouting, `routes` (a dump with the IPv6 routes) say whether its PublicIPv6 is
+    /// on-link: then only a route `S6 via P6` (upstream `vxlan_network.go` does the same per
+    /// family); without them it gets VXLAN, as for IPv4.
+    pub(super) fn peer_v6(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<Peer> {
         if !self.dual_stack() {
             return None;
         }
         let v6 = p.ipv6.as_ref()?;
-        Some(Peer {
-            subnet: v6.subnet.into(),
-            public_ip: v6.public_ipv6.into(),
-            vtep_mac: v6.vtep_mac,
-            direct: false,
-        })
+        let public_ip = v6.public_ipv6.into();
+        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip));
+        Some(Peer { subnet: v6.subnet.into(), public_ip, vtep_mac: v6.vtep_mac, direct })
     }
 
     /// Records the IPv6 peer of the lease `p` and returns the ops that program it (or remove
     /// what its lease had before, when its IPv6 part went).
-    pub(super) fn upsert_v6(&mut self, p: &RemotePeer) -> Vec<NetOp> {
-        let new = self.peer_v6(p);
+    pub(super) fn upsert_v6(&mut self, p: &RemotePeer, routes: Option<&KernelState>) -> Vec<NetOp> {
+        let new = self.peer_v6(p, routes);
         let key = p.subnet();
         let old = self.desired_v6.get(&key);
         let ops = match (&new, old) {
@@ -121,7 +121,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             network: IpNetwork::V6(v6.network),
             subnet_len: v6.subnet_len,
             leases: self.held_v6.clone(),
-            direct: false,
+            direct: self.spec.backend.direct_routing || self.direct_cleanup,
         })
     }
 

@@ -60,7 +60,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     let peer = self.peer_for(&p, routes.as_ref());
                     self.place(&p, peer);
                     // Programmed by the reconciliation below.
-                    self.upsert_v6(&p);
+                    self.upsert_v6(&p, routes.as_ref());
                 }
                 Change::Remove(s) => {
                     self.off_link.remove(&s);
@@ -116,7 +116,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    ops6.extend(self.upsert_v6(&p));
+                    ops6.extend(self.upsert_v6(&p, routes.as_ref().and_then(|r| r.as_ref().ok())));
                     let Some(new) = self.peer_for(&p, routes.as_ref().and_then(|r| r.as_ref().ok())) else {
                         // host-gw, not on-link: what a previous PublicIP of it had goes.
                         if let Some(old) = self.place(&p, None) {
@@ -273,12 +273,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let public_ip = p.public_ip;
         if self.spec.backend_type == BackendKind::HostGw {
             let underlay = self.cfg.underlay_index;
-            if routes.is_some_and(|r| !r.is_onlink_on(public_ip, underlay)) {
+            if routes.is_some_and(|r| !r.is_onlink_on(public_ip.into(), underlay)) {
                 return None;
             }
             return Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct: true });
         }
-        let direct = self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip));
+        let direct =
+            self.spec.backend.direct_routing && routes.is_some_and(|r| r.is_onlink(public_ip.into()));
         Some(Peer { subnet, public_ip: public_ip.into(), vtep_mac, direct })
     }
 

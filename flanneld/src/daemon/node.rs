@@ -167,6 +167,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             f.subnet_file = Some(self.cfg.subnet_file.clone());
             f.network = Some(self.spec.network);
             f.direct_routing = self.spec.backend.direct_routing;
+            f.public_ipv6 = self.cfg.public_ipv6.filter(|_| self.dual_stack());
+            f.network_v6 = self.spec.ipv6.as_ref().map(|v6| v6.network).filter(|_| self.dual_stack());
             f.expected_device = expected;
             f.lease = lease;
         });

@@ -5,6 +5,9 @@
 //! median per-operation times and the ratios. Nothing here touches the root namespace: the
 //! benchmark enters a namespace it created before it spawns any plugin.
 
+mod datapath;
+mod datapath_handbuilt;
+mod datapath_table;
 mod flanneld;
 mod flanneld_floor;
 mod flanneld_monitor;
@@ -30,6 +33,9 @@ enum Cmd {
     Plugins(plugins::Options),
     /// flanneld: start to N peers programmed, new-lease-to-route latency, peak RSS.
     Flanneld(flanneld::Options),
+    /// Pod → pod TCP throughput (iperf3) over weft's VXLAN and host-gw, a hand-built kernel
+    /// VXLAN and the bare underlay, side by side.
+    Datapath(datapath::Options),
     /// `weft path` and `weft doctor` beside the by-hand `ip`/`bridge`/`etcdctl` commands.
     See(see::Options),
     /// Internal: run one command and print the peak RSS (KiB) of it and its descendants.
@@ -54,6 +60,13 @@ fn main() {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("weft-bench flanneld: {e}");
+                1
+            }
+        },
+        Cmd::Datapath(opts) => match datapath::run(&opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("weft-bench datapath: {e}");
                 1
             }
         },

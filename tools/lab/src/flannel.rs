@@ -33,9 +33,9 @@ type Show = fn(&Lab, usize) -> Result<String>;
 /// One lease as stored in etcd.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    /// `<prefix>/subnets/<a.b.c.d>-<len>`.
+    /// `<prefix>/subnets/<a.b.c.d>-<len>` (dual stack: `…&<ipv6>-<len6>`).
     pub key: String,
-    /// The subnet the key names.
+    /// The IPv4 subnet the key names.
     pub subnet: Ipv4Network,
     /// The `LeaseAttrs` JSON value.
     pub attrs: Value,
@@ -54,6 +54,7 @@ impl Lab {
         let endpoints = self.etcd()?.endpoints();
         let prefix = self.etcd_prefix.clone();
         let extra = self.flanneld_args.clone();
+        let ip6 = if self.dual_stack { crate::dual::node_ip6(i) } else { None };
         let node = self.node_mut(i)?;
         if node.flanneld.as_mut().is_some_and(Daemon::is_running) {
             return Err(LabError::Invalid(format!("flanneld already runs on node {i}")));
@@ -80,7 +81,8 @@ impl Lab {
             // The node's kernel view for `weft doctor` / `weft path` (read-only).
             "--debug-dataplane".to_string(),
         ];
-        let argv: Vec<&str> = args.iter().chain(&extra).map(String::as_str).collect();
+        let public_ipv6: Vec<String> = ip6.map(|a| format!("--public-ipv6={a}")).into_iter().collect();
+        let argv: Vec<&str> = args.iter().chain(&public_ipv6).chain(&extra).map(String::as_str).collect();
         let label = format!("flanneld on {}", node.ns.name());
         let env = [("RUST_LOG", "info"), ("RUST_BACKTRACE", "1"), ("NO_COLOR", "1")];
         node.flanneld = Some(Daemon::spawn(&label, node.ns.name(), &argv, &env, &log)?);
@@ -179,16 +181,27 @@ impl Lab {
 
     /// Destinations routed via `flannel.1` on node `i` (empty if the device is absent).
     pub fn flannel_routes(&self, i: usize) -> Result<Vec<Ipv4Network>> {
+        self.routes_on(i, "-4", VXLAN_DEV)
+    }
+
+    /// Destinations of the `family` (`-4`, `-6`) routes on device `dev` of node `i` (empty if
+    /// the device is absent), from `ip -j route`.
+    pub(crate) fn routes_on<T: std::str::FromStr>(
+        &self,
+        i: usize,
+        family: &str,
+        dev: &str,
+    ) -> Result<Vec<T>> {
         let node = self.node(i)?;
-        if !node.ns.has_link(VXLAN_DEV) {
+        if !node.ns.has_link(dev) {
             return Ok(Vec::new());
         }
-        let v = node.ns.try_ip_json(&["-4", "route", "show", "dev", VXLAN_DEV])?;
+        let v = node.ns.try_ip_json(&[family, "route", "show", "dev", dev])?;
         Ok(v.as_array()
             .into_iter()
             .flatten()
             .filter_map(|r| r.get("dst").and_then(Value::as_str))
-            .filter_map(|d| d.parse::<Ipv4Network>().ok())
+            .filter_map(|d| d.parse::<T>().ok())
             .collect())
     }
 
@@ -245,8 +258,10 @@ impl Lab {
         let mut out = Vec::new();
         for (key, value) in self.etcd()?.get_prefix(&prefix)? {
             let name = key.strip_prefix(&prefix).unwrap_or(&key);
+            // A dual-stack key is `<v4>-<len>&<v6>-<len6>`: the IPv4 part names the subnet.
+            let v4 = name.split('&').next().unwrap_or(name);
             let subnet =
-                name.replacen('-', "/", 1).parse::<Ipv4Network>().map_err(|e| LabError::parse(&key, e))?;
+                v4.replacen('-', "/", 1).parse::<Ipv4Network>().map_err(|e| LabError::parse(&key, e))?;
             let attrs = serde_json::from_str(&value).map_err(|e| LabError::parse(&key, e))?;
             out.push(Lease { key, subnet, attrs, raw: value });
         }

@@ -1,6 +1,7 @@
 //! A bounded TCP stream between two pods with iperf3: the server runs in the receiving pod
 //! (started and ended by PID), the client sends for a few seconds and reports JSON.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -29,23 +30,40 @@ impl Lab {
     pub fn iperf(&mut self, client: usize, server: usize, seconds: u32) -> Result<IperfReport> {
         let (srv_ns, srv_ip) = {
             let p = self.pod(server)?;
-            (p.ns().name().to_string(), p.ip().to_string())
+            (p.ns().name().to_string(), IpAddr::V4(p.ip()))
         };
         let cli_ns = self.pod(client)?.ns().name().to_string();
+        self.iperf_between(&cli_ns, &srv_ns, srv_ip, seconds)
+    }
+
+    /// Streams TCP for `seconds` from namespace `client_ns` to an iperf3 server the lab starts
+    /// in namespace `server_ns`, bound to `server_ip`, and ends by PID afterwards (any
+    /// namespace that can reach the address: a pod, a node's underlay address, a hand-built
+    /// endpoint).
+    pub fn iperf_between(
+        &mut self,
+        client_ns: &str,
+        server_ns: &str,
+        server_ip: IpAddr,
+        seconds: u32,
+    ) -> Result<IperfReport> {
+        crate::signals::check()?;
+        let srv_ip = server_ip.to_string();
         let port = IPERF_PORT.to_string();
         let handle = self.spawn_extra(
-            &format!("iperf3 server in {srv_ns}"),
-            &srv_ns,
+            &format!("iperf3 server in {server_ns}"),
+            server_ns,
             &["iperf3", "-s", "-1", "-B", &srv_ip, "-p", &port],
         )?;
+        let listen_addr = std::net::SocketAddr::new(server_ip, IPERF_PORT).to_string();
         let listening = wait::until_true("iperf3 server listening", Duration::from_secs(10), || {
-            let r = run(&["ip", "netns", "exec", &srv_ns, "ss", "-Htln"], &[], b"", Duration::from_secs(5));
-            Ok(r.stdout.contains(&format!("{srv_ip}:{port}")))
+            let r = run(&["ip", "netns", "exec", server_ns, "ss", "-Htln"], &[], b"", Duration::from_secs(5));
+            Ok(r.stdout.contains(&listen_addr))
         });
         let report = listening.and_then(|()| {
             let secs = seconds.to_string();
             let argv =
-                ["ip", "netns", "exec", &cli_ns, "iperf3", "-J", "-c", &srv_ip, "-p", &port, "-t", &secs];
+                ["ip", "netns", "exec", client_ns, "iperf3", "-J", "-c", &srv_ip, "-p", &port, "-t", &secs];
             let timeout = Duration::from_secs(u64::from(seconds) + 30);
             let r = run(&argv, &[], b"", timeout).check("iperf3 client")?;
             parse_report(&r.stdout)

@@ -110,6 +110,8 @@ pub struct Lab {
     pub(crate) flanneld_args: Vec<String>,
     /// The backend network configs and route checks use.
     pub(crate) backend: crate::backend::Backend,
+    /// Dual stack (`crate::dual`): IPv6 underlay, `EnableIPv6`, `--public-ipv6`.
+    pub(crate) dual_stack: bool,
     pub(crate) extra: Vec<Option<Daemon>>,
     pub(crate) pods: Vec<Pod>,
     pub(crate) nodes: Vec<Node>,
@@ -153,6 +155,7 @@ impl Lab {
             etcd_prefix: DEFAULT_ETCD_PREFIX.to_string(),
             flanneld_args: Vec::new(),
             backend: crate::backend::Backend::default(),
+            dual_stack: false,
             extra: Vec::new(),
             pods: Vec::new(),
             nodes: Vec::new(),
@@ -217,6 +220,12 @@ impl Lab {
         sw.run(&["ip", "link", "set", &port, "up"])?;
         let cidr = format!("{ip}/{UNDERLAY_PREFIX}");
         ns.run(&["ip", "addr", "add", &cidr, "dev", NODE_IFACE])?;
+        if self.dual_stack {
+            let ip6 = crate::dual::node_ip6(i)
+                .ok_or_else(|| LabError::Invalid(format!("at most {MAX_NODES} nodes")))?;
+            let cidr6 = format!("{ip6}/{}", crate::dual::UNDERLAY_PREFIX_V6);
+            ns.run(&["ip", "-6", "addr", "add", &cidr6, "dev", NODE_IFACE, "nodad"])?;
+        }
         ns.run(&["ip", "link", "set", NODE_IFACE, "up"])?;
         let dir = self.dir.join(format!("n{i}"));
         std::fs::create_dir_all(&dir).map_err(LabError::io("create", &dir))?;
@@ -289,6 +298,7 @@ impl Lab {
             crate::backend::Backend::Vxlan => config,
             other => other.apply_to(&config)?,
         };
+        let config = if self.dual_stack { crate::dual::with_ipv6(&config)? } else { config };
         self.put_network_config_json(&config)?;
         Ok(config)
     }

@@ -34,6 +34,7 @@ pub mod cleanup;
 pub mod cmd;
 pub mod cni;
 pub mod daemon;
+pub mod dual;
 pub mod error;
 pub mod etcd;
 pub mod flannel;

@@ -1,7 +1,8 @@
 //! `weft-lab`: the demo and cleanup commands scripts run.
 //!
-//! `weft-lab demo [--nodes 3 --pods 2] [--backend vxlan|host-gw]` builds a flannel lab, pings
-//! every pod from every pod, prints the pass matrix, `weft path` for a cross-node pair and
+//! `weft-lab demo [--nodes 3 --pods 2] [--backend vxlan|host-gw] [--dual-stack]` builds a
+//! flannel lab, pings every pod from every pod (with `--dual-stack`, over IPv4 and IPv6), prints
+//! the pass matrix, `weft path` for a cross-node pair and
 //! `weft doctor` for the cluster, breaks one FDB entry on purpose and shows `weft path` naming
 //! it and flanneld healing it (host-gw: shows the peer routes, deletes one and shows flanneld
 //! healing it), then tears down (also on
@@ -66,6 +67,10 @@ enum Cmd {
         /// flannel backend: vxlan or host-gw.
         #[arg(long, default_value = "vxlan")]
         backend: Backend,
+        /// Dual stack (vxlan only): IPv6 underlay in 2001:2::/48, pods with an IPv6 address
+        /// too, and a second ping matrix over IPv6.
+        #[arg(long)]
+        dual_stack: bool,
     },
     /// Build a lab and keep it until Ctrl-C/SIGTERM (to poke at it with `ip netns exec`).
     Up {
@@ -94,7 +99,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo { nodes, pods, etcd_members, prefix, backend } => {
+        Cmd::Demo { nodes, pods, etcd_members, prefix, backend, dual_stack } => {
             if let Err(e) = weft_lab::signals::install() {
                 esay!("weft-lab: {e}");
                 return ExitCode::FAILURE;
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
                 pods_per_node: usize::from(pods),
                 etcd_members: usize::from(etcd_members),
             };
-            match demo(&prefix, spec, backend) {
+            match demo(&prefix, spec, backend, dual_stack) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(LabError::Interrupted) => {
@@ -159,40 +164,62 @@ fn main() -> ExitCode {
 
 /// Runs the demo; `Ok(false)` when some ping failed. The lab is dropped (torn down) on every
 /// path out of this function.
-fn demo(prefix: &str, spec: FlannelSpec, backend: Backend) -> Result<bool, LabError> {
+fn demo(prefix: &str, spec: FlannelSpec, backend: Backend, dual_stack: bool) -> Result<bool, LabError> {
+    if dual_stack && backend != Backend::Vxlan {
+        return Err(LabError::Invalid(
+            "--dual-stack needs --backend vxlan (flanneld refuses IPv6 with host-gw)".into(),
+        ));
+    }
     say!(
-        "building a lab: {} nodes × {} pods, etcd with {} member(s), flanneld ({}) on every node …",
+        "building a lab: {} nodes × {} pods, etcd with {} member(s), flanneld ({}{}) on every node …",
         spec.nodes,
         spec.pods_per_node,
         spec.etcd_members,
-        backend.type_name()
+        backend.type_name(),
+        if dual_stack { ", dual stack" } else { "" }
     );
     // A short reconcile period, so the demo's deliberate break heals within seconds.
-    let lab = Lab::flannel_backend(prefix, spec, backend, &["--reconcile-interval=2"])?;
+    let args = ["--reconcile-interval=2"];
+    let lab = if dual_stack {
+        Lab::flannel_dual_stack(prefix, spec, &args)?
+    } else {
+        Lab::flannel_backend(prefix, spec, backend, &args)?
+    };
     say!("lab {} ready (state in {})", lab.id(), lab.dir().display());
     for p in lab.pods() {
-        say!("  pod {} on node {}: {}", p.ns().name(), p.node(), p.ip());
+        match p.ip6() {
+            Some(ip6) => say!("  pod {} on node {}: {} {ip6}", p.ns().name(), p.node(), p.ip()),
+            None => say!("  pod {} on node {}: {}", p.ns().name(), p.node(), p.ip()),
+        }
     }
-    say!("\nping matrix (every pod → every pod):");
-    let matrix = lab.ping_matrix()?;
-    say_raw!("{matrix}");
-    let failures = matrix.failures();
-    if failures.is_empty() {
-        say!("all {} pairs answered", matrix.labels.len() * matrix.labels.len().saturating_sub(1));
-    } else {
-        say!("{} pair(s) FAILED", failures.len());
+    let mut failures = report_matrix("ping matrix (every pod → every pod)", &lab.ping_matrix()?);
+    if dual_stack {
+        failures += report_matrix("IPv6 ping matrix (every pod → every pod)", &lab.ping_matrix6()?);
     }
-    say!();
     let seen = match backend {
         Backend::Vxlan => see_the_network(&lab)?,
         Backend::HostGw => see_host_gw(&lab)?,
     };
-    if !failures.is_empty() {
+    if failures > 0 {
         esay!("{}", lab.diagnostics());
     }
     say!("tearing down lab {} …", lab.id());
     drop(lab);
-    Ok(failures.is_empty() && seen)
+    Ok(failures == 0 && seen)
+}
+
+/// Prints `title` and `matrix` with a one-line verdict; returns the number of failed pairs.
+fn report_matrix(title: &str, matrix: &weft_lab::PingMatrix) -> usize {
+    say!("\n{title}:");
+    say_raw!("{matrix}");
+    let failures = matrix.failures().len();
+    if failures == 0 {
+        say!("all {} pairs answered", matrix.labels.len() * matrix.labels.len().saturating_sub(1));
+    } else {
+        say!("{failures} pair(s) FAILED");
+    }
+    say!();
+    failures
 }
 
 /// Prints a command as typed and its output.

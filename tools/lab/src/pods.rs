@@ -3,7 +3,7 @@
 //! between them.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
@@ -21,6 +21,8 @@ pub struct Pod {
     pub(crate) node: usize,
     pub(crate) ns: Netns,
     pub(crate) ip: Ipv4Addr,
+    /// Its IPv6 address, in a dual-stack lab.
+    pub(crate) ip6: Option<std::net::Ipv6Addr>,
     pub(crate) container_id: String,
     pub(crate) result: Value,
     pub(crate) runner: Runner,
@@ -39,6 +41,10 @@ impl Pod {
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
     }
+    /// Its IPv6 address (from the CNI result; dual-stack labs).
+    pub fn ip6(&self) -> Option<std::net::Ipv6Addr> {
+        self.ip6
+    }
     /// The CNI result of its ADD.
     pub fn result(&self) -> &Value {
         &self.result
@@ -53,6 +59,10 @@ impl Pod {
     }
     /// One `ping -c 1 -W 1` (optionally with payload `size` and DF set), true on a reply.
     pub fn ping_once(&self, to: Ipv4Addr, size: Option<u32>) -> bool {
+        self.ping_once_ip(IpAddr::V4(to), size)
+    }
+    /// [`Pod::ping_once`] to an IPv4 or IPv6 address.
+    pub fn ping_once_ip(&self, to: IpAddr, size: Option<u32>) -> bool {
         let to = to.to_string();
         let size = size.map(|s| s.to_string());
         let mut argv = vec!["ping", "-n", "-q", "-c", "1", "-W", "1"];
@@ -180,7 +190,11 @@ impl Lab {
         let result = cni::add(runner, &inv)?;
         let ip = cni::result_ip(&result)
             .ok_or_else(|| LabError::parse("CNI result", format!("no IPv4 address in {result}")))?;
-        self.pods.push(Pod { node, ns, ip, container_id, result, runner: runner.clone() });
+        let ip6 = crate::dual::result_ip6(&result);
+        if self.dual_stack && ip6.is_none() {
+            return Err(LabError::parse("CNI result", format!("no IPv6 address in {result}")));
+        }
+        self.pods.push(Pod { node, ns, ip, ip6, container_id, result, runner: runner.clone() });
         Ok(self.pods.len() - 1)
     }
 
@@ -233,16 +247,22 @@ impl Lab {
     /// until it answers once or 5 s have passed (first packets may wait for ARP), so a broken
     /// overlay costs seconds, not minutes.
     pub fn ping_matrix(&self) -> Result<PingMatrix> {
+        let targets: Vec<IpAddr> = self.pods.iter().map(|p| IpAddr::V4(p.ip)).collect();
+        self.ping_matrix_to(&targets)
+    }
+
+    /// [`Lab::ping_matrix`] with pod `i` reached at `targets[i]`.
+    pub(crate) fn ping_matrix_to(&self, targets: &[IpAddr]) -> Result<PingMatrix> {
         crate::signals::check()?;
         let labels = self
             .pods
             .iter()
-            .map(|p| {
+            .zip(targets)
+            .map(|(p, ip)| {
                 let name = p.ns.name().strip_prefix(self.id.as_str()).unwrap_or(p.ns.name());
-                format!("{name} {}", p.ip)
+                format!("{name} {ip}")
             })
             .collect();
-        let targets: Vec<Ipv4Addr> = self.pods.iter().map(|p| p.ip).collect();
         let ok = std::thread::scope(|scope| {
             let rows: Vec<_> = self
                 .pods
@@ -255,7 +275,7 @@ impl Lab {
                         let mut row: Vec<bool> = (0..targets.len()).map(|t| t == f).collect();
                         loop {
                             for (t, to) in targets.iter().enumerate() {
-                                if !row.get(t).copied().unwrap_or(true) && from.ping_once(*to, None) {
+                                if !row.get(t).copied().unwrap_or(true) && from.ping_once_ip(*to, None) {
                                     if let Some(cell) = row.get_mut(t) {
                                         *cell = true;
                                     }

@@ -42,9 +42,27 @@ impl Lab {
         backend: Backend,
         flanneld_args: &[&str],
     ) -> Result<Lab> {
+        Lab::flannel_lab(prefix, spec, backend, false, flanneld_args)
+    }
+
+    /// A dual-stack VXLAN flannel lab (`crate::dual`): as [`Lab::flannel_with_args`], and every
+    /// node also routes every other node's IPv6 subnet before the pods are attached (each pod
+    /// then has an IPv4 and an IPv6 address).
+    pub fn flannel_dual_stack(prefix: &str, spec: FlannelSpec, flanneld_args: &[&str]) -> Result<Lab> {
+        Lab::flannel_lab(prefix, spec, Backend::Vxlan, true, flanneld_args)
+    }
+
+    fn flannel_lab(
+        prefix: &str,
+        spec: FlannelSpec,
+        backend: Backend,
+        dual_stack: bool,
+        flanneld_args: &[&str],
+    ) -> Result<Lab> {
         crate::bins::require(FLANNEL_BINS)?;
         let mut lab = Lab::new(prefix)?;
         lab.set_backend(backend);
+        lab.set_dual_stack(dual_stack);
         lab.set_flanneld_args(flanneld_args);
         for _ in 0..spec.nodes {
             lab.add_node()?;
@@ -55,6 +73,9 @@ impl Lab {
             lab.start_flanneld(i)?;
         }
         lab.wait_converged()?;
+        if dual_stack {
+            lab.wait_converged6()?;
+        }
         for i in 0..spec.nodes {
             lab.use_flannel_cni(i)?;
             for _ in 0..spec.pods_per_node {

@@ -195,12 +195,12 @@ impl FakeDataplane {
 
     /// Adds the route the kernel makes for an address on the underlay: `<ip>/32 dev
     /// <underlay> proto kernel scope link`, which makes `ip` on-link for DirectRouting.
-    pub fn add_onlink(&mut self, ip: std::net::Ipv4Addr, underlay_index: u32) {
+    pub fn add_onlink(&mut self, ip: std::net::IpAddr, underlay_index: u32) {
         self.routes.push(KernelRoute {
             gw: None,
             protocol: 2,
             scope: 253,
-            ..KernelRoute::made(IpNetwork::V4(Ipv4Network::from(ip)), ip.into(), false, Some(underlay_index))
+            ..KernelRoute::made(IpNetwork::from(ip), ip, false, Some(underlay_index))
         });
     }
 

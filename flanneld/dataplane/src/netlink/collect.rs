@@ -1,5 +1,6 @@
 //! Collecting a [`DataplaneView`] from the kernel of the calling thread's network namespace:
-//! links, addresses, neighbours and FDB entries of the VXLAN device, main-table routes, the
+//! links, addresses, neighbours and FDB entries of the VXLAN device (and of `flannel-v6` in dual
+//! stack), main-table routes, the
 //! forwarding sysctls and subnet.env. Read-only. Nothing here fails as a whole: what cannot be
 //! read is named in [`DataplaneView::errors`] and the rest is still reported.
 
@@ -126,63 +127,41 @@ async fn collect_kernel(
         underlay_index.and_then(|i| links.iter().find(|l| l.index == i && i != 0)).cloned().map(with_addrs);
     view.bridge = links.iter().find(|l| l.name == bridge_name).cloned().map(with_addrs);
 
+    // Dual stack: `flannel-v6.<VNI>` next to `flannel.<VNI>`.
+    let v6_name = device_name.strip_prefix("flannel.").map(|n| format!("flannel-v6.{n}"));
+    view.device_v6 = v6_name.and_then(|n| links.iter().find(|l| l.name == n).cloned()).map(with_addrs);
+
     // host-gw has no device: its peer routes (inside the cluster network) are still listed.
-    let Some(dev_index) = view.device.as_ref().map(|d| d.index) else {
-        collect_routes(nl, None, &names, view).await;
-        return;
-    };
-    let mut q = NeighbourMessage::default();
-    q.header.family = AddressFamily::Inet;
-    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await {
-        Ok(msgs) => {
-            for m in msgs {
-                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
-                if n.header.ifindex != dev_index {
-                    continue;
-                }
-                if let Some(k) = super::msg::parse_neigh(&n) {
-                    view.neighbours.push(NeighView {
-                        ip: k.ip,
-                        mac: Some(format_mac(&k.mac)),
-                        state: nud_names(u16::from(n.header.state)),
-                        permanent: k.permanent,
-                    });
-                }
-            }
-        }
-        Err(e) => view.errors.push(format!("dump neighbours of {device_name}: {e}")),
+    let dev_index = view.device.as_ref().map(|d| d.index);
+    let network = view.network().map(IpNetwork::V4);
+    let v4 = collect_device(nl, &names, dev_index, AddressFamily::Inet, network, view).await;
+    (view.neighbours, view.fdb, view.routes) = v4;
+    let dev6 = view.device_v6.as_ref().map(|d| d.index);
+    let network6 = view.flanneld.as_ref().and_then(|f| f.network_v6).map(IpNetwork::V6);
+    if dev6.is_some() || network6.is_some() {
+        let v6 = collect_device(nl, &names, dev6, AddressFamily::Inet6, network6, view).await;
+        (view.neighbours_v6, view.fdb_v6, view.routes_v6) = v6;
     }
-    let mut q = NeighbourMessage::default();
-    q.header.family = AddressFamily::Bridge;
-    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await {
-        Ok(msgs) => {
-            for m in msgs {
-                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
-                if let Some(k) = super::msg::parse_fdb(&n).filter(|k| k.ifindex == dev_index) {
-                    view.fdb.push(FdbView {
-                        mac: format_mac(&k.mac),
-                        dst: Some(k.dst),
-                        self_: k.self_,
-                        permanent: k.permanent,
-                    });
-                }
-            }
-        }
-        Err(e) => view.errors.push(format!("dump fdb of {device_name}: {e}")),
-    }
-    collect_routes(nl, Some(dev_index), &names, view).await;
 }
 
-/// Main-table IPv4 routes on the device `dev` or inside the cluster network.
-async fn collect_routes(
+/// The neighbours (of `family`) and FDB entries of the device `dev` (none without a device),
+/// and the main-table routes of `family` through it or inside `network`; what cannot be read
+/// goes to `view.errors`.
+async fn collect_device(
     nl: &NetlinkDataplane,
-    dev: Option<u32>,
     names: &BTreeMap<u32, String>,
+    dev: Option<u32>,
+    family: AddressFamily,
+    network: Option<IpNetwork>,
     view: &mut DataplaneView,
-) {
-    let network = view.network();
+) -> (Vec<NeighView>, Vec<FdbView>, Vec<RouteView>) {
+    let (neighbours, fdb) = match dev {
+        Some(dev_index) => collect_entries(nl, names, dev_index, family, view).await,
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut routes = Vec::new();
     let mut q = RouteMessage::default();
-    q.header.address_family = AddressFamily::Inet;
+    q.header.address_family = family;
     match nl.dump_req(RouteNetlinkMessage::GetRoute(q), "routes").await {
         Ok(msgs) => {
             for m in msgs {
@@ -192,12 +171,65 @@ async fn collect_routes(
                     continue;
                 }
                 if (dev.is_some() && k.oif == dev) || network.is_some_and(|n| inside(&k.dst, &n)) {
-                    view.routes.push(RouteView::of(&k, k.oif.and_then(|i| names.get(&i).cloned())));
+                    routes.push(RouteView::of(&k, k.oif.and_then(|i| names.get(&i).cloned())));
                 }
             }
         }
         Err(e) => view.errors.push(format!("dump routes: {e}")),
     }
+    (neighbours, fdb, routes)
+}
+
+/// The neighbours (of `family`) and FDB entries of the device `dev_index`.
+async fn collect_entries(
+    nl: &NetlinkDataplane,
+    names: &BTreeMap<u32, String>,
+    dev_index: u32,
+    family: AddressFamily,
+    view: &mut DataplaneView,
+) -> (Vec<NeighView>, Vec<FdbView>) {
+    let dev_name = names.get(&dev_index).cloned().unwrap_or_else(|| format!("#{dev_index}"));
+    let (mut neighbours, mut fdb) = (Vec::new(), Vec::new());
+    let mut q = NeighbourMessage::default();
+    q.header.family = family;
+    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await {
+        Ok(msgs) => {
+            for m in msgs {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+                if n.header.ifindex != dev_index {
+                    continue;
+                }
+                if let Some(k) = super::msg::parse_neigh(&n) {
+                    neighbours.push(NeighView {
+                        ip: k.ip,
+                        mac: Some(format_mac(&k.mac)),
+                        state: nud_names(u16::from(n.header.state)),
+                        permanent: k.permanent,
+                    });
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump neighbours of {dev_name}: {e}")),
+    }
+    let mut q = NeighbourMessage::default();
+    q.header.family = AddressFamily::Bridge;
+    match nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "fdb").await {
+        Ok(msgs) => {
+            for m in msgs {
+                let RouteNetlinkMessage::NewNeighbour(n) = m else { continue };
+                if let Some(k) = super::msg::parse_fdb(&n).filter(|k| k.ifindex == dev_index) {
+                    fdb.push(FdbView {
+                        mac: format_mac(&k.mac),
+                        dst: Some(k.dst),
+                        self_: k.self_,
+                        permanent: k.permanent,
+                    });
+                }
+            }
+        }
+        Err(e) => view.errors.push(format!("dump fdb of {dev_name}: {e}")),
+    }
+    (neighbours, fdb)
 }
 
 /// `NUD_*` bits as names joined by `,`.

@@ -1,0 +1,249 @@
+//! The reference paths of the data-path benchmark, built by hand with `ip` in a bare weft-lab
+//! (two node namespaces on the same veth + bridge underlay as a flannel lab, no etcd, no
+//! flanneld): a kernel VXLAN between the nodes with a "pod" behind a bridge on each side, and
+//! the nodes' underlay addresses themselves (the floor).
+//!
+//! On node i (underlay U_i, peer U_j) the hand-built path mirrors what flanneld and the flannel
+//! CNI make (docs/flannel.md §8.1–§8.5; the pod side as the bridge plugin builds it, docs/cni.md
+//! §7.3):
+//! - `vx0`: `ip link add vx0 type vxlan id 1 local U_i remote U_j dstport 8472 dev eth0
+//!   nolearning`, MTU = underlay MTU − 50 (§8.4), address `10.99.i.0/32`; the peer is reached by
+//!   `remote` instead of a per-peer FDB entry;
+//! - route `10.99.j.0/24 via 10.99.j.0 dev vx0 onlink` and a permanent neighbour `10.99.j.0`
+//!   with the peer's `vx0` MAC (§8.5), so no ARP crosses the tunnel;
+//! - bridge `hb0` with `10.99.i.1/24`, a veth into the pod namespace `<lab id>h<i>` whose `eth0`
+//!   has `10.99.i.2/24`, the device's MTU, and a default route via `10.99.i.1`;
+//! - `net.ipv4.ip_forward=1` inside the node namespace.
+//!
+//! Built plain, there are no firewall rules; built `with_rules`, each node also gets the
+//! masquerade and forward rules flanneld installs with `--ip-masq` (docs/flannel.md §9.1, §9.2),
+//! so every packet passes conntrack as on weft's path.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde_json::Value;
+use weft_lab::lab::NODE_IFACE;
+use weft_lab::ns::Netns;
+use weft_lab::{Lab, LabError, Result};
+
+/// The hand-built VXLAN device.
+const DEV: &str = "vx0";
+/// The bridge the hand-built pod hangs off.
+const BRIDGE: &str = "hb0";
+/// The node side of the pod's veth.
+const VETH_NODE: &str = "hbv0";
+/// VXLAN overhead over an IPv4 underlay: docs/flannel.md §8.4.
+const VXLAN_OVERHEAD: u32 = 50;
+/// VXLAN's UDP port as flannel uses it: docs/flannel.md §3.4.
+const VXLAN_PORT: &str = "8472";
+/// The hand-built cluster network (every node's pod subnet is a /24 in it).
+const CLUSTER: &str = "10.99.0.0/16";
+
+/// A bare lab with the hand-built VXLAN and its two pods.
+pub struct HandBuilt {
+    /// The pod namespaces, index = node; deleted (with their veths) before the lab.
+    pods: Vec<Netns>,
+    lab: Lab,
+}
+
+/// The client and server ends of one measured path.
+pub struct Ends {
+    pub client_ns: String,
+    pub server_ns: String,
+    pub server_ip: IpAddr,
+    /// MTU of the sender's interface.
+    pub mtu: u32,
+}
+
+fn pod_subnet_base(i: usize) -> Result<Ipv4Addr> {
+    let third = u8::try_from(i).map_err(|_| LabError::Invalid(format!("node {i} out of range")))?;
+    Ok(Ipv4Addr::new(10, 99, third, 0))
+}
+
+fn with_last(a: Ipv4Addr, last: u8) -> Ipv4Addr {
+    let [a0, a1, a2, _] = a.octets();
+    Ipv4Addr::new(a0, a1, a2, last)
+}
+
+/// MTU of `dev` in `ns`, from `ip -j link`.
+pub fn link_mtu(ns: &Netns, dev: &str) -> Result<u32> {
+    let v = ns.try_ip_json(&["link", "show", "dev", dev])?;
+    v.pointer("/0/mtu")
+        .and_then(Value::as_u64)
+        .and_then(|m| u32::try_from(m).ok())
+        .ok_or_else(|| LabError::parse("ip link mtu", v.to_string()))
+}
+
+fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
+    let v = ns.try_ip_json(&["link", "show", "dev", dev])?;
+    v.pointer("/0/address")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| LabError::parse("ip link address", v.to_string()))
+}
+
+/// flanneld's masquerade and forward rules for cluster network `cluster` and own subnet `own`
+/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload.
+pub fn flannel_rules(cluster: &str, own: &str) -> String {
+    let masq = r#"-m comment --comment "flanneld masq""#;
+    let fwd = r#"-m comment --comment "flanneld forward""#;
+    format!(
+        "*nat\n\
+         :FLANNEL-POSTRTG - [0:0]\n\
+         -A POSTROUTING {masq} -j FLANNEL-POSTRTG\n\
+         -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {own} -d {cluster} {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {cluster} -d {own} {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG ! -s {cluster} -d {own} {masq} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG ! -s {cluster} -d {cluster} {masq} -j MASQUERADE --random-fully\n\
+         COMMIT\n\
+         *filter\n\
+         :FLANNEL-FWD - [0:0]\n\
+         -A FORWARD {fwd} -j FLANNEL-FWD\n\
+         -A FLANNEL-FWD -s {cluster} {fwd} -j ACCEPT\n\
+         -A FLANNEL-FWD -d {cluster} {fwd} -j ACCEPT\n\
+         COMMIT\n"
+    )
+}
+
+impl HandBuilt {
+    /// Builds the two nodes, the VXLAN between them and a pod on each; `with_rules` adds
+    /// flanneld's firewall rules on both nodes ([`flannel_rules`]).
+    pub fn build(prefix: &str, with_rules: bool) -> Result<HandBuilt> {
+        let mut lab = Lab::new(prefix)?;
+        for _ in 0..2 {
+            lab.add_node()?;
+        }
+        let mut hb = HandBuilt { pods: Vec::new(), lab };
+        for i in 0..2 {
+            hb.build_node(i)?;
+        }
+        for i in 0..2 {
+            hb.route_to_peer(i, 1 - i)?;
+            if with_rules {
+                hb.add_rules(i)?;
+            }
+        }
+        Ok(hb)
+    }
+
+    fn build_node(&mut self, i: usize) -> Result<()> {
+        weft_lab::signals::check()?;
+        let peer_ip = self.lab.node(1 - i)?.ip().to_string();
+        let node = self.lab.node(i)?;
+        let ns = node.ns();
+        let under_mtu = link_mtu(ns, NODE_IFACE)?;
+        let mtu = under_mtu
+            .checked_sub(VXLAN_OVERHEAD)
+            .ok_or_else(|| {
+                LabError::Invalid(format!("underlay MTU {under_mtu} is below the VXLAN overhead"))
+            })?
+            .to_string();
+        let local = node.ip().to_string();
+        let base = pod_subnet_base(i)?;
+        // Every word is a name, number or address: no spaces to split wrongly.
+        let add_vxlan = format!(
+            "ip link add {DEV} mtu {mtu} type vxlan id 1 local {local} remote {peer_ip} \
+             dstport {VXLAN_PORT} dev {NODE_IFACE} nolearning"
+        );
+        ns.run(&add_vxlan.split_whitespace().collect::<Vec<_>>())?;
+        ns.run(&["ip", "addr", "add", &format!("{base}/32"), "dev", DEV])?;
+        ns.run(&["ip", "link", "set", DEV, "up"])?;
+        ns.run(&["ip", "link", "add", BRIDGE, "mtu", &mtu, "type", "bridge"])?;
+        ns.run(&["ip", "addr", "add", &format!("{}/24", with_last(base, 1)), "dev", BRIDGE])?;
+        ns.run(&["ip", "link", "set", BRIDGE, "up"])?;
+        ns.run(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+        let node_ns = ns.name().to_string();
+        let pod = Netns::try_create(&format!("{}h{i}", self.lab.id()))?;
+        let add_veth =
+            format!("ip link add eth0 mtu {mtu} type veth peer name {VETH_NODE} mtu {mtu} netns {node_ns}");
+        pod.run(&add_veth.split_whitespace().collect::<Vec<_>>())?;
+        pod.run(&["ip", "addr", "add", &format!("{}/24", with_last(base, 2)), "dev", "eth0"])?;
+        pod.run(&["ip", "link", "set", "eth0", "up"])?;
+        pod.run(&["ip", "route", "add", "default", "via", &with_last(base, 1).to_string()])?;
+        self.pods.push(pod);
+        let ns = self.lab.node(i)?.ns();
+        ns.run(&["ip", "link", "set", VETH_NODE, "master", BRIDGE])?;
+        ns.run(&["ip", "link", "set", VETH_NODE, "up"])?;
+        Ok(())
+    }
+
+    fn route_to_peer(&self, i: usize, j: usize) -> Result<()> {
+        let peer_mac = link_mac(self.lab.node(j)?.ns(), DEV)?;
+        let gw = pod_subnet_base(j)?.to_string();
+        let ns = self.lab.node(i)?.ns();
+        ns.run(&["ip", "neigh", "replace", &gw, "lladdr", &peer_mac, "dev", DEV, "nud", "permanent"])?;
+        ns.run(&["ip", "route", "add", &format!("{gw}/24"), "via", &gw, "dev", DEV, "onlink"])?;
+        Ok(())
+    }
+
+    fn add_rules(&self, i: usize) -> Result<()> {
+        let own = format!("{}/24", pod_subnet_base(i)?);
+        let rules = flannel_rules(CLUSTER, &own);
+        let ns = self.lab.node(i)?.ns();
+        let what = format!("iptables-restore in {}", ns.name());
+        ns.exec_with(&["iptables-restore", "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
+        Ok(())
+    }
+
+    /// `ip -d link show` of node 0's device, for the record.
+    pub fn device_details(&self) -> Result<String> {
+        Ok(self.lab.node(0)?.ns().run(&["ip", "-d", "link", "show", "dev", DEV])?.stdout)
+    }
+
+    /// Pod on node 0 → pod on node 1 over `vx0`.
+    pub fn vxlan_ends(&self) -> Result<Ends> {
+        let client = self.pods.first().ok_or_else(|| LabError::Invalid("no hand-built pod 0".into()))?;
+        let server = self.pods.get(1).ok_or_else(|| LabError::Invalid("no hand-built pod 1".into()))?;
+        Ok(Ends {
+            client_ns: client.name().to_string(),
+            server_ns: server.name().to_string(),
+            server_ip: IpAddr::V4(with_last(pod_subnet_base(1)?, 2)),
+            mtu: link_mtu(client, "eth0")?,
+        })
+    }
+
+    /// Node 0 → node 1 on their underlay addresses.
+    pub fn underlay_ends(&self) -> Result<Ends> {
+        let (a, b) = (self.lab.node(0)?, self.lab.node(1)?);
+        Ok(Ends {
+            client_ns: a.ns().name().to_string(),
+            server_ns: b.ns().name().to_string(),
+            server_ip: IpAddr::V4(b.ip()),
+            mtu: link_mtu(a.ns(), NODE_IFACE)?,
+        })
+    }
+
+    /// The lab, to run iperf3 in.
+    pub fn lab_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_flanneld_masquerade_then_forward() {
+        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24");
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines.len(), 16, "{r}");
+        assert_eq!(lines[0], "*nat");
+        assert_eq!(
+            lines[4],
+            r#"-A FLANNEL-POSTRTG -s 10.99.1.0/24 -d 10.99.0.0/16 -m comment --comment "flanneld masq" -j RETURN"#
+        );
+        assert_eq!(
+            lines[7],
+            r#"-A FLANNEL-POSTRTG -s 10.99.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully"#
+        );
+        assert_eq!(lines[10], "*filter");
+        assert_eq!(
+            lines[14],
+            r#"-A FLANNEL-FWD -d 10.99.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT"#
+        );
+        assert_eq!(lines[15], "COMMIT");
+    }
+}

@@ -1,0 +1,235 @@
+//! The data-path benchmark's rows and its Markdown table: per path the throughput of every
+//! iperf3 run, their median, the ratios to the hand-built kernel VXLAN and to the bare
+//! underlay, and the sender's TCP retransmits. Pure: no namespaces, no processes.
+
+/// weft's VXLAN must reach this share of the hand-built kernel VXLAN (issue 12, item 4).
+pub const TARGET_OF_HAND_BUILT: f64 = 0.95;
+
+/// One path between a sender on node 0 and a receiver on node 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Pod → pod over weft's flanneld, VXLAN backend, IPv4.
+    WeftVxlan4,
+    /// Pod → pod over weft's flanneld, VXLAN backend, IPv6 (`flannel-v6.1`).
+    WeftVxlan6,
+    /// Pod → pod over weft's flanneld, host-gw backend, IPv4.
+    WeftHostGw4,
+    /// Pod → pod over a kernel VXLAN device made with `ip link add … type vxlan`.
+    HandVxlan4,
+    /// The same, with flanneld's `--ip-masq` firewall rules on both nodes.
+    HandVxlanRules4,
+    /// Node → node on the underlay addresses, no overlay: the floor.
+    Underlay4,
+}
+
+impl PathKind {
+    /// Every row, in table order.
+    pub const ALL: [PathKind; 6] = [
+        PathKind::WeftVxlan4,
+        PathKind::WeftVxlan6,
+        PathKind::WeftHostGw4,
+        PathKind::HandVxlan4,
+        PathKind::HandVxlanRules4,
+        PathKind::Underlay4,
+    ];
+
+    /// The row's first cell.
+    pub fn label(self) -> &'static str {
+        match self {
+            PathKind::WeftVxlan4 => "weft VXLAN, IPv4 (pod → pod)",
+            PathKind::WeftVxlan6 => "weft VXLAN, IPv6 (pod → pod)",
+            PathKind::WeftHostGw4 => "weft host-gw, IPv4 (pod → pod)",
+            PathKind::HandVxlan4 => "hand-built kernel VXLAN, IPv4 (pod → pod)",
+            PathKind::HandVxlanRules4 => {
+                "hand-built kernel VXLAN + flanneld's firewall rules, IPv4 (pod → pod)"
+            }
+            PathKind::Underlay4 => "bare underlay, IPv4 (node → node)",
+        }
+    }
+}
+
+/// One iperf3 run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Receiver-side throughput.
+    pub bits_per_second: f64,
+    /// Sender-side TCP retransmits, when iperf3 reported them.
+    pub retransmits: Option<u64>,
+}
+
+/// What a path's row holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Measured: the MTU of the sender's interface and one sample per run.
+    Measured { mtu: u32, samples: Vec<Sample> },
+    /// Not measured, and why (printed as it is).
+    NotMeasured(String),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub path: PathKind,
+    pub outcome: Outcome,
+}
+
+impl Row {
+    /// Median throughput of the runs; `None` when not measured.
+    pub fn median_bps(&self) -> Option<f64> {
+        match &self.outcome {
+            Outcome::Measured { samples, .. } => {
+                median(&samples.iter().map(|s| s.bits_per_second).collect::<Vec<_>>())
+            }
+            Outcome::NotMeasured(_) => None,
+        }
+    }
+}
+
+/// The median (upper median for an even count, as `stats::median`); `None` for no values or
+/// a NaN among them.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn gbit(bps: f64) -> String {
+    format!("{:.2}", bps / 1e9)
+}
+
+fn percent(part: Option<f64>, whole: Option<f64>) -> String {
+    match (part, whole) {
+        (Some(p), Some(w)) if w > 0.0 => format!("{:.1} %", 100.0 * p / w),
+        _ => "–".to_string(),
+    }
+}
+
+fn median_of(rows: &[Row], path: PathKind) -> Option<f64> {
+    rows.iter().find(|r| r.path == path).and_then(Row::median_bps)
+}
+
+/// The Markdown table of `rows`.
+pub fn render(rows: &[Row], seconds: u32) -> String {
+    let hand = median_of(rows, PathKind::HandVxlan4);
+    let floor = median_of(rows, PathKind::Underlay4);
+    let mut out = format!(
+        "| path | sender MTU | median Gbit/s | runs ({seconds} s each), Gbit/s | of hand-built VXLAN | of bare underlay | retransmits per run |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    for row in rows {
+        match &row.outcome {
+            Outcome::Measured { mtu, samples } => {
+                let med = row.median_bps();
+                let runs: Vec<String> = samples.iter().map(|s| gbit(s.bits_per_second)).collect();
+                let retr: Vec<String> = samples
+                    .iter()
+                    .map(|s| s.retransmits.map_or_else(|| "?".to_string(), |r| r.to_string()))
+                    .collect();
+                out.push_str(&format!(
+                    "| {} | {mtu} | {} | {} | {} | {} | {} |\n",
+                    row.path.label(),
+                    med.map_or_else(|| "–".to_string(), gbit),
+                    runs.join(" / "),
+                    percent(med, hand),
+                    percent(med, floor),
+                    retr.join(" / "),
+                ));
+            }
+            Outcome::NotMeasured(why) => {
+                out.push_str(&format!(
+                    "| {} | – | not measured: {why} | – | – | – | – |\n",
+                    row.path.label()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The verdict on the issue's target: weft's VXLAN (IPv4) median over the hand-built one,
+/// then (not a target, the explanation) over the hand-built one carrying the same rules.
+pub fn verdict(rows: &[Row]) -> String {
+    let weft = median_of(rows, PathKind::WeftVxlan4);
+    let share = |reference: PathKind| match (weft, median_of(rows, reference)) {
+        (Some(w), Some(h)) if h > 0.0 => Some(w / h),
+        _ => None,
+    };
+    let target = match share(PathKind::HandVxlan4) {
+        Some(s) => {
+            let met = if s >= TARGET_OF_HAND_BUILT { "met" } else { "not met" };
+            format!(
+                "weft VXLAN (IPv4) / hand-built kernel VXLAN: {:.1} % (target ≥ {:.0} %: {met})",
+                100.0 * s,
+                100.0 * TARGET_OF_HAND_BUILT
+            )
+        }
+        None => "weft VXLAN (IPv4) / hand-built kernel VXLAN: not measured".to_string(),
+    };
+    match share(PathKind::HandVxlanRules4) {
+        Some(s) => format!(
+            "{target}\nweft VXLAN (IPv4) / hand-built kernel VXLAN with flanneld's firewall rules: {:.1} %",
+            100.0 * s
+        ),
+        None => target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(path: PathKind, gbits: &[f64]) -> Row {
+        let samples = gbits
+            .iter()
+            .enumerate()
+            .map(|(i, g)| Sample { bits_per_second: g * 1e9, retransmits: u64::try_from(i).ok() })
+            .collect();
+        Row { path, outcome: Outcome::Measured { mtu: 1450, samples } }
+    }
+
+    #[test]
+    fn median_of_three_and_edges() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0]), Some(4.0));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.0, f64::NAN, 2.0]), None);
+    }
+
+    #[test]
+    fn table_has_runs_ratios_and_the_unmeasured_row() {
+        let rows = vec![
+            measured(PathKind::WeftVxlan4, &[9.0, 8.0, 10.0]),
+            Row { path: PathKind::WeftVxlan6, outcome: Outcome::NotMeasured("no IPv6 here".into()) },
+            measured(PathKind::HandVxlan4, &[10.0, 12.0, 8.0]),
+            measured(PathKind::Underlay4, &[20.0, 20.0, 20.0]),
+            measured(PathKind::HandVxlanRules4, &[9.0, 9.0, 9.0]),
+        ];
+        let t = render(&rows, 5);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 7, "{t}");
+        assert!(lines[0].contains("runs (5 s each)"), "{t}");
+        assert_eq!(
+            lines[2],
+            "| weft VXLAN, IPv4 (pod → pod) | 1450 | 9.00 | 9.00 / 8.00 / 10.00 | 90.0 % | 45.0 % | 0 / 1 / 2 |"
+        );
+        assert!(lines[3].contains("not measured: no IPv6 here"), "{t}");
+        assert!(lines[4].contains("| 10.00 |") && lines[4].contains("| 100.0 % | 50.0 % |"), "{t}");
+        assert_eq!(
+            verdict(&rows),
+            "weft VXLAN (IPv4) / hand-built kernel VXLAN: 90.0 % (target ≥ 95 %: not met)\n\
+             weft VXLAN (IPv4) / hand-built kernel VXLAN with flanneld's firewall rules: 100.0 %"
+        );
+        assert!(lines[6].starts_with("| hand-built kernel VXLAN + flanneld's firewall rules"), "{t}");
+    }
+
+    #[test]
+    fn ratios_without_a_reference_are_dashes() {
+        let rows = vec![measured(PathKind::WeftHostGw4, &[5.0])];
+        let t = render(&rows, 5);
+        assert!(t.lines().nth(2).is_some_and(|l| l.contains("| 5.00 | 5.00 | – | – | 0 |")), "{t}");
+        assert_eq!(verdict(&rows), "weft VXLAN (IPv4) / hand-built kernel VXLAN: not measured");
+    }
+}
