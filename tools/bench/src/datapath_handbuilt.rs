@@ -42,8 +42,8 @@ const CLUSTER: &str = "10.99.0.0/16";
 /// A bare lab with the hand-built VXLAN and its two pods.
 pub struct HandBuilt {
     /// The pod namespaces, index = node; deleted (with their veths) before the lab.
-    pods: Vec<Netns>,
-    lab: Lab,
+    pub(crate) pods: Vec<Netns>,
+    pub(crate) lab: Lab,
 }
 
 /// The client and server ends of one measured path.
@@ -55,7 +55,7 @@ pub struct Ends {
     pub mtu: u32,
 }
 
-fn pod_subnet_base(i: usize) -> Result<Ipv4Addr> {
+pub(crate) fn pod_subnet_base(i: usize) -> Result<Ipv4Addr> {
     let third = u8::try_from(i).map_err(|_| LabError::Invalid(format!("node {i} out of range")))?;
     Ok(Ipv4Addr::new(10, 99, third, 0))
 }
@@ -74,7 +74,15 @@ pub fn link_mtu(ns: &Netns, dev: &str) -> Result<u32> {
         .ok_or_else(|| LabError::parse("ip link mtu", v.to_string()))
 }
 
-fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
+/// The MTU of a VXLAN device over `ns`'s underlay: its MTU less `overhead`.
+pub(crate) fn vxlan_mtu(ns: &Netns, overhead: u32) -> Result<u32> {
+    let under_mtu = link_mtu(ns, NODE_IFACE)?;
+    under_mtu
+        .checked_sub(overhead)
+        .ok_or_else(|| LabError::Invalid(format!("underlay MTU {under_mtu} is below the VXLAN overhead")))
+}
+
+pub(crate) fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
     let v = ns.try_ip_json(&["link", "show", "dev", dev])?;
     v.pointer("/0/address")
         .and_then(Value::as_str)
@@ -109,9 +117,11 @@ pub fn flannel_rules(cluster: &str, own: &str) -> String {
 
 impl HandBuilt {
     /// Builds the two nodes, the VXLAN between them and a pod on each; `with_rules` adds
-    /// flanneld's firewall rules on both nodes ([`flannel_rules`]).
-    pub fn build(prefix: &str, with_rules: bool) -> Result<HandBuilt> {
+    /// flanneld's firewall rules on both nodes ([`flannel_rules`]); `ipv6` also gives the nodes
+    /// IPv6 underlay addresses and builds the IPv6 VXLAN of `datapath_handbuilt_v6`.
+    pub fn build(prefix: &str, with_rules: bool, ipv6: bool) -> Result<HandBuilt> {
         let mut lab = Lab::new(prefix)?;
+        lab.set_dual_stack(ipv6);
         for _ in 0..2 {
             lab.add_node()?;
         }
@@ -125,6 +135,14 @@ impl HandBuilt {
                 hb.add_rules(i)?;
             }
         }
+        if ipv6 {
+            for i in 0..2 {
+                hb.build_node_v6(i)?;
+            }
+            for i in 0..2 {
+                hb.route_to_peer_v6(i, 1 - i)?;
+            }
+        }
         Ok(hb)
     }
 
@@ -133,13 +151,7 @@ impl HandBuilt {
         let peer_ip = self.lab.node(1 - i)?.ip().to_string();
         let node = self.lab.node(i)?;
         let ns = node.ns();
-        let under_mtu = link_mtu(ns, NODE_IFACE)?;
-        let mtu = under_mtu
-            .checked_sub(VXLAN_OVERHEAD)
-            .ok_or_else(|| {
-                LabError::Invalid(format!("underlay MTU {under_mtu} is below the VXLAN overhead"))
-            })?
-            .to_string();
+        let mtu = vxlan_mtu(ns, VXLAN_OVERHEAD)?.to_string();
         let local = node.ip().to_string();
         let base = pod_subnet_base(i)?;
         // Every word is a name, number or address: no spaces to split wrongly.

@@ -7,6 +7,7 @@
 
 mod datapath;
 mod datapath_handbuilt;
+mod datapath_handbuilt_v6;
 mod datapath_table;
 mod flanneld;
 mod flanneld_floor;
