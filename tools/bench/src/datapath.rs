@@ -72,8 +72,8 @@ impl Labs {
         let host_gw = Lab::flannel_backend(prefix, spec, Backend::HostGw, &[])?;
         eprintln!("datapath: building the hand-built VXLAN (IPv4 and IPv6)");
         let hand = HandBuilt::build(prefix, false, true)?;
-        eprintln!("datapath: building the hand-built VXLAN with flanneld's firewall rules");
-        let hand_rules = HandBuilt::build(prefix, true, false)?;
+        eprintln!("datapath: building the hand-built VXLAN (IPv4 and IPv6) with flanneld's firewall rules");
+        let hand_rules = HandBuilt::build(prefix, true, true)?;
         Ok(Labs { vxlan, vxlan_dual, host_gw, hand, hand_rules })
     }
 
@@ -85,6 +85,7 @@ impl Labs {
             PathKind::HandVxlan4 => self.hand.vxlan_ends()?,
             PathKind::HandVxlan6 => self.hand.vxlan6_ends()?,
             PathKind::HandVxlanRules4 => self.hand_rules.vxlan_ends()?,
+            PathKind::HandVxlanRules6 => self.hand_rules.vxlan6_ends()?,
             PathKind::Underlay4 => self.hand.underlay_ends()?,
         })
     }
@@ -95,7 +96,7 @@ impl Labs {
             PathKind::WeftVxlan6 => &mut self.vxlan_dual,
             PathKind::WeftHostGw4 => &mut self.host_gw,
             PathKind::HandVxlan4 | PathKind::HandVxlan6 | PathKind::Underlay4 => self.hand.lab_mut(),
-            PathKind::HandVxlanRules4 => self.hand_rules.lab_mut(),
+            PathKind::HandVxlanRules4 | PathKind::HandVxlanRules6 => self.hand_rules.lab_mut(),
         }
     }
 

@@ -91,8 +91,9 @@ pub(crate) fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
 }
 
 /// flanneld's masquerade and forward rules for cluster network `cluster` and own subnet `own`
-/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload.
-pub fn flannel_rules(cluster: &str, own: &str) -> String {
+/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload;
+/// `multicast` is `224.0.0.0/4`, or `ff00::/8` for the IPv6 rules (`ip6tables-restore`).
+pub fn flannel_rules(cluster: &str, own: &str, multicast: &str) -> String {
     let masq = r#"-m comment --comment "flanneld masq""#;
     let fwd = r#"-m comment --comment "flanneld forward""#;
     format!(
@@ -103,7 +104,7 @@ pub fn flannel_rules(cluster: &str, own: &str) -> String {
          -A FLANNEL-POSTRTG -s {own} -d {cluster} {masq} -j RETURN\n\
          -A FLANNEL-POSTRTG -s {cluster} -d {own} {masq} -j RETURN\n\
          -A FLANNEL-POSTRTG ! -s {cluster} -d {own} {masq} -j RETURN\n\
-         -A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG -s {cluster} ! -d {multicast} {masq} -j MASQUERADE --random-fully\n\
          -A FLANNEL-POSTRTG ! -s {cluster} -d {cluster} {masq} -j MASQUERADE --random-fully\n\
          COMMIT\n\
          *filter\n\
@@ -141,6 +142,9 @@ impl HandBuilt {
             }
             for i in 0..2 {
                 hb.route_to_peer_v6(i, 1 - i)?;
+                if with_rules {
+                    hb.add_rules_v6(i)?;
+                }
             }
         }
         Ok(hb)
@@ -192,10 +196,14 @@ impl HandBuilt {
 
     fn add_rules(&self, i: usize) -> Result<()> {
         let own = format!("{}/24", pod_subnet_base(i)?);
-        let rules = flannel_rules(CLUSTER, &own);
+        self.load_rules(i, "iptables-restore", &flannel_rules(CLUSTER, &own, "224.0.0.0/4"))
+    }
+
+    /// Loads `rules` on node `i` with `tool` (`iptables-restore` or `ip6tables-restore`).
+    pub(crate) fn load_rules(&self, i: usize, tool: &str, rules: &str) -> Result<()> {
         let ns = self.lab.node(i)?.ns();
-        let what = format!("iptables-restore in {}", ns.name());
-        ns.exec_with(&["iptables-restore", "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
+        let what = format!("{tool} in {}", ns.name());
+        ns.exec_with(&[tool, "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
         Ok(())
     }
 
@@ -239,7 +247,7 @@ mod tests {
 
     #[test]
     fn rules_are_flanneld_masquerade_then_forward() {
-        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24");
+        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24", "224.0.0.0/4");
         let lines: Vec<&str> = r.lines().collect();
         assert_eq!(lines.len(), 16, "{r}");
         assert_eq!(lines[0], "*nat");

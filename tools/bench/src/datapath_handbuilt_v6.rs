@@ -20,12 +20,14 @@ use weft_lab::dual::node_ip6;
 use weft_lab::lab::NODE_IFACE;
 use weft_lab::{LabError, Result};
 
-use crate::datapath_handbuilt::{link_mac, vxlan_mtu, Ends, HandBuilt};
+use crate::datapath_handbuilt::{flannel_rules, link_mac, vxlan_mtu, Ends, HandBuilt};
 
 /// The hand-built IPv6 VXLAN device.
 const DEV6: &str = "vx6";
 /// The bridge and pod interface the IPv4 path already made (`datapath_handbuilt`).
 const BRIDGE: &str = "hb0";
+/// The hand-built IPv6 cluster network (every node's pod subnet is a /64 in it).
+const CLUSTER6: &str = "fd99::/48";
 /// VXLAN overhead over an IPv6 underlay: docs/flannel.md §8.4.
 const VXLAN_OVERHEAD_V6: u32 = 70;
 
@@ -88,6 +90,13 @@ impl HandBuilt {
         Ok(())
     }
 
+    /// flanneld's IPv6 masquerade and forward rules (docs/flannel.md §9: the IPv4 ones with the
+    /// IPv6 network and subnet, `ff00::/8` for `224.0.0.0/4`), through `ip6tables-restore`.
+    pub(crate) fn add_rules_v6(&self, i: usize) -> Result<()> {
+        let own = format!("{}/64", pod_subnet6(i)?);
+        self.load_rules(i, "ip6tables-restore", &flannel_rules(CLUSTER6, &own, "ff00::/8"))
+    }
+
     /// Pod on node 0 → pod on node 1 over `vx6`; the MTU is the pod's IPv6 MTU.
     pub fn vxlan6_ends(&self) -> Result<Ends> {
         let client = self.pods.first().ok_or_else(|| LabError::Invalid("no hand-built pod 0".into()))?;
@@ -113,5 +122,11 @@ mod tests {
         assert_eq!(pod_subnet6(1).unwrap().to_string(), "fd99:0:0:1::");
         assert_eq!(with_last6(pod_subnet6(0).unwrap(), 2).to_string(), "fd99::2");
         assert_eq!(with_last6(pod_subnet6(1).unwrap(), 1).to_string(), "fd99:0:0:1::1");
+        let own = format!("{}/64", pod_subnet6(1).unwrap());
+        let r = flannel_rules(CLUSTER6, &own, "ff00::/8");
+        assert!(r.contains(
+            r#"-A FLANNEL-POSTRTG -s fd99::/48 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully"#
+        ));
+        assert!(r.contains("-A FLANNEL-POSTRTG -s fd99:0:0:1::/64 -d fd99::/48 "), "{r}");
     }
 }

@@ -20,19 +20,22 @@ pub enum PathKind {
     HandVxlan6,
     /// The same, with flanneld's `--ip-masq` firewall rules on both nodes.
     HandVxlanRules4,
+    /// The hand-built IPv6 VXLAN with flanneld's IPv6 (`ip6tables`) rules on both nodes.
+    HandVxlanRules6,
     /// Node → node on the underlay addresses, no overlay: the floor.
     Underlay4,
 }
 
 impl PathKind {
     /// Every row, in table order.
-    pub const ALL: [PathKind; 7] = [
+    pub const ALL: [PathKind; 8] = [
         PathKind::WeftVxlan4,
         PathKind::WeftVxlan6,
         PathKind::WeftHostGw4,
         PathKind::HandVxlan4,
         PathKind::HandVxlan6,
         PathKind::HandVxlanRules4,
+        PathKind::HandVxlanRules6,
         PathKind::Underlay4,
     ];
 
@@ -47,6 +50,9 @@ impl PathKind {
             PathKind::HandVxlanRules4 => {
                 "hand-built kernel VXLAN + flanneld's firewall rules, IPv4 (pod → pod)"
             }
+            PathKind::HandVxlanRules6 => {
+                "hand-built kernel VXLAN + flanneld's firewall rules, IPv6 (pod → pod)"
+            }
             PathKind::Underlay4 => "bare underlay, IPv4 (node → node)",
         }
     }
@@ -54,7 +60,7 @@ impl PathKind {
     /// The hand-built VXLAN of the same family: the reference of the "of hand-built" column.
     pub fn hand_built(self) -> PathKind {
         match self {
-            PathKind::WeftVxlan6 | PathKind::HandVxlan6 => PathKind::HandVxlan6,
+            PathKind::WeftVxlan6 | PathKind::HandVxlan6 | PathKind::HandVxlanRules6 => PathKind::HandVxlan6,
             _ => PathKind::HandVxlan4,
         }
     }
@@ -188,6 +194,12 @@ pub fn verdict(rows: &[Row]) -> String {
         out.push('\n');
         out.push_str(&target_line("weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6)", Some(s)));
     }
+    if let Some(s) = share(rows, PathKind::WeftVxlan6, PathKind::HandVxlanRules6) {
+        out.push_str(&format!(
+            "\nweft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6) with flanneld's firewall rules: {:.1} %",
+            100.0 * s
+        ));
+    }
     out
 }
 
@@ -246,6 +258,7 @@ mod tests {
             measured(PathKind::WeftVxlan6, &[6.0, 7.0, 8.0]),
             measured(PathKind::HandVxlan4, &[10.0]),
             measured(PathKind::HandVxlan6, &[7.0, 7.0, 7.0]),
+            measured(PathKind::HandVxlanRules6, &[7.0]),
             measured(PathKind::Underlay4, &[20.0]),
         ];
         let t = render(&rows, 5);
@@ -261,7 +274,8 @@ mod tests {
         assert_eq!(
             verdict(&rows),
             "weft VXLAN (IPv4) / hand-built kernel VXLAN: 90.0 % (target ≥ 95 %: not met)\n\
-             weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6): 100.0 % (target ≥ 95 %: met)"
+             weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6): 100.0 % (target ≥ 95 %: met)\n\
+             weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6) with flanneld's firewall rules: 100.0 %"
         );
     }
 
