@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: pod → pod TCP throughput (iperf3, 3 runs of 5 s per path, interleaved) between two
-# lab nodes over weft's VXLAN and host-gw backends, beside a hand-built kernel VXLAN (plain, and
-# with flanneld's --ip-masq firewall rules) and the bare underlay, in one run. Builds its own
-# namespaces (prefix `wtDP`) and removes them, also on error or Ctrl-C. Prints a markdown table.
-# Usage: sudo scripts/bench-datapath.sh [--runs 3] [--seconds 5]
+# lab nodes over weft's VXLAN (IPv4 and IPv6) and host-gw backends, beside a hand-built kernel
+# VXLAN (IPv4 and IPv6, and with flanneld's --ip-masq firewall rules) and the bare underlay, in
+# one run. Builds its own namespaces (prefix `wtDP` unless --prefix) and removes them, also on
+# error or Ctrl-C. Prints a markdown table.
+# Usage: sudo scripts/bench-datapath.sh [--runs 3] [--seconds 5] [--prefix wtDP]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,13 @@ bash scripts/build-release.sh
 
 export WEFT_BIN_DIR="$PWD/target/dist"
 # Only for a run killed hard (SIGKILL): the benchmark removes its labs itself otherwise.
-cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup wtDP >/dev/null 2>&1 || true; }
+prefix=wtDP
+prev=
+for a in "$@"; do
+  case "$a" in --prefix=*) prefix="${a#--prefix=}" ;; esac
+  if [ "$prev" = --prefix ]; then prefix="$a"; fi
+  prev="$a"
+done
+cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup "$prefix" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 "$WEFT_BIN_DIR/weft-bench" datapath "$@"

@@ -42,8 +42,8 @@ const CLUSTER: &str = "10.99.0.0/16";
 /// A bare lab with the hand-built VXLAN and its two pods.
 pub struct HandBuilt {
     /// The pod namespaces, index = node; deleted (with their veths) before the lab.
-    pods: Vec<Netns>,
-    lab: Lab,
+    pub(crate) pods: Vec<Netns>,
+    pub(crate) lab: Lab,
 }
 
 /// The client and server ends of one measured path.
@@ -55,7 +55,7 @@ pub struct Ends {
     pub mtu: u32,
 }
 
-fn pod_subnet_base(i: usize) -> Result<Ipv4Addr> {
+pub(crate) fn pod_subnet_base(i: usize) -> Result<Ipv4Addr> {
     let third = u8::try_from(i).map_err(|_| LabError::Invalid(format!("node {i} out of range")))?;
     Ok(Ipv4Addr::new(10, 99, third, 0))
 }
@@ -74,7 +74,15 @@ pub fn link_mtu(ns: &Netns, dev: &str) -> Result<u32> {
         .ok_or_else(|| LabError::parse("ip link mtu", v.to_string()))
 }
 
-fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
+/// The MTU of a VXLAN device over `ns`'s underlay: its MTU less `overhead`.
+pub(crate) fn vxlan_mtu(ns: &Netns, overhead: u32) -> Result<u32> {
+    let under_mtu = link_mtu(ns, NODE_IFACE)?;
+    under_mtu
+        .checked_sub(overhead)
+        .ok_or_else(|| LabError::Invalid(format!("underlay MTU {under_mtu} is below the VXLAN overhead")))
+}
+
+pub(crate) fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
     let v = ns.try_ip_json(&["link", "show", "dev", dev])?;
     v.pointer("/0/address")
         .and_then(Value::as_str)
@@ -83,8 +91,9 @@ fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
 }
 
 /// flanneld's masquerade and forward rules for cluster network `cluster` and own subnet `own`
-/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload.
-pub fn flannel_rules(cluster: &str, own: &str) -> String {
+/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload;
+/// `multicast` is `224.0.0.0/4`, or `ff00::/8` for the IPv6 rules (`ip6tables-restore`).
+pub fn flannel_rules(cluster: &str, own: &str, multicast: &str) -> String {
     let masq = r#"-m comment --comment "flanneld masq""#;
     let fwd = r#"-m comment --comment "flanneld forward""#;
     format!(
@@ -95,7 +104,7 @@ pub fn flannel_rules(cluster: &str, own: &str) -> String {
          -A FLANNEL-POSTRTG -s {own} -d {cluster} {masq} -j RETURN\n\
          -A FLANNEL-POSTRTG -s {cluster} -d {own} {masq} -j RETURN\n\
          -A FLANNEL-POSTRTG ! -s {cluster} -d {own} {masq} -j RETURN\n\
-         -A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 {masq} -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG -s {cluster} ! -d {multicast} {masq} -j MASQUERADE --random-fully\n\
          -A FLANNEL-POSTRTG ! -s {cluster} -d {cluster} {masq} -j MASQUERADE --random-fully\n\
          COMMIT\n\
          *filter\n\
@@ -109,9 +118,11 @@ pub fn flannel_rules(cluster: &str, own: &str) -> String {
 
 impl HandBuilt {
     /// Builds the two nodes, the VXLAN between them and a pod on each; `with_rules` adds
-    /// flanneld's firewall rules on both nodes ([`flannel_rules`]).
-    pub fn build(prefix: &str, with_rules: bool) -> Result<HandBuilt> {
+    /// flanneld's firewall rules on both nodes ([`flannel_rules`]); `ipv6` also gives the nodes
+    /// IPv6 underlay addresses and builds the IPv6 VXLAN of `datapath_handbuilt_v6`.
+    pub fn build(prefix: &str, with_rules: bool, ipv6: bool) -> Result<HandBuilt> {
         let mut lab = Lab::new(prefix)?;
+        lab.set_dual_stack(ipv6);
         for _ in 0..2 {
             lab.add_node()?;
         }
@@ -125,6 +136,17 @@ impl HandBuilt {
                 hb.add_rules(i)?;
             }
         }
+        if ipv6 {
+            for i in 0..2 {
+                hb.build_node_v6(i)?;
+            }
+            for i in 0..2 {
+                hb.route_to_peer_v6(i, 1 - i)?;
+                if with_rules {
+                    hb.add_rules_v6(i)?;
+                }
+            }
+        }
         Ok(hb)
     }
 
@@ -133,13 +155,7 @@ impl HandBuilt {
         let peer_ip = self.lab.node(1 - i)?.ip().to_string();
         let node = self.lab.node(i)?;
         let ns = node.ns();
-        let under_mtu = link_mtu(ns, NODE_IFACE)?;
-        let mtu = under_mtu
-            .checked_sub(VXLAN_OVERHEAD)
-            .ok_or_else(|| {
-                LabError::Invalid(format!("underlay MTU {under_mtu} is below the VXLAN overhead"))
-            })?
-            .to_string();
+        let mtu = vxlan_mtu(ns, VXLAN_OVERHEAD)?.to_string();
         let local = node.ip().to_string();
         let base = pod_subnet_base(i)?;
         // Every word is a name, number or address: no spaces to split wrongly.
@@ -180,10 +196,14 @@ impl HandBuilt {
 
     fn add_rules(&self, i: usize) -> Result<()> {
         let own = format!("{}/24", pod_subnet_base(i)?);
-        let rules = flannel_rules(CLUSTER, &own);
+        self.load_rules(i, "iptables-restore", &flannel_rules(CLUSTER, &own, "224.0.0.0/4"))
+    }
+
+    /// Loads `rules` on node `i` with `tool` (`iptables-restore` or `ip6tables-restore`).
+    pub(crate) fn load_rules(&self, i: usize, tool: &str, rules: &str) -> Result<()> {
         let ns = self.lab.node(i)?.ns();
-        let what = format!("iptables-restore in {}", ns.name());
-        ns.exec_with(&["iptables-restore", "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
+        let what = format!("{tool} in {}", ns.name());
+        ns.exec_with(&[tool, "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
         Ok(())
     }
 
@@ -227,7 +247,7 @@ mod tests {
 
     #[test]
     fn rules_are_flanneld_masquerade_then_forward() {
-        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24");
+        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24", "224.0.0.0/4");
         let lines: Vec<&str> = r.lines().collect();
         assert_eq!(lines.len(), 16, "{r}");
         assert_eq!(lines[0], "*nat");

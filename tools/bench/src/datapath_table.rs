@@ -16,20 +16,26 @@ pub enum PathKind {
     WeftHostGw4,
     /// Pod → pod over a kernel VXLAN device made with `ip link add … type vxlan`.
     HandVxlan4,
+    /// The same over the IPv6 underlay, pod → pod over IPv6.
+    HandVxlan6,
     /// The same, with flanneld's `--ip-masq` firewall rules on both nodes.
     HandVxlanRules4,
+    /// The hand-built IPv6 VXLAN with flanneld's IPv6 (`ip6tables`) rules on both nodes.
+    HandVxlanRules6,
     /// Node → node on the underlay addresses, no overlay: the floor.
     Underlay4,
 }
 
 impl PathKind {
     /// Every row, in table order.
-    pub const ALL: [PathKind; 6] = [
+    pub const ALL: [PathKind; 8] = [
         PathKind::WeftVxlan4,
         PathKind::WeftVxlan6,
         PathKind::WeftHostGw4,
         PathKind::HandVxlan4,
+        PathKind::HandVxlan6,
         PathKind::HandVxlanRules4,
+        PathKind::HandVxlanRules6,
         PathKind::Underlay4,
     ];
 
@@ -40,10 +46,22 @@ impl PathKind {
             PathKind::WeftVxlan6 => "weft VXLAN, IPv6 (pod → pod)",
             PathKind::WeftHostGw4 => "weft host-gw, IPv4 (pod → pod)",
             PathKind::HandVxlan4 => "hand-built kernel VXLAN, IPv4 (pod → pod)",
+            PathKind::HandVxlan6 => "hand-built kernel VXLAN, IPv6 (pod → pod)",
             PathKind::HandVxlanRules4 => {
                 "hand-built kernel VXLAN + flanneld's firewall rules, IPv4 (pod → pod)"
             }
+            PathKind::HandVxlanRules6 => {
+                "hand-built kernel VXLAN + flanneld's firewall rules, IPv6 (pod → pod)"
+            }
             PathKind::Underlay4 => "bare underlay, IPv4 (node → node)",
+        }
+    }
+
+    /// The hand-built VXLAN of the same family: the reference of the "of hand-built" column.
+    pub fn hand_built(self) -> PathKind {
+        match self {
+            PathKind::WeftVxlan6 | PathKind::HandVxlan6 | PathKind::HandVxlanRules6 => PathKind::HandVxlan6,
+            _ => PathKind::HandVxlan4,
         }
     }
 }
@@ -62,8 +80,6 @@ pub struct Sample {
 pub enum Outcome {
     /// Measured: the MTU of the sender's interface and one sample per run.
     Measured { mtu: u32, samples: Vec<Sample> },
-    /// Not measured, and why (printed as it is).
-    NotMeasured(String),
 }
 
 /// One row of the table.
@@ -74,13 +90,12 @@ pub struct Row {
 }
 
 impl Row {
-    /// Median throughput of the runs; `None` when not measured.
+    /// Median throughput of the runs; `None` without runs.
     pub fn median_bps(&self) -> Option<f64> {
         match &self.outcome {
             Outcome::Measured { samples, .. } => {
                 median(&samples.iter().map(|s| s.bits_per_second).collect::<Vec<_>>())
             }
-            Outcome::NotMeasured(_) => None,
         }
     }
 }
@@ -113,10 +128,9 @@ fn median_of(rows: &[Row], path: PathKind) -> Option<f64> {
 
 /// The Markdown table of `rows`.
 pub fn render(rows: &[Row], seconds: u32) -> String {
-    let hand = median_of(rows, PathKind::HandVxlan4);
     let floor = median_of(rows, PathKind::Underlay4);
     let mut out = format!(
-        "| path | sender MTU | median Gbit/s | runs ({seconds} s each), Gbit/s | of hand-built VXLAN | of bare underlay | retransmits per run |\n\
+        "| path | sender MTU | median Gbit/s | runs ({seconds} s each), Gbit/s | of hand-built VXLAN (same family) | of bare underlay | retransmits per run |\n\
          |---|---|---|---|---|---|---|\n"
     );
     for row in rows {
@@ -133,15 +147,9 @@ pub fn render(rows: &[Row], seconds: u32) -> String {
                     row.path.label(),
                     med.map_or_else(|| "–".to_string(), gbit),
                     runs.join(" / "),
-                    percent(med, hand),
+                    percent(med, median_of(rows, row.path.hand_built())),
                     percent(med, floor),
                     retr.join(" / "),
-                ));
-            }
-            Outcome::NotMeasured(why) => {
-                out.push_str(&format!(
-                    "| {} | – | not measured: {why} | – | – | – | – |\n",
-                    row.path.label()
                 ));
             }
         }
@@ -149,32 +157,50 @@ pub fn render(rows: &[Row], seconds: u32) -> String {
     out
 }
 
-/// The verdict on the issue's target: weft's VXLAN (IPv4) median over the hand-built one,
-/// then (not a target, the explanation) over the hand-built one carrying the same rules.
-pub fn verdict(rows: &[Row]) -> String {
-    let weft = median_of(rows, PathKind::WeftVxlan4);
-    let share = |reference: PathKind| match (weft, median_of(rows, reference)) {
+/// `weft / reference` of the two paths' medians, `None` unless both are measured.
+fn share(rows: &[Row], weft: PathKind, reference: PathKind) -> Option<f64> {
+    match (median_of(rows, weft), median_of(rows, reference)) {
         (Some(w), Some(h)) if h > 0.0 => Some(w / h),
         _ => None,
-    };
-    let target = match share(PathKind::HandVxlan4) {
+    }
+}
+
+/// One target line: `<what>: x % (target ≥ 95 %: met|not met)`, or `<what>: not measured`.
+fn target_line(what: &str, share: Option<f64>) -> String {
+    match share {
         Some(s) => {
             let met = if s >= TARGET_OF_HAND_BUILT { "met" } else { "not met" };
-            format!(
-                "weft VXLAN (IPv4) / hand-built kernel VXLAN: {:.1} % (target ≥ {:.0} %: {met})",
-                100.0 * s,
-                100.0 * TARGET_OF_HAND_BUILT
-            )
+            format!("{what}: {:.1} % (target ≥ {:.0} %: {met})", 100.0 * s, 100.0 * TARGET_OF_HAND_BUILT)
         }
-        None => "weft VXLAN (IPv4) / hand-built kernel VXLAN: not measured".to_string(),
-    };
-    match share(PathKind::HandVxlanRules4) {
-        Some(s) => format!(
-            "{target}\nweft VXLAN (IPv4) / hand-built kernel VXLAN with flanneld's firewall rules: {:.1} %",
-            100.0 * s
-        ),
-        None => target,
+        None => format!("{what}: not measured"),
     }
+}
+
+/// The verdict on the issue's target: weft's VXLAN (IPv4) median over the hand-built one,
+/// then (not a target, the explanation) over the hand-built one carrying the same rules, then
+/// weft's IPv6 VXLAN over the hand-built IPv6 one when both were measured.
+pub fn verdict(rows: &[Row]) -> String {
+    let mut out = target_line(
+        "weft VXLAN (IPv4) / hand-built kernel VXLAN",
+        share(rows, PathKind::WeftVxlan4, PathKind::HandVxlan4),
+    );
+    if let Some(s) = share(rows, PathKind::WeftVxlan4, PathKind::HandVxlanRules4) {
+        out.push_str(&format!(
+            "\nweft VXLAN (IPv4) / hand-built kernel VXLAN with flanneld's firewall rules: {:.1} %",
+            100.0 * s
+        ));
+    }
+    if let Some(s) = share(rows, PathKind::WeftVxlan6, PathKind::HandVxlan6) {
+        out.push('\n');
+        out.push_str(&target_line("weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6)", Some(s)));
+    }
+    if let Some(s) = share(rows, PathKind::WeftVxlan6, PathKind::HandVxlanRules6) {
+        out.push_str(&format!(
+            "\nweft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6) with flanneld's firewall rules: {:.1} %",
+            100.0 * s
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -199,10 +225,10 @@ mod tests {
     }
 
     #[test]
-    fn table_has_runs_ratios_and_the_unmeasured_row() {
+    fn table_has_runs_and_ratios() {
         let rows = vec![
             measured(PathKind::WeftVxlan4, &[9.0, 8.0, 10.0]),
-            Row { path: PathKind::WeftVxlan6, outcome: Outcome::NotMeasured("no IPv6 here".into()) },
+            measured(PathKind::WeftVxlan6, &[7.0]),
             measured(PathKind::HandVxlan4, &[10.0, 12.0, 8.0]),
             measured(PathKind::Underlay4, &[20.0, 20.0, 20.0]),
             measured(PathKind::HandVxlanRules4, &[9.0, 9.0, 9.0]),
@@ -215,7 +241,7 @@ mod tests {
             lines[2],
             "| weft VXLAN, IPv4 (pod → pod) | 1450 | 9.00 | 9.00 / 8.00 / 10.00 | 90.0 % | 45.0 % | 0 / 1 / 2 |"
         );
-        assert!(lines[3].contains("not measured: no IPv6 here"), "{t}");
+        assert!(lines[3].contains("| 7.00 | 7.00 | – |"), "no IPv6 hand-built path to compare with: {t}");
         assert!(lines[4].contains("| 10.00 |") && lines[4].contains("| 100.0 % | 50.0 % |"), "{t}");
         assert_eq!(
             verdict(&rows),
@@ -223,6 +249,34 @@ mod tests {
              weft VXLAN (IPv4) / hand-built kernel VXLAN with flanneld's firewall rules: 100.0 %"
         );
         assert!(lines[6].starts_with("| hand-built kernel VXLAN + flanneld's firewall rules"), "{t}");
+    }
+
+    #[test]
+    fn ipv6_rows_compare_with_the_ipv6_hand_built_path() {
+        let rows = vec![
+            measured(PathKind::WeftVxlan4, &[9.0]),
+            measured(PathKind::WeftVxlan6, &[6.0, 7.0, 8.0]),
+            measured(PathKind::HandVxlan4, &[10.0]),
+            measured(PathKind::HandVxlan6, &[7.0, 7.0, 7.0]),
+            measured(PathKind::HandVxlanRules6, &[7.0]),
+            measured(PathKind::Underlay4, &[20.0]),
+        ];
+        let t = render(&rows, 5);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("| of hand-built VXLAN (same family) |"), "{t}");
+        assert!(lines[3].starts_with("| weft VXLAN, IPv6 (pod → pod) | 1450 | 7.00 |"), "{t}");
+        assert!(lines[3].contains("| 100.0 % | 35.0 % |"), "{t}");
+        assert!(
+            lines[5].starts_with("| hand-built kernel VXLAN, IPv6")
+                && lines[5].contains("| 100.0 % | 35.0 % |")
+        );
+        assert!(lines[2].contains("| 90.0 % | 45.0 % |"), "{t}");
+        assert_eq!(
+            verdict(&rows),
+            "weft VXLAN (IPv4) / hand-built kernel VXLAN: 90.0 % (target ≥ 95 %: not met)\n\
+             weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6): 100.0 % (target ≥ 95 %: met)\n\
+             weft VXLAN (IPv6) / hand-built kernel VXLAN (IPv6) with flanneld's firewall rules: 100.0 %"
+        );
     }
 
     #[test]

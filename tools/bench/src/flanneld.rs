@@ -5,27 +5,21 @@
 //! inside that namespace.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
 
+use crate::flanneld_monitor::{spawn_monitor, SeenRoute};
 use crate::flanneld_peers::{
-    add_underlay, lease_value, network_config, public_ip, subnet, Backend, NODE_IP, UNDERLAY,
+    add_underlay, check_counts, public_ip, subnet, Backend, Mode, FIRST_SAMPLE, NODE_IP, PREFIX, UNDERLAY,
 };
+use crate::flanneld_peers_v6::{add_underlay_v6, subnet_v6, NODE_IPV6};
 use crate::stats::{median, ms, percentile};
-
-const PREFIX: &str = "/coreos.com/network";
-const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 
 /// Options of `weft-bench flanneld`.
 #[derive(clap::Args, Debug)]
@@ -42,6 +36,13 @@ pub struct Options {
     /// The backend in the network config and the synthetic leases: vxlan or host-gw.
     #[arg(long, default_value = "vxlan")]
     backend: Backend,
+    /// Dual-stack VXLAN: `EnableIPv6` in the config, leases with an IPv6 side, and both
+    /// families' routes counted (`flannel.1` and `flannel-v6.1`).
+    #[arg(long)]
+    dual_stack: bool,
+    /// Prefix of the network namespaces the benchmark creates (a unique suffix is added).
+    #[arg(long, default_value = "wbf")]
+    netns_prefix: String,
 }
 
 /// A child process killed (by PID) when dropped.
@@ -54,89 +55,33 @@ impl Drop for Proc {
     }
 }
 
-fn key(i: u32) -> String {
-    format!("{PREFIX}/subnets/{}-24", subnet(i))
-}
-
-/// A new /24 route in 10.0.0.0/8 as the monitor saw it.
-struct SeenRoute {
-    dst: Ipv4Addr,
-    gateway: Option<Ipv4Addr>,
-    oif: Option<u32>,
-    at: Instant,
-}
-
-/// What a programmed peer's route looks like: VXLAN `<subnet> via <subnet> dev flannel.1
-/// onlink` (flannel.1 does not exist before flanneld starts, so its index is not checked),
-/// host-gw `<subnet> via <PublicIP> dev under0`.
+/// What a programmed peer's routes look like: VXLAN `<subnet> via <subnet> dev flannel.1
+/// onlink` (flannel.1 does not exist before flanneld starts, so its index is not checked), and
+/// with dual stack also `<subnet6> via <subnet6> dev flannel-v6.1 onlink`; host-gw
+/// `<subnet> via <PublicIP> dev under0`.
 struct Expect {
-    backend: Backend,
+    mode: Mode,
     underlay_index: u32,
 }
 
 impl Expect {
-    fn gateway(&self, i: u32) -> Ipv4Addr {
-        match self.backend {
-            Backend::Vxlan => subnet(i),
-            Backend::HostGw => public_ip(self.backend, i),
+    /// Peer `i`'s routes: (destination, gateway), one per family.
+    fn routes(&self, i: u32) -> Vec<(IpAddr, IpAddr)> {
+        let v4 = match self.mode.backend {
+            Backend::Vxlan => (subnet(i).into(), subnet(i).into()),
+            Backend::HostGw => (subnet(i).into(), public_ip(Backend::HostGw, i).into()),
+        };
+        let mut out = vec![v4];
+        if self.mode.dual_stack {
+            out.push((subnet_v6(i).into(), subnet_v6(i).into()));
         }
+        out
     }
 
-    fn matches(&self, route: &SeenRoute, gateway: Ipv4Addr) -> bool {
+    fn matches(&self, route: &SeenRoute, gateway: IpAddr) -> bool {
         route.gateway == Some(gateway)
-            && (self.backend == Backend::Vxlan || route.oif == Some(self.underlay_index))
+            && (self.mode.backend == Backend::Vxlan || route.oif == Some(self.underlay_index))
     }
-}
-
-/// Route monitor: sends every new /24 route in 10.0.0.0/8 with its gateway, output interface
-/// and the time it was seen.
-fn spawn_monitor() -> Result<mpsc::Receiver<SeenRoute>, String> {
-    let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| e.to_string())?;
-    sock.bind(&SocketAddr::new(0, RTMGRP_IPV4_ROUTE)).map_err(|e| e.to_string())?;
-    // A burst of thousands of routes would overrun the default buffer.
-    let _ = sock.set_rx_buf_sz(64 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match sock.recv(&mut &mut buf[..], 0) {
-                Ok(n) => n,
-                Err(e) => {
-                    eprintln!("route monitor: {e}");
-                    return;
-                }
-            };
-            let now = Instant::now();
-            let mut off = 0;
-            while off < n {
-                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n]) else { break };
-                let len = msg.header.length as usize;
-                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) = msg.payload {
-                    if route.header.destination_prefix_length == 24 {
-                        let (mut dst, mut gateway, mut oif) = (None, None, None);
-                        for attr in &route.attributes {
-                            match attr {
-                                RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(*a),
-                                RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
-                                RouteAttribute::Oif(i) => oif = Some(*i),
-                                _ => {}
-                            }
-                        }
-                        if let Some(dst) = dst.filter(|d| d.octets()[0] == 10) {
-                            if tx.send(SeenRoute { dst, gateway, oif, at: now }).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                if len == 0 {
-                    break;
-                }
-                off += len;
-            }
-        }
-    });
-    Ok(rx)
 }
 
 fn free_port() -> u16 {
@@ -171,11 +116,14 @@ fn underlay_index(node: &Netns) -> Result<u32, String> {
         .ok_or_else(|| format!("no ifindex for {UNDERLAY} in {links}"))
 }
 
-fn measure(flanneld: &PathBuf, backend: Backend, peers: u32, samples: u32) -> Result<Figures, String> {
-    let node = Netns::unique("wbf");
+fn measure(flanneld: &PathBuf, opts: &Options, mode: Mode, peers: u32) -> Result<Figures, String> {
+    let node = Netns::unique(&opts.netns_prefix);
     add_underlay(&node);
-    let config = network_config(backend)?;
-    let expect = Expect { backend, underlay_index: underlay_index(&node)? };
+    if mode.dual_stack {
+        add_underlay_v6(&node);
+    }
+    let config = mode.network_config()?;
+    let expect = Expect { mode, underlay_index: underlay_index(&node)? };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let ns = NetNs::open(node.path()).map_err(|e| e.to_string())?;
     let _inside = ns.enter().map_err(|e| e.to_string())?;
@@ -219,30 +167,34 @@ fn measure(flanneld: &PathBuf, backend: Backend, peers: u32, samples: u32) -> Re
         let lease = client.lease_grant(86_400, None).await.map_err(|e| e.to_string())?.id();
         for i in 1..=peers {
             client
-                .put(key(i), lease_value(backend, i), Some(PutOptions::new().with_lease(lease)))
+                .put(mode.key(i), mode.lease_value(i), Some(PutOptions::new().with_lease(lease)))
                 .await
                 .map_err(|e| e.to_string())?;
         }
         Ok::<(), String>(())
     })?;
 
-    let events = spawn_monitor()?;
+    let events = spawn_monitor(mode.dual_stack)?;
+    let mut args = vec![
+        format!("--etcd-endpoints={endpoint}"),
+        format!("--iface={UNDERLAY}"),
+        format!("--public-ip={NODE_IP}"),
+        format!("--subnet-file={}", dir.path().join("subnet.env").display()),
+    ];
+    if mode.dual_stack {
+        args.push(format!("--public-ipv6={NODE_IPV6}"));
+    }
     let start = Instant::now();
     let daemon = Proc(
         Command::new(flanneld)
-            .args([
-                &format!("--etcd-endpoints={endpoint}"),
-                &format!("--iface={UNDERLAY}"),
-                &format!("--public-ip={NODE_IP}"),
-                &format!("--subnet-file={}", dir.path().join("subnet.env").display()),
-            ])
+            .args(&args)
             .env("WEFT_STATE_DIR", dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("flanneld.log")).map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("start flanneld: {e}"))?,
     );
-    let wanted: HashMap<Ipv4Addr, Ipv4Addr> = (1..=peers).map(|i| (subnet(i), expect.gateway(i))).collect();
+    let wanted: HashMap<IpAddr, IpAddr> = (1..=peers).flat_map(|i| expect.routes(i)).collect();
     let mut seen = HashSet::new();
     let deadline = start + Duration::from_secs(120);
     let mut full_mesh = None;
@@ -251,8 +203,9 @@ fn measure(flanneld: &PathBuf, backend: Backend, peers: u32, samples: u32) -> Re
         let route = events.recv_timeout(left).map_err(|_| {
             let log = std::fs::read_to_string(dir.path().join("flanneld.log")).unwrap_or_default();
             format!(
-                "only {} of {peers} peer routes after 120 s; flanneld log tail:\n{}",
+                "only {} of {} peer routes after 120 s; flanneld log tail:\n{}",
                 seen.len(),
+                wanted.len(),
                 tail(&log)
             )
         })?;
@@ -265,21 +218,24 @@ fn measure(flanneld: &PathBuf, backend: Backend, peers: u32, samples: u32) -> Re
     let mut latencies = Vec::new();
     rt.block_on(async {
         let lease = client.lease_grant(86_400, None).await.map_err(|e| e.to_string())?.id();
-        for s in 0..samples {
-            let i = 60_000 + s;
-            let (dst, gw) = (subnet(i), expect.gateway(i));
+        for s in 0..opts.samples {
+            let i = FIRST_SAMPLE + s;
+            // The lease counts as programmed when the last of its routes (one per family) is.
+            let mut left: HashMap<IpAddr, IpAddr> = expect.routes(i).into_iter().collect();
             let before = Instant::now();
             client
-                .put(key(i), lease_value(backend, i), Some(PutOptions::new().with_lease(lease)))
+                .put(mode.key(i), mode.lease_value(i), Some(PutOptions::new().with_lease(lease)))
                 .await
                 .map_err(|e| e.to_string())?;
-            loop {
-                let route = events
-                    .recv_timeout(Duration::from_secs(10))
-                    .map_err(|_| format!("route for new lease {dst}/24 did not appear within 10 s"))?;
-                if route.dst == dst && expect.matches(&route, gw) {
-                    latencies.push(route.at - before);
-                    break;
+            while !left.is_empty() {
+                let route = events.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+                    format!("routes for new lease {} did not appear within 10 s", mode.key(i))
+                })?;
+                if left.get(&route.dst).is_some_and(|gw| expect.matches(&route, *gw)) {
+                    left.remove(&route.dst);
+                    if left.is_empty() {
+                        latencies.push(route.at - before);
+                    }
                 }
             }
         }
@@ -290,7 +246,7 @@ fn measure(flanneld: &PathBuf, backend: Backend, peers: u32, samples: u32) -> Re
     drop(etcd);
     // After weft's run, so that removing the floor's namespace (N entries torn down by the
     // kernel) does not overlap it.
-    let floor = crate::flanneld_floor::measure(backend, peers)?;
+    let floor = crate::flanneld_floor::measure(&opts.netns_prefix, mode, peers)?;
     Ok(Figures {
         peers,
         floor,
@@ -309,26 +265,38 @@ fn tail(log: &str) -> String {
 /// Runs the benchmark for each peer count and prints the table.
 pub fn run(opts: &Options) -> Result<(), String> {
     require_root();
+    let mode = Mode { backend: opts.backend, dual_stack: opts.dual_stack };
+    if mode.dual_stack && mode.backend != Backend::Vxlan {
+        // flanneld refuses IPv6 with host-gw (`network_v6::refuse_ipv6_dataplane`).
+        return Err("--dual-stack needs --backend vxlan".into());
+    }
+    check_counts(&opts.peers, opts.samples)?;
     let flanneld = opts.flanneld.clone().unwrap_or_else(|| weft_lab::bins::bin_dir().join("flanneld"));
     if !flanneld.is_file() {
         return Err(format!("{} is missing", flanneld.display()));
     }
     let mut rows = Vec::new();
     for &n in &opts.peers {
-        rows.push(measure(&flanneld, opts.backend, n, opts.samples)?);
+        rows.push(measure(&flanneld, opts, mode, n)?);
     }
-    let floor_what = match opts.backend {
-        Backend::Vxlan => "`ip -batch` neigh + route, `bridge -batch` fdb",
-        Backend::HostGw => "`ip -batch` route",
+    print!("{}", table(mode, &rows));
+    Ok(())
+}
+
+/// The markdown table of the measured rows.
+fn table(mode: Mode, rows: &[Figures]) -> String {
+    let floor_what = match (mode.backend, mode.dual_stack) {
+        (Backend::Vxlan, false) => "`ip -batch` neigh + route, `bridge -batch` fdb",
+        (Backend::Vxlan, true) => "`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6",
+        (Backend::HostGw, _) => "`ip -batch` route",
     };
-    println!(
-        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | new lease → route, median | p99 | peak RSS |",
-        opts.backend.type_name()
+    let mut out = format!(
+        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | new lease → route, median | p99 | peak RSS |\n|---|---|---|---|---|---|---|\n",
+        mode.label()
     );
-    println!("|---|---|---|---|---|---|---|");
     for f in rows {
-        println!(
-            "| N = {} | {} | {} | {:.2}× | {} | {} | {:.1} MB |",
+        out.push_str(&format!(
+            "| N = {} | {} | {} | {:.2}× | {} | {} | {:.1} MB |\n",
             f.peers,
             ms(f.full_mesh),
             ms(f.floor),
@@ -336,7 +304,52 @@ pub fn run(opts: &Options) -> Result<(), String> {
             ms(f.lat_median),
             ms(f.lat_p99),
             f.rss_kib as f64 / 1024.0
-        );
+        ));
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(peers: u32, full_ms: u64, floor_ms: u64) -> Figures {
+        Figures {
+            peers,
+            floor: Duration::from_millis(floor_ms),
+            full_mesh: Duration::from_millis(full_ms),
+            lat_median: Duration::from_micros(800),
+            lat_p99: Duration::from_micros(1_550),
+            rss_kib: 14_131,
+        }
+    }
+
+    #[test]
+    fn table_shape_per_mode() {
+        let dual = table(Mode { backend: Backend::Vxlan, dual_stack: true }, &[row(1000, 60, 40)]);
+        assert_eq!(
+            dual,
+            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | new lease → route, median | p99 | peak RSS |\n\
+             |---|---|---|---|---|---|---|\n\
+             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 0.80 ms | 1.55 ms | 13.8 MB |\n"
+        );
+        let vxlan = table(Mode { backend: Backend::Vxlan, dual_stack: false }, &[row(5000, 286, 220)]);
+        assert!(vxlan.starts_with("| flanneld (vxlan), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb) |"));
+        assert!(vxlan.contains("| N = 5000 | 286.00 ms | 220.00 ms | 1.30× |"));
+        let hg = table(Mode { backend: Backend::HostGw, dual_stack: false }, &[]);
+        assert!(hg.starts_with("| flanneld (host-gw), N synthetic peer leases |"));
+        assert!(hg.contains("kernel floor (`ip -batch` route)"));
+        assert_eq!(hg.lines().count(), 2);
+    }
+
+    #[test]
+    fn dual_stack_expects_both_families() {
+        let e = Expect { mode: Mode { backend: Backend::Vxlan, dual_stack: true }, underlay_index: 2 };
+        let r = e.routes(258);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0], ("10.1.2.0".parse().unwrap(), "10.1.2.0".parse().unwrap()));
+        assert_eq!(r[1], ("fd10:0:0:102::".parse().unwrap(), "fd10:0:0:102::".parse().unwrap()));
+        let hg = Expect { mode: Mode { backend: Backend::HostGw, dual_stack: false }, underlay_index: 2 };
+        assert_eq!(hg.routes(1), vec![("10.0.1.0".parse().unwrap(), "198.18.1.1".parse().unwrap())]);
+    }
 }

@@ -1,5 +1,6 @@
 //! The kernel floor of the flanneld benchmark: how long `ip -batch` (and, for VXLAN's FDB
-//! entries, `bridge -batch`) takes to install the same N peers' entries in a fresh namespace.
+//! entries, `bridge -batch`) takes to install the same N peers' entries in a fresh namespace;
+//! with dual stack both families' (`flannel.1` and `flannel-v6.1`, docs/flannel.md §8.5).
 //! weft's start → all-routes figure is printed beside it with the ratio.
 
 use std::fmt::Write as _;
@@ -10,23 +11,36 @@ use std::time::{Duration, Instant};
 use weft_common::netns::NetNs;
 use weft_lab::ns::Netns;
 
-use crate::flanneld_peers::{add_underlay, public_ip, subnet, vtep_mac, Backend, NODE_IP, UNDERLAY};
+use crate::flanneld_peers::{add_underlay, public_ip, subnet, vtep_mac, Backend, Mode, NODE_IP, UNDERLAY};
+use crate::flanneld_peers_v6::{
+    add_underlay_v6, public_ipv6, subnet_v6, vtep_mac_v6, NODE_IPV6, SUBNET_LEN_V6,
+};
 
-/// The VXLAN device the floor makes by hand (flanneld's is `flannel.1`, VNI 1, port 8472).
+/// The VXLAN devices the floor makes by hand (flanneld's are `flannel.1` and, with dual stack,
+/// `flannel-v6.1`: VNI 1, port 8472).
 const VXLAN_DEV: &str = "flannel.1";
+const VXLAN_DEV_V6: &str = "flannel-v6.1";
 
 /// The batch files for N peers: `ip -batch` lines, and `bridge -batch` lines (VXLAN's FDB).
-fn batches(backend: Backend, peers: u32) -> (String, String) {
+/// Per VXLAN peer and family, in flanneld's order: neighbour, FDB entry, route.
+fn batches(mode: Mode, peers: u32) -> (String, String) {
     let (mut ip, mut bridge) = (String::new(), String::new());
     for i in 1..=peers {
-        let (net, gw) = (subnet(i), public_ip(backend, i));
+        let (net, gw) = (subnet(i), public_ip(mode.backend, i));
         // Writing to a String cannot fail.
-        match backend {
+        match mode.backend {
             Backend::Vxlan => {
                 let mac = vtep_mac(i);
                 let _ = writeln!(ip, "neigh add {net} lladdr {mac} dev {VXLAN_DEV} nud permanent");
                 let _ = writeln!(bridge, "fdb add {mac} dev {VXLAN_DEV} dst {gw} self permanent");
                 let _ = writeln!(ip, "route add {net}/24 via {net} dev {VXLAN_DEV} onlink");
+                if mode.dual_stack {
+                    let (net6, gw6, mac6) = (subnet_v6(i), public_ipv6(i), vtep_mac_v6(i));
+                    let _ = writeln!(ip, "neigh add {net6} lladdr {mac6} dev {VXLAN_DEV_V6} nud permanent");
+                    let _ = writeln!(bridge, "fdb add {mac6} dev {VXLAN_DEV_V6} dst {gw6} self permanent");
+                    let _ =
+                        writeln!(ip, "route add {net6}/{SUBNET_LEN_V6} via {net6} dev {VXLAN_DEV_V6} onlink");
+                }
             }
             Backend::HostGw => {
                 let _ = writeln!(ip, "route add {net}/24 via {gw} dev {UNDERLAY}");
@@ -34,6 +48,29 @@ fn batches(backend: Backend, peers: u32) -> (String, String) {
         }
     }
     (ip, bridge)
+}
+
+/// `ip link add <name> type vxlan id 1 local <local> dev under0 dstport 8472 nolearning`, up.
+fn add_vxlan(node: &Netns, name: &str, local: &str) {
+    node.exec(&[
+        "ip",
+        "link",
+        "add",
+        name,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        local,
+        "dev",
+        UNDERLAY,
+        "dstport",
+        "8472",
+        "nolearning",
+    ])
+    .expect_ok();
+    node.exec(&["ip", "link", "set", name, "up"]).expect_ok();
 }
 
 /// Runs `tool -batch file` in the calling thread's namespace and returns its wall time.
@@ -52,35 +89,21 @@ fn timed_batch(tool: &str, file: &Path) -> Result<Duration, String> {
     Ok(took)
 }
 
-/// The floor for N peers: a fresh namespace with the same veth underlay (and, for VXLAN, a
-/// hand-made `flannel.1`), then the timed batches. The namespace is removed on return.
-pub fn measure(backend: Backend, peers: u32) -> Result<Duration, String> {
-    let node = Netns::unique("wbf");
+/// The floor for N peers: a fresh namespace (named from `netns_prefix`) with the same veth
+/// underlay (and, for VXLAN, a hand-made `flannel.1`, with dual stack also `flannel-v6.1` over
+/// the IPv6 underlay address), then the timed batches. The namespace is removed on return.
+pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Duration, String> {
+    let node = Netns::unique(netns_prefix);
     add_underlay(&node);
-    if backend == Backend::Vxlan {
-        let local = NODE_IP.to_string();
-        node.exec(&[
-            "ip",
-            "link",
-            "add",
-            VXLAN_DEV,
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "local",
-            &local,
-            "dev",
-            UNDERLAY,
-            "dstport",
-            "8472",
-            "nolearning",
-        ])
-        .expect_ok();
-        node.exec(&["ip", "link", "set", VXLAN_DEV, "up"]).expect_ok();
+    if mode.backend == Backend::Vxlan {
+        add_vxlan(&node, VXLAN_DEV, &NODE_IP.to_string());
+        if mode.dual_stack {
+            add_underlay_v6(&node);
+            add_vxlan(&node, VXLAN_DEV_V6, &NODE_IPV6.to_string());
+        }
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (ip, bridge) = batches(backend, peers);
+    let (ip, bridge) = batches(mode, peers);
     let (ip_file, bridge_file) = (dir.path().join("ip.batch"), dir.path().join("bridge.batch"));
     std::fs::write(&ip_file, ip).map_err(|e| e.to_string())?;
     std::fs::write(&bridge_file, &bridge).map_err(|e| e.to_string())?;
@@ -99,4 +122,42 @@ pub fn measure(backend: Backend, peers: u32) -> Result<Duration, String> {
         .join()
         .map_err(|_| "floor thread panicked".to_string())?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dual_stack_batches_hold_both_families() {
+        let (ip, bridge) = batches(Mode { backend: Backend::Vxlan, dual_stack: true }, 2);
+        assert_eq!(
+            ip,
+            "neigh add 10.0.1.0 lladdr 0e:00:00:00:00:01 dev flannel.1 nud permanent\n\
+             route add 10.0.1.0/24 via 10.0.1.0 dev flannel.1 onlink\n\
+             neigh add fd10:0:0:1:: lladdr 0e:00:06:00:00:01 dev flannel-v6.1 nud permanent\n\
+             route add fd10:0:0:1::/64 via fd10:0:0:1:: dev flannel-v6.1 onlink\n\
+             neigh add 10.0.2.0 lladdr 0e:00:00:00:00:02 dev flannel.1 nud permanent\n\
+             route add 10.0.2.0/24 via 10.0.2.0 dev flannel.1 onlink\n\
+             neigh add fd10:0:0:2:: lladdr 0e:00:06:00:00:02 dev flannel-v6.1 nud permanent\n\
+             route add fd10:0:0:2::/64 via fd10:0:0:2:: dev flannel-v6.1 onlink\n"
+        );
+        assert_eq!(
+            bridge,
+            "fdb add 0e:00:00:00:00:01 dev flannel.1 dst 198.19.0.1 self permanent\n\
+             fdb add 0e:00:06:00:00:01 dev flannel-v6.1 dst 2001:2:0:1::1 self permanent\n\
+             fdb add 0e:00:00:00:00:02 dev flannel.1 dst 198.19.0.2 self permanent\n\
+             fdb add 0e:00:06:00:00:02 dev flannel-v6.1 dst 2001:2:0:1::2 self permanent\n"
+        );
+    }
+
+    #[test]
+    fn single_stack_batches_have_no_ipv6() {
+        let (ip, bridge) = batches(Mode { backend: Backend::Vxlan, dual_stack: false }, 3);
+        assert_eq!((ip.lines().count(), bridge.lines().count()), (6, 3));
+        assert!(!ip.contains("flannel-v6") && !bridge.contains("flannel-v6"));
+        let (ip, bridge) = batches(Mode { backend: Backend::HostGw, dual_stack: false }, 1);
+        assert_eq!(ip, "route add 10.0.1.0/24 via 198.18.1.1 dev under0\n");
+        assert!(bridge.is_empty());
+    }
 }

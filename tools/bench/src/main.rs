@@ -7,10 +7,13 @@
 
 mod datapath;
 mod datapath_handbuilt;
+mod datapath_handbuilt_v6;
 mod datapath_table;
 mod flanneld;
 mod flanneld_floor;
+mod flanneld_monitor;
 mod flanneld_peers;
+mod flanneld_peers_v6;
 mod plugins;
 mod rss;
 mod see;
