@@ -313,3 +313,24 @@ async fn dual_stack_lease_event_reads_no_dump_and_a_foreign_ipv6_route_still_blo
         })
         .await;
 }
+
+/// Both devices set down behind the daemon's back (`ip link set … down`): the next
+/// reconciliation pass finds it and ensures them again (which sets them up), without waiting
+/// for the regular device check (every 10th pass).
+#[tokio::test(start_paused = true)]
+async fn downed_devices_are_ensured_again_on_the_next_pass() {
+    LocalSet::new()
+        .run_until(async {
+            let node = Node::dual();
+            let health = node.health();
+            let run = node.start();
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let ensured = node.dp.with(|k| k.ensure_calls);
+            node.dp.with(|k| k.devices_down = true);
+            // One reconcile period (30 s), far from the 10th.
+            wait_for("devices up", Duration::from_secs(45), || !node.dp.with(|k| k.devices_down)).await;
+            assert_eq!(node.dp.with(|k| k.ensure_calls), ensured + 2, "both devices ensured again");
+            run.stop().await;
+        })
+        .await;
+}

@@ -471,9 +471,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     /// Periodic work: reconcile; every [`DEVICE_CHECK_EVERY`]th time also make sure the
-    /// device exists (it may have been deleted; failing ops trigger this check at once).
+    /// device exists (it may have been deleted; failing ops trigger this check at once, and
+    /// so does a device found down, `Daemon::device_down`).
     pub(super) async fn periodic(&mut self) {
         self.until_device_check = self.until_device_check.saturating_sub(1);
+        if !self.device_suspect && self.device_down().await {
+            self.device_suspect = true;
+        }
         if self.device_suspect || self.until_device_check == 0 {
             self.until_device_check = DEVICE_CHECK_EVERY;
             self.check_device().await;
