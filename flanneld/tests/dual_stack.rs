@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::node::{key, Kernel, Node, ME, ME6, PREFIX, UNDERLAY};
 use common::{mac, wait_for};
 use tokio::task::LocalSet;
+use weft_dataplane::{KernelRoute, NetOp};
 use weft_flanneld::daemon::DaemonError;
 use weft_flanneld::lease::{format_mac, LeaseAttrs, LeaseKey};
 use weft_flanneld::registry::memory::MemoryRegistry;
@@ -252,6 +253,84 @@ async fn enable_ipv6_without_an_ipv6_address_stops_startup() {
             let out = run.handle.await.unwrap();
             assert!(matches!(out, Err(DaemonError::NoPublicIpv6)), "{out:?}");
             assert!(node.dp.device().is_none());
+        })
+        .await;
+}
+
+/// A dual-stack lease event is programmed without reading a route dump: the new IPv6 route is
+/// created exclusively, like the IPv4 one. An operator's IPv6 route at a new peer's
+/// destination still blocks it: found (then from a dump), reported as a conflict, left alone;
+/// the peer's IPv4 side is programmed.
+#[tokio::test(start_paused = true)]
+async fn dual_stack_lease_event_reads_no_dump_and_a_foreign_ipv6_route_still_blocks() {
+    LocalSet::new()
+        .run_until(async {
+            let node = Node::dual();
+            let theirs = KernelRoute {
+                protocol: 4,
+                ..KernelRoute::made(
+                    "fd00:5:0:9::/64".parse().unwrap(),
+                    ip("2001:2::50"),
+                    false,
+                    Some(UNDERLAY),
+                )
+            };
+            node.dp.with(|k| k.routes.push(theirs.clone()));
+            let (health, metrics) = (node.health(), node.metrics());
+            let run = node.start();
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let dumps = || node.dp.with(|k| k.route_dumps);
+            let before = dumps();
+
+            put_peer7(&node, 7, 0x67);
+            wait_for("peer 7", LIMIT, || peer7_programmed(&node, 7, 0x67)).await;
+            assert_eq!(dumps(), before, "a lease event reads no route dump");
+            let created = node.dp.with(|k| {
+                k.applied.iter().any(|o| matches!(o, NetOp::CreateRoute { dst, .. } if dst.is_ipv6()))
+            });
+            assert!(created, "the IPv6 route is created exclusively");
+            // A changed IPv6 VTEP MAC of a known peer: no dump either.
+            put_peer7(&node, 7, 0x77);
+            wait_for("new MAC", LIMIT, || peer7_programmed(&node, 7, 0x77)).await;
+            assert_eq!(dumps(), before);
+
+            node.put_dual_peer(
+                "10.5.9.0-24&fd00:5:0:9::-64",
+                "198.18.0.5",
+                &format_mac(&mac(9)),
+                "2001:2::5",
+                &format_mac(&mac(0x69)),
+            );
+            wait_for("conflict", LIMIT, || {
+                health.get().route_conflicts == vec!["fd00:5:0:9::/64".to_string()]
+            })
+            .await;
+            assert!(node.dp.with(|k| k.routes.contains(&theirs)), "the operator's route is untouched");
+            assert_eq!(node.dp.route6("fd00:5:0:9::/64"), None);
+            assert_eq!(node.dp.route("10.5.9.0/24"), Some((ip("10.5.9.0"), true)), "IPv4 side programmed");
+            assert!(metrics.render().contains("flanneld_route_conflicts 1"));
+            run.stop().await;
+        })
+        .await;
+}
+
+/// Both devices set down behind the daemon's back (`ip link set … down`): the next
+/// reconciliation pass finds it and ensures them again (which sets them up), without waiting
+/// for the regular device check (every 10th pass).
+#[tokio::test(start_paused = true)]
+async fn downed_devices_are_ensured_again_on_the_next_pass() {
+    LocalSet::new()
+        .run_until(async {
+            let node = Node::dual();
+            let health = node.health();
+            let run = node.start();
+            wait_for("mesh", LIMIT, || health.get().mesh_programmed).await;
+            let ensured = node.dp.with(|k| k.ensure_calls);
+            node.dp.with(|k| k.devices_down = true);
+            // One reconcile period (30 s), far from the 10th.
+            wait_for("devices up", Duration::from_secs(45), || !node.dp.with(|k| k.devices_down)).await;
+            assert_eq!(node.dp.with(|k| k.ensure_calls), ensured + 2, "both devices ensured again");
+            run.stop().await;
         })
         .await;
 }

@@ -644,3 +644,43 @@ async fn operator_routes_scenario(direct: bool) {
     assert!(!log.contains("ERROR"), "{log}");
     assert!(!log.contains("a route flanneld did not make holds a peer subnet"), "{log}");
 }
+
+/// `ip link set flannel.1 down` / `flannel-v6.1 down` behind flanneld's back (dual stack,
+/// namespace `wtfx<pid>dn`, no peer: no failing op shows it): the next reconciliation pass
+/// finds them down and brings both up again with the IPv6 address back (docs/flannel.md
+/// §8.1–8.3), long before the regular device check (every 10th pass, 200 s here).
+#[test]
+fn downed_devices_of_both_families_are_brought_up_again() {
+    let (ns, _inside) = one_node_namespace("dn");
+    ip(&["-n", &ns.0, "addr", "add", "2001:2::2/64", "dev", "eth0", "nodad"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let config = r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}"#;
+        let node = SingleNode::start_with(etcd_with_config(config).await, &["-reconcile-interval=20"]);
+        let log = || std::fs::read_to_string(&node.log_path).unwrap_or_default();
+        // `ip -j` of a link that may not exist yet (then `null`).
+        let show = |args: &[&str]| {
+            let out = Command::new("ip").arg("-j").args(args).output().unwrap();
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        };
+        let up = |dev: &str| {
+            show(&["link", "show", "dev", dev])[0]["flags"].as_array().is_some_and(|f| f.iter().any(|f| f == "UP"))
+        };
+        let v6_addr = || {
+            show(&["-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global"])[0]["addr_info"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["prefixlen"] == 128))
+        };
+        wait_until("both devices up", || up("flannel.1") && up("flannel-v6.1") && v6_addr()).await;
+        for dev in ["flannel.1", "flannel-v6.1"] {
+            ip(&["link", "set", dev, "down"]);
+        }
+        assert!(!up("flannel.1") && !up("flannel-v6.1"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !(up("flannel.1") && up("flannel-v6.1") && v6_addr()) {
+            assert!(tokio::time::Instant::now() < deadline, "devices not brought up: {}", log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(log().contains("a VXLAN device is down or gone, bringing it up"), "{}", log());
+    });
+}

@@ -391,6 +391,11 @@ pub trait Dataplane {
     /// `dst via gw` only, of both families (host-gw dual stack: `S6 via P6`), and dumps read
     /// the IPv6 routes too. `underlay_index` is the external interface.
     async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError>;
+    /// Whether every VXLAN device of the last [`Dataplane::ensure_device`] calls is there and
+    /// administratively up (one `RTM_GETLINK` each): `false` after an `ip link set flannel.1
+    /// down` (or a deleted device), so the caller ensures the devices again, which sets them
+    /// up. `true` without devices (before the first ensure, host-gw).
+    async fn devices_up(&mut self) -> Result<bool, DataplaneError>;
 }
 
 /// A link name flanneld's VXLAN backend uses: `flannel.<digits>` or `flannel-v6.<digits>`.

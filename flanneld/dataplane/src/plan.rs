@@ -49,7 +49,8 @@ impl Peer {
         self.public_ip
     }
 
-    fn route(&self) -> NetOp {
+    /// The route add for this peer (`S via P`, or `S via S.0 onlink` on the VXLAN device).
+    pub fn route(&self) -> NetOp {
         if self.direct {
             NetOp::AddRoute { dst: self.dst(), gw: self.public(), onlink: false }
         } else {

@@ -93,8 +93,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// route `S6 via P6` (upstream `vxlan_network.go` does the same per family), otherwise
     /// VXLAN entries. host-gw: the plain route `S6 via P6`, skipped and remembered as
     /// off-link when `P6` is not on-link on the external interface; when that is unknown it
-    /// is tried, as for IPv4. `create_new`: a new peer's route is created exclusively
-    /// ([`NetOp::CreateRoute`]).
+    /// is tried, as for IPv4. `create_new`: the caller does not read the routes, so a new
+    /// peer's route is created exclusively ([`NetOp::CreateRoute`]: a route at its
+    /// destination is reported, never overwritten) and a known peer's unchanged route is not
+    /// re-added (the reconciliation heals it from a dump); only a changed route is replaced,
+    /// after the caller's guard against foreign routes (`plan_guard`).
     pub(super) fn upsert_v6(&mut self, p: &RemotePeer, onlink: Option<bool>, create_new: bool) -> Vec<NetOp> {
         let key = p.subnet();
         let v6 = p.ipv6.as_ref().filter(|_| self.ipv6_peers());
@@ -116,6 +119,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let old = self.desired_v6.get(&key);
         let ops = match (&new, old) {
             (Some(n), None) if create_new => plan_add(None, n).into_iter().map(exclusive).collect(),
+            (Some(n), Some(old)) if create_new && old.route() == n.route() => {
+                let unchanged = n.route();
+                plan_add(Some(old), n).into_iter().filter(|op| *op != unchanged).collect()
+            }
             (Some(n), old) => plan_add(old, n),
             (None, Some(old)) => plan_remove(old),
             (None, None) => Vec::new(),

@@ -140,7 +140,10 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                         true => p.ipv6.as_ref().and_then(|v6| onlink(v6.public_ipv6.into())),
                         false => self.onlink_v6(&p, seen),
                     };
-                    ops6.extend(self.upsert_v6(&p, on6, lookups));
+                    // Routes not read (lookups, or VXLAN without DirectRouting, whose route
+                    // `S6 via S6:: onlink` does not depend on the lease): new ones are created
+                    // exclusively, as on the IPv4 side below, so no dump is needed.
+                    ops6.extend(self.upsert_v6(&p, on6, lookups || !direct_routing));
                     let peer = if self.spec.backend_type == BackendKind::HostGw {
                         self.host_gw_peer(&p, onlink(p.public_ip.into()))
                     } else {
@@ -468,9 +471,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     /// Periodic work: reconcile; every [`DEVICE_CHECK_EVERY`]th time also make sure the
-    /// device exists (it may have been deleted; failing ops trigger this check at once).
+    /// device exists (it may have been deleted; failing ops trigger this check at once, and
+    /// so does a device found down, `Daemon::device_down`).
     pub(super) async fn periodic(&mut self) {
         self.until_device_check = self.until_device_check.saturating_sub(1);
+        if !self.device_suspect && self.device_down().await {
+            self.device_suspect = true;
+        }
         if self.device_suspect || self.until_device_check == 0 {
             self.until_device_check = DEVICE_CHECK_EVERY;
             self.check_device().await;

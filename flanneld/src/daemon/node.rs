@@ -264,6 +264,25 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             .map_err(|source| DaemonError::File { path: self.cfg.subnet_file.clone(), source })
     }
 
+    /// Whether a VXLAN device is down or gone (`ip link set flannel.1 down`: the kernel then
+    /// drops its IPv6 address and routes, and without peers no op fails to show it), so the
+    /// device check runs now and sets it up (docs/flannel.md §8.1–8.3: created or adopted,
+    /// then up). A failed look is counted and logged, and left to the regular check.
+    pub(super) async fn device_down(&mut self) -> bool {
+        match self.dp.devices_up().await {
+            Ok(true) => false,
+            Ok(false) => {
+                warn!("a VXLAN device is down or gone, bringing it up");
+                true
+            }
+            Err(e) => {
+                self.cfg.metrics.netlink_errors.inc();
+                error!(error = %e, "reading the VXLAN devices failed");
+                false
+            }
+        }
+    }
+
     pub(super) async fn check_device(&mut self) {
         self.device_suspect = false;
         if let Err(e) = self.ensure_device().await {

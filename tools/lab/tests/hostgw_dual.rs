@@ -10,8 +10,6 @@
 
 mod common;
 
-use common::ping_all;
-
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
@@ -111,7 +109,7 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
     for p in lab.pods() {
         assert!(p.ip6().is_some(), "{} has an IPv6 address", p.ns().name());
     }
-    ping_both(&lab, "at start")?;
+    common::ping_both(&lab, "at start")?;
 
     // `ip -6 route del` of a peer route on node 0: the reconciliation puts it back.
     let (subnet, via) = route6_of(&lab, 1)?;
@@ -132,13 +130,5 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
         assert_eq!(routes6(&lab, on)?, *routes, "node {on}'s IPv6 routes");
         wait_route6(&lab, 2, on, true)?;
     }
-    ping_both(&lab, "after the restart")
-}
-
-/// Every pod pings every pod over IPv4, then over IPv6.
-fn ping_both(lab: &Lab, when: &str) -> Result<()> {
-    ping_all(lab)?;
-    let m6 = lab.ping_matrix6()?;
-    assert!(m6.all_ok(), "IPv6 ping matrix {when}:\n{m6}\n{}", lab.diagnostics());
-    Ok(())
+    common::ping_both(&lab, "after the restart")
 }

@@ -128,6 +128,9 @@ pub struct FakeDataplane {
     pub blackholes: Vec<Ipv4Network>,
     /// Every `ensure_blackhole` call's destination, in order.
     pub blackhole_calls: Vec<Ipv4Network>,
+    /// The devices were set down behind the dataplane's back (`ip link set … down`): every
+    /// `ensure_device` sets them up again (clears this), as the real one does.
+    pub devices_down: bool,
     /// When set, `ensure_blackhole` fails with this message (as the kernel's EEXIST would).
     pub blackhole_error: Option<String>,
 }
@@ -283,6 +286,7 @@ impl FakeDataplane {
         mac_hint: Option<Mac>,
     ) -> Result<DeviceInfo, DataplaneError> {
         self.ensure_calls += 1;
+        self.devices_down = false;
         if spec.is_v6() {
             // The same adoption rules on the second device: swap it in, ensure, swap back.
             std::mem::swap(&mut self.device, &mut self.device_v6);
@@ -501,6 +505,10 @@ impl Dataplane for FakeDataplane {
 
     async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError> {
         Ok(self.ensure_no_device_now(underlay_index))
+    }
+
+    async fn devices_up(&mut self) -> Result<bool, DataplaneError> {
+        Ok(!self.devices_down)
     }
 }
 

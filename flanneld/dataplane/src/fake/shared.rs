@@ -75,4 +75,8 @@ impl Dataplane for SharedFake {
     async fn ensure_no_device(&mut self, underlay_index: u32) -> Result<Vec<String>, DataplaneError> {
         Ok(self.with(|f| f.ensure_no_device_now(underlay_index)))
     }
+
+    async fn devices_up(&mut self) -> Result<bool, DataplaneError> {
+        Ok(self.with(|f| !f.devices_down))
+    }
 }

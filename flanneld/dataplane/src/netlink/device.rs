@@ -162,6 +162,23 @@ async fn get_link(dp: &NetlinkDataplane, name: &str) -> Result<Option<LinkFacts>
     }
 }
 
+/// Whether the link `index` exists and is administratively up (`IFF_UP`); a link gone
+/// (ENODEV) is not.
+pub(super) async fn is_up(dp: &NetlinkDataplane, index: u32) -> Result<bool, DataplaneError> {
+    let mut q = LinkMessage::default();
+    q.header.index = index;
+    match dp.get(RouteNetlinkMessage::GetLink(q), 0, "link").await {
+        Ok(msgs) => Ok(msgs.iter().any(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                l.header.index == index && l.header.flags.contains(LinkFlags::Up)
+            }
+            _ => false,
+        })),
+        Err(DataplaneError::Netlink { errno: Some(Errno::ENODEV), .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn check(outcome: Outcome, op: &'static str, object: &str, ok: &[Errno]) -> Result<(), DataplaneError> {
     match outcome {
         Outcome::Done => Ok(()),

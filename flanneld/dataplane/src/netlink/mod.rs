@@ -311,6 +311,20 @@ impl Dataplane for NetlinkDataplane {
         Ok(removed)
     }
 
+    async fn devices_up(&mut self) -> Result<bool, DataplaneError> {
+        if self.host_gw {
+            return Ok(true);
+        }
+        let indexes: Vec<u32> =
+            [&self.device, &self.device_v6].into_iter().flatten().map(|d| d.index).collect();
+        for index in indexes {
+            if !device::is_up(self, index).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     async fn apply(&mut self, ops: &[NetOp]) -> Result<ApplyReport, DataplaneError> {
         let index = self.device()?.index;
         // Each op goes to the device of its family; without a `flannel-v6` device an IPv6 op

@@ -26,3 +26,13 @@ pub fn ping_all(lab: &Lab) -> Result<()> {
     assert!(m.all_ok(), "ping matrix:\n{m}\n{}", lab.diagnostics());
     Ok(())
 }
+
+/// Every pod pings every pod over IPv4, then over IPv6 (a dual-stack lab); `when` names the
+/// moment in the failure message.
+#[allow(dead_code)] // used by the dual-stack lab tests only
+pub fn ping_both(lab: &Lab, when: &str) -> Result<()> {
+    ping_all(lab)?;
+    let m6 = lab.ping_matrix6()?;
+    assert!(m6.all_ok(), "IPv6 ping matrix {when}:\n{m6}\n{}", lab.diagnostics());
+    Ok(())
+}
