@@ -4,6 +4,8 @@
 //! the remote `flannel-v6.1`); same-node pods by netns path with `--family 6`; `doctor` exit 0.
 //! The peer's IPv6 FDB entry deleted: `path` names `FDB_MISSING` on the `fdb` hop of
 //! `flannel-v6.1` and `doctor` names it too; a flanneld restart repairs it → reachable.
+//! Then the same over dual-stack host-gw (one pod per node): `S6 via P6 dev eth0`, `P6`
+//! on-link, its NDISC entry; the route deleted → `NO_ROUTE` from `path` and `doctor`; repaired.
 //! flanneld runs with a one-hour reconcile period so the break holds. Namespaces: `wtW6`.
 
 #![allow(clippy::unwrap_used)]
@@ -31,6 +33,15 @@ fn doctor(lab: &Lab) -> (Option<i32>, Value, String) {
     let argv = [weft, "doctor", "--json", "--etcd-endpoints", &eps, "--etcd-prefix", lab.etcd_prefix()];
     let r = lab.node(0).unwrap().ns().exec(&argv);
     (r.status, serde_json::from_str(&r.stdout).unwrap_or(Value::Null), format!("{r}"))
+}
+
+/// `doctor` exits 1 with exactly one error: `cause` on node 0, on the IPv6 side.
+fn assert_doctor_names(lab: &Lab, cause: &str) {
+    let (code, d, run) = doctor(lab);
+    assert_eq!(code, Some(1), "{run}");
+    let n0 = lab.node(0).unwrap().ip().to_string();
+    assert_eq!(common::error_findings(&d), vec![(cause.to_string(), vec![n0])], "{run}");
+    assert_eq!(d["findings"][0]["family"], "ipv6", "{run}");
 }
 
 #[test]
@@ -84,13 +95,81 @@ fn ipv6_pod_to_pod_across_nodes_then_a_deleted_ipv6_fdb_entry() {
         .unwrap();
     let v = assert_broken(&lab, 0, &src, &dst, "fdb", "FDB_MISSING");
     assert!(hop(&v, "fdb")["object"].as_str().unwrap_or_default().contains("flannel-v6.1"), "{v}");
-    let (code, d, run) = doctor(&lab);
-    assert_eq!(code, Some(1), "{run}");
-    let n0 = lab.node(0).unwrap().ip().to_string();
-    assert_eq!(common::error_findings(&d), vec![("FDB_MISSING".to_string(), vec![n0])], "{run}");
-    assert_eq!(d["findings"][0]["family"], "ipv6", "{run}");
+    assert_doctor_names(&lab, "FDB_MISSING");
 
     // Repaired by flanneld → reachable again.
+    lab.restart_flanneld(0).unwrap();
+    wait_reachable(&lab, 0, &src, &dst);
+}
+
+/// The lease's IPv6 subnet from its key (`<v4>-<len>&<v6>-<len6>`), as `ip -6 route` takes it.
+fn subnet6_of(key: &str) -> String {
+    let v6 = key.rsplit('&').next().unwrap();
+    let (ip, len) = v6.rsplit_once('-').unwrap();
+    format!("{ip}/{len}")
+}
+
+#[test]
+fn ipv6_over_host_gw_then_a_deleted_ipv6_peer_route() {
+    require_root();
+    let mut lab = Lab::new(PREFIX).unwrap();
+    lab.set_backend(weft_lab::Backend::HostGw);
+    lab.set_dual_stack(true);
+    lab.set_flanneld_args(&["--reconcile-interval=3600"]);
+    for _ in 0..2 {
+        lab.add_node().unwrap();
+    }
+    lab.start_etcd(1).unwrap();
+    lab.put_network_config().unwrap();
+    for i in 0..2 {
+        lab.start_flanneld(i).unwrap();
+    }
+    lab.wait_converged().unwrap();
+    // Each node routes the other's IPv6 subnet via its PublicIPv6 on eth0 (`ip -6 route`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for i in 0..2 {
+        loop {
+            let r =
+                lab.node(i).unwrap().ns().ip_json(&["-6", "route", "show", "proto", "boot", "dev", "eth0"]);
+            if r.as_array().is_some_and(|a| a.iter().any(|r| r["gateway"].is_string())) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no IPv6 peer route on node {i}: {r}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    for i in 0..2 {
+        lab.use_flannel_cni(i).unwrap();
+        lab.add_pod(i).unwrap();
+    }
+    let (a, b) = (0, 1);
+    assert_eq!((lab.pod(a).unwrap().node(), lab.pod(b).unwrap().node()), (0, 1));
+    let (src, dst) = (ip6(&lab, a), ip6(&lab, b));
+    let lease = lab.lease(1).unwrap().unwrap();
+    let p6 = lease.attrs["PublicIPv6"].as_str().unwrap().to_string();
+
+    assert_reachable(&lab, 0, &src, &dst);
+    let run = weft(&lab, 0, "path", &["--json", &src, &dst]);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    let route = hop(&v, "host-route")["object"].as_str().unwrap_or_default().to_string();
+    assert!(route.contains(&format!("via {p6} dev eth0")), "{}", run.stdout);
+    let underlay = hop(&v, "underlay")["object"].as_str().unwrap_or_default().to_string();
+    assert!(underlay.contains(&format!("{p6} on-link")), "{}", run.stdout);
+    assert!(
+        hop(&v, "neighbour")["source"].as_str().unwrap_or_default().starts_with("NDISC"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(hop(&v, "remote-node")["node"], lab.node(1).unwrap().ip().to_string(), "{}", run.stdout);
+    let (code, _, run) = doctor(&lab);
+    assert_eq!(code, Some(0), "{run}");
+
+    // Break: the peer route `S6 via P6` deleted on node 0.
+    let s6 = subnet6_of(&lease.key);
+    lab.node(0).unwrap().ns().run(&["ip", "-6", "route", "del", &s6]).unwrap();
+    assert_broken(&lab, 0, &src, &dst, "host-route", "NO_ROUTE");
+    assert_doctor_names(&lab, "NO_ROUTE");
+
     lab.restart_flanneld(0).unwrap();
     wait_reachable(&lab, 0, &src, &dst);
 }
