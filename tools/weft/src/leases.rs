@@ -117,3 +117,32 @@ pub fn read(etcd: &EtcdArgs) -> Result<Vec<Lease>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn each_family_of_a_dual_stack_lease() {
+        let l = Lease {
+            key: "/coreos.com/network/subnets/10.5.11.0-24&fd00:5:0:11::-64".into(),
+            subnet: "10.5.11.0/24".parse().unwrap(),
+            public_ip: "198.18.0.11".parse().unwrap(),
+            vtep_mac: Some("6e:aa:00:00:00:01".into()),
+            vni: Some(1),
+            backend_type: "vxlan".into(),
+            revision: 3,
+            subnet6: Some("fd00:5:0:11::/64".parse().unwrap()),
+            public_ipv6: Some("fd00:18::11".parse().unwrap()),
+            vtep_mac6: Some("6a:bb:00:00:00:01".into()),
+        };
+        assert!(l.covers("10.5.11.7".parse().unwrap()) && l.covers("fd00:5:0:11::7".parse().unwrap()));
+        assert!(!l.covers("fd00:5:0:12::7".parse().unwrap()) && !l.covers("10.5.12.7".parse().unwrap()));
+        assert_eq!(l.public_of(true), Some("fd00:18::11".parse().unwrap()));
+        assert_eq!(l.mac_of(true).as_deref(), Some("6a:bb:00:00:00:01"));
+        let v4_only = Lease { subnet6: None, public_ipv6: None, vtep_mac6: None, ..l };
+        assert!(!v4_only.covers("fd00:5:0:11::7".parse().unwrap()));
+        assert_eq!((v4_only.subnet_of(true), v4_only.public_of(true)), (None, None));
+    }
+}

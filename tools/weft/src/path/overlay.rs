@@ -565,3 +565,41 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
     }
     w.ok("dst-pod", format!("{dst_ip} behind {} on {at}", bridge.unwrap_or("?")), None);
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn view() -> Value {
+        serde_json::json!({
+            "flanneld": {
+                "public_ipv6": "fd00:18::11",
+                "lease": {"key": "/coreos.com/network/subnets/10.5.11.0-24&fd00:5:0:11::-64",
+                          "subnet": "10.5.11.0/24", "public_ip": "198.18.0.11",
+                          "vtep_mac": "6E:AA:00:00:00:01", "etcd_revision": 12}
+            },
+            "bridge": {"name": "cni0", "addresses": ["10.5.11.1/24", "fd00:5:0:11::1/64"]}
+        })
+    }
+
+    #[test]
+    fn a_views_lease_for_each_family() {
+        let at: IpAddr = "198.18.0.11".parse().unwrap();
+        let v4 = lease_from_view(&view(), at, false).unwrap();
+        assert_eq!(v4.subnet, "10.5.11.0/24".parse::<IpNetwork>().unwrap());
+        assert_eq!(
+            (v4.public_ip, v4.vtep_mac.as_deref(), v4.node),
+            (Some(at), Some("6e:aa:00:00:00:01"), Some(at))
+        );
+        // IPv6: the bridge's IPv6 prefix, flanneld's PublicIPv6, MAC unknown, read at the IPv4 node.
+        let v6 = lease_from_view(&view(), at, true).unwrap();
+        assert_eq!(v6.subnet, "fd00:5:0:11::/64".parse::<IpNetwork>().unwrap());
+        assert_eq!(v6.public_ip, Some("fd00:18::11".parse().unwrap()));
+        assert_eq!((v6.vtep_mac, v6.node), (None, Some(at)));
+        // A bridge without an IPv6 address: no IPv6 lease side.
+        let mut no6 = view();
+        no6["bridge"]["addresses"] = serde_json::json!(["10.5.11.1/24"]);
+        assert!(lease_from_view(&no6, at, true).is_none());
+    }
+}

@@ -13,6 +13,7 @@ use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_reconcile, Peer};
 use weft_dataplane::view::{DataplaneView, RouteView};
 use weft_dataplane::{KernelFdb, KernelNeigh, KernelState, Mac};
+use weft_flanneld::daemon::VXLAN_OVERHEAD_V6;
 use weft_flanneld::lease::{format_mac, subnets_dir, LeaseAttrs, LeaseKey};
 use weft_flanneld::network::BackendKind;
 use weft_flanneld::peers::PeerSet;
@@ -189,6 +190,17 @@ fn check_with(
                 format!("{name}: {}", dev.name),
                 || format!("{name}: {} is down", dev.name),
             );
+        }
+        // F8: flanneld sizes `flannel-v6` to the underlay MTU − 70 (`flanneld/src/daemon/dual.rs`).
+        if let Some(u) = v.underlay.as_ref().filter(|u| dev.mtu > u.mtu.saturating_sub(VXLAN_OVERHEAD_V6)) {
+            node_causes.insert(Cause::MtuMismatch);
+            let object = format!("{name}: {} mtu {}", dev.name, dev.mtu);
+            g.add(Cause::MtuMismatch, Severity::Error, &format!("{name} mtu"), name, None, object, || {
+                format!(
+                    "{name}: {} MTU {} > {} MTU {} - {VXLAN_OVERHEAD_V6}",
+                    dev.name, dev.mtu, u.name, u.mtu
+                )
+            });
         }
         // F3 on the node's own side: `flannel-v6` MAC against `BackendV6Data.VtepMAC`.
         let dev_mac = dev.mac.as_deref().and_then(parse_mac);
@@ -377,6 +389,15 @@ mod tests {
         let r = diagnose(&c);
         assert_eq!(causes(&r), vec![(Cause::VtepMissing, Some("ipv6"), vec!["198.18.0.10".into()])]);
         assert!(r.findings[0].message.contains("flannel-v6.1 does not exist"));
+    }
+
+    #[test]
+    fn ipv6_device_larger_than_the_underlay_allows_is_mtu_mismatch() {
+        let mut c = dual(2);
+        view(&mut c, 1).device_v6.as_mut().unwrap().mtu = 1450; // eth0 1500 − 70 = 1430
+        let r = diagnose(&c);
+        assert_eq!(causes(&r), vec![(Cause::MtuMismatch, Some("ipv6"), vec!["198.18.0.11".into()])]);
+        assert!(r.findings[0].message.contains("flannel-v6.1 MTU 1450 > eth0 MTU 1500 - 70"));
     }
 
     #[test]
