@@ -89,6 +89,10 @@ pub struct PathArgs {
     /// Port of the remote flanneld's health listener serving `/debug/dataplane`.
     #[arg(long, env = "WEFT_REMOTE_PORT", default_value_t = 10256)]
     pub remote_port: u16,
+    /// Address family to walk when SRC and DST are no addresses (container IDs, netns paths):
+    /// 4 or 6. An IPv6 SRC or DST address selects 6 by itself.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(4..=6))]
+    pub family: Option<u8>,
     /// Comma-separated etcd endpoints; leases are read from etcd when given.
     #[arg(long, env = "FLANNELD_ETCD_ENDPOINTS")]
     pub etcd_endpoints: Option<String>,

@@ -52,6 +52,8 @@ pub struct LinkFacts {
 pub struct VxlanFacts {
     pub vni: Option<u32>,
     pub local: Option<Ipv4Addr>,
+    /// `IFLA_VXLAN_LOCAL6`: the local address of an IPv6-underlay device (`flannel-v6.<VNI>`).
+    pub local6: Option<std::net::Ipv6Addr>,
     /// UDP destination port (host order).
     pub port: Option<u16>,
     /// ifindex of the underlay device.
@@ -126,6 +128,7 @@ fn vxlan(attrs: &[InfoVxlan]) -> VxlanFacts {
         match a {
             InfoVxlan::Id(id) => v.vni = Some(*id),
             InfoVxlan::Local(ip) => v.local = Some(*ip),
+            InfoVxlan::Local6(ip) => v.local6 = Some(*ip),
             InfoVxlan::Port(p) => v.port = Some(*p),
             InfoVxlan::Link(i) => v.underlay_index = Some(*i),
             _ => {}
@@ -175,8 +178,9 @@ pub struct RouteAnswer {
 /// What a route lookup asks: `ip route get <to> [from <from>] [iif <iif>] [oif <oif>] [mark <m>]`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RouteQuery {
-    pub to: Option<Ipv4Addr>,
-    pub from: Option<Ipv4Addr>,
+    /// `to` and `from` are of one family, which the lookup is made in.
+    pub to: Option<IpAddr>,
+    pub from: Option<IpAddr>,
     pub iif: Option<u32>,
     pub oif: Option<u32>,
     pub mark: Option<u32>,
@@ -226,16 +230,21 @@ fn kind_name(k: RouteType) -> String {
 /// `EINVAL` when forwarding is off on the input device).
 pub fn route_get(nl: &mut Netlink, q: &RouteQuery) -> Result<RouteAnswer, Error> {
     let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet;
-    // RTM_F_LOOKUP_TABLE: report the table the route came from (as `ip route get` does).
-    msg.header.flags = RouteFlags::LookupTable;
+    let v6 = q.to.or(q.from).is_some_and(|a| a.is_ipv6());
+    msg.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    // RTM_F_LOOKUP_TABLE: report the table the route came from (as `ip route get` does). IPv6
+    // refuses any flag but RTM_F_FIB_MATCH with EINVAL (`inet6_rtm_valid_getroute_req`,
+    // net/ipv6/route.c) and reports the table anyway.
+    if !v6 {
+        msg.header.flags = RouteFlags::LookupTable;
+    }
     if let Some(to) = q.to {
-        msg.header.destination_prefix_length = 32;
-        msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(to)));
+        msg.header.destination_prefix_length = host_len(&to);
+        msg.attributes.push(RouteAttribute::Destination(route_addr(to)));
     }
     if let Some(from) = q.from {
-        msg.header.source_prefix_length = 32;
-        msg.attributes.push(RouteAttribute::Source(RouteAddress::Inet(from)));
+        msg.header.source_prefix_length = host_len(&from);
+        msg.attributes.push(RouteAttribute::Source(route_addr(from)));
     }
     if let Some(i) = q.iif {
         msg.attributes.push(RouteAttribute::Iif(i));
@@ -285,6 +294,21 @@ pub fn route_get(nl: &mut Netlink, q: &RouteQuery) -> Result<RouteAnswer, Error>
         }
     }
     Ok(a)
+}
+
+fn host_len(a: &IpAddr) -> u8 {
+    if a.is_ipv6() {
+        128
+    } else {
+        32
+    }
+}
+
+fn route_addr(a: IpAddr) -> RouteAddress {
+    match a {
+        IpAddr::V4(v) => RouteAddress::Inet(v),
+        IpAddr::V6(v) => RouteAddress::Inet6(v),
+    }
 }
 
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
@@ -353,13 +377,15 @@ fn neigh_dump(nl: &mut Netlink, family: AddressFamily, index: u32) -> Result<Vec
         .collect())
 }
 
-/// IPv4 neighbour entries of link `index`.
-pub fn neighbours(nl: &mut Netlink, index: u32) -> Result<Vec<Neigh>, Error> {
-    Ok(neigh_dump(nl, AddressFamily::Inet, index)?
+/// IPv4 (ARP) or, with `v6`, IPv6 (NDISC) neighbour entries of link `index`.
+pub fn neighbours(nl: &mut Netlink, index: u32, v6: bool) -> Result<Vec<Neigh>, Error> {
+    let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    Ok(neigh_dump(nl, family, index)?
         .iter()
         .filter_map(|n| {
             let ip = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
                 _ => None,
             })?;
             let mac = n.attributes.iter().find_map(|a| match a {

@@ -1,10 +1,10 @@
 //! Leases straight from etcd (with flanneld's registry and key/value codec), for the "where
 //! it should have come from" side of a hop.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::Serialize;
 use weft_flanneld::cli::EtcdArgs;
 use weft_flanneld::lease::{self, LeaseAttrs};
@@ -22,12 +22,49 @@ pub struct Lease {
     /// `BackendType` (`vxlan`, `host-gw`, ...).
     pub backend_type: String,
     pub revision: i64,
+    /// Dual stack: the IPv6 subnet of the key (`&<v6>-<len>`), `PublicIPv6` and
+    /// `BackendV6Data.VtepMAC` (docs/flannel.md §4.2).
+    pub subnet6: Option<Ipv6Network>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    pub vtep_mac6: Option<String>,
 }
 
 impl Lease {
     /// A lease in upstream's host-gw format (docs/flannel.md §4.2).
     pub fn is_host_gw(&self) -> bool {
         self.backend_type == weft_flanneld::lease::BACKEND_HOST_GW
+    }
+
+    /// The lease's IPv4 subnet or, with `v6`, its IPv6 one.
+    pub fn subnet_of(&self, v6: bool) -> Option<IpNetwork> {
+        if v6 {
+            self.subnet6.map(IpNetwork::V6)
+        } else {
+            Some(IpNetwork::V4(self.subnet))
+        }
+    }
+
+    /// Whether the lease's subnet of `ip`'s family holds `ip`.
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        self.subnet_of(ip.is_ipv6()).is_some_and(|s| s.contains(ip))
+    }
+
+    /// `PublicIP` or, with `v6`, `PublicIPv6`.
+    pub fn public_of(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.public_ipv6.map(IpAddr::V6)
+        } else {
+            Some(IpAddr::V4(self.public_ip))
+        }
+    }
+
+    /// `VtepMAC` of `BackendData` or, with `v6`, of `BackendV6Data`.
+    pub fn mac_of(&self, v6: bool) -> Option<String> {
+        if v6 {
+            self.vtep_mac6.clone()
+        } else {
+            self.vtep_mac.clone()
+        }
     }
 }
 
@@ -62,15 +99,50 @@ pub fn read(etcd: &EtcdArgs) -> Result<Vec<Lease>, String> {
         let Ok(attrs) = LeaseAttrs::parse(&r.value) else { continue };
         let subnet = key.ipv4;
         let data = attrs.backend_data.as_ref();
+        let mac = |d: Option<&serde_json::Value>| {
+            d.and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_lowercase)
+        };
         out.push(Lease {
             key: r.key.clone(),
             subnet,
             public_ip: attrs.public_ip,
-            vtep_mac: data.and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_lowercase),
+            vtep_mac: mac(data),
             vni: data.and_then(|d| d.get("VNI")).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok()),
             backend_type: attrs.backend_type.clone(),
             revision: r.mod_revision,
+            subnet6: key.ipv6,
+            public_ipv6: attrs.public_ipv6,
+            vtep_mac6: mac(attrs.backend_v6_data.as_ref()),
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn each_family_of_a_dual_stack_lease() {
+        let l = Lease {
+            key: "/coreos.com/network/subnets/10.5.11.0-24&fd00:5:0:11::-64".into(),
+            subnet: "10.5.11.0/24".parse().unwrap(),
+            public_ip: "198.18.0.11".parse().unwrap(),
+            vtep_mac: Some("6e:aa:00:00:00:01".into()),
+            vni: Some(1),
+            backend_type: "vxlan".into(),
+            revision: 3,
+            subnet6: Some("fd00:5:0:11::/64".parse().unwrap()),
+            public_ipv6: Some("fd00:18::11".parse().unwrap()),
+            vtep_mac6: Some("6a:bb:00:00:00:01".into()),
+        };
+        assert!(l.covers("10.5.11.7".parse().unwrap()) && l.covers("fd00:5:0:11::7".parse().unwrap()));
+        assert!(!l.covers("fd00:5:0:12::7".parse().unwrap()) && !l.covers("10.5.12.7".parse().unwrap()));
+        assert_eq!(l.public_of(true), Some("fd00:18::11".parse().unwrap()));
+        assert_eq!(l.mac_of(true).as_deref(), Some("6a:bb:00:00:00:01"));
+        let v4_only = Lease { subnet6: None, public_ipv6: None, vtep_mac6: None, ..l };
+        assert!(!v4_only.covers("fd00:5:0:11::7".parse().unwrap()));
+        assert_eq!((v4_only.subnet_of(true), v4_only.public_of(true)), (None, None));
+    }
 }

@@ -83,6 +83,11 @@ impl Attachment {
             IpAddr::V6(_) => None,
         })
     }
+
+    /// The pod's first address of the family `v6` selects.
+    pub fn address(&self, v6: bool) -> Option<IpAddr> {
+        self.addresses.iter().map(|a| a.ip()).find(|ip| ip.is_ipv6() == v6)
+    }
 }
 
 /// Something left behind.

@@ -26,6 +26,7 @@ use weft_flanneld::registry::Record;
 
 use crate::cause::Cause;
 
+mod ipv6;
 mod underlay;
 
 /// The kernel's VXLAN port when flanneld sends none (`Backend.Port` 0).
@@ -67,6 +68,10 @@ pub struct Finding {
     pub hint: &'static str,
     /// The objects, one line each (`198.18.0.10: add fdb ... dst ...`).
     pub objects: Vec<String>,
+    /// `"ipv6"` for a finding on a dual-stack node's IPv6 side (`flannel-v6.<VNI>`, its
+    /// entries and the leases' IPv6 parts); absent for the IPv4 side and node-wide causes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
 }
 
 /// One node as seen from etcd and its view.
@@ -83,7 +88,7 @@ pub struct NodeSummary {
     /// `ok` or `unavailable`.
     pub view: &'static str,
     pub error: Option<String>,
-    /// The dual-stack device `flannel-v6.<VNI>` with its entries (shown, not checked).
+    /// The dual-stack device `flannel-v6.<VNI>` with its entries (checked in `check/ipv6.rs`).
     pub ipv6_device: Option<super::ipv6::Ipv6Device>,
 }
 
@@ -130,12 +135,16 @@ struct Lease {
     subnet: Ipv4Network,
     public_ip: Ipv4Addr,
     vtep_mac: Option<Mac>,
+    /// The lease's IPv6 side (dual stack), when it has a usable one.
+    v6: Option<ipv6::LeaseV6>,
 }
 
 /// Findings accumulated under a grouping key.
 #[derive(Default)]
 struct Groups {
     map: BTreeMap<(Cause, String), Finding>,
+    /// The family findings added now are about (`Some("ipv6")` during the IPv6 pass).
+    family: Option<&'static str>,
 }
 
 impl Groups {
@@ -150,15 +159,24 @@ impl Groups {
         object: String,
         message: impl FnOnce() -> String,
     ) {
-        let f = self.map.entry((cause, subject.to_string())).or_insert_with(|| Finding {
+        let family = self.family;
+        let subject = match family {
+            Some(f) => format!("{f} {subject}"),
+            None => subject.to_string(),
+        };
+        let f = self.map.entry((cause, subject)).or_insert_with(|| Finding {
             cause,
             failure_mode: cause.failure_mode(),
             severity,
             nodes: Vec::new(),
             peer: peer.map(String::from),
-            message: message(),
+            message: match family {
+                Some("ipv6") => format!("IPv6: {}", message()),
+                _ => message(),
+            },
             hint: cause.hint(),
             objects: Vec::new(),
+            family,
         });
         if !f.nodes.iter().any(|n| n == node) {
             f.nodes.push(node.to_string());
@@ -217,14 +235,16 @@ fn lacking(c: Cause) -> Option<&'static str> {
 /// (a flushed table, a restarted node), not one finding per peer.
 fn merge_per_node(findings: Vec<Finding>) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
-    let mut merged: BTreeMap<(Cause, String), Vec<Finding>> = BTreeMap::new();
+    let mut merged: BTreeMap<(Cause, String, Option<&'static str>), Vec<Finding>> = BTreeMap::new();
     for f in findings {
         match (&f.peer, f.nodes.as_slice(), lacking(f.cause)) {
-            (Some(_), [node], Some(_)) => merged.entry((f.cause, node.clone())).or_default().push(f),
+            (Some(_), [node], Some(_)) => {
+                merged.entry((f.cause, node.clone(), f.family)).or_default().push(f)
+            }
             _ => out.push(f),
         }
     }
-    for ((cause, node), group) in merged {
+    for ((cause, node, family), group) in merged {
         if group.len() == 1 {
             out.extend(group);
             continue;
@@ -233,7 +253,8 @@ fn merge_per_node(findings: Vec<Finding>) -> Vec<Finding> {
         let mut rest = group.into_iter();
         let Some(mut first) = rest.next() else { continue };
         first.message = format!(
-            "{node} lacks {} for {} peers: {}",
+            "{}{node} lacks {} for {} peers: {}",
+            if family == Some("ipv6") { "IPv6: " } else { "" },
             lacking(cause).unwrap_or("entries"),
             peers.len(),
             peers.join(", ")
@@ -269,6 +290,7 @@ fn parse_leases(prefix: &str, records: &[Record], backend: BackendKind) -> Vec<L
                 subnet: key.ipv4,
                 public_ip: attrs.public_ip,
                 vtep_mac: attrs.vxlan_data().ok().map(|d| d.vtep_mac),
+                v6: ipv6::LeaseV6::of(&key, &attrs, backend),
             })
         })
         .collect()
@@ -325,14 +347,15 @@ pub fn desired_peers(
 
 /// The IPv4 prefixes of the node's external interface (its connected networks).
 fn connected(v: &DataplaneView) -> Vec<Ipv4Network> {
-    v.underlay
-        .iter()
-        .flat_map(|u| u.addresses.iter())
-        .filter_map(|a| match a {
-            IpNetwork::V4(n) => Some(*n),
-            IpNetwork::V6(_) => None,
-        })
-        .collect()
+    connected_of(v, |a| match a {
+        IpNetwork::V4(n) => Some(*n),
+        IpNetwork::V6(_) => None,
+    })
+}
+
+/// The prefixes of the node's external interface that `pick` keeps.
+fn connected_of<N>(v: &DataplaneView, pick: impl Fn(&IpNetwork) -> Option<N>) -> Vec<N> {
+    v.underlay.iter().flat_map(|u| u.addresses.iter()).filter_map(pick).collect()
 }
 
 /// host-gw: the peers (subnet, PublicIP) whose PublicIP is not on-link on the node's
@@ -384,7 +407,7 @@ pub fn diagnose(c: &Cluster) -> Report {
     let mut g = Groups::default();
     let mut summaries = Vec::new();
     let mut dry_run = Vec::new();
-    let mut holders_of: BTreeMap<(Ipv4Addr, Mac), Vec<String>> = BTreeMap::new();
+    let mut holders_of: BTreeMap<(IpAddr, Mac), Vec<String>> = BTreeMap::new();
     let mut broken_pairs: BTreeMap<(String, String), BTreeSet<Cause>> = BTreeMap::new();
     let mut broken_nodes: BTreeMap<String, BTreeSet<Cause>> = BTreeMap::new();
 
@@ -496,43 +519,42 @@ pub fn diagnose(c: &Cluster) -> Report {
             underlay::check(c, &name, v, &desired, &mut g, &mut broken_pairs);
         }
         for n in &v.neighbours {
-            if let (Some(mac), IpAddr::V4(gw)) = (n.mac.as_deref().and_then(parse_mac), n.ip) {
-                holders_of.entry((gw, mac)).or_default().push(name.clone());
+            if let Some(mac) = n.mac.as_deref().and_then(parse_mac) {
+                holders_of.entry((n.ip, mac)).or_default().push(name.clone());
             }
         }
         let plan = plan_reconcile(&desired, &actual, &owner);
         let ops = plan.ops;
-        if !ops.is_empty() {
-            dry_run.push(NodeOps { node: name.clone(), ops: ops.iter().map(describe_op).collect() });
+        let mut v6_causes = BTreeSet::new();
+        let ops_v6 = ipv6::check(c, &name, own, &leases, v, &mut g, &mut broken_pairs, &mut v6_causes);
+        broken_nodes.entry(name.clone()).or_default().extend(v6_causes);
+        for n in &v.neighbours_v6 {
+            if let Some(mac) = n.mac.as_deref().and_then(parse_mac) {
+                holders_of.entry((n.ip, mac)).or_default().push(name.clone());
+            }
+        }
+        if !ops.is_empty() || !ops_v6.is_empty() {
+            let all = ops.iter().map(describe_op).chain(ops_v6).collect();
+            dry_run.push(NodeOps { node: name.clone(), ops: all });
         }
         if v.device.is_none() && c.spec.backend_type != BackendKind::HostGw {
             continue; // VTEP_MISSING says it all; the reconcile cannot run before the device is back.
         }
         // Routes flanneld did not make that hold a peer's subnet: flanneld leaves them (and
         // reports them on /healthz); the peer is unreachable from this node.
-        for conflict in &plan.conflicts {
-            let Some(p) = desired.iter().find(|p| p.subnet == conflict.dst) else { continue };
-            let pn = p.public_ip.to_string();
-            let route = conflict.route.to_string();
-            g.add(
-                Cause::RouteWrongDev,
-                Severity::Error,
-                &format!("conflict {pn}"),
-                &name,
-                Some(&pn),
-                format!("{name}: {route}"),
-                || {
-                    format!(
-                        "{{N}} hold a route flanneld did not make for node {pn}'s subnet {}: {route}",
-                        conflict.dst
-                    )
-                },
-            );
-            broken_pairs.entry((name.clone(), pn)).or_default().insert(Cause::RouteWrongDev);
-        }
+        note_conflicts(
+            &plan.conflicts,
+            &desired,
+            &name,
+            &|p| p.public_ip.to_string(),
+            &mut g,
+            &mut broken_pairs,
+        );
         for op in &ops {
             if let Some((cause, Some(p))) =
-                classify(op, &actual, &desired, &by_subnet, &by_mac, &mut g, &name)
+                classify(op, &actual, &desired, &by_subnet, &by_mac, &mut g, &name, &|p| {
+                    p.public_ip.to_string()
+                })
             {
                 broken_pairs.entry((name.clone(), p)).or_default().insert(cause);
             }
@@ -640,6 +662,38 @@ pub fn diagnose(c: &Cluster) -> Report {
     }
 }
 
+/// Routes flanneld did not make that hold a peer's subnet: flanneld leaves them (and reports
+/// them on /healthz); the peer is unreachable from this node.
+fn note_conflicts(
+    conflicts: &[weft_dataplane::own::Conflict],
+    desired: &[Peer],
+    name: &str,
+    name_of: &dyn Fn(&Peer) -> String,
+    g: &mut Groups,
+    broken_pairs: &mut BTreeMap<(String, String), BTreeSet<Cause>>,
+) {
+    for conflict in conflicts {
+        let Some(p) = desired.iter().find(|p| p.subnet == conflict.dst) else { continue };
+        let pn = name_of(p);
+        let route = conflict.route.to_string();
+        g.add(
+            Cause::RouteWrongDev,
+            Severity::Error,
+            &format!("conflict {pn}"),
+            name,
+            Some(&pn),
+            format!("{name}: {route}"),
+            || {
+                format!(
+                    "{{N}} hold a route flanneld did not make for node {pn}'s subnet {}: {route}",
+                    conflict.dst
+                )
+            },
+        );
+        broken_pairs.entry((name.to_string(), pn)).or_default().insert(Cause::RouteWrongDev);
+    }
+}
+
 /// Node-level causes that break every overlay link of the node.
 fn breaks_links(c: Cause) -> bool {
     matches!(
@@ -663,7 +717,7 @@ fn describe_op(op: &NetOp) -> String {
 }
 
 /// The object line of an F3 finding starts `neigh <gw> <mac>`.
-fn stale_key(object: &str) -> Option<(Ipv4Addr, Mac)> {
+fn stale_key(object: &str) -> Option<(IpAddr, Mac)> {
     let mut parts = object.split_whitespace();
     (parts.next()? == "neigh").then_some(())?;
     let gw = parts.next()?.parse().ok()?;
@@ -919,17 +973,16 @@ fn classify(
     by_mac: &BTreeMap<Mac, &Lease>,
     g: &mut Groups,
     node: &str,
+    name_of: &dyn Fn(&Peer) -> String,
 ) -> Option<(Cause, Option<String>)> {
     let obj = format!("{node}: {}", describe_op(op));
-    let peer_of_subnet = |dst: &IpNetwork| match dst {
-        IpNetwork::V4(_) => desired.iter().find(|p| p.subnet == *dst),
-        IpNetwork::V6(_) => None,
-    };
+    // `desired` holds one family's peers (the pass's), so a subnet match is of that family.
+    let peer_of_subnet = |dst: &IpNetwork| desired.iter().find(|p| p.subnet == *dst);
     match op {
         // A reconcile plans create+replace adds; `CreateRoute` comes only from lease events.
         NetOp::AddRoute { dst, gw, onlink } | NetOp::CreateRoute { dst, gw, onlink } => {
             let p = peer_of_subnet(dst)?;
-            let pn = p.public_ip.to_string();
+            let pn = name_of(p);
             let wrong = actual
                 .routes
                 .iter()
@@ -960,7 +1013,7 @@ fn classify(
         }
         NetOp::AddNeigh { ip, mac } => {
             let p = desired.iter().find(|p| p.subnet.network() == *ip)?;
-            let pn = p.public_ip.to_string();
+            let pn = name_of(p);
             let have =
                 actual.neighs.iter().find(|n| n.ip == *ip && n.ifindex == actual.device).map(|n| n.mac);
             let cause = if have.is_some() { Cause::NeighMacStale } else { Cause::NeighMissing };
@@ -984,7 +1037,7 @@ fn classify(
         }
         NetOp::AddFdb { mac, dst } => {
             let p = desired.iter().find(|p| p.vtep_mac == *mac)?;
-            let pn = p.public_ip.to_string();
+            let pn = name_of(p);
             let wrong = actual
                 .fdb
                 .iter()
@@ -1003,7 +1056,7 @@ fn classify(
         NetOp::DelFdb { mac, dst } => {
             if let Some(p) = desired.iter().find(|p| p.vtep_mac == *mac) {
                 // A wanted MAC with an old destination: part of the same FDB_WRONG_DST story.
-                let pn = p.public_ip.to_string();
+                let pn = name_of(p);
                 g.add(Cause::FdbWrongDst, Severity::Error, &pn, node, Some(&pn), obj, || {
                     format!("{{N}} send node {pn}'s VTEP MAC {} to {dst} as well", format_mac(mac))
                 });
@@ -1059,7 +1112,7 @@ mod tests {
     }
 
     /// A healthy n-node cluster: every view holds exactly what flanneld programs.
-    fn cluster(n: usize) -> Cluster {
+    pub(super) fn cluster(n: usize) -> Cluster {
         let spec = parse_config(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
         let records: Vec<Record> =
             (0..n).map(|i| record(&key(i), ip(i), mac(i as u8), 10 + i as i64)).collect();

@@ -1,6 +1,6 @@
 //! The IPv6 VXLAN device `flannel-v6.<VNI>` of a dual-stack node (docs/flannel.md §4.1), as its
-//! view reports it: shown in `weft doctor`'s text and JSON, not yet checked against the
-//! leases' IPv6 side (no finding comes from it).
+//! view reports it: shown in `weft doctor`'s text and JSON (the checks of the IPv6 side are
+//! in `check/ipv6.rs`).
 
 use std::fmt::Write as _;
 
@@ -77,7 +77,7 @@ pub fn text(nodes: &[NodeSummary]) -> String {
         return String::new();
     }
     let w = with.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    let mut out = String::from("\nIPv6 devices (shown, not checked yet):\n");
+    let mut out = String::from("\nIPv6 devices:\n");
     for (node, d) in with {
         let _ = writeln!(
             out,
@@ -178,7 +178,7 @@ mod tests {
         let t = text(&[node("198.18.0.10", Ipv6Device::of(&v6_view())), node("198.18.0.9", None)]);
         assert_eq!(
             t,
-            "\nIPv6 devices (shown, not checked yet):\n198.18.0.10  flannel-v6.1 mac 6a:00:00:00:00:01 mtu 1430 up local fd00:18::10: 1 neighbour(s), 1 fdb, 1 route(s)\n"
+            "\nIPv6 devices:\n198.18.0.10  flannel-v6.1 mac 6a:00:00:00:00:01 mtu 1430 up local fd00:18::10: 1 neighbour(s), 1 fdb, 1 route(s)\n"
         );
     }
 }

@@ -2,16 +2,16 @@
 //! `pkg/backend/hostgw/hostgw.go` and `pkg/backend/route_network.go`): the peer route
 //! `S via P dev <external iface>`, the external interface with `P` on-link, the underlay
 //! neighbour (ARP) entry of `P`, then the remote node's view. No VXLAN device, neighbour or FDB.
+//! IPv6 (dual stack): `S6 via P6 dev <external iface>` and the NDISC entry of `P6`; the remote
+//! view is read at the node's IPv4 PublicIP.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use ipnetwork::IpNetwork;
 use serde_json::Value;
 use weft_common::netlink::Netlink;
 
 use super::local::forward_hop;
 use super::overlay::{lease_from_view, remote_tail, PeerLease};
-use super::remote_filter::Flow;
 use super::{describe_route, Local, Walk};
 use crate::cause::Cause;
 use crate::kernel::{self, LinkFacts, RouteAnswer, RouteQuery};
@@ -26,42 +26,58 @@ pub(super) struct Asked<'a> {
 }
 
 /// The main-table route that decided `dst` (longest prefix), as `ip route` lists it.
-fn deciding_route(host: &mut Netlink, dst: Ipv4Addr) -> Option<weft_common::netlink::route::Route> {
+fn deciding_route(host: &mut Netlink, dst: IpAddr) -> Option<weft_common::netlink::route::Route> {
     let routes = host.routes().ok()?;
     routes
         .into_iter()
-        .filter(|r| r.table.is_none_or(|t| t == 254) && r.dst.contains(IpAddr::V4(dst)))
-        .filter(|r| matches!(r.dst, IpNetwork::V4(_)))
+        .filter(|r| {
+            r.table.is_none_or(|t| t == 254) && r.dst.is_ipv6() == dst.is_ipv6() && r.dst.contains(dst)
+        })
         .max_by_key(|r| r.dst.prefix())
 }
 
-/// An IPv4 destination as a network (`deciding_route` keeps only those).
-fn route_v4(dst: &IpNetwork) -> ipnetwork::Ipv4Network {
-    match dst {
-        IpNetwork::V4(n) => *n,
-        IpNetwork::V6(_) => ipnetwork::Ipv4Network::from(Ipv4Addr::UNSPECIFIED),
+/// Without etcd, IPv6: the view of the node whose flanneld publishes `p6` as its PublicIPv6,
+/// asked at the gateways of this node's IPv4 peer routes (flanneld listens on IPv4).
+fn view_of_v6_peer(
+    host: &mut Netlink,
+    local: &Local,
+    p6: IpAddr,
+    port: u16,
+) -> Result<(IpAddr, Value), String> {
+    let nets = local.network(false);
+    let mut gws: Vec<IpAddr> = host
+        .routes()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| nets.iter().any(|n| n.contains(r.dst.ip())))
+        .filter_map(|r| r.gw)
+        .collect();
+    gws.sort();
+    gws.dedup();
+    let mut errors = Vec::new();
+    for gw in gws {
+        match remote::fetch_view(gw, port) {
+            Ok(v) if lease_from_view(&v, gw, true).and_then(|l| l.public_ip) == Some(p6) => {
+                return Ok((gw, v))
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
     }
+    errors.push(format!("no peer's flanneld publishes PublicIPv6 {p6}"));
+    Err(errors.join("; "))
 }
 
 /// The lease covering DST from etcd (F13 and a missing lease are named here); `Ok(None)`
 /// when the leases were not read from etcd.
-fn etcd_lease(
-    w: &mut Walk,
-    local: &Local,
-    dst_ip: Ipv4Addr,
-    route_obj: &str,
-) -> Result<Option<PeerLease>, ()> {
+fn etcd_lease(w: &mut Walk, local: &Local, dst_ip: IpAddr, route_obj: &str) -> Result<Option<PeerLease>, ()> {
     let Some(ls) = &local.leases else { return Ok(None) };
     if local.overlapping(w, dst_ip, route_obj) {
         return Err(());
     }
-    match ls.iter().find(|l| l.subnet.contains(dst_ip)) {
-        Some(l) => Ok(Some(PeerLease {
-            subnet: l.subnet,
-            public_ip: Some(l.public_ip),
-            vtep_mac: None,
-            source: local.route_source(dst_ip),
-        })),
+    let found = ls.iter().find(|l| l.covers(dst_ip));
+    match found.and_then(|l| PeerLease::of(l, dst_ip.is_ipv6(), local.route_source(dst_ip))) {
+        Some(l) => Ok(Some(PeerLease { vtep_mac: None, ..l })),
         None => {
             w.broken(
                 "host-route",
@@ -89,20 +105,20 @@ pub(super) fn cross_node(
     local: &Local,
     asked: Asked,
     src: &Attachment,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
     remote_port: u16,
     unreadable: &mut Option<String>,
     bridge: &LinkFacts,
 ) {
     let Asked { answer, route_obj, query } = asked;
+    let v6 = dst_ip.is_ipv6();
     let Ok(etcd) = etcd_lease(w, local, dst_ip, &route_obj) else { return };
     let every = || Some(format!("every peer lease (via {})", local.lease_source));
     // 5. The route: a peer route `S via P dev <iface>` must hold DST's subnet.
     let deciding = deciding_route(host, dst_ip);
-    let in_cluster = deciding
-        .as_ref()
-        .is_some_and(|r| local.network().iter().any(|n| IpNetwork::V4(*n).contains(r.dst.ip())));
+    let in_cluster =
+        deciding.as_ref().is_some_and(|r| local.network(v6).iter().any(|n| n.contains(r.dst.ip())));
     let Some(route) = deciding.filter(|r| r.dst.prefix() > 0 && in_cluster) else {
         let src = etcd.as_ref().map(|l| l.source.clone()).or_else(every);
         let why = format!(
@@ -112,7 +128,7 @@ pub(super) fn cross_node(
         return;
     };
     let out = answer.oif.and_then(|i| local.link(i));
-    let (Some(IpAddr::V4(gw)), Some(out)) = (answer.gateway, out) else {
+    let (Some(gw), Some(out)) = (answer.gateway.filter(|g| g.is_ipv6() == v6), out) else {
         let src = etcd.as_ref().map(|l| l.source.clone()).or_else(every);
         let why =
             format!("the route for {} has no gateway: host-gw sends it via the peer's PublicIP", route.dst);
@@ -124,14 +140,14 @@ pub(super) fn cross_node(
         Some(l) => l,
         // Without etcd: the lease as the gateway's flanneld holds it. When it cannot be asked
         // the walk goes on with the gateway (the underlay hops may say why; else exit 2).
-        None => match remote::fetch_view(IpAddr::V4(gw), remote_port) {
+        None => match fetch_gateway_view(host, local, gw, remote_port) {
             Err(e) => {
                 let source = format!("the route's gateway (its flanneld could not be asked: {e})");
                 view = Some(Err(e));
-                PeerLease { subnet: route_v4(&route.dst), public_ip: Some(gw), vtep_mac: None, source }
+                PeerLease { subnet: route.dst, public_ip: Some(gw), vtep_mac: None, source, node: None }
             }
-            Ok(v) => {
-                let held = lease_from_view(&v, IpAddr::V4(gw));
+            Ok((at, v)) => {
+                let held = lease_from_view(&v, at, v6);
                 match held.filter(|l| l.subnet.contains(dst_ip)) {
                     Some(mut l) => {
                         l.source = format!("{}, PublicIP {gw}", l.source);
@@ -195,31 +211,33 @@ pub(super) fn cross_node(
 
     // 7. The underlay neighbour of P, then the remote node's view (read through that
     // neighbour: a bad entry also hides the view) and the neighbour's MAC measured against it.
-    let neighs = kernel::neighbours(host, out.index).unwrap_or_else(|e| {
+    let neighs = kernel::neighbours(host, out.index, v6).unwrap_or_else(|e| {
         w.notes.push(format!("neighbours of {}: {e}", out.name));
         Vec::new()
     });
-    let n_src = Some(format!("ARP on {} (the kernel's; flanneld adds no entry with host-gw)", out.name));
-    let neigh = neighs.iter().find(|n| n.ip == IpAddr::V4(peer));
+    let proto = if v6 { "NDISC" } else { "ARP" };
+    let n_src = Some(format!("{proto} on {} (the kernel's; flanneld adds no entry with host-gw)", out.name));
+    let neigh = neighs.iter().find(|n| n.ip == peer);
     let n_obj = match neigh {
         Some(n) => format!("{peer} lladdr {} {} dev {}", n.mac.as_deref().unwrap_or("-"), n.state, out.name),
-        None => format!("no entry for {peer} on {} yet (ARP resolves it)", out.name),
+        None => format!("no entry for {peer} on {} yet ({proto} resolves it)", out.name),
     };
     if let Some(n) = neigh.filter(|n| n.state.contains("failed") || n.state.contains("incomplete")) {
-        let why = format!("{peer} does not answer ARP on {} ({})", out.name, n.state);
+        let why = format!("{peer} does not answer {proto} on {} ({})", out.name, n.state);
         w.broken("neighbour", n_obj, n_src, Cause::UnderlayNeighFailed, why);
         return;
     }
-    let v = match view.take().unwrap_or_else(|| remote::fetch_view(IpAddr::V4(peer), remote_port)) {
+    let at = lease.node.unwrap_or(peer);
+    let v = match view.take().unwrap_or_else(|| remote::fetch_view(at, remote_port)) {
         Ok(v) => v,
         // A static entry (host-gw makes none) through which P's flanneld cannot be reached.
         Err(e) if neigh.is_some_and(|n| n.permanent) => {
-            let why = format!("a static neighbour entry for {peer} (not learned by ARP), and {peer} cannot be reached through it");
+            let why = format!("a static neighbour entry for {peer} (not learned by {proto}), and {peer} cannot be reached through it");
             w.notes.push(e);
             w.broken("neighbour", n_obj, n_src, Cause::UnderlayNeighMacStale, why);
             return;
         }
-        Err(e) => return unavailable(w, IpAddr::V4(peer), e, unreadable),
+        Err(e) => return unavailable(w, at, e, unreadable),
     };
     let peer_mac = v.pointer("/underlay/mac").and_then(Value::as_str).map(str::to_lowercase);
     if let (Some(have), Some(want)) = (neigh.and_then(|n| n.mac.as_ref()), peer_mac.as_ref()) {
@@ -230,11 +248,26 @@ pub(super) fn cross_node(
         }
     }
     w.ok("neighbour", n_obj, n_src);
-    remote_node(w, &v, IpAddr::V4(peer), remote_port, Flow { src: src_ip, dst: dst_ip });
+    remote_node(w, &v, (at, peer), remote_port, (src_ip, dst_ip));
 }
 
-/// The destination node: its external interface carries P, then forwarding and the bridge.
-fn remote_node(w: &mut Walk, v: &Value, at: IpAddr, port: u16, flow: Flow) {
+/// The view of the node behind gateway `gw` and where it was read: at `gw` itself, or for an
+/// IPv6 gateway at that node's IPv4 address.
+fn fetch_gateway_view(
+    host: &mut Netlink,
+    local: &Local,
+    gw: IpAddr,
+    port: u16,
+) -> Result<(IpAddr, Value), String> {
+    if gw.is_ipv6() {
+        return view_of_v6_peer(host, local, gw, port);
+    }
+    remote::fetch_view(gw, port).map(|v| (gw, v))
+}
+
+/// The destination node (its view read at `at`): its external interface carries `peer` (P or
+/// P6), then forwarding and the bridge.
+fn remote_node(w: &mut Walk, v: &Value, (at, peer): (IpAddr, IpAddr), port: u16, ips: (IpAddr, IpAddr)) {
     w.node = at.to_string();
     let src = Some(format!("flanneld view {}", remote::url(at, port)));
     let name = v.pointer("/underlay/name").and_then(Value::as_str).unwrap_or("?");
@@ -246,9 +279,9 @@ fn remote_node(w: &mut Walk, v: &Value, at: IpAddr, port: u16, flow: Flow) {
         .unwrap_or_default();
     let obj = format!("{name} {} addr {}", if up { "up" } else { "DOWN" }, addrs.join(","));
     let holds =
-        addrs.iter().any(|a| a.split('/').next().and_then(|ip| ip.parse::<IpAddr>().ok()) == Some(at));
+        addrs.iter().any(|a| a.split('/').next().and_then(|ip| ip.parse::<IpAddr>().ok()) == Some(peer));
     if !holds {
-        let why = format!("{at} is not an address of that node's external interface {name}");
+        let why = format!("{peer} is not an address of that node's external interface {name}");
         w.broken("remote-node", obj, src, Cause::PublicIpNotLocal, why);
         return;
     }
@@ -258,5 +291,5 @@ fn remote_node(w: &mut Walk, v: &Value, at: IpAddr, port: u16, flow: Flow) {
         return;
     }
     w.ok("remote-node", obj, src.clone());
-    remote_tail(w, v, at, src, flow);
+    remote_tail(w, v, at, src, ips);
 }

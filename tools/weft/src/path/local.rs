@@ -1,7 +1,7 @@
 //! The hops on this node: the pod, its veth and bridge, the node's routing decision, the
 //! FORWARD and masquerade verdicts, and a destination on the same bridge.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use weft_common::netlink::Netlink;
@@ -20,13 +20,15 @@ pub(super) fn walk(
     host: &mut Netlink,
     local: &Local,
     src: &Attachment,
-    src_ip: Ipv4Addr,
+    src_ip: IpAddr,
     dst: &Dst,
-    dst_ip: Ipv4Addr,
+    dst_ip: IpAddr,
     remote_port: u16,
     unreadable: &mut Option<String>,
 ) {
-    let vtep = local.vtep();
+    // The family walked: IPv6 goes through `flannel-v6.<VNI>` (or host-gw's `S6 via P6`).
+    let v6 = dst_ip.is_ipv6();
+    let vtep = local.vtep(v6);
     // 1. The pod's interface, and the MTU chain from it.
     let src_source = attachment_source(src);
     let pod_obj = format!(
@@ -39,7 +41,7 @@ pub(super) fn walk(
         src.nsid.map(|n| format!(", nsid {n}")).unwrap_or_default()
     );
     let host_mtu = src.host_veth.as_ref().map(|h| h.mtu);
-    let cross = matches!(dst, Dst::Ip(ip) if local.network().iter().any(|n| n.contains(*ip)) && !local.own_subnet().is_some_and(|s| s.contains(*ip)));
+    let cross = matches!(dst, Dst::Ip(ip) if local.network(v6).iter().any(|n| n.contains(*ip)) && !local.own_subnet(v6).is_some_and(|s| s.contains(*ip)));
     let host_gw = cross && local.host_gw(dst_ip);
     let vtep_mtu = vtep.map(|v| v.mtu).filter(|_| cross);
     if let Some(h) = host_mtu.filter(|h| src.mtu > *h) {
@@ -164,8 +166,9 @@ pub(super) fn walk(
         if bridge.up { "up" } else { "DOWN" },
         bridge_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
     );
-    let want_gw = local.subnet_env.as_ref().and_then(|s| s.subnet);
-    let br_src = want_gw.map(|g| format!("FLANNEL_SUBNET={g} ({})", local.subnet_file));
+    let want_gw = local.own_subnet(v6);
+    let var = if v6 { "FLANNEL_IPV6_SUBNET" } else { "FLANNEL_SUBNET" };
+    let br_src = want_gw.map(|g| format!("{var}={g} ({})", local.subnet_file));
     if !bridge.up {
         w.broken("bridge", br_obj, br_src, Cause::BridgePortDown, format!("bridge {} is down", bridge.name));
     } else if let Some(g) = want_gw.filter(|g| !bridge_addrs.iter().any(|a| a.ip() == g.ip())) {
@@ -191,7 +194,7 @@ pub(super) fn walk(
     if cross && !host_gw {
         match vtep {
             None => {
-                let obj = "no flannel.<VNI> device".to_string();
+                let obj = format!("no {}<VNI> device", if v6 { "flannel-v6." } else { "flannel." });
                 w.broken(
                     "vtep",
                     obj,
@@ -212,7 +215,8 @@ pub(super) fn walk(
     }
 
     // 5. The node's routing decision for a packet arriving from the bridge.
-    let ip_forward = sysctl("net.ipv4.ip_forward");
+    let forwarding = if v6 { "net.ipv6.conf.all.forwarding" } else { "net.ipv4.ip_forward" };
+    let ip_forward = sysctl(forwarding);
     let answer = kernel::route_get(
         host,
         &RouteQuery {
@@ -234,9 +238,9 @@ pub(super) fn walk(
                 w.broken(
                     "host-route",
                     format!("{q}: {e}"),
-                    Some("net.ipv4.ip_forward (bridge isGateway sets it to 1)".into()),
+                    Some(format!("{forwarding} (bridge isGateway sets it to 1)")),
                     Cause::IpForwardOff,
-                    "net.ipv4.ip_forward = 0".into(),
+                    format!("{forwarding} = 0"),
                 );
             } else if errno == libc::EXDEV || (errno == libc::EINVAL && rp_rejects(host, src_ip, bridge)) {
                 w.broken(
@@ -327,7 +331,10 @@ fn rp_filter_mode(dev: &str) -> u8 {
     read("all").max(read(dev))
 }
 
-fn rp_rejects(host: &mut Netlink, src: Ipv4Addr, bridge: &LinkFacts) -> bool {
+fn rp_rejects(host: &mut Netlink, src: IpAddr, bridge: &LinkFacts) -> bool {
+    if src.is_ipv6() {
+        return false; // IPv6 has no rp_filter sysctl.
+    }
     let back = kernel::route_get(host, &RouteQuery { to: Some(src), ..RouteQuery::default() });
     match rp_filter_mode(&bridge.name) {
         1 => back.map(|r| r.oif != Some(bridge.index)).unwrap_or(true),
@@ -336,14 +343,12 @@ fn rp_rejects(host: &mut Netlink, src: Ipv4Addr, bridge: &LinkFacts) -> bool {
     }
 }
 
-pub(super) fn forward_hop(
-    w: &mut Walk,
-    local: &Local,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
-    iif: &str,
-    oif: &str,
-) {
+pub(super) fn forward_hop(w: &mut Walk, local: &Local, src_ip: IpAddr, dst_ip: IpAddr, iif: &str, oif: &str) {
+    let (IpAddr::V4(src_ip), IpAddr::V4(dst_ip)) = (src_ip, dst_ip) else {
+        // The walk reads the IPv4 filter rules only (`crate::firewall`).
+        w.notes.push(format!("forward: the IPv6 FORWARD chain ({iif} → {oif}) is not evaluated"));
+        return;
+    };
     let v = local.rules.forward(&Packet { src: src_ip, dst: dst_ip, iif: Some(iif), oif: Some(oif) });
     let obj = format!("FORWARD {iif} → {oif}: {}", v.shown());
     if !v.skipped.is_empty() {
@@ -370,10 +375,11 @@ fn same_node(
     local: &Local,
     bridge: &LinkFacts,
     d: &Attachment,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
 ) {
-    if sysctl("net.bridge.bridge-nf-call-iptables").as_deref() == Some("1") {
+    let nf = if dst_ip.is_ipv6() { "bridge-nf-call-ip6tables" } else { "bridge-nf-call-iptables" };
+    if sysctl(&format!("net.bridge.{nf}")).as_deref() == Some("1") {
         forward_hop(w, local, src_ip, dst_ip, &bridge.name, &bridge.name);
     }
     match &d.host_veth {
@@ -445,13 +451,19 @@ fn outside(
     answer: &RouteAnswer,
     route_obj: String,
     src: &Attachment,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
     bridge: &LinkFacts,
     out_name: &str,
 ) {
     w.ok("host-route", route_obj, None);
     forward_hop(w, local, src_ip, dst_ip, &bridge.name, out_name);
+    let gw = answer.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+    let (IpAddr::V4(src_ip), IpAddr::V4(dst_ip)) = (src_ip, dst_ip) else {
+        w.notes.push("masquerade: the IPv6 POSTROUTING chain is not evaluated".into());
+        w.ok("egress", format!("leaves this node on {out_name}{gw} toward {dst_ip}"), None);
+        return;
+    };
     let v = local.rules.postrouting(&Packet { src: src_ip, dst: dst_ip, iif: None, oif: Some(out_name) });
     let expected = src.masquerade.as_ref().and_then(|m| m.expected_by.clone());
     let obj = format!(
@@ -473,6 +485,5 @@ fn outside(
             w.ok("masquerade", obj, None);
         }
     }
-    let gw = answer.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
     w.ok("egress", format!("leaves this node on {out_name}{gw} toward {dst_ip}"), None);
 }

@@ -9,10 +9,10 @@
 //! <pod>`, which applies policy rules, `rp_filter` and forwarding); nothing is re-implemented
 //! but the firewall walk (see [`crate::firewall`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use serde::Serialize;
 use weft_common::flannel::SubnetEnv;
 use weft_common::netlink::Netlink;
@@ -95,7 +95,7 @@ pub struct Outcome {
 
 enum Dst<'a> {
     Pod(&'a Attachment),
-    Ip(Ipv4Addr),
+    Ip(IpAddr),
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, PathError> {
@@ -128,7 +128,7 @@ fn resolve<'a>(pods: &'a PodsReport, what: &str, role: &str) -> Result<Option<&'
     let addressish = what.starts_with(|c: char| c.is_ascii_digit()) && what.contains('.');
     if addressish || what.contains(':') || what.contains('/') {
         return err(format!(
-            "{role} {what:?}: malformed address (want an IPv4 address, a container ID or a netns path)"
+            "{role} {what:?}: malformed address (want an IPv4 or IPv6 address, a container ID or a netns path)"
         ));
     }
     match pods.pods.iter().find(|p| p.container_id.as_deref() == Some(what)) {
@@ -201,47 +201,53 @@ impl Local {
     fn link(&self, index: u32) -> Option<&LinkFacts> {
         self.links.iter().find(|l| l.index == index)
     }
-    fn vtep(&self) -> Option<&LinkFacts> {
-        self.links.iter().find(|l| l.kind.as_deref() == Some("vxlan") && l.name.starts_with("flannel."))
+    /// The flannel VXLAN device of a family: `flannel.<VNI>`, or with `v6` the dual-stack
+    /// `flannel-v6.<VNI>` (docs/flannel.md §4.1).
+    fn vtep(&self, v6: bool) -> Option<&LinkFacts> {
+        let prefix = if v6 { "flannel-v6." } else { "flannel." };
+        self.links.iter().find(|l| l.kind.as_deref() == Some("vxlan") && l.name.starts_with(prefix))
     }
-    fn network(&self) -> Vec<Ipv4Network> {
+    /// The cluster networks of a family (`FLANNEL_NETWORK`, or `FLANNEL_IPV6_NETWORK`).
+    fn network(&self, v6: bool) -> Vec<IpNetwork> {
         self.subnet_env
             .iter()
-            .flat_map(|s| s.networks.iter())
-            .filter_map(|n| match n {
-                IpNetwork::V4(v) => Some(*v),
-                IpNetwork::V6(_) => None,
-            })
+            .flat_map(|s| s.networks.iter().chain(s.ipv6_networks.iter()))
+            .filter(|n| n.is_ipv6() == v6)
+            .copied()
             .collect()
     }
     /// The host-gw backend (docs/flannel.md §4.2: no VXLAN device, a plain route `S via P` per
     /// peer): this node has no flannel VXLAN device, and the lease covering `dst`, when the
     /// leases were read from etcd, is a host-gw lease. Without etcd a node without the device
     /// is taken for a host-gw node (flanneld with host-gw deletes a left-over one).
-    fn host_gw(&self, dst: Ipv4Addr) -> bool {
-        if self.vtep().is_some() {
+    fn host_gw(&self, dst: IpAddr) -> bool {
+        if self.vtep(dst.is_ipv6()).is_some() {
             return false;
         }
         match &self.leases {
-            Some(ls) => ls.iter().find(|l| l.subnet.contains(dst)).is_none_or(Lease::is_host_gw),
+            Some(ls) => ls.iter().find(|l| l.covers(dst)).is_none_or(Lease::is_host_gw),
             None => true,
         }
     }
     /// Where the route to `dst` should come from: the lease covering it (key, etcd revision,
     /// PublicIP), else every peer lease.
-    fn route_source(&self, dst: Ipv4Addr) -> String {
-        match self.leases.iter().flatten().find(|l| l.subnet.contains(dst)) {
+    fn route_source(&self, dst: IpAddr) -> String {
+        match self.leases.iter().flatten().find(|l| l.covers(dst)) {
             Some(l) => format!(
-                "lease {} rev {} ({}), PublicIP {}",
-                l.key, l.revision, self.lease_source, l.public_ip
+                "lease {} rev {} ({}), {} {}",
+                l.key,
+                l.revision,
+                self.lease_source,
+                if dst.is_ipv6() { "PublicIPv6" } else { "PublicIP" },
+                l.public_of(dst.is_ipv6()).map_or_else(|| "-".to_string(), |p| p.to_string())
             ),
             None => format!("every peer lease (via {})", self.lease_source),
         }
     }
     /// F13: more than one lease (from etcd) covers `dst`; names them on the `host-route` hop.
-    fn overlapping(&self, w: &mut Walk, dst_ip: Ipv4Addr, route_obj: &str) -> bool {
+    fn overlapping(&self, w: &mut Walk, dst_ip: IpAddr, route_obj: &str) -> bool {
         let Some(ls) = &self.leases else { return false };
-        let holders: Vec<&Lease> = ls.iter().filter(|l| l.subnet.contains(dst_ip)).collect();
+        let holders: Vec<&Lease> = ls.iter().filter(|l| l.covers(dst_ip)).collect();
         if holders.len() < 2 {
             return false;
         }
@@ -255,10 +261,13 @@ impl Local {
         );
         true
     }
-    fn own_subnet(&self) -> Option<Ipv4Network> {
-        match self.subnet_env.as_ref()?.subnet? {
-            IpNetwork::V4(v) => Some(v),
-            IpNetwork::V6(_) => None,
+    /// This node's lease subnet of a family (`FLANNEL_SUBNET`, or `FLANNEL_IPV6_SUBNET`).
+    fn own_subnet(&self, v6: bool) -> Option<IpNetwork> {
+        let env = self.subnet_env.as_ref()?;
+        if v6 {
+            env.ipv6_subnet
+        } else {
+            env.subnet
         }
     }
 }
@@ -280,13 +289,24 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
             ))
         }
     };
-    let src_ip =
-        src.ipv4().ok_or_else(|| PathError(format!("SRC {}: the pod has no IPv4 address", args.src)))?;
+    // The family: an IPv6 address given as SRC or DST, else `--family` (default 4).
+    let given_v6 = [&args.src, &args.dst].iter().any(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()));
+    let given_v4 = [&args.src, &args.dst].iter().any(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4()));
+    if given_v6 && given_v4 {
+        return err(format!("SRC {} and DST {} are of different address families", args.src, args.dst));
+    }
+    let v6 = given_v6 || (!given_v4 && args.family == Some(6));
+    let fam = if v6 { "IPv6" } else { "IPv4" };
+    if v6 && args.probe {
+        return err("--probe sends IPv4 packets only; walk IPv6 without --probe");
+    }
+    let src_ip = src
+        .address(v6)
+        .ok_or_else(|| PathError(format!("SRC {}: the pod has no {fam} address", args.src)))?;
     let dst = match resolve(&pods, &args.dst, "DST")? {
         Some(p) => Dst::Pod(p),
         None => match args.dst.parse::<IpAddr>() {
-            Ok(IpAddr::V4(v)) => Dst::Ip(v),
-            Ok(IpAddr::V6(_)) => return err(format!("DST {}: IPv6 is not supported", args.dst)),
+            Ok(ip) => Dst::Ip(ip),
             Err(_) => {
                 return err(format!(
                     "DST {}: not found on this node (give a pod IP for a remote pod)",
@@ -296,9 +316,9 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
         },
     };
     let dst_ip = match &dst {
-        Dst::Pod(p) => {
-            p.ipv4().ok_or_else(|| PathError(format!("DST {}: the pod has no IPv4 address", args.dst)))?
-        }
+        Dst::Pod(p) => p
+            .address(v6)
+            .ok_or_else(|| PathError(format!("DST {}: the pod has no {fam} address", args.dst)))?,
         Dst::Ip(v) => *v,
     };
     let mut host = Netlink::open().map_err(|e| PathError(format!("open netlink socket: {e}")))?;
@@ -337,8 +357,13 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     }
     let mut probe = None;
     if args.probe && unreadable.is_none() {
-        let watches = watches(&mut host, &local, src, &dst, dst_ip);
-        let vxlan_port = local.vtep().and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
+        // `--probe` with IPv6 was refused above.
+        let (IpAddr::V4(src_ip), IpAddr::V4(dst_ip)) = (src_ip, dst_ip) else {
+            return err("--probe sends IPv4 packets only");
+        };
+        let watches = watches(&mut host, &local, src, &dst, IpAddr::V4(dst_ip));
+        let vxlan_port =
+            local.vtep(false).and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
         let remote = match &dst {
             Dst::Ip(_) => remote_watch(&w, args.remote_port),
             Dst::Pod(_) => None,
@@ -381,7 +406,7 @@ fn watches(
     local: &Local,
     src: &Attachment,
     dst: &Dst,
-    dst_ip: Ipv4Addr,
+    dst_ip: IpAddr,
 ) -> Vec<crate::probe::Watch> {
     use crate::probe::Watch;
     let mut out = vec![Watch {
@@ -419,14 +444,14 @@ fn watches(
             let via = kernel::route_get(host, &RouteQuery { to: Some(dst_ip), ..RouteQuery::default() })
                 .ok()
                 .and_then(|r| r.oif);
-            if let Some(v) = local.vtep().filter(|v| Some(v.index) == via) {
+            if let Some(v) = local.vtep(dst_ip.is_ipv6()).filter(|v| Some(v.index) == via) {
                 out.push(node("vtep", v));
                 if let Some(u) = v.vxlan.as_ref().and_then(|x| x.underlay_index).and_then(|i| local.link(i)) {
                     out.push(node("underlay", u));
                 }
             } else if let Some(l) = via.and_then(|i| local.link(i)) {
                 // host-gw: a peer's pods are reached straight over the external interface.
-                let peer = local.network().iter().any(|n| n.contains(dst_ip));
+                let peer = local.network(dst_ip.is_ipv6()).iter().any(|n| n.contains(dst_ip));
                 out.push(node(if peer { "underlay" } else { "egress" }, l));
             }
         }
@@ -525,7 +550,7 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
     w.ok("probe", obj, None);
 }
 
-fn describe_route(r: &RouteAnswer, local: &Local, to: Ipv4Addr) -> String {
+fn describe_route(r: &RouteAnswer, local: &Local, to: IpAddr) -> String {
     let dev = r.oif.and_then(|i| local.link(i)).map(|l| l.name.clone()).or(r.oif.map(|i| format!("if{i}")));
     let mut s = format!("{} {to}", r.kind);
     if let Some(g) = r.gateway {

@@ -1,9 +1,12 @@
 //! The overlay hops: the lease covering DST, the VXLAN device, neighbour, FDB, the underlay
-//! route and the remote node's view (the VTEP triangle).
+//! route and the remote node's view (the VTEP triangle). IPv6 (dual stack, docs/flannel.md
+//! §4.1) walks the same hops on `flannel-v6.<VNI>`: the IPv6 neighbour `S6::` → v6 VtepMAC, the
+//! FDB entry `mac dst PublicIPv6`, the remote `flannel-v6` device; the remote node's view is
+//! read at its IPv4 PublicIP (where its flanneld listens).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 use serde_json::Value;
 use weft_common::netlink::Netlink;
 
@@ -17,18 +20,60 @@ use crate::remote;
 
 /// The lease that covers `dst`, with where it was read.
 pub(super) struct PeerLease {
-    pub(super) subnet: Ipv4Network,
-    pub(super) public_ip: Option<Ipv4Addr>,
+    /// The subnet of the walked family.
+    pub(super) subnet: IpNetwork,
+    /// `PublicIP`, or `PublicIPv6` for IPv6.
+    pub(super) public_ip: Option<IpAddr>,
     pub(super) vtep_mac: Option<String>,
     pub(super) source: String,
+    /// Where the node's flanneld view is read: its IPv4 PublicIP.
+    pub(super) node: Option<IpAddr>,
 }
 
-pub(super) fn lease_from_view(view: &Value, at: IpAddr) -> Option<PeerLease> {
+impl PeerLease {
+    /// The lease `l` (from etcd) for the family `v6` selects.
+    pub(super) fn of(l: &crate::leases::Lease, v6: bool, source: String) -> Option<PeerLease> {
+        Some(PeerLease {
+            subnet: l.subnet_of(v6)?,
+            public_ip: l.public_of(v6),
+            vtep_mac: l.mac_of(v6),
+            source,
+            node: Some(IpAddr::V4(l.public_ip)),
+        })
+    }
+}
+
+/// The lease a node's flanneld holds, as its view (read at `at`) tells it. IPv6: the view
+/// carries no IPv6 lease, so the subnet is the IPv6 prefix on its bridge (`FLANNEL_IPV6_SUBNET`,
+/// which the bridge plugin puts there), `PublicIPv6` flanneld's, and the MAC unknown.
+pub(super) fn lease_from_view(view: &Value, at: IpAddr, v6: bool) -> Option<PeerLease> {
     let l = view.pointer("/flanneld/lease")?;
+    if v6 {
+        let subnet = view
+            .pointer("/bridge/addresses")?
+            .as_array()?
+            .iter()
+            .filter_map(|a| a.as_str()?.parse::<IpNetwork>().ok())
+            .find(IpNetwork::is_ipv6)
+            .and_then(|a| IpNetwork::new(a.network(), a.prefix()).ok())?;
+        let public =
+            view.pointer("/flanneld/public_ipv6").and_then(Value::as_str).and_then(|p| p.parse().ok());
+        return Some(PeerLease {
+            subnet,
+            public_ip: public,
+            vtep_mac: None,
+            source: format!(
+                "lease {} (IPv6 side as flanneld on {at} publishes it)",
+                l.get("key").and_then(Value::as_str).unwrap_or("?")
+            ),
+            node: Some(at),
+        });
+    }
     Some(PeerLease {
-        subnet: l.get("subnet")?.as_str()?.parse().ok()?,
+        subnet: IpNetwork::V4(l.get("subnet")?.as_str()?.parse().ok()?),
         public_ip: l.get("public_ip").and_then(Value::as_str).and_then(|p| p.parse().ok()),
         vtep_mac: l.get("vtep_mac").and_then(Value::as_str).map(str::to_lowercase),
+        node: Some(at),
         source: format!(
             "lease {} rev {} (as flanneld on {at} holds it)",
             l.get("key").and_then(Value::as_str).unwrap_or("?"),
@@ -46,21 +91,17 @@ pub(super) fn cross_node(
     answer: &RouteAnswer,
     route_obj: String,
     _src: &Attachment,
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
     q: &str,
     remote_port: u16,
     unreadable: &mut Option<String>,
     bridge: &LinkFacts,
 ) {
+    let v6 = dst_ip.is_ipv6();
     let Some(vtep) = vtep else {
-        w.broken(
-            "host-route",
-            route_obj,
-            None,
-            Cause::VtepMissing,
-            "no flannel.<VNI> device on this node".into(),
-        );
+        let dev = if v6 { "flannel-v6.<VNI>" } else { "flannel.<VNI>" };
+        w.broken("host-route", route_obj, None, Cause::VtepMissing, format!("no {dev} device on this node"));
         return;
     };
     if !vtep.up {
@@ -73,7 +114,7 @@ pub(super) fn cross_node(
         );
         return;
     }
-    let neighs = kernel::neighbours(host, vtep.index).unwrap_or_else(|e| {
+    let neighs = kernel::neighbours(host, vtep.index, v6).unwrap_or_else(|e| {
         w.notes.push(format!("neighbours of {}: {e}", vtep.name));
         Vec::new()
     });
@@ -84,11 +125,8 @@ pub(super) fn cross_node(
     // The lease covering DST: from etcd, or from the view of the node the FDB points at.
     let mut view: Option<(IpAddr, Value)> = None;
     let etcd_lease = local.leases.as_ref().map(|ls| {
-        ls.iter().find(|l| l.subnet.contains(dst_ip)).map(|l| PeerLease {
-            subnet: l.subnet,
-            public_ip: Some(l.public_ip),
-            vtep_mac: l.vtep_mac.clone(),
-            source: format!("lease {} rev {} ({})", l.key, l.revision, local.lease_source),
+        ls.iter().find(|l| l.covers(dst_ip)).and_then(|l| {
+            PeerLease::of(l, v6, format!("lease {} rev {} ({})", l.key, l.revision, local.lease_source))
         })
     });
     // Two leases covering DST (F13): traffic goes to whichever route won.
@@ -114,13 +152,18 @@ pub(super) fn cross_node(
             let mut dsts: Vec<IpAddr> =
                 fdbs.iter().filter(|f| Some(&f.mac) == gw_mac.as_ref()).filter_map(|f| f.dst).collect();
             dsts.extend(fdbs.iter().filter_map(|f| f.dst));
+            if v6 {
+                // flanneld listens on the IPv4 side: ask the nodes `flannel.<VNI>`'s FDB names.
+                let v4 = local.vtep(false).map(|d| kernel::fdb(host, d.index).unwrap_or_default());
+                dsts = v4.into_iter().flatten().filter_map(|f| f.dst).collect();
+            }
             dsts.dedup();
             let mut found = None;
             let mut errors = Vec::new();
             for d in dsts.into_iter().filter(|d| !d.is_unspecified()) {
                 match remote::fetch_view(d, remote_port) {
                     Ok(v) => {
-                        if let Some(l) = lease_from_view(&v, d).filter(|l| l.subnet.contains(dst_ip)) {
+                        if let Some(l) = lease_from_view(&v, d, v6).filter(|l| l.subnet.contains(dst_ip)) {
                             view = Some((d, v));
                             found = Some(l);
                             break;
@@ -136,16 +179,14 @@ pub(super) fn cross_node(
         }
     };
     let expected_gw = lease.as_ref().map(|l| l.subnet.network());
+    let node_at = lease.as_ref().and_then(|l| l.node);
     let lease_src = lease.as_ref().map(|l| l.source.clone());
 
     // 5b. The route must leave by the VXLAN device via the peer subnet's network address.
     if answer.oif != Some(vtep.index) {
         // A route for the lease's subnet that leaves elsewhere is wrong; none at all is missing (F1).
         let misrouted = lease.as_ref().is_some_and(|l| {
-            host.routes()
-                .unwrap_or_default()
-                .iter()
-                .any(|r| r.dst == IpNetwork::V4(l.subnet) && r.oif != Some(vtep.index))
+            host.routes().unwrap_or_default().iter().any(|r| r.dst == l.subnet && r.oif != Some(vtep.index))
         });
         let cause = if misrouted { Cause::RouteWrongDev } else { Cause::NoRoute };
         w.broken(
@@ -158,7 +199,7 @@ pub(super) fn cross_node(
         return;
     }
     if let (Some(want), Some(got)) = (expected_gw, answer.gateway) {
-        if got != IpAddr::V4(want) {
+        if got != want {
             w.broken(
                 "host-route",
                 route_obj,
@@ -178,7 +219,8 @@ pub(super) fn cross_node(
     // 6. The VXLAN device.
     let underlay =
         vtep.vxlan.as_ref().and_then(|x| x.underlay_index).filter(|i| *i != 0).and_then(|i| local.link(i));
-    let local_ip = vtep.vxlan.as_ref().and_then(|x| x.local);
+    let local_ip: Option<IpAddr> =
+        vtep.vxlan.as_ref().and_then(|x| if v6 { x.local6.map(IpAddr::V6) } else { x.local.map(IpAddr::V4) });
     let vx = vtep.vxlan.clone().unwrap_or_default();
     let vtep_obj = format!(
         "{}@{} mac {} mtu {} {} vni {} local {} port {} dev {}",
@@ -198,7 +240,7 @@ pub(super) fn cross_node(
         return;
     }
     if let Some(u) = underlay {
-        let max = u.mtu.saturating_sub(vxlan_overhead(false));
+        let max = u.mtu.saturating_sub(vxlan_overhead(v6));
         if vtep.mtu > max {
             w.broken(
                 "vtep",
@@ -211,15 +253,14 @@ pub(super) fn cross_node(
                     vtep.mtu,
                     u.name,
                     u.mtu,
-                    vxlan_overhead(false)
+                    vxlan_overhead(v6)
                 ),
             );
             return;
         }
     }
     if let Some(l) = local_ip {
-        let here =
-            host.addresses(None).map(|a| a.iter().any(|a| a.address.ip() == IpAddr::V4(l))).unwrap_or(true);
+        let here = host.addresses(None).map(|a| a.iter().any(|a| a.address.ip() == l)).unwrap_or(true);
         if !here {
             w.broken(
                 "vtep",
@@ -261,9 +302,9 @@ pub(super) fn cross_node(
     if let Some(lm) = lease_mac.as_ref().filter(|lm| **lm != nmac) {
         // Before blaming our neighbour, ask the peer: if its device has our neighbour's MAC
         // and its flanneld holds that MAC too, it is the lease in etcd that is out of date.
-        let peer = lease.as_ref().and_then(|l| l.public_ip).map(IpAddr::V4);
-        let stale_lease = peer.and_then(|p| remote::fetch_view(p, remote_port).ok()).is_some_and(|v| {
-            let dev = v.pointer("/device/mac").and_then(Value::as_str).map(str::to_lowercase);
+        let stale_lease = node_at.and_then(|p| remote::fetch_view(p, remote_port).ok()).is_some_and(|v| {
+            let dev = v.pointer(if v6 { "/device_v6/mac" } else { "/device/mac" });
+            let dev = dev.and_then(Value::as_str).map(str::to_lowercase);
             let held = v.pointer("/flanneld/lease/vtep_mac").and_then(Value::as_str).map(str::to_lowercase);
             dev.as_deref() == Some(nmac.as_str()) && held.as_deref() == Some(nmac.as_str())
         });
@@ -294,29 +335,23 @@ pub(super) fn cross_node(
     };
     let fdst = fdb.dst.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let fdb_obj = format!("{nmac} dst {fdst} dev {}", vtep.name);
-    if let Some(p) = lease.as_ref().and_then(|l| l.public_ip).filter(|p| IpAddr::V4(*p) != fdst) {
+    if let Some(p) = lease.as_ref().and_then(|l| l.public_ip).filter(|p| *p != fdst) {
         w.broken(
             "fdb",
             fdb_obj,
             lease_src,
             Cause::FdbWrongDst,
-            format!("FDB sends {nmac} to {fdst}, the lease's PublicIP is {p}"),
+            format!(
+                "FDB sends {nmac} to {fdst}, the lease's {} is {p}",
+                if v6 { "PublicIPv6" } else { "PublicIP" }
+            ),
         );
         return;
     }
     w.ok("fdb", fdb_obj, lease_src.clone());
 
     // 9. The underlay route to the peer (F5: it must leave by the VXLAN device's lower device).
-    let IpAddr::V4(peer) = fdst else {
-        w.broken(
-            "underlay",
-            format!("{fdst}"),
-            None,
-            Cause::UnderlayNoRoute,
-            "IPv6 underlay not supported".into(),
-        );
-        return;
-    };
+    let peer = fdst;
     match kernel::route_get(host, &RouteQuery { to: Some(peer), from: local_ip, ..RouteQuery::default() }) {
         Err(e) => {
             w.broken(
@@ -356,16 +391,17 @@ pub(super) fn cross_node(
         }
     }
 
-    // 10. The remote node, through its flanneld's view.
-    let (at, v) = match view.take().filter(|(a, _)| *a == fdst) {
+    // 10. The remote node, through its flanneld's view (at its IPv4 PublicIP).
+    let at_node = if v6 { node_at.unwrap_or(fdst) } else { fdst };
+    let (at, v) = match view.take().filter(|(a, _)| *a == at_node) {
         Some(x) => x,
-        None => match remote::fetch_view(fdst, remote_port) {
-            Ok(v) => (fdst, v),
+        None => match remote::fetch_view(at_node, remote_port) {
+            Ok(v) => (at_node, v),
             Err(e) => {
-                w.node = fdst.to_string();
+                w.node = at_node.to_string();
                 w.broken(
                     "remote-vtep",
-                    format!("view of {fdst}"),
+                    format!("view of {at_node}"),
                     None,
                     Cause::RemoteViewUnavailable,
                     e.clone(),
@@ -376,7 +412,7 @@ pub(super) fn cross_node(
         },
     };
     w.node = at.to_string();
-    remote_hops(w, &v, at, remote_port, &nmac, lease.as_ref(), Flow { src: src_ip, dst: dst_ip });
+    remote_hops(w, &v, at, remote_port, &nmac, lease.as_ref(), (src_ip, dst_ip));
 }
 
 fn remote_hops(
@@ -386,16 +422,18 @@ fn remote_hops(
     port: u16,
     nmac: &str,
     lease: Option<&PeerLease>,
-    flow: Flow,
+    (src_ip, dst_ip): (IpAddr, IpAddr),
 ) {
+    let v6 = dst_ip.is_ipv6();
     let src = Some(format!("flanneld view {}", remote::url(at, port)));
-    let Some(dev) = v.get("device").filter(|d| !d.is_null()) else {
+    let (key, dev_name) = if v6 { ("device_v6", "flannel-v6.<VNI>") } else { ("device", "flannel.<VNI>") };
+    let Some(dev) = v.get(key).filter(|d| !d.is_null()) else {
         w.broken(
             "remote-vtep",
-            "no flannel.<VNI> device".into(),
+            format!("no {dev_name} device"),
             src,
             Cause::VtepMissing,
-            format!("{at} has no VXLAN device"),
+            format!("{at} has no {dev_name} device"),
         );
         return;
     };
@@ -411,7 +449,7 @@ fn remote_hops(
         w.broken("remote-vtep", obj, src, Cause::VtepDown, format!("{name} on {at} is down"));
         return;
     }
-    let held = lease_from_view(v, at).and_then(|l| l.vtep_mac);
+    let held = lease_from_view(v, at, v6).and_then(|l| l.vtep_mac);
     if mac != nmac {
         // The triangle (F3): device MAC, lease VtepMAC, our neighbour MAC.
         let lease_mac = lease.and_then(|l| l.vtep_mac.clone()).or(held.clone());
@@ -455,16 +493,21 @@ fn remote_hops(
         }
     }
     w.ok("remote-vtep", obj, src.clone());
-    remote_tail(w, v, at, src, flow);
+    remote_tail(w, v, at, src, (src_ip, dst_ip));
 }
 
 /// The destination node forwards (`ip_forward`), holds DST's subnet on its bridge, its strict
 /// `rp_filter` (if any) accepts SRC on the arrival interface and its FORWARD chain passes the
 /// packet ([`super::remote_filter`]); then the destination pod.
-pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<String>, flow: Flow) {
-    let dst_ip = flow.dst;
+pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<String>, ips: (IpAddr, IpAddr)) {
+    let dst_ip = ips.1;
+    // The view carries IPv4 sysctls and filter rules only: an IPv6 flow is judged by its routes.
+    let flow = match ips {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => Some(Flow { src, dst }),
+        _ => None,
+    };
     let fwd = v.pointer("/sysctls/ip_forward").and_then(Value::as_u64);
-    if fwd == Some(0) {
+    if fwd == Some(0) && flow.is_some() {
         w.broken(
             "remote-forward",
             format!("net.ipv4.ip_forward=0 on {at}"),
@@ -475,11 +518,12 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
         return;
     }
     let bridge = v.pointer("/bridge/name").and_then(Value::as_str);
-    let routes = v.get("routes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let routes = v.get(if flow.is_some() { "routes" } else { "routes_v6" });
+    let routes = routes.and_then(Value::as_array).cloned().unwrap_or_default();
     let route = routes.iter().find(|r| {
         r.get("dst")
             .and_then(Value::as_str)
-            .and_then(|d| d.parse::<Ipv4Network>().ok())
+            .and_then(|d| d.parse::<IpNetwork>().ok())
             .is_some_and(|d| d.contains(dst_ip) && d.prefix() > 0)
             && r.get("dev").and_then(Value::as_str) == bridge
             && bridge.is_some()
@@ -492,7 +536,7 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
                 r.get("dst").and_then(Value::as_str).unwrap_or("?"),
                 bridge.unwrap_or("?")
             );
-            if let Some(why) = remote_filter::rp_rejects(w, v, at, iif, flow) {
+            if let Some(why) = flow.and_then(|flow| remote_filter::rp_rejects(w, v, at, iif, flow)) {
                 w.broken("remote-route", obj, src, Cause::RpFilter, why);
                 return;
             }
@@ -509,8 +553,53 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
             return;
         }
     }
-    if !remote_filter::forward_hop(w, v, at, src, (iif, bridge.unwrap_or("?")), flow) {
-        return;
+    match flow {
+        Some(flow) => {
+            if !remote_filter::forward_hop(w, v, at, src, (iif, bridge.unwrap_or("?")), flow) {
+                return;
+            }
+        }
+        None => w.notes.push(format!(
+            "{at}: IPv6 forwarding and its IPv6 FORWARD chain are not in its view (not judged)"
+        )),
     }
     w.ok("dst-pod", format!("{dst_ip} behind {} on {at}", bridge.unwrap_or("?")), None);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn view() -> Value {
+        serde_json::json!({
+            "flanneld": {
+                "public_ipv6": "fd00:18::11",
+                "lease": {"key": "/coreos.com/network/subnets/10.5.11.0-24&fd00:5:0:11::-64",
+                          "subnet": "10.5.11.0/24", "public_ip": "198.18.0.11",
+                          "vtep_mac": "6E:AA:00:00:00:01", "etcd_revision": 12}
+            },
+            "bridge": {"name": "cni0", "addresses": ["10.5.11.1/24", "fd00:5:0:11::1/64"]}
+        })
+    }
+
+    #[test]
+    fn a_views_lease_for_each_family() {
+        let at: IpAddr = "198.18.0.11".parse().unwrap();
+        let v4 = lease_from_view(&view(), at, false).unwrap();
+        assert_eq!(v4.subnet, "10.5.11.0/24".parse::<IpNetwork>().unwrap());
+        assert_eq!(
+            (v4.public_ip, v4.vtep_mac.as_deref(), v4.node),
+            (Some(at), Some("6e:aa:00:00:00:01"), Some(at))
+        );
+        // IPv6: the bridge's IPv6 prefix, flanneld's PublicIPv6, MAC unknown, read at the IPv4 node.
+        let v6 = lease_from_view(&view(), at, true).unwrap();
+        assert_eq!(v6.subnet, "fd00:5:0:11::/64".parse::<IpNetwork>().unwrap());
+        assert_eq!(v6.public_ip, Some("fd00:18::11".parse().unwrap()));
+        assert_eq!((v6.vtep_mac, v6.node), (None, Some(at)));
+        // A bridge without an IPv6 address: no IPv6 lease side.
+        let mut no6 = view();
+        no6["bridge"]["addresses"] = serde_json::json!(["10.5.11.1/24"]);
+        assert!(lease_from_view(&no6, at, true).is_none());
+    }
 }
