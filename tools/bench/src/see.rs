@@ -95,8 +95,9 @@ fn exec_side_by_side(ns: &NetNs, argvs: &[&[&str]]) -> Result<(), String> {
     Ok(())
 }
 
-/// What bounds `weft path` from below: the remote view's two firewall tools, started side by
-/// side on the remote node as its flanneld starts them
+/// What bounds `weft path` from below: its own read of the local rules (`iptables-save` and
+/// `nft -j list ruleset` side by side, `tools/weft/src/firewall.rs`), then the remote view's two
+/// firewall tools, started side by side on the remote node as its flanneld starts them
 /// (`flanneld/dataplane/src/netlink/collect.rs`), and one start of the `weft` binary (`--help`).
 fn path_floor(
     opts: &Options,
@@ -104,10 +105,13 @@ fn path_floor(
     local: &NetNs,
     weft: &str,
 ) -> Result<Vec<(String, Duration)>, String> {
+    let own: [&[&str]; 2] = [&["iptables-save"], &["nft", "-j", "list", "ruleset"]];
+    let own_fw = time(|| exec_side_by_side(local, &own), opts.path_runs)?;
     let tools: [&[&str]; 2] = [&["iptables-save", "-t", "filter"], &["nft", "-j", "list", "ruleset"]];
     let fw = time(|| exec_side_by_side(remote, &tools), opts.path_runs)?;
     let start = time(|| exec_in(local, &[weft, "--help"]), opts.path_runs)?;
     Ok(vec![
+        ("`iptables-save` and `nft -j list ruleset` side by side on the local node (`weft path`'s own read)".into(), own_fw),
         ("`iptables-save -t filter` and `nft -j list ruleset` side by side on the remote node".into(), fw),
         ("`weft --help` (the binary's process start-up)".into(), start),
     ])
