@@ -2,9 +2,9 @@
 # Benchmark: `weft path` (healthy cross-node path, median of 50) and `weft doctor` (3-node lab;
 # 100 nodes = 1 real flanneld + 99 stub /debug/dataplane endpoints serving its recorded view
 # rewritten per node), each beside the `ip`/`bridge`/`etcdctl` commands an operator runs by hand
-# for the same answer, in the same run. Builds its own namespaces (prefixes `wsdbn`, `wtsdb`)
-# and removes them. Prints a markdown table.
-# Usage: sudo scripts/bench-see.sh [--path-runs 50] [--doctor-runs 20] [--nodes 100]
+# for the same answer, in the same run. Builds its own namespaces (names starting with
+# $WEFT_BENCH_NS_PREFIX, default `wsdb`) and removes them. Prints a markdown table.
+# Usage: sudo [WEFT_BENCH_NS_PREFIX=wsdb] scripts/bench-see.sh [--path-runs 50] [--doctor-runs 20] [--nodes 100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,7 @@ export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 bash scripts/build-release.sh
 
 export WEFT_BIN_DIR="$PWD/target/dist"
-cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup wsdbn >/dev/null 2>&1 || true; "$WEFT_BIN_DIR/weft-lab" cleanup wtsdb >/dev/null 2>&1 || true; }
+prefix="${WEFT_BENCH_NS_PREFIX:-wsdb}"
+cleanup() { "$WEFT_BIN_DIR/weft-lab" cleanup "$prefix" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-"$WEFT_BIN_DIR/weft-bench" see "$@"
+"$WEFT_BIN_DIR/weft-bench" see --ns-prefix "$prefix" "$@"

@@ -3,7 +3,10 @@
 //! what the daemon holds (own lease, expected device, config) from [`Health::facts`].
 //!
 //! The filter rules (`iptables-save -t filter`, `nft -j list ruleset`) are read per request
-//! too, so `weft path` judges this node's FORWARD chain for a packet from another node.
+//! too, so `weft path` judges this node's FORWARD chain for a packet from another node. They
+//! are the dearest part of the view (two processes, run side by side with the netlink dumps):
+//! `?firewall=0` leaves them out (`firewall` absent from the JSON), as `weft doctor` asks, which
+//! does not judge FORWARD. Without the parameter (or with `firewall=1`) the view is the full one.
 //!
 //! Read-only and credential-free: the facts carry the own lease's key, attributes and etcd
 //! revision, never the etcd endpoints' user, password or TLS files. `weft doctor` and
@@ -20,16 +23,38 @@ pub const DATAPLANE_PATH: &str = "/debug/dataplane";
 
 /// `routes` plus [`DATAPLANE_PATH`], answered from `health`'s facts and the kernel.
 pub fn with_dataplane(routes: Routes, health: Arc<Health>) -> Routes {
-    routes.route(DATAPLANE_PATH, move || {
+    routes.route_query(DATAPLANE_PATH, move |query| {
         let health = health.clone();
-        async move { dataplane_reply(&health).await }
+        async move {
+            match with_firewall(query.as_deref()) {
+                Ok(firewall) => dataplane_reply(&health, firewall).await,
+                Err(e) => Reply::text(400, format!("{e}\n")),
+            }
+        }
     })
 }
 
+/// Whether the query asks for the filter rules: yes unless `firewall=0`; a `firewall` value
+/// other than `0`/`1` is an error. Other parameters are ignored, as before there were any.
+pub fn with_firewall(query: Option<&str>) -> Result<bool, String> {
+    let mut firewall = true;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "firewall" {
+            firewall = match value {
+                "1" => true,
+                "0" => false,
+                other => return Err(format!("firewall={other}: expected firewall=0 or firewall=1")),
+            };
+        }
+    }
+    Ok(firewall)
+}
+
 /// The reply: 200 with the view (whatever part could not be read is named in its `errors`),
-/// or 500 if it cannot be encoded.
-pub async fn dataplane_reply(health: &Health) -> Reply {
-    let input = ViewInput { facts: Some(health.facts()), firewall: true, ..ViewInput::default() };
+/// or 500 if it cannot be encoded. `firewall`: also read the filter rules.
+pub async fn dataplane_reply(health: &Health, firewall: bool) -> Reply {
+    let input = ViewInput { facts: Some(health.facts()), firewall, ..ViewInput::default() };
     let view = collect_view(&input).await;
     match serde_json::to_string(&view) {
         Ok(body) => Reply::json(200, body),
@@ -95,8 +120,27 @@ mod tests {
         let facts = view.flanneld.unwrap();
         assert_eq!(facts.lease.unwrap().etcd_revision, 7);
         assert_eq!(facts.network, Some("10.5.0.0/16".parse().unwrap()));
+        // The default view carries the filter rules (or why they could not be read).
+        assert!(view.firewall.is_some(), "{body}");
         assert!(!body.contains("password") && !body.contains("etcd_endpoints"), "{body}");
+        // `?firewall=0` leaves the rules out; a value other than 0/1 is refused.
+        let r = get(addr, &format!("{DATAPLANE_PATH}?firewall=0")).await;
+        let view: DataplaneView = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(r.starts_with("HTTP/1.1 200") && view.firewall.is_none(), "{r}");
+        assert!(view.flanneld.is_some());
+        assert!(get(addr, &format!("{DATAPLANE_PATH}?firewall=no")).await.starts_with("HTTP/1.1 400"));
         // /healthz is still there.
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
+    }
+
+    #[test]
+    fn firewall_is_left_out_only_when_asked() {
+        assert_eq!(with_firewall(None), Ok(true));
+        assert_eq!(with_firewall(Some("")), Ok(true));
+        assert_eq!(with_firewall(Some("firewall=1")), Ok(true));
+        assert_eq!(with_firewall(Some("firewall=0")), Ok(false));
+        assert_eq!(with_firewall(Some("x=1&firewall=0&y")), Ok(false));
+        assert!(with_firewall(Some("firewall=")).is_err());
+        assert!(with_firewall(Some("firewall=false")).is_err());
     }
 }

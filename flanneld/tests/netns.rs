@@ -488,6 +488,16 @@ fn debug_dataplane_serves_the_real_kernel_view() {
         let body = resp.split("\r\n\r\n").nth(1).unwrap();
         let view: DataplaneView = serde_json::from_str(body).unwrap();
         assert!(view.errors.is_empty(), "{:?}", view.errors);
+        // The filter rules are in the default view, read in this namespace.
+        let fw = view.firewall.as_ref().unwrap();
+        assert!(fw.errors.is_empty(), "{:?}", fw.errors);
+        assert!(fw.iptables_filter.as_deref().is_some_and(|t| t.contains("*filter")), "{fw:?}");
+        assert!(fw.nft.is_some());
+        // `?firewall=0`: the same view without them.
+        let lean = http_get(port, "/debug/dataplane?firewall=0").await;
+        let lean: DataplaneView = serde_json::from_str(lean.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(lean.firewall.is_none() && lean.errors.is_empty(), "{:?}", lean.errors);
+        assert_eq!(lean.device.as_ref().map(|d| &d.mac), view.device.as_ref().map(|d| &d.mac));
 
         let link = ip_json(&["-d", "link", "show", "flannel.1"]);
         let dev = view.device.as_ref().unwrap();

@@ -40,6 +40,10 @@ pub struct Options {
     /// Emulated nodes for the large doctor run.
     #[arg(long, default_value_t = 100)]
     nodes: u32,
+    /// Start of every namespace name (1-5 ASCII alphanumerics): the lab is `<prefix>n…`, the
+    /// large run's namespace `<prefix>l…`; `weft-lab cleanup <prefix>` removes leftovers.
+    #[arg(long, default_value = "wsdb")]
+    ns_prefix: String,
 }
 
 struct Row {
@@ -66,10 +70,63 @@ fn exec_in(ns: &NetNs, argv: &[&str]) -> Result<(), String> {
     run_ok(argv)
 }
 
+/// Runs every `argv` at once inside the namespace at `ns` and waits for all of them, checking
+/// their exit status.
+fn exec_side_by_side(ns: &NetNs, argvs: &[&[&str]]) -> Result<(), String> {
+    let _inside = ns.enter().map_err(|e| e.to_string())?;
+    let mut children = Vec::with_capacity(argvs.len());
+    for argv in argvs {
+        let (cmd, args) = argv.split_first().ok_or("no command")?;
+        let child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        children.push((argv, child));
+    }
+    for (argv, mut child) in children {
+        let st = child.wait().map_err(|e| format!("{argv:?}: {e}"))?;
+        if !st.success() {
+            return Err(format!("{argv:?} failed: {st}"));
+        }
+    }
+    Ok(())
+}
+
+/// What bounds `weft path` from below: its own read of the local rules (`iptables-save` and
+/// `nft -j list ruleset` side by side, `tools/weft/src/firewall.rs`), then the remote view's two
+/// firewall tools, started side by side on the remote node as its flanneld starts them
+/// (`flanneld/dataplane/src/netlink/collect.rs`), and one start of the `weft` binary (`--help`).
+fn path_floor(
+    opts: &Options,
+    remote: &NetNs,
+    local: &NetNs,
+    weft: &str,
+) -> Result<Vec<(String, Duration)>, String> {
+    let own: [&[&str]; 2] = [&["iptables-save"], &["nft", "-j", "list", "ruleset"]];
+    let own_fw = time(|| exec_side_by_side(local, &own), opts.path_runs)?;
+    let tools: [&[&str]; 2] = [&["iptables-save", "-t", "filter"], &["nft", "-j", "list", "ruleset"]];
+    let fw = time(|| exec_side_by_side(remote, &tools), opts.path_runs)?;
+    let start = time(|| exec_in(local, &[weft, "--help"]), opts.path_runs)?;
+    Ok(vec![
+        ("`iptables-save` and `nft -j list ruleset` side by side on the local node (`weft path`'s own read)".into(), own_fw),
+        ("`iptables-save -t filter` and `nft -j list ruleset` side by side on the remote node".into(), fw),
+        ("`weft --help` (the binary's process start-up)".into(), start),
+    ])
+}
+
+/// The 3-node lab rows, and the floor of the `path` row.
+type LabRows = (Vec<Row>, Vec<(String, Duration)>);
+
 /// The 3-node lab rows.
-fn lab_rows(opts: &Options, weft: &Path) -> Result<Vec<Row>, String> {
-    let lab = Lab::flannel("wsdbn", FlannelSpec { nodes: 3, pods_per_node: 1, etcd_members: 1 })
-        .map_err(|e| e.to_string())?;
+fn lab_rows(opts: &Options, weft: &Path) -> Result<LabRows, String> {
+    let lab = Lab::flannel(
+        &format!("{}n", opts.ns_prefix),
+        FlannelSpec { nodes: 3, pods_per_node: 1, etcd_members: 1 },
+    )
+    .map_err(|e| e.to_string())?;
     let e = |e: weft_lab::LabError| e.to_string();
     let open = |path: String| NetNs::open(path).map_err(|e| e.to_string());
     let (src, dst) = (lab.pods()[0].ip().to_string(), lab.pods()[1].ip().to_string());
@@ -101,6 +158,7 @@ fn lab_rows(opts: &Options, weft: &Path) -> Result<Vec<Row>, String> {
     ];
     exec_in(&ns0, &path_argv).map_err(|e| format!("weft path is not reachable in the healthy lab: {e}"))?;
     let path = time(|| exec_in(&ns0, &path_argv), opts.path_runs)?;
+    let floor = path_floor(opts, &ns1, &ns0, &weft_s)?;
     // What an operator runs for the same answer (the walk of "where is it broken?"): the
     // pod's peer ifindex, the host veth and its bridge port, the route the kernel takes, the
     // neighbour and FDB entries, the device, the underlay route, the forward rules (iptables and
@@ -158,7 +216,7 @@ fn lab_rows(opts: &Options, weft: &Path) -> Result<Vec<Row>, String> {
         },
         opts.doctor_runs.min(10),
     )?;
-    Ok(vec![
+    let rows = vec![
         Row {
             what: format!("`weft path` pod → pod across nodes, 3-node lab (median of {})", opts.path_runs),
             weft: path,
@@ -174,7 +232,8 @@ fn lab_rows(opts: &Options, weft: &Path) -> Result<Vec<Row>, String> {
                 per_node_commands("", "").len()
             ),
         },
-    ])
+    ];
+    Ok((rows, floor))
 }
 
 /// What an operator reads on one node to compare it with etcd.
@@ -375,7 +434,7 @@ fn run_ok(argv: &[&str]) -> Result<(), String> {
 /// The large doctor row: 1 real flanneld + (n-1) stub endpoints in one namespace.
 fn large_row(opts: &Options, weft: &Path, flanneld: &Path) -> Result<Row, String> {
     let n = opts.nodes.max(2);
-    let node = Netns::unique("wtsdb");
+    let node = Netns::unique(&format!("{}l", opts.ns_prefix));
     for argv in [
         vec!["ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1"],
         vec!["ip", "link", "set", "under1", "up"],
@@ -525,7 +584,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             return Err(format!("{} is missing (build it, or set WEFT_BIN_DIR)", b.display()));
         }
     }
-    let mut rows = lab_rows(opts, &weft)?;
+    let (mut rows, floor) = lab_rows(opts, &weft)?;
     rows.push(large_row(opts, &weft, &flanneld)?);
     println!("| | weft | by hand | by hand / weft | by-hand commands |");
     println!("|---|---|---|---|---|");
@@ -537,5 +596,9 @@ pub fn run(opts: &Options) -> Result<(), String> {
         "\nEvery command, weft's and the by-hand ones, is a process started directly inside the node's \
          namespace; by hand = the sum of one sequential run of the commands (median of runs)."
     );
+    println!("\nFloor of `weft path` (median of {}):", opts.path_runs);
+    for (what, d) in &floor {
+        println!("- {what}: {}", ms(*d));
+    }
     Ok(())
 }

@@ -44,7 +44,8 @@ pub struct ViewInput {
     /// subnet.env (default: flanneld's `-subnet-file`, else `/run/flannel/subnet.env`).
     pub subnet_file: Option<PathBuf>,
     /// Also read the filter rules (`iptables-save -t filter`, `nft -j list ruleset`) into
-    /// [`DataplaneView::firewall`]: two processes per collection.
+    /// [`DataplaneView::firewall`]: two processes per collection, run side by side and beside
+    /// the netlink dumps (see [`start_firewall_read`]).
     pub firewall: bool,
 }
 
@@ -72,14 +73,15 @@ pub async fn collect_view(input: &ViewInput) -> DataplaneView {
         ..DataplaneView::default()
     };
     view.subnet_env = Some(read_subnet_env(subnet_file));
+    let firewall = input.firewall.then(start_firewall_read);
 
     match NetlinkDataplane::new() {
         Ok(nl) => collect_kernel(&nl, input, &device_name, &bridge_name, &mut view).await,
         Err(e) => view.errors.push(format!("open netlink socket: {e}")),
     }
     view.sysctls = read_sysctls(&view);
-    if input.firewall {
-        view.firewall = Some(match tokio::task::spawn_blocking(read_firewall).await {
+    if let Some(read) = firewall {
+        view.firewall = Some(match read.await {
             Ok(fw) => fw,
             Err(e) => {
                 FirewallView { errors: vec![format!("read firewall rules: {e}")], ..FirewallView::default() }
@@ -89,37 +91,57 @@ pub async fn collect_view(input: &ViewInput) -> DataplaneView {
     view
 }
 
-/// Runs a system tool; its standard output when it succeeded, else why not.
-fn tool_output(argv: &[&str]) -> Result<String, String> {
+const IPTABLES_FILTER: [&str; 3] = ["iptables-save", "-t", "filter"];
+const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
+
+/// Starts both firewall tools at once, from the calling thread (so in its network namespace),
+/// and waits for them on the blocking pool while the caller goes on with the netlink dumps: a
+/// request costs the slower of the two processes, not their sum plus the dumps. The rules are
+/// read afresh for every request, never cached: `weft path` is run right after a rule was
+/// changed by hand to see whether that fixed the path, and a cached copy would answer with the
+/// rules from before (flanneld's `-iptables-resync` only re-checks its own rules, it is no
+/// bound on what an operator changes). A caller that does not judge FORWARD asks for a view
+/// without them instead (`?firewall=0`, `flanneld/src/debug.rs`). The blocking task owns the
+/// children, so they are reaped even when the request is dropped half-way.
+fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
+    let iptables = start_tool(&IPTABLES_FILTER);
+    let nft = start_tool(&NFT_RULESET);
+    tokio::task::spawn_blocking(move || {
+        let mut fw = FirewallView::default();
+        match tool_output(iptables, &IPTABLES_FILTER) {
+            Ok(t) => fw.iptables_filter = Some(t),
+            Err(e) => fw.errors.push(e),
+        }
+        match tool_output(nft, &NFT_RULESET) {
+            Ok(t) => match serde_json::from_str(&t) {
+                Ok(v) => fw.nft = Some(v),
+                Err(e) => fw.errors.push(format!("nft -j list ruleset: not JSON: {e}")),
+            },
+            Err(e) => fw.errors.push(e),
+        }
+        fw
+    })
+}
+
+/// Starts a system tool with its output piped; why not if it cannot be started.
+fn start_tool(argv: &[&str]) -> Result<std::process::Child, String> {
     let (cmd, args) = argv.split_first().ok_or_else(|| "no command".to_string())?;
-    let out = std::process::Command::new(cmd)
+    std::process::Command::new(cmd)
         .args(args)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
+        .spawn()
+        .map_err(|e| format!("{}: {e}", argv.join(" ")))
+}
+
+/// A started tool's standard output once it succeeded, else why not.
+fn tool_output(child: Result<std::process::Child, String>, argv: &[&str]) -> Result<String, String> {
+    let out = child?.wait_with_output().map_err(|e| format!("{}: {e}", argv.join(" ")))?;
     if !out.status.success() {
         return Err(format!("{}: {}", argv.join(" "), out.status));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The filter table as `iptables-save` prints it and the native nftables ruleset, both read
-/// with the node's own tools (what `weft path` reads on its own node, `tools/weft/src/firewall.rs`).
-fn read_firewall() -> FirewallView {
-    let mut fw = FirewallView::default();
-    match tool_output(&["iptables-save", "-t", "filter"]) {
-        Ok(t) => fw.iptables_filter = Some(t),
-        Err(e) => fw.errors.push(e),
-    }
-    match tool_output(&["nft", "-j", "list", "ruleset"]) {
-        Ok(t) => match serde_json::from_str(&t) {
-            Ok(v) => fw.nft = Some(v),
-            Err(e) => fw.errors.push(format!("nft -j list ruleset: not JSON: {e}")),
-        },
-        Err(e) => fw.errors.push(e),
-    }
-    fw
 }
 
 async fn collect_kernel(

@@ -68,10 +68,15 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The view without the filter rules (`?firewall=0`, `flanneld/src/debug.rs`): no check here
+/// reads them, and leaving them out spares every node two processes per request. A flanneld
+/// that predates the parameter ignores it and sends the full view, which parses the same.
+const DATAPLANE_QUERY: &str = "/debug/dataplane?firewall=0";
+
 /// Node `ip`'s view, or why not.
 pub async fn fetch_view(ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<DataplaneView, String> {
     let url = format!("http://{ip}:{port}{DATAPLANE_PATH}");
-    let (status, body) = http_get(SocketAddr::from((ip, port)), DATAPLANE_PATH, timeout)
+    let (status, body) = http_get(SocketAddr::from((ip, port)), DATAPLANE_QUERY, timeout)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     match status {
