@@ -32,6 +32,8 @@ pub struct Options {
 /// The labs the paths run in.
 struct Labs {
     vxlan: Lab,
+    /// The VXLAN lab with flanneld's `--ip-masq` off.
+    vxlan_no_masq: Lab,
     /// Dual-stack VXLAN, for the IPv6 row only: its pods' MTU (1430, what fits both families)
     /// differs from the IPv4-only lab's 1450, so the IPv4 row keeps its own lab.
     vxlan_dual: Lab,
@@ -66,6 +68,10 @@ impl Labs {
         let spec = FlannelSpec { nodes: 2, pods_per_node: 1, etcd_members: 1 };
         eprintln!("datapath: building the weft VXLAN lab");
         let vxlan = Lab::flannel_backend(prefix, spec, Backend::Vxlan, &[])?;
+        eprintln!("datapath: building the weft VXLAN lab without --ip-masq");
+        // The lab passes `--ip-masq`; flanneld's flags override themselves, so the later
+        // `--ip-masq=false` wins.
+        let vxlan_no_masq = Lab::flannel_backend(prefix, spec, Backend::Vxlan, &["--ip-masq=false"])?;
         eprintln!("datapath: building the weft dual-stack VXLAN lab");
         let vxlan_dual = Lab::flannel_dual_stack(prefix, spec, &[])?;
         eprintln!("datapath: building the weft host-gw lab");
@@ -74,12 +80,13 @@ impl Labs {
         let hand = HandBuilt::build(prefix, false, true)?;
         eprintln!("datapath: building the hand-built VXLAN (IPv4 and IPv6) with flanneld's firewall rules");
         let hand_rules = HandBuilt::build(prefix, true, true)?;
-        Ok(Labs { vxlan, vxlan_dual, host_gw, hand, hand_rules })
+        Ok(Labs { vxlan, vxlan_no_masq, vxlan_dual, host_gw, hand, hand_rules })
     }
 
     fn plan(&self, path: PathKind) -> Result<Ends, LabError> {
         Ok(match path {
             PathKind::WeftVxlan4 => pod_ends(&self.vxlan, false)?,
+            PathKind::WeftVxlanNoMasq4 => pod_ends(&self.vxlan_no_masq, false)?,
             PathKind::WeftVxlan6 => pod_ends(&self.vxlan_dual, true)?,
             PathKind::WeftHostGw4 => pod_ends(&self.host_gw, false)?,
             PathKind::HandVxlan4 => self.hand.vxlan_ends()?,
@@ -93,6 +100,7 @@ impl Labs {
     fn lab_of(&mut self, path: PathKind) -> &mut Lab {
         match path {
             PathKind::WeftVxlan4 => &mut self.vxlan,
+            PathKind::WeftVxlanNoMasq4 => &mut self.vxlan_no_masq,
             PathKind::WeftVxlan6 => &mut self.vxlan_dual,
             PathKind::WeftHostGw4 => &mut self.host_gw,
             PathKind::HandVxlan4 | PathKind::HandVxlan6 | PathKind::Underlay4 => self.hand.lab_mut(),

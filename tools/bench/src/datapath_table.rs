@@ -10,6 +10,9 @@ pub const TARGET_OF_HAND_BUILT: f64 = 0.95;
 pub enum PathKind {
     /// Pod → pod over weft's flanneld, VXLAN backend, IPv4.
     WeftVxlan4,
+    /// The same with flanneld's `--ip-masq` off (no nat rule, so no conntrack for pod traffic):
+    /// weft's own share of the gap to the hand-built VXLAN, without the rules' cost.
+    WeftVxlanNoMasq4,
     /// Pod → pod over weft's flanneld, VXLAN backend, IPv6 (`flannel-v6.1`).
     WeftVxlan6,
     /// Pod → pod over weft's flanneld, host-gw backend, IPv4.
@@ -28,8 +31,9 @@ pub enum PathKind {
 
 impl PathKind {
     /// Every row, in table order.
-    pub const ALL: [PathKind; 8] = [
+    pub const ALL: [PathKind; 9] = [
         PathKind::WeftVxlan4,
+        PathKind::WeftVxlanNoMasq4,
         PathKind::WeftVxlan6,
         PathKind::WeftHostGw4,
         PathKind::HandVxlan4,
@@ -43,6 +47,7 @@ impl PathKind {
     pub fn label(self) -> &'static str {
         match self {
             PathKind::WeftVxlan4 => "weft VXLAN, IPv4 (pod → pod)",
+            PathKind::WeftVxlanNoMasq4 => "weft VXLAN, IPv4, flanneld without --ip-masq (pod → pod)",
             PathKind::WeftVxlan6 => "weft VXLAN, IPv6 (pod → pod)",
             PathKind::WeftHostGw4 => "weft host-gw, IPv4 (pod → pod)",
             PathKind::HandVxlan4 => "hand-built kernel VXLAN, IPv4 (pod → pod)",
@@ -187,6 +192,12 @@ pub fn verdict(rows: &[Row]) -> String {
     if let Some(s) = share(rows, PathKind::WeftVxlan4, PathKind::HandVxlanRules4) {
         out.push_str(&format!(
             "\nweft VXLAN (IPv4) / hand-built kernel VXLAN with flanneld's firewall rules: {:.1} %",
+            100.0 * s
+        ));
+    }
+    if let Some(s) = share(rows, PathKind::WeftVxlanNoMasq4, PathKind::HandVxlan4) {
+        out.push_str(&format!(
+            "\nweft VXLAN (IPv4) without --ip-masq / hand-built kernel VXLAN: {:.1} %",
             100.0 * s
         ));
     }
