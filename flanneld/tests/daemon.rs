@@ -784,7 +784,9 @@ async fn ipv6_only_is_refused_until_the_config_turns_ipv4_on() {
             tokio::time::sleep(Duration::from_secs(10)).await;
             assert!(own_record_opt(&node.reg).is_none());
             assert!(node.dp.device().is_none());
-            assert!(!node.dir.path().join("subnet.env").exists());
+            // The fixture's previous subnet file, not rewritten.
+            let env = std::fs::read_to_string(node.dir.path().join("subnet.env")).unwrap();
+            assert_eq!(env, common::node::OWN_SUBNET_ENV);
             assert!(!health.get().ready);
 
             node.reg.put_raw(&format!("{PREFIX}/config"), CONFIG.as_bytes(), 0);

@@ -510,6 +510,7 @@ fn hg_value_dual(public_ip: &str, public_ipv6: &str) -> String {
 /// A dual-stack host-gw node (`PublicIPv6` [`ME6`]) started on `kernel` with [`DUAL_HG_CONFIG`]
 /// and the leases `(key name, value)`.
 struct DualNode {
+    /// Holds the subnet file the node starts from (`daemon_config`): keep it while it runs.
     dir: tempfile::TempDir,
     reg: MemoryRegistry,
     dp: SharedFake,
@@ -606,7 +607,7 @@ async fn dual_stack_host_gw_reports_an_off_link_ipv6_peer_and_a_foreign_ipv6_rou
                 ..KernelRoute::made(net("fd00:5:0:9::/64"), ip("2001:2::50"), false, Some(ETH0))
             };
             f.routes.push(theirs.clone());
-            let DualNode { reg, dp, health, metrics, run, .. } = boot_dual(f, &leases);
+            let DualNode { dir: _dir, reg, dp, health, metrics, run } = boot_dual(f, &leases);
             wait_for("reported", || {
                 let h = health.get();
                 !h.peers_off_link.is_empty() && !h.route_conflicts.is_empty()
@@ -670,10 +671,12 @@ async fn lease_events_look_up_each_new_address_instead_of_dumping_routes() {
                 ..KernelRoute::made(net("10.5.9.0/24"), ip("198.18.0.50"), false, Some(ETH0))
             };
             f.routes.push(theirs.clone());
-            let DualNode { reg, dp, health, metrics, run, .. } = boot_dual(f, &[]);
+            let DualNode { dir: _dir, reg, dp, health, metrics, run } = boot_dual(f, &[]);
             wait_for("mesh", || health.get().mesh_programmed).await;
             let counts = || dp.with(|f| (f.route_dumps, f.route_gets));
             let (dumps, gets) = counts();
+            // Its own lease is none of the peers' below (their keys would be its own).
+            assert_eq!(own_value(&reg).0, key("10.5.240.0-24&fd00:5:0:f0::-64"));
 
             reg.put_raw(
                 &key("10.5.7.0-24&fd00:5:0:7::-64"),

@@ -39,16 +39,28 @@ pub fn key(name: &str) -> String {
     format!("{PREFIX}/subnets/{name}")
 }
 
+/// The subnet file a node starts with unless a test writes its own: the previous subnets
+/// `10.5.240.0/24` and `fd00:5:0:f0::/64`, taken again when free (docs/flannel.md §5.2). Without
+/// it the node picks one of the first 100 free subnets at random, where the tests' peers live.
+pub const OWN_SUBNET_ENV: &str = "FLANNEL_SUBNET=10.5.240.1/24\nFLANNEL_IPV6_SUBNET=fd00:5:0:f0::1/64\n";
+
 /// The daemon's config for a node at `public_ip` keeping its files in `dir`: no firewall
-/// (never touch the host's), a 30 s reconcile period, no blackhole route.
+/// (never touch the host's), a 30 s reconcile period, no blackhole route. Unless `dir` already
+/// has a subnet file, it gets [`OWN_SUBNET_ENV`]: the node never takes a random subnet that a
+/// peer lease the test publishes later could land on (that lease would be the node's own, lost
+/// to another node, not a peer). Keep `dir` for the node's life.
 pub fn daemon_config(dir: &Path, public_ip: Ipv4Addr) -> DaemonConfig {
+    let subnet_file = dir.join("subnet.env");
+    if !subnet_file.exists() {
+        std::fs::write(&subnet_file, OWN_SUBNET_ENV).unwrap();
+    }
     DaemonConfig {
         etcd_prefix: PREFIX.into(),
         public_ip,
         public_ipv6: None,
         underlay_index: UNDERLAY,
         underlay_mtu: 1500,
-        subnet_file: dir.join("subnet.env"),
+        subnet_file,
         mac_file: dir.join("weft-vtep-mac"),
         renew_margin: Duration::from_secs(3600),
         ip_masq: false,

@@ -987,15 +987,22 @@ fn classify(
                 .routes
                 .iter()
                 .find(|r| r.dst == *dst && r.table == weft_dataplane::RT_TABLE_MAIN)
-                .and_then(|r| Some((r.gw?, r.onlink)));
+                .and_then(|r| Some((r.gw?, r.onlink, r.metric)));
             let cause = if wrong.is_some() { Cause::RouteWrongDev } else { Cause::NoRoute };
-            let msg = || match wrong {
-                Some((agw, aon)) => format!(
-                    "{{N}} route node {pn}'s subnet {dst} via {agw}{} instead of via {gw}{}",
-                    if aon { " onlink" } else { "" },
-                    if *onlink { " onlink" } else { "" }
+            let on = |o: bool| if o { " onlink" } else { "" };
+            // flanneld's routes carry no metric: the kernel's default is theirs (IPv6: 1024).
+            let metric = weft_dataplane::default_metric(dst);
+            let msg = || {
+                match wrong {
+                Some((agw, aon, am)) if (agw, aon) == (*gw, *onlink) && am != metric => format!(
+                    "{{N}} route node {pn}'s subnet {dst} via {gw}{} with metric {am} instead of the default {metric}",
+                    on(aon)
                 ),
+                Some((agw, aon, _)) => {
+                    format!("{{N}} route node {pn}'s subnet {dst} via {agw}{} instead of via {gw}{}", on(aon), on(*onlink))
+                }
                 None => format!("{{N}} have no route to node {pn}'s subnet {dst}"),
+            }
             };
             g.add(cause, Severity::Error, &pn, node, Some(&pn), obj, msg);
             Some((cause, Some(pn)))
@@ -1453,6 +1460,25 @@ mod tests {
         );
         assert!(f.message.contains("a route flanneld did not make"), "{}", f.message);
         assert!(r.dry_run.is_empty(), "flanneld never replaces a route it does not own: {:?}", r.dry_run);
+    }
+
+    #[test]
+    fn a_peer_route_differing_only_in_metric_names_the_metric() {
+        let mut c = cluster(3);
+        let r = view(&mut c, 0).routes.iter_mut().find(|r| r.dst == IpNetwork::V4(subnet(1))).unwrap();
+        r.metric = 100;
+        let gw = r.gateway.unwrap();
+        let r = diagnose(&c);
+        let f = only(&r);
+        assert_eq!((f.cause, f.nodes.clone()), (Cause::RouteWrongDev, names(&[0])));
+        assert_eq!(
+            f.message,
+            format!(
+                "1 node routes node {}'s subnet {} via {gw} onlink with metric 100 instead of the default 0",
+                ip(1),
+                subnet(1)
+            )
+        );
     }
 
     #[test]

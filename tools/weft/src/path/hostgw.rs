@@ -26,7 +26,7 @@ pub(super) struct Asked<'a> {
 }
 
 /// The main-table route that decided `dst` (longest prefix), as `ip route` lists it.
-fn deciding_route(host: &mut Netlink, dst: IpAddr) -> Option<weft_common::netlink::route::Route> {
+pub(super) fn deciding_route(host: &mut Netlink, dst: IpAddr) -> Option<weft_common::netlink::route::Route> {
     let routes = host.routes().ok()?;
     routes
         .into_iter()

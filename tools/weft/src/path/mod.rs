@@ -25,6 +25,7 @@ use crate::kernel::{self, LinkFacts, RouteAnswer, RouteQuery};
 use crate::leases::Lease;
 use crate::pods::{self, Attachment, PodsReport};
 
+mod ahead;
 mod hostgw;
 mod local;
 mod remote_filter;
@@ -278,6 +279,10 @@ fn sysctl(key: &str) -> Option<String> {
 
 /// Runs `weft path`.
 pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
+    // A remote DST's node view, read while the own firewall rules are.
+    if let Ok(dst) = args.dst.parse::<IpAddr>() {
+        ahead::request_remote_view(dst, args.remote_port);
+    }
     let rules = Ruleset::read();
     let pods = pods::collect_with(&args.dirs, &rules).map_err(PathError)?;
     let src = match resolve(&pods, &args.src, "SRC")? {
