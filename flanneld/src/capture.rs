@@ -10,6 +10,13 @@
 //! result names each interface asked for (`present`, `requests`, `replies`) and every other
 //! interface the probe was seen on (`also_seen`, with its link kind, e.g. the pod's veth).
 //!
+//! For the same window the kernel's drop reasons (`skb:kfree_skb`) are recorded in a tracing
+//! instance of the capture's own (`flanneld-capture-<pid>-<id>`, see
+//! [`weft_common::capture::dropwatch`]), created when the capture starts and removed when it
+//! ends, whatever the outcome; the result carries them as `drops` (machine-wide,
+//! `correlated: false`), or `drops: null` and `drops_unavailable` saying why (no tracefs, an
+//! old kernel, not permitted).
+//!
 //! Read-only: no device is bound, put in promiscuous mode or changed; nothing but counters is
 //! returned (no payload, no etcd configuration or credentials). One capture at a time: a
 //! second start while one runs is 409. The socket is closed when the capture ends.
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use weft_common::capture::dropwatch::{DropReport, DropWatch};
 use weft_common::capture::{Capture, Kind, Matcher, ProbeProto};
 use weft_common::netlink::Netlink;
 
@@ -122,7 +130,10 @@ fn links() -> Result<Vec<(String, u32, Option<String>)>, String> {
 /// Counts per ifindex: (requests, replies).
 type Counts = BTreeMap<u32, (u32, u32)>;
 
-fn result_json(id: u64, req: &CaptureRequest, counts: &Counts, elapsed: Duration) -> String {
+/// The drop reasons of the window, or why there are none.
+type Drops = Result<DropReport, String>;
+
+fn result_json(id: u64, req: &CaptureRequest, counts: &Counts, elapsed: Duration, drops: &Drops) -> String {
     let links = links().unwrap_or_default();
     let count = |i: u32| counts.get(&i).copied().unwrap_or((0, 0));
     let ifaces: Vec<Value> = req
@@ -149,6 +160,8 @@ fn result_json(id: u64, req: &CaptureRequest, counts: &Counts, elapsed: Duration
         "duration_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         "ifaces": ifaces,
         "also_seen": also,
+        "drops": drops.as_ref().ok(),
+        "drops_unavailable": drops.as_ref().err(),
     })
     .to_string()
 }
@@ -175,6 +188,8 @@ impl Captures {
             return Reply::text(500, format!("{e}\n"));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // Removed by `finish`, or by its `Drop` should the capture thread unwind.
+        let watch = DropWatch::start(&format!("flanneld-capture-{}-{id}", std::process::id()));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = watch::channel(None);
         let (stop2, req2) = (stop.clone(), req.clone());
@@ -190,8 +205,10 @@ impl Captures {
                 }
             });
             drop(cap);
+            let elapsed = started.elapsed();
+            let drops = watch.map(|w| w.finish("the capture window"));
             counts.retain(|_, c| *c != (0, 0));
-            let _ = tx.send(Some(Arc::new(result_json(id, &req2, &counts, started.elapsed()))));
+            let _ = tx.send(Some(Arc::new(result_json(id, &req2, &counts, elapsed, &drops))));
         });
         *slot = Some(Job { id, stop, done: rx });
         let ms = u64::try_from(req.duration.as_millis()).unwrap_or(MAX_MS);
@@ -318,6 +335,12 @@ mod tests {
         assert!(v["ifaces"][0]["requests"].as_u64().unwrap() >= 1, "{v}");
         assert_eq!(v["ifaces"][1]["present"], false);
         assert!(v["duration_ms"].as_u64().unwrap() < MAX_MS, "ended early: {v}");
+        // The window's drop reasons, or why there are none: exactly one of the two.
+        assert_ne!(v["drops"].is_object(), v["drops_unavailable"].is_string(), "{v}");
+        if v["drops"].is_object() {
+            assert_eq!(v["drops"]["correlated"], false, "{v}");
+            assert!(v["drops"]["reasons"].is_array(), "{v}");
+        }
         assert_eq!(c.result(Some(format!("id={id}"))).await.status, 404, "read once");
         let bad = c.start(Some("if=lo&proto=icmp".into())).await;
         assert_eq!(bad.status, 400);

@@ -7,6 +7,7 @@
 //! taps run before the firewall on the way in), each with the index of the interface it
 //! crossed. Every socket is closed when the [`Capture`] is dropped.
 
+pub mod dropwatch;
 pub mod matcher;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

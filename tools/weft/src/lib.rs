@@ -5,7 +5,7 @@
 pub mod cause;
 pub mod cli;
 pub mod doctor;
-pub mod dropwatch;
+pub use weft_common::capture::dropwatch;
 pub mod exit;
 pub mod firewall;
 pub mod kernel;

@@ -102,6 +102,10 @@ pub struct ProbeReport {
     /// The kernel's drop reasons during the probe (`skb:kfree_skb`), when tracefs is available.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drops: Option<crate::dropwatch::DropReport>,
+    /// The remote node's drop reasons during its capture (its flanneld's `/debug/capture`),
+    /// machine-wide on that node like `drops`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_drops: Option<crate::dropwatch::DropReport>,
     pub notes: Vec<String>,
 }
 
@@ -188,7 +192,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             "only this node's hops are watched (the destination is not behind a remote flanneld)".into(),
         );
     }
-    let drops = match crate::dropwatch::DropWatch::start() {
+    let drops = match crate::dropwatch::DropWatch::start(&format!("weft-probe-{}", std::process::id())) {
         Ok(d) => Some(d),
         Err(e) => {
             notes.push(format!("drop reasons unavailable: {e}"));
@@ -245,7 +249,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
         });
     };
     listen(&mut counts, &mut df_reply, Instant::now() + LISTEN, false);
-    let drop_report = drops.map(|d| d.finish(sent));
+    let drop_report = drops.map(|d| d.finish(&format!("the probe window ({sent} probe packet(s) sent)")));
     let mut df_answered = None;
     if let Some(size) = df_size {
         let payload = usize::try_from(size.saturating_sub(28)).unwrap_or(0);
@@ -272,11 +276,16 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
         })
         .collect();
     let mut remote_watched = false;
+    let mut remote_drops = None;
     if let Some((r, cap_id)) = remote {
         match remote::capture_result(r.node, r.port, cap_id) {
             Ok(v) => {
                 hops.extend(remote_hops(r, &v));
                 remote_watched = true;
+                match crate::dropwatch::from_capture_result(&v) {
+                    Ok(d) => remote_drops = Some(d),
+                    Err(e) => notes.push(format!("drop reasons of {} unavailable: {e}", r.node)),
+                }
             }
             Err(e) => notes.push(format!("remote capture on {}: {e}", r.node)),
         }
@@ -293,6 +302,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
         df_probe_size: df_size,
         df_answered,
         drops: drop_report,
+        remote_drops,
         notes,
     })
 }

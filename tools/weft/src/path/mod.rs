@@ -526,7 +526,8 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
             }
             _ => (Cause::NoRoute, format!("the probe was last seen at {last}")),
         };
-        if let Some(d) = p.drops.as_ref().filter(|d| !d.reasons.is_empty()) {
+        for (d, of_node) in [(&p.drops, ""), (&p.remote_drops, " on the remote node")] {
+            let Some(d) = d.as_ref().filter(|d| !d.reasons.is_empty()) else { continue };
             let list: Vec<String> = d
                 .reasons
                 .iter()
@@ -534,7 +535,7 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
                 .map(|r| format!("{} ×{} at {}", r.reason, r.count, r.location))
                 .collect();
             why.push_str(&format!(
-                "; kernel drops meanwhile (machine-wide, not tied to the probe): {}",
+                "; kernel drops{of_node} meanwhile (machine-wide, not tied to the probe): {}",
                 list.join(", ")
             ));
         }

@@ -49,15 +49,11 @@ pub fn render_text(r: &PathReport, brief: bool) -> String {
                 ));
             }
             if let Some(d) = &p.drops {
-                if d.reasons.is_empty() {
-                    out.push_str("    kernel drops (skb:kfree_skb): none during the probe\n");
-                }
-                for r in &d.reasons {
-                    out.push_str(&format!("    kernel drop: {} ×{} at {}\n", r.reason, r.count, r.location));
-                }
-                if !d.reasons.is_empty() {
-                    out.push_str(&format!("    note: {}\n", d.note));
-                }
+                drop_lines(&mut out, d, "");
+            }
+            if let Some(d) = &p.remote_drops {
+                let node = p.hops.iter().find(|h| h.node != "local").map_or("the remote node", |h| &h.node);
+                drop_lines(&mut out, d, &format!(" of {node}"));
             }
             for n in &p.notes {
                 out.push_str(&format!("    note: {n}\n"));
@@ -72,4 +68,17 @@ pub fn render_text(r: &PathReport, brief: bool) -> String {
         _ => out.push_str("reachable\n"),
     }
     out
+}
+
+/// The kernel drop reasons of one node (`of_node` empty for this one, else ` of <node>`).
+fn drop_lines(out: &mut String, d: &crate::dropwatch::DropReport, of_node: &str) {
+    if d.reasons.is_empty() {
+        out.push_str(&format!("    kernel drops{of_node} (skb:kfree_skb): none during the probe\n"));
+    }
+    for r in &d.reasons {
+        out.push_str(&format!("    kernel drop{of_node}: {} ×{} at {}\n", r.reason, r.count, r.location));
+    }
+    if !d.reasons.is_empty() {
+        out.push_str(&format!("    note: {}\n", d.note));
+    }
 }

@@ -1,9 +1,11 @@
-//! The kernel's drop reasons during `weft path --probe`, from the `skb:kfree_skb` tracepoint
-//! read through tracefs (no eBPF): its `reason` field (kernel ≥ 5.17) names why a packet was
-//! freed (`NETFILTER_DROP`, `IP_RPFILTER`, `OTHERHOST`, `NEIGH_FAILED`...).
+//! The kernel's drop reasons during `weft path --probe` (this node) and during flanneld's
+//! `/debug/capture` (the remote node), from the `skb:kfree_skb` tracepoint read through tracefs
+//! (no eBPF): its `reason` field (kernel ≥ 5.17, `include/net/dropreason-core.h`) names why a
+//! packet was freed (`NETFILTER_DROP`, `IP_RPFILTER`, `OTHERHOST`, `NEIGH_FAILED`...).
 //!
 //! Nothing global is changed: the event is enabled in a tracing *instance* of our own
-//! (`instances/weft-probe-<pid>`, its own ring buffer, event switches and filters), filtered to
+//! (`instances/<name>`, e.g. `weft-probe-<pid>` or `flanneld-capture-<pid>-<id>`; its own ring
+//! buffer, event switches and filters, `Documentation/trace/ftrace.rst` "Instances"), filtered to
 //! IPv4 packets (`protocol == 2048`), and the instance is removed afterwards. If tracefs is not
 //! mounted, it is mounted on a temporary directory (inside `ip netns exec`'s private mount
 //! namespace when run there) and unmounted afterwards. Cleanup runs on every path, also on
@@ -18,7 +20,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Where tracefs is usually mounted.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -27,17 +30,17 @@ const EVENT: &str = "events/skb/kfree_skb";
 const FILTER: &str = "protocol == 2048";
 
 /// One drop reason seen, with where the kernel freed the packets.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReasonCount {
     pub reason: String,
     pub location: String,
     pub count: u32,
 }
 
-/// The drop reasons seen during the probe window.
-#[derive(Debug, Clone, Serialize)]
+/// The drop reasons seen during the probe (or capture) window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DropReport {
-    pub event: &'static str,
+    pub event: String,
     /// Most frequent first.
     pub reasons: Vec<ReasonCount>,
     /// Always `false`: the event cannot be tied to the probe's own packets (see the note).
@@ -57,8 +60,8 @@ fn write(path: &Path, what: &str) -> Result<(), String> {
     fs::write(path, what).map_err(|e| format!("write {what:?} to {}: {e}", path.display()))
 }
 
-fn mount_tracefs() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("weft-tracefs-{}", std::process::id()));
+fn mount_tracefs(name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("{name}-tracefs"));
     fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let r =
         nix::mount::mount(Some("nodev"), &dir, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>);
@@ -70,16 +73,21 @@ fn mount_tracefs() -> Result<PathBuf, String> {
 }
 
 impl DropWatch {
-    /// Enables the event; the error says why drop reasons are unavailable.
-    pub fn start() -> Result<DropWatch, String> {
+    /// Enables the event in the tracing instance `name` (unique to the caller: its pid and,
+    /// in a long-lived process, a request number); the error says why drop reasons are
+    /// unavailable.
+    pub fn start(name: &str) -> Result<DropWatch, String> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("{name:?} is not a tracing instance name"));
+        }
         let (root, mounted) = match TRACEFS.iter().map(Path::new).find(|r| r.join("events").is_dir()) {
             Some(r) => (r.to_path_buf(), None),
             None => {
-                let m = mount_tracefs()?;
+                let m = mount_tracefs(name)?;
                 (m.clone(), Some(m))
             }
         };
-        let instance = root.join("instances").join(format!("weft-probe-{}", std::process::id()));
+        let instance = root.join("instances").join(name);
         let w = DropWatch { instance: instance.clone(), mounted, cleaned: false };
         let format = fs::read_to_string(root.join(EVENT).join("format"))
             .map_err(|e| format!("this kernel has no skb:kfree_skb tracepoint: {e}"))?;
@@ -94,20 +102,20 @@ impl DropWatch {
         Ok(w)
     }
 
-    /// Disables the event, reads what it recorded and removes everything.
-    pub fn finish(mut self, sent: u32) -> DropReport {
+    /// Disables the event, reads what it recorded and removes everything; `window` names the
+    /// time the event was on, for the report's note.
+    pub fn finish(mut self, window: &str) -> DropReport {
         let ev = self.instance.join(EVENT);
         let _ = write(&ev.join("enable"), "0");
         let text = fs::read_to_string(self.instance.join("trace")).unwrap_or_default();
         self.cleanup();
-        let reasons = parse_trace(&text);
         DropReport {
-            event: "skb:kfree_skb",
-            reasons,
+            event: "skb:kfree_skb".into(),
+            reasons: parse_trace(&text),
             correlated: false,
             note: format!(
-                "machine-wide IPv4 drops during the probe window ({sent} probe packet(s) sent); the event \
-                 carries no addresses, so these are not tied to the probe's own packets"
+                "machine-wide IPv4 drops during {window}; the event carries no addresses, so these \
+                 are not tied to the probe's own packets"
             ),
         }
     }
@@ -136,6 +144,19 @@ impl Drop for DropWatch {
     }
 }
 
+/// The drop reasons in a `/debug/capture/result` answer (its `drops` field); the error says why
+/// there are none: the node's `drops_unavailable` (no tracefs, old kernel...), a flanneld that
+/// does not report them, or a malformed field.
+pub fn from_capture_result(v: &Value) -> Result<DropReport, String> {
+    match (v.get("drops").filter(|d| !d.is_null()), v.get("drops_unavailable").and_then(Value::as_str)) {
+        (Some(d), _) => {
+            DropReport::deserialize(d).map_err(|e| format!("the capture's drop reasons are malformed: {e}"))
+        }
+        (None, Some(why)) => Err(why.to_string()),
+        (None, None) => Err("the node's flanneld does not report drop reasons (an older version)".into()),
+    }
+}
+
 /// Counts `reason: X` (with `location=Y`) of the trace's `kfree_skb` lines.
 fn parse_trace(text: &str) -> Vec<ReasonCount> {
     let mut counts: BTreeMap<(String, String), u32> = BTreeMap::new();
@@ -161,7 +182,38 @@ fn parse_trace(text: &str) -> Vec<ReasonCount> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_capture_result_gives_its_drops_or_says_why_not() {
+        let report = DropReport {
+            event: "skb:kfree_skb".into(),
+            reasons: vec![ReasonCount {
+                reason: "NETFILTER_DROP".into(),
+                location: "nf_hook_slow".into(),
+                count: 3,
+            }],
+            correlated: false,
+            note: "machine-wide".into(),
+        };
+        let v = serde_json::json!({ "id": 1, "ifaces": [], "drops": report });
+        assert_eq!(from_capture_result(&v).unwrap(), report);
+        let none =
+            serde_json::json!({ "id": 1, "drops": null, "drops_unavailable": "tracefs is not mounted" });
+        assert_eq!(from_capture_result(&none).unwrap_err(), "tracefs is not mounted");
+        let old = serde_json::json!({ "id": 1, "ifaces": [] });
+        assert!(from_capture_result(&old).unwrap_err().contains("older version"));
+        let bad = serde_json::json!({ "drops": { "event": 7 } });
+        assert!(from_capture_result(&bad).unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn instance_names_are_checked_before_anything_is_touched() {
+        for bad in ["", "../x", "a/b", "a b"] {
+            assert!(DropWatch::start(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn reasons_are_counted_by_reason_and_location() {
