@@ -144,6 +144,10 @@ async fn serve(cli: Cli, ext: iface::External, tls: Option<EtcdTls>) -> Result<(
         if cli.debug_dataplane {
             routes = weft_flanneld::debug::with_dataplane(routes, health.clone());
             routes = weft_flanneld::capture::with_capture(routes, weft_flanneld::capture::Captures::new());
+            // A capture's tracing instance outlives a flanneld killed mid-capture; remove those.
+            for name in weft_common::capture::dropwatch::remove_stale_instances("flanneld-capture-") {
+                info!(instance = %name, "removed a tracing instance left by an ended flanneld capture");
+            }
         }
         tokio::spawn(health::serve(listener, routes, stopped()));
     }

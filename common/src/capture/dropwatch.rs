@@ -144,6 +144,33 @@ impl Drop for DropWatch {
     }
 }
 
+/// Removes the tracing instances `<prefix><pid>-…` (or `<prefix><pid>`) whose process is gone,
+/// left by a process killed before its cleanup ran (SIGKILL), from the tracefs mounted at its
+/// usual place; returns their names. Nothing is mounted for this: without a mounted tracefs
+/// nothing is removed. An instance of a live process is never touched.
+pub fn remove_stale_instances(prefix: &str) -> Vec<String> {
+    TRACEFS
+        .iter()
+        .map(Path::new)
+        .find(|r| r.join("instances").is_dir())
+        .map(|r| remove_stale_in(&r.join("instances"), prefix))
+        .unwrap_or_default()
+}
+
+fn remove_stale_in(instances: &Path, prefix: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(instances) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+        let pid = name.strip_prefix(prefix).and_then(|r| r.split('-').next()).filter(|p| !p.is_empty());
+        let Some(pid) = pid.filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if !Path::new("/proc").join(pid).exists() && fs::remove_dir(instances.join(&name)).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// The drop reasons in a `/debug/capture/result` answer (its `drops` field); the error says why
 /// there are none: the node's `drops_unavailable` (no tracefs, old kernel...), a flanneld that
 /// does not report them, or a malformed field.
@@ -206,6 +233,34 @@ mod tests {
         assert!(from_capture_result(&old).unwrap_err().contains("older version"));
         let bad = serde_json::json!({ "drops": { "event": 7 } });
         assert!(from_capture_result(&bad).unwrap_err().contains("malformed"));
+    }
+
+    /// Only instances of the prefix whose process is gone are removed (in a plain directory
+    /// standing for `instances/`).
+    #[test]
+    fn stale_instances_of_ended_processes_are_removed_and_live_ones_kept() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            format!("flanneld-capture-{dead}-3"),
+            format!("flanneld-capture-{me}-4"),
+            format!("weft-probe-{dead}"),
+            "flanneld-capture-x-1".to_string(),
+        ];
+        for n in &names {
+            fs::create_dir(dir.path().join(n)).unwrap();
+        }
+        assert_eq!(remove_stale_in(dir.path(), "flanneld-capture-"), [names[0].clone()]);
+        assert_eq!(remove_stale_in(dir.path(), "weft-probe-"), [names[2].clone()]);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [names[1].clone(), names[3].clone()]);
     }
 
     #[test]
