@@ -7,13 +7,15 @@
 //! (its view's `ipv6_forwarding`); on the own node → `IP_FORWARD_OFF` on `host-route`; each
 //! set back → reachable. The same DROP rule on the own node → `FORWARD_DROP` on `forward`.
 //! Each break is also checked against the kernel: an IPv6 ping of the pair fails while broken.
+//! Masquerade: an outside IPv6 host on the underlay is masqueraded (`FLANNEL-POSTRTG` in
+//! `ip6tables-save -t nat`); the chain flushed (flanneld frozen) → `MASQ_MISSING`; restored.
 //! flanneld runs with a one-hour reconcile period. Namespaces: `wtFV`.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{assert_broken, assert_reachable, wait_reachable};
+use common::{assert_broken, assert_reachable, path, wait_reachable, Freeze};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -39,14 +41,21 @@ fn wait_ping6(lab: &Lab, p: usize, dst: &str) {
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
 }
 
-#[test]
-fn ipv6_forward_chain_and_forwarding_judged_on_both_nodes() {
+/// The dual-stack VXLAN lab (two nodes, one pod each, 1 h reconcile period) and its pods on
+/// node 0 and node 1.
+fn dual_stack_lab() -> (Lab, usize, usize) {
     require_root();
     let spec = FlannelSpec { nodes: 2, pods_per_node: 1, etcd_members: 1 };
     let lab = Lab::flannel_dual_stack(PREFIX, spec, &["--reconcile-interval=3600"]).unwrap();
     lab.wait_converged6().unwrap();
     let on = |n: usize| (0..lab.pods().len()).find(|p| lab.pod(*p).unwrap().node() == n).unwrap();
     let (a, b) = (on(0), on(1));
+    (lab, a, b)
+}
+
+#[test]
+fn ipv6_forward_chain_and_forwarding_judged_on_both_nodes() {
+    let (lab, a, b) = dual_stack_lab();
     let (src6, dst6) =
         (lab.pod(a).unwrap().ip6().unwrap().to_string(), lab.pod(b).unwrap().ip6().unwrap().to_string());
     let (src4, dst4) = (lab.pod(a).unwrap().ip().to_string(), lab.pod(b).unwrap().ip().to_string());
@@ -99,4 +108,31 @@ fn ipv6_forward_chain_and_forwarding_judged_on_both_nodes() {
     on_node(&lab, 0, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     wait_reachable(&lab, 0, &src6, &dst6);
     wait_ping6(&lab, a, &dst6);
+}
+
+#[test]
+fn ipv6_masquerade_to_an_outside_address_judged_from_ip6tables() {
+    let (lab, a, _) = dual_stack_lab();
+    let src6 = lab.pod(a).unwrap().ip6().unwrap().to_string();
+    let outside = lab.add_outside6().unwrap().ip6().to_string();
+
+    // flanneld's IPv6 masquerade chain (`-ip-masq`) applies to an outside IPv6 address.
+    let (code, v, run) = path(&lab, 0, &src6, &outside);
+    assert_eq!(code, 0, "{}\n{}", run.stdout, run.stderr);
+    let masq = v["hops"].as_array().unwrap().iter().find(|h| h["step"] == "masquerade").unwrap();
+    assert!(masq["object"].as_str().unwrap_or_default().contains("MASQUERADE"), "{masq}");
+    assert!(masq["object"].as_str().unwrap_or_default().contains("FLANNEL-POSTRTG"), "{masq}");
+
+    // The IPv6 chain flushed (flanneld frozen so its resync does not restore it): named; the
+    // IPv4 nat table, untouched, does not answer for IPv6.
+    let _f = Freeze::new(&lab, &[0]);
+    let node0 = lab.node(0).unwrap().ns();
+    let saved = node0.run(&["ip6tables-save", "-t", "nat"]).unwrap().stdout;
+    on_node(&lab, 0, &["ip6tables", "-t", "nat", "-F", "FLANNEL-POSTRTG"]);
+    let v = assert_broken(&lab, 0, &src6, &outside, "masquerade", "MASQ_MISSING");
+    let masq = v["hops"].as_array().unwrap().iter().find(|h| h["step"] == "masquerade").unwrap();
+    assert!(masq["detail"].as_str().unwrap_or_default().contains("IPv6 POSTROUTING"), "{masq}");
+    let r = node0.exec_with(&["ip6tables-restore"], &[], saved.as_bytes());
+    assert!(r.ok(), "{}", r.stderr);
+    assert_reachable(&lab, 0, &src6, &outside);
 }
