@@ -2,9 +2,10 @@
 //! ([`weft_dataplane::view::DataplaneView`]), collected afresh on every request, together with
 //! what the daemon holds (own lease, expected device, config) from [`Health::facts`].
 //!
-//! The filter rules (`iptables-save -t filter`, `nft -j list ruleset`) are read per request
-//! too, so `weft path` judges this node's FORWARD chain for a packet from another node. They
-//! are the dearest part of the view (two processes, run side by side with the netlink dumps):
+//! The filter rules (`iptables-save -t filter`, `ip6tables-save -t filter`, `nft -j list
+//! ruleset`) are read per request too, so `weft path` judges this node's FORWARD chain (IPv4
+//! and IPv6) for a packet from another node. They are the dearest part of the view (three
+//! processes, run side by side with the netlink dumps):
 //! `?firewall=0` leaves them out (`firewall` absent from the JSON), as `weft doctor` asks, which
 //! does not judge FORWARD. Without the parameter (or with `firewall=1`) the view is the full one.
 //!
@@ -120,13 +121,21 @@ mod tests {
         let facts = view.flanneld.unwrap();
         assert_eq!(facts.lease.unwrap().etcd_revision, 7);
         assert_eq!(facts.network, Some("10.5.0.0/16".parse().unwrap()));
-        // The default view carries the filter rules (or why they could not be read).
-        assert!(view.firewall.is_some(), "{body}");
+        // The default view carries the filter rules of both families (or why they could not be
+        // read), and the IPv6 forwarding switch beside IPv4's.
+        let fw = view.firewall.as_ref();
+        assert!(fw.is_some(), "{body}");
+        assert!(body.contains(r#""ip6tables_filter":"#) && body.contains(r#""ipv6_forwarding":"#), "{body}");
+        let ip6t_named = fw.is_some_and(|f| {
+            f.ip6tables_filter.is_some() || f.errors.iter().any(|e| e.starts_with("ip6tables-save"))
+        });
+        assert!(ip6t_named, "{body}");
         assert!(!body.contains("password") && !body.contains("etcd_endpoints"), "{body}");
         // `?firewall=0` leaves the rules out; a value other than 0/1 is refused.
         let r = get(addr, &format!("{DATAPLANE_PATH}?firewall=0")).await;
         let view: DataplaneView = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert!(r.starts_with("HTTP/1.1 200") && view.firewall.is_none(), "{r}");
+        assert!(!r.contains("ip6tables_filter"), "{r}");
         assert!(view.flanneld.is_some());
         assert!(get(addr, &format!("{DATAPLANE_PATH}?firewall=no")).await.starts_with("HTTP/1.1 400"));
         // /healthz is still there.

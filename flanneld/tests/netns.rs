@@ -492,7 +492,11 @@ fn debug_dataplane_serves_the_real_kernel_view() {
         let fw = view.firewall.as_ref().unwrap();
         assert!(fw.errors.is_empty(), "{:?}", fw.errors);
         assert!(fw.iptables_filter.as_deref().is_some_and(|t| t.contains("*filter")), "{fw:?}");
+        assert!(fw.ip6tables_filter.as_deref().is_some_and(|t| t.contains("*filter")), "{fw:?}");
         assert!(fw.nft.is_some());
+        // IPv6 forwarding as this namespace has it.
+        let fwd6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding").ok();
+        assert_eq!(view.sysctls.ipv6_forwarding, fwd6.and_then(|v| v.trim().parse().ok()));
         // `?firewall=0`: the same view without them.
         let lean = http_get(port, "/debug/dataplane?firewall=0").await;
         let lean: DataplaneView = serde_json::from_str(lean.split("\r\n\r\n").nth(1).unwrap()).unwrap();

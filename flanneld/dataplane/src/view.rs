@@ -22,8 +22,10 @@
 //!   "neighbours": [{"ip","mac","state","permanent"}],     // on the device, every state
 //!   "fdb":      [{"mac","dst","self","permanent"}],       // on the device
 //!   "subnet_env": {"path","network","subnet","mtu","ipmasq","error"} | null,
-//!   "sysctls":  {"ip_forward","rp_filter":{"all","default",<dev>...},"bridge_nf_call_iptables"},
+//!   "sysctls":  {"ip_forward","rp_filter":{"all","default",<dev>...},"bridge_nf_call_iptables",
+//!                "ipv6_forwarding"},          // net.ipv6.conf.all.forwarding; null: no IPv6
 //!   "firewall": {"iptables_filter": "<iptables-save -t filter>" | null,
+//!                "ip6tables_filter": "<ip6tables-save -t filter>" | null,
 //!                "nft": <nft -j list ruleset> | null, "errors": [...]} | null,
 //!   "underlay_neighbours": [{"ip","mac","state","permanent"}], // IPv4, on the external interface
 //!   // dual stack (absent or empty otherwise); "flanneld" then also has "public_ipv6", "network_v6"
@@ -107,6 +109,10 @@ pub struct DataplaneView {
 pub struct FirewallView {
     /// `iptables-save -t filter` output; `None` when the tool is missing or failed.
     pub iptables_filter: Option<String>,
+    /// `ip6tables-save -t filter` output; `None` when the tool is missing or failed (and in
+    /// views of older flanneld versions).
+    #[serde(default)]
+    pub ip6tables_filter: Option<String>,
     /// `nft -j list ruleset` output, parsed; `None` when the tool is missing or failed.
     pub nft: Option<serde_json::Value>,
     /// Which tool could not be run, and why.
@@ -364,6 +370,11 @@ pub struct SysctlView {
     pub rp_filter: BTreeMap<String, u8>,
     /// `net.bridge.bridge-nf-call-iptables`; `None` when br_netfilter is not loaded.
     pub bridge_nf_call_iptables: Option<u8>,
+    /// `net.ipv6.conf.all.forwarding`, the one switch the kernel's `ip6_forward`
+    /// (net/ipv6/ip6_output.c) checks; `None` without IPv6 (and in views of older flanneld
+    /// versions).
+    #[serde(default)]
+    pub ipv6_forwarding: Option<u8>,
 }
 
 impl SysctlView {
@@ -548,10 +559,18 @@ mod tests {
         let back: DataplaneView = serde_json::from_value(old).unwrap();
         assert_eq!((back.firewall, back.device_v6, back.underlay_neighbours.len()), (None, None, 0));
         assert_eq!(back.device.unwrap().vxlan.unwrap().local6, None);
+        // Before the IPv6 firewall and forwarding fields: they read as absent.
+        let mut old = serde_json::to_value(view()).unwrap();
+        old["firewall"] =
+            serde_json::json!({"iptables_filter": "*filter\nCOMMIT\n", "nft": null, "errors": []});
+        old["sysctls"].as_object_mut().unwrap().remove("ipv6_forwarding");
+        let back: DataplaneView = serde_json::from_value(old).unwrap();
+        assert_eq!((back.firewall.unwrap().ip6tables_filter, back.sysctls.ipv6_forwarding), (None, None));
         // The new fields as written.
         let mut v = view();
         v.firewall = Some(FirewallView {
             iptables_filter: Some("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n".into()),
+            ip6tables_filter: Some("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n".into()),
             nft: Some(serde_json::json!({"nftables": []})),
             errors: vec![],
         });
@@ -568,7 +587,9 @@ mod tests {
         }];
         let text = serde_json::to_string(&v).unwrap();
         assert!(
-            text.contains(r#""local6":"fd00::2""#) && text.contains(r#""iptables_filter":"*filter"#),
+            text.contains(r#""local6":"fd00::2""#)
+                && text.contains(r#""iptables_filter":"*filter"#)
+                && text.contains(r#""ip6tables_filter":"*filter"#),
             "{text}"
         );
         assert_eq!(serde_json::from_str::<DataplaneView>(&text).unwrap(), v);

@@ -2,23 +2,25 @@
 //! for native nftables tables) of the calling process's namespace.
 //!
 //! netfilter cannot be asked "what would you do with this packet" without sending it, so the
-//! rules are walked here for a NEW IPv4 packet (no conntrack state, no mark): `-s`, `-d`, `-i`,
+//! rules are walked here for a NEW packet (no conntrack state, no mark) of either family: the
+//! IPv4 rules (`iptables-save`, nft `ip`/`inet` tables) for IPv4, the IPv6 rules
+//! (`ip6tables-save`, nft `ip6`/`inet` tables) for IPv6: `-s`, `-d`, `-i`,
 //! `-o`, `-p` and comments are evaluated; a rule with any other match is taken as not
 //! matching a new unmarked packet (`--ctstate RELATED,ESTABLISHED`, `--mark` ...) and listed
 //! in [`Verdict::skipped`]. `--probe` sends a real packet when this is not enough.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::Serialize;
 use serde_json::Value;
 
 /// One packet as the rules see it.
 #[derive(Debug, Clone)]
 pub struct Packet<'a> {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub iif: Option<&'a str>,
     pub oif: Option<&'a str>,
 }
@@ -50,11 +52,20 @@ impl Verdict {
     }
 }
 
+impl Packet<'_> {
+    fn v6(&self) -> bool {
+        self.dst.is_ipv6()
+    }
+}
+
 /// The rules of this namespace.
 #[derive(Debug, Clone, Default)]
 pub struct Ruleset {
     pub nat: Option<String>,
     pub filter: Option<String>,
+    /// `ip6tables-save`'s nat and filter tables (the IPv6 packet's rules).
+    pub nat6: Option<String>,
+    pub filter6: Option<String>,
     pub nft: Option<Value>,
 }
 
@@ -87,40 +98,50 @@ fn table(saved: &str, name: &str) -> Option<String> {
 
 impl Ruleset {
     /// Reads the rules with the system tools (a missing tool reads as no rules): one
-    /// `iptables-save` for every table and one `nft -j list ruleset`, both started before
-    /// either is waited for.
+    /// `iptables-save` and one `ip6tables-save` for every table and one `nft -j list ruleset`,
+    /// all three started before any is waited for.
     pub fn read() -> Ruleset {
         let ipt = start(&["iptables-save"]);
+        let ip6t = start(&["ip6tables-save"]);
         let nft = start(&["nft", "-j", "list", "ruleset"]);
         let saved = finish(ipt);
+        let saved6 = finish(ip6t);
         Ruleset {
             nat: saved.as_deref().and_then(|t| table(t, "nat")),
             filter: saved.as_deref().and_then(|t| table(t, "filter")),
+            nat6: saved6.as_deref().and_then(|t| table(t, "nat")),
+            filter6: saved6.as_deref().and_then(|t| table(t, "filter")),
             nft: finish(nft).and_then(|t| serde_json::from_str(&t).ok()),
         }
     }
 
     /// Another node's filter rules as its flanneld's `/debug/dataplane` carries them
-    /// (`firewall`: `iptables-save -t filter` text and `nft -j list ruleset`); `None` when the
-    /// view has none (collected without them, or by an older flanneld).
+    /// (`firewall`: `iptables-save -t filter` and `ip6tables-save -t filter` text and `nft -j
+    /// list ruleset`); `None` when the view has none (collected without them, or by an older
+    /// flanneld).
     pub fn from_view(view: &Value) -> Option<Ruleset> {
         let fw = view.get("firewall").filter(|f| f.is_object())?;
+        let filter = |key: &str| fw.get(key).and_then(Value::as_str).and_then(|t| table(t, "filter"));
         Some(Ruleset {
-            nat: None,
-            filter: fw.get("iptables_filter").and_then(Value::as_str).and_then(|t| table(t, "filter")),
+            filter: filter("iptables_filter"),
+            filter6: filter("ip6tables_filter"),
             nft: fw.get("nft").filter(|n| !n.is_null()).cloned(),
+            ..Ruleset::default()
         })
     }
 
     /// The FORWARD verdict (iptables filter FORWARD, then any nftables forward hook with a
     /// drop policy or drop rule that iptables-nft did not write).
+    /// The packet's family picks the iptables or ip6tables table.
     pub fn forward(&self, p: &Packet) -> Verdict {
-        self.verdict(self.filter.as_deref(), ("FORWARD", "forward"), p, Verdict::drops)
+        let filter = if p.v6() { &self.filter6 } else { &self.filter };
+        self.verdict(filter.as_deref(), ("FORWARD", "forward"), p, Verdict::drops)
     }
 
-    /// The nat POSTROUTING verdict (masquerade or not).
+    /// The nat POSTROUTING verdict (masquerade or not), of the packet's family.
     pub fn postrouting(&self, p: &Packet) -> Verdict {
-        self.verdict(self.nat.as_deref(), ("POSTROUTING", "postrouting"), p, Verdict::masquerades)
+        let nat = if p.v6() { &self.nat6 } else { &self.nat };
+        self.verdict(nat.as_deref(), ("POSTROUTING", "postrouting"), p, Verdict::masquerades)
     }
 
     /// The verdict of the iptables chain in `table` when it `decides`, else of the nftables
@@ -174,13 +195,15 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-fn net_matches(spec: &str, ip: Ipv4Addr) -> bool {
+/// `spec` (an address or prefix of either family) holds `ip`; a prefix of the other family
+/// never does.
+fn net_matches(spec: &str, ip: IpAddr) -> bool {
     let net = if spec.contains('/') {
-        spec.parse::<Ipv4Network>().ok()
+        spec.parse::<IpNetwork>().ok()
     } else {
-        spec.parse::<Ipv4Addr>().ok().and_then(|a| Ipv4Network::new(a, 32).ok())
+        spec.parse::<IpAddr>().ok().map(IpNetwork::from)
     };
-    net.is_some_and(|n| n.contains(ip))
+    net.is_some_and(|n| n.is_ipv6() == ip.is_ipv6() && n.contains(ip))
 }
 
 fn if_matches(spec: &str, name: Option<&str>) -> bool {
@@ -215,7 +238,11 @@ fn rule_outcome(w: &[String], p: &Packet) -> RuleOutcome {
             "-d" | "--destination" => net_matches(arg, p.dst),
             "-i" | "--in-interface" => if_matches(arg, p.iif),
             "-o" | "--out-interface" => if_matches(arg, p.oif),
-            // Probe and ping traffic is ICMP; a rule for another protocol does not match it.
+            // Probe and ping traffic is ICMP (ICMPv6 for IPv6); a rule for another protocol
+            // does not match it.
+            "-p" | "--protocol" if p.v6() => {
+                matches!(arg, "ipv6-icmp" | "icmpv6" | "icmp6" | "all" | "58")
+            }
             "-p" | "--protocol" => matches!(arg, "icmp" | "all" | "1"),
             "-m" if arg == "comment" => {
                 i += 2;
@@ -308,13 +335,15 @@ fn nft_hook(ruleset: &Value, hook: &str, p: &Packet) -> Option<Verdict> {
             continue;
         }
         let family = chain.get("family").and_then(Value::as_str).unwrap_or("");
-        if !matches!(family, "ip" | "inet") {
+        let own = if p.v6() { "ip6" } else { "ip" };
+        if family != own && family != "inet" {
             continue;
         }
         let (table, name) =
             (chain.get("table").and_then(Value::as_str)?, chain.get("name").and_then(Value::as_str)?);
-        // iptables-nft's own tables are judged from iptables-save.
-        if matches!(table, "filter" | "nat" | "mangle" | "raw" | "security") && family == "ip" {
+        // iptables-nft's (ip6tables-nft's) own tables are judged from iptables-save
+        // (ip6tables-save).
+        if matches!(table, "filter" | "nat" | "mangle" | "raw" | "security") && family == own {
             continue;
         }
         let mut skipped = Vec::new();
@@ -420,12 +449,17 @@ fn nft_match(m: &Value, p: &Packet) -> Option<bool> {
     let field = left.pointer("/payload/field").and_then(Value::as_str);
     let proto = left.pointer("/payload/protocol").and_then(Value::as_str);
     let meta = left.pointer("/meta/key").and_then(Value::as_str);
+    // An `ip` address match never holds for an IPv6 packet (in an `inet` table), nor `ip6` for
+    // IPv4, whatever its operator: nft adds the implicit `meta nfproto` dependency.
+    if matches!(proto, Some("ip" | "ip6")) && proto != Some(own_proto(p)) {
+        return Some(false);
+    }
     let hit = match (proto, field, meta) {
-        (Some("ip"), Some("saddr"), _) => nft_net(right, p.src)?,
-        (Some("ip"), Some("daddr"), _) => nft_net(right, p.dst)?,
+        (Some("ip" | "ip6"), Some("saddr"), _) => nft_net(right, p.src)?,
+        (Some("ip" | "ip6"), Some("daddr"), _) => nft_net(right, p.dst)?,
         (_, _, Some("iifname")) => if_matches(&right.as_str()?.replace('*', "+"), p.iif),
         (_, _, Some("oifname")) => if_matches(&right.as_str()?.replace('*', "+"), p.oif),
-        (_, _, Some("nfproto")) => right.as_str()? == "ipv4",
+        (_, _, Some("nfproto")) => right.as_str()? == if p.v6() { "ipv6" } else { "ipv4" },
         (_, _, Some("mark")) => right.as_u64()? == 0,
         _ => return None,
     };
@@ -436,7 +470,15 @@ fn nft_match(m: &Value, p: &Packet) -> Option<bool> {
     }
 }
 
-fn nft_net(v: &Value, ip: Ipv4Addr) -> Option<bool> {
+fn own_proto(p: &Packet) -> &'static str {
+    if p.v6() {
+        "ip6"
+    } else {
+        "ip"
+    }
+}
+
+fn nft_net(v: &Value, ip: IpAddr) -> Option<bool> {
     if let Some(s) = v.as_str() {
         return Some(net_matches(s, ip));
     }
@@ -507,7 +549,7 @@ mod tests {
             {"chain": {"family": "inet", "table": "wtH11", "name": "fwd", "hook": "forward", "policy": "drop"}}
         ]});
         // iptables accepts pod traffic, an nftables forward hook drops it: the drop is the answer.
-        let both = Ruleset { filter: Some(SAVED.into()), nft: Some(drop_all.clone()), nat: None };
+        let both = Ruleset { filter: Some(SAVED.into()), nft: Some(drop_all.clone()), ..Ruleset::default() };
         let v = both.forward(&pkt("10.244.1.2", "10.244.2.2"));
         assert_eq!((v.verdict.as_str(), v.rule.as_deref()), ("policy DROP", Some("inet wtH11 fwd")));
         // iptables drops on its own: its verdict, whatever nftables says.
@@ -519,5 +561,99 @@ mod tests {
         assert_eq!(Ruleset::default().forward(&pkt("10.244.1.2", "10.244.2.2")).verdict, "policy ACCEPT");
         // The nftables forward hook does not answer for POSTROUTING.
         assert_eq!(both.postrouting(&pkt("10.244.1.2", "198.18.0.99")).verdict, "policy ACCEPT");
+    }
+
+    const SAVED6: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:FLANNEL-FWD - [0:0]\n\
+-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\n\
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+-A FLANNEL-FWD -s fd00:5::/56 -m comment --comment \"flanneld forward\" -j ACCEPT\n\
+-A FLANNEL-FWD -d fd00:5::/56 -m comment --comment \"flanneld forward\" -j ACCEPT\nCOMMIT\n";
+
+    fn pkt6(src: &str, dst: &str) -> Packet<'static> {
+        Packet {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            iif: Some("flannel-v6.1"),
+            oif: Some("cni0"),
+        }
+    }
+
+    #[test]
+    fn ipv6_forward_accepts_pod_traffic_and_policy_drops_the_rest() {
+        let v = walk(SAVED6, "FORWARD", &pkt6("fd00:5:0:1::2", "fd00:5:0:2::3"));
+        assert_eq!(v.verdict, "ACCEPT");
+        assert!(v.rule.unwrap().starts_with("-A FLANNEL-FWD -s fd00:5::/56"));
+        let v = walk(SAVED6, "FORWARD", &pkt6("2001:db8::1", "2001:db8::2"));
+        assert_eq!((v.verdict.as_str(), v.drops()), ("policy DROP", true));
+        // An IPv4 prefix never matches an IPv6 packet (nor the reverse).
+        let v4rules = "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -s 0.0.0.0/0 -j ACCEPT\nCOMMIT\n";
+        assert_eq!(walk(v4rules, "FORWARD", &pkt6("fd00:5:0:1::2", "fd00:5:0:2::3")).verdict, "policy DROP");
+        assert_eq!(walk(SAVED6, "FORWARD", &pkt("10.244.1.2", "10.244.2.2")).verdict, "policy DROP");
+    }
+
+    #[test]
+    fn ipv6_drop_rule_for_the_pod_pair_and_icmpv6_protocol() {
+        // `ip6tables -I FORWARD -s <src6> -d <dst6> -j DROP` as ip6tables-save prints it.
+        let drop = SAVED6.replace(
+            ":FLANNEL-FWD - [0:0]\n",
+            ":FLANNEL-FWD - [0:0]\n-A FORWARD -s fd00:5:0:1::2/128 -d fd00:5:0:2::3/128 -j DROP\n",
+        );
+        let v = walk(&drop, "FORWARD", &pkt6("fd00:5:0:1::2", "fd00:5:0:2::3"));
+        assert_eq!(v.verdict, "DROP");
+        assert_eq!(v.rule.as_deref(), Some("-A FORWARD -s fd00:5:0:1::2/128 -d fd00:5:0:2::3/128 -j DROP"));
+        // Another pair passes the drop rule and is accepted.
+        assert_eq!(walk(&drop, "FORWARD", &pkt6("fd00:5:0:1::2", "fd00:5:0:2::4")).verdict, "ACCEPT");
+        // ICMPv6 rules match the (ICMPv6) probe packet; an `icmp` (v4) one does not.
+        let icmp = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p icmp -j ACCEPT\n\
+                    -A FORWARD -p ipv6-icmp -j DROP\nCOMMIT\n";
+        assert_eq!(walk(icmp, "FORWARD", &pkt6("fd00:5:0:1::2", "fd00:5:0:2::3")).verdict, "DROP");
+        assert_eq!(walk(icmp, "FORWARD", &pkt("10.244.1.2", "10.244.2.2")).verdict, "ACCEPT");
+    }
+
+    #[test]
+    fn ipv6_masquerade_present_and_missing() {
+        let nat6 = "*nat\n:POSTROUTING ACCEPT [0:0]\n:FLANNEL-POSTRTG - [0:0]\n\
+-A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n\
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment \"flanneld masq\" -j RETURN\n\
+-A FLANNEL-POSTRTG -s fd00:5:0:1::/64 -d fd00:5::/56 -m comment --comment \"flanneld masq\" -j RETURN\n\
+-A FLANNEL-POSTRTG -s fd00:5::/56 ! -d ff00::/8 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully\nCOMMIT\n";
+        let with = Ruleset { nat6: Some(nat6.into()), ..Ruleset::default() };
+        let out = Packet { oif: Some("eth0"), iif: None, ..pkt6("fd00:5:0:1::2", "2001:db8::99") };
+        assert_eq!(with.postrouting(&out).verdict, "MASQUERADE");
+        let inside =
+            Packet { oif: Some("flannel-v6.1"), iif: None, ..pkt6("fd00:5:0:1::2", "fd00:5:0:2::3") };
+        assert_eq!(with.postrouting(&inside).verdict, "policy ACCEPT");
+        // The IPv4 nat table does not answer for IPv6: masquerade missing.
+        let v4only = Ruleset { nat: Some(nat6.into()), ..Ruleset::default() };
+        assert!(!v4only.postrouting(&out).masquerades());
+        assert!(!Ruleset::default().postrouting(&out).masquerades());
+    }
+
+    #[test]
+    fn ipv6_nftables_ip6_and_inet_hooks() {
+        let rules = serde_json::json!({"nftables": [
+            {"chain": {"family": "ip6", "table": "wtFV6", "name": "fwd", "hook": "forward", "policy": "accept"}},
+            {"rule": {"family": "ip6", "table": "wtFV6", "chain": "fwd", "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}},
+                           "right": {"prefix": {"addr": "fd00:5:0:2::", "len": 64}}}},
+                {"drop": null}]}},
+            {"chain": {"family": "inet", "table": "wtFVi", "name": "fwd", "hook": "forward", "policy": "accept"}},
+            {"rule": {"family": "inet", "table": "wtFVi", "chain": "fwd", "expr": [
+                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                           "right": "10.0.0.1"}},
+                {"drop": null}]}},
+            {"chain": {"family": "ip", "table": "wtFV4", "name": "fwd", "hook": "forward", "policy": "drop"}}
+        ]});
+        let r = Ruleset { filter6: Some(SAVED6.into()), nft: Some(rules), ..Ruleset::default() };
+        let v = r.forward(&pkt6("fd00:5:0:1::2", "fd00:5:0:2::3"));
+        assert_eq!(v.verdict, "DROP");
+        assert!(v.rule.unwrap_or_default().starts_with("ip6 wtFV6 fwd"));
+        // Another IPv6 destination: the `ip` family's drop policy and the inet table's `ip saddr`
+        // rule do not apply to IPv6; ip6tables accepts.
+        assert_eq!(r.forward(&pkt6("fd00:5:0:1::2", "fd00:5:0:3::3")).verdict, "ACCEPT");
+        // For IPv4 the inet table's `ip saddr != 10.0.0.1` rule drops (the `ip6` table is not read).
+        let v = r.forward(&pkt("10.244.1.2", "10.244.2.2"));
+        assert_eq!(v.verdict, "DROP");
+        assert!(v.rule.unwrap_or_default().starts_with("inet wtFVi fwd"));
     }
 }

@@ -331,7 +331,7 @@ fn masquerade(a: &Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) -
     } else {
         None
     };
-    let v = rules.postrouting(&Packet { src, dst: OUTSIDE_PROBE, iif: None, oif: None });
+    let v = rules.postrouting(&Packet { src: src.into(), dst: OUTSIDE_PROBE.into(), iif: None, oif: None });
     let present = v.masquerades();
     Some(Masquerade { expected_by, present, rule: v.rule.filter(|_| present) })
 }

@@ -43,8 +43,8 @@ pub struct ViewInput {
     pub bridge: Option<String>,
     /// subnet.env (default: flanneld's `-subnet-file`, else `/run/flannel/subnet.env`).
     pub subnet_file: Option<PathBuf>,
-    /// Also read the filter rules (`iptables-save -t filter`, `nft -j list ruleset`) into
-    /// [`DataplaneView::firewall`]: two processes per collection, run side by side and beside
+    /// Also read the filter rules (`iptables-save -t filter`, `ip6tables-save -t filter`, `nft
+    /// -j list ruleset`) into [`DataplaneView::firewall`]: three processes per collection, run side by side and beside
     /// the netlink dumps (see [`start_firewall_read`]).
     pub firewall: bool,
 }
@@ -92,11 +92,12 @@ pub async fn collect_view(input: &ViewInput) -> DataplaneView {
 }
 
 const IPTABLES_FILTER: [&str; 3] = ["iptables-save", "-t", "filter"];
+const IP6TABLES_FILTER: [&str; 3] = ["ip6tables-save", "-t", "filter"];
 const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
 
-/// Starts both firewall tools at once, from the calling thread (so in its network namespace),
-/// and waits for them on the blocking pool while the caller goes on with the netlink dumps: a
-/// request costs the slower of the two processes, not their sum plus the dumps. The rules are
+/// Starts the three firewall tools at once, from the calling thread (so in its network
+/// namespace), and waits for them on the blocking pool while the caller goes on with the
+/// netlink dumps: a request costs the slowest of the processes, not their sum plus the dumps. The rules are
 /// read afresh for every request, never cached: `weft path` is run right after a rule was
 /// changed by hand to see whether that fixed the path, and a cached copy would answer with the
 /// rules from before (flanneld's `-iptables-resync` only re-checks its own rules, it is no
@@ -105,11 +106,16 @@ const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
 /// children, so they are reaped even when the request is dropped half-way.
 fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
     let iptables = start_tool(&IPTABLES_FILTER);
+    let ip6tables = start_tool(&IP6TABLES_FILTER);
     let nft = start_tool(&NFT_RULESET);
     tokio::task::spawn_blocking(move || {
         let mut fw = FirewallView::default();
         match tool_output(iptables, &IPTABLES_FILTER) {
             Ok(t) => fw.iptables_filter = Some(t),
+            Err(e) => fw.errors.push(e),
+        }
+        match tool_output(ip6tables, &IP6TABLES_FILTER) {
+            Ok(t) => fw.ip6tables_filter = Some(t),
             Err(e) => fw.errors.push(e),
         }
         match tool_output(nft, &NFT_RULESET) {
@@ -451,6 +457,7 @@ fn read_sysctls(view: &DataplaneView) -> SysctlView {
     let mut s = SysctlView {
         ip_forward: read_sysctl("net/ipv4/ip_forward"),
         bridge_nf_call_iptables: read_sysctl("net/bridge/bridge-nf-call-iptables"),
+        ipv6_forwarding: read_sysctl("net/ipv6/conf/all/forwarding"),
         ..SysctlView::default()
     };
     let devs = [&view.device, &view.underlay, &view.bridge, &view.device_v6];

@@ -279,6 +279,18 @@ pub(super) fn walk(
         );
         return;
     }
+    // IPv6: the route lookup answers whatever the forwarding switch says; the kernel drops in
+    // `ip6_forward` (net/ipv6/ip6_output.c) when `all.forwarding` is 0.
+    if v6 && ip_forward.as_deref() == Some("0") {
+        w.broken(
+            "host-route",
+            route_obj,
+            Some(format!("{forwarding} (bridge isGateway sets it to 1)")),
+            Cause::IpForwardOff,
+            format!("{forwarding} = 0: this node does not forward IPv6"),
+        );
+        return;
+    }
     let out_dev = answer.oif.and_then(|i| local.link(i));
     let out_name = out_dev.map(|l| l.name.clone()).unwrap_or_default();
 
@@ -343,12 +355,17 @@ fn rp_rejects(host: &mut Netlink, src: IpAddr, bridge: &LinkFacts) -> bool {
     }
 }
 
+/// `IPv4` or `IPv6`, to name the rules judged in a message.
+pub(super) fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv6() {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
 pub(super) fn forward_hop(w: &mut Walk, local: &Local, src_ip: IpAddr, dst_ip: IpAddr, iif: &str, oif: &str) {
-    let (IpAddr::V4(src_ip), IpAddr::V4(dst_ip)) = (src_ip, dst_ip) else {
-        // The walk reads the IPv4 filter rules only (`crate::firewall`).
-        w.notes.push(format!("forward: the IPv6 FORWARD chain ({iif} → {oif}) is not evaluated"));
-        return;
-    };
+    // The packet's family picks the rules walked: iptables or ip6tables (`crate::firewall`).
     let v = local.rules.forward(&Packet { src: src_ip, dst: dst_ip, iif: Some(iif), oif: Some(oif) });
     let obj = format!("FORWARD {iif} → {oif}: {}", v.shown());
     if !v.skipped.is_empty() {
@@ -363,7 +380,7 @@ pub(super) fn forward_hop(w: &mut Walk, local: &Local, src_ip: IpAddr, dst_ip: I
             obj,
             Some("flanneld -iptables-forward-rules (FLANNEL-FWD) / the host firewall".into()),
             Cause::ForwardDrop,
-            format!("the FORWARD chain drops {src_ip} → {dst_ip}"),
+            format!("the {} FORWARD chain drops {src_ip} → {dst_ip}", family(dst_ip)),
         );
     } else {
         w.ok("forward", obj, None);
@@ -459,11 +476,6 @@ fn outside(
     w.ok("host-route", route_obj, None);
     forward_hop(w, local, src_ip, dst_ip, &bridge.name, out_name);
     let gw = answer.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-    let (IpAddr::V4(src_ip), IpAddr::V4(dst_ip)) = (src_ip, dst_ip) else {
-        w.notes.push("masquerade: the IPv6 POSTROUTING chain is not evaluated".into());
-        w.ok("egress", format!("leaves this node on {out_name}{gw} toward {dst_ip}"), None);
-        return;
-    };
     let v = local.rules.postrouting(&Packet { src: src_ip, dst: dst_ip, iif: None, oif: Some(out_name) });
     let expected = src.masquerade.as_ref().and_then(|m| m.expected_by.clone());
     let obj = format!(
@@ -477,7 +489,10 @@ fn outside(
             obj,
             Some(format!("ipMasq by {by} (FLANNEL_IPMASQ in {} / bridge ipMasq)", local.subnet_file)),
             Cause::MasqMissing,
-            format!("{src_ip} → {dst_ip} leaves {out_name} without masquerade"),
+            format!(
+                "{src_ip} → {dst_ip} leaves {out_name} without masquerade ({} POSTROUTING)",
+                family(dst_ip)
+            ),
         ),
         Some(by) => w.ok("masquerade", obj, Some(format!("ipMasq by {by}"))),
         None => {

@@ -501,24 +501,30 @@ fn remote_hops(
 /// packet ([`super::remote_filter`]); then the destination pod.
 pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<String>, ips: (IpAddr, IpAddr)) {
     let dst_ip = ips.1;
-    // The view carries IPv4 sysctls and filter rules only: an IPv6 flow is judged by its routes.
-    let flow = match ips {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => Some(Flow { src, dst }),
-        _ => None,
+    let v6 = dst_ip.is_ipv6();
+    let flow = Flow { src: ips.0, dst: dst_ip };
+    // The family's forwarding switch (an older flanneld's view has no IPv6 one: not judged).
+    let (key, sysctl) = if v6 {
+        ("/sysctls/ipv6_forwarding", "net.ipv6.conf.all.forwarding")
+    } else {
+        ("/sysctls/ip_forward", "net.ipv4.ip_forward")
     };
-    let fwd = v.pointer("/sysctls/ip_forward").and_then(Value::as_u64);
-    if fwd == Some(0) && flow.is_some() {
+    let fwd = v.pointer(key).and_then(Value::as_u64);
+    if fwd == Some(0) {
         w.broken(
             "remote-forward",
-            format!("net.ipv4.ip_forward=0 on {at}"),
+            format!("{sysctl}=0 on {at}"),
             src,
             Cause::IpForwardOff,
-            format!("{at} does not forward"),
+            format!("{at} does not forward {}", super::local::family(dst_ip)),
         );
         return;
     }
+    if v6 && fwd.is_none() {
+        w.notes.push(format!("{at}: its view carries no IPv6 forwarding sysctl (not judged)"));
+    }
     let bridge = v.pointer("/bridge/name").and_then(Value::as_str);
-    let routes = v.get(if flow.is_some() { "routes" } else { "routes_v6" });
+    let routes = v.get(if v6 { "routes_v6" } else { "routes" });
     let routes = routes.and_then(Value::as_array).cloned().unwrap_or_default();
     let route = routes.iter().find(|r| {
         r.get("dst")
@@ -536,7 +542,7 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
                 r.get("dst").and_then(Value::as_str).unwrap_or("?"),
                 bridge.unwrap_or("?")
             );
-            if let Some(why) = flow.and_then(|flow| remote_filter::rp_rejects(w, v, at, iif, flow)) {
+            if let Some(why) = remote_filter::rp_rejects(w, v, at, iif, flow) {
                 w.broken("remote-route", obj, src, Cause::RpFilter, why);
                 return;
             }
@@ -553,15 +559,8 @@ pub(super) fn remote_tail(w: &mut Walk, v: &Value, at: IpAddr, src: Option<Strin
             return;
         }
     }
-    match flow {
-        Some(flow) => {
-            if !remote_filter::forward_hop(w, v, at, src, (iif, bridge.unwrap_or("?")), flow) {
-                return;
-            }
-        }
-        None => w.notes.push(format!(
-            "{at}: IPv6 forwarding and its IPv6 FORWARD chain are not in its view (not judged)"
-        )),
+    if !remote_filter::forward_hop(w, v, at, src, (iif, bridge.unwrap_or("?")), flow) {
+        return;
     }
     w.ok("dst-pod", format!("{dst_ip} behind {} on {at}", bridge.unwrap_or("?")), None);
 }
@@ -601,5 +600,24 @@ mod tests {
         let mut no6 = view();
         no6["bridge"]["addresses"] = serde_json::json!(["10.5.11.1/24"]);
         assert!(lease_from_view(&no6, at, true).is_none());
+    }
+
+    #[test]
+    fn remote_ipv6_forwarding_off_is_named_with_its_family() {
+        let at: IpAddr = "198.18.0.11".parse().unwrap();
+        let mut v = view();
+        v["sysctls"] = serde_json::json!({"ip_forward": 1, "ipv6_forwarding": 0, "rp_filter": {}});
+        let ips6: (IpAddr, IpAddr) = ("fd00:5:0:1::2".parse().unwrap(), "fd00:5:0:11::3".parse().unwrap());
+        let mut w = Walk { hops: Vec::new(), notes: Vec::new(), node: at.to_string() };
+        remote_tail(&mut w, &v, at, None, ips6);
+        let h = &w.hops[0];
+        assert_eq!((h.step, h.cause), ("remote-forward", Some(Cause::IpForwardOff)));
+        assert_eq!(h.object, "net.ipv6.conf.all.forwarding=0 on 198.18.0.11");
+        assert_eq!(h.detail.as_deref(), Some("198.18.0.11 does not forward IPv6"));
+        // IPv4 forwarding on: the IPv4 pair goes past the forwarding check.
+        let ips4: (IpAddr, IpAddr) = ("10.5.1.2".parse().unwrap(), "10.5.11.3".parse().unwrap());
+        let mut w = Walk { hops: Vec::new(), notes: Vec::new(), node: at.to_string() };
+        remote_tail(&mut w, &v, at, None, ips4);
+        assert!(w.hops.iter().all(|h| h.step != "remote-forward"), "{:?}", w.hops);
     }
 }

@@ -7,9 +7,11 @@
 //! `fib_validate_source` (net/ipv4/fib_frontend.c): strict mode wants the reverse route to
 //! leave by the arrival interface.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
+#[cfg(test)]
+use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use super::Walk;
@@ -19,8 +21,8 @@ use crate::firewall::{Packet, Ruleset};
 /// The packet as the destination node sees it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Flow {
-    pub(super) src: Ipv4Addr,
-    pub(super) dst: Ipv4Addr,
+    pub(super) src: IpAddr,
+    pub(super) dst: IpAddr,
 }
 
 /// The interface a packet from another node arrives on: the VXLAN device, else (host-gw)
@@ -43,13 +45,13 @@ fn rp_filter(v: &Value, dev: &str) -> Option<u64> {
 
 /// The view's main-table unicast route that the node would use back to `src` (longest
 /// prefix among the routes the view lists: the device's and those inside the network).
-fn return_route(v: &Value, src: Ipv4Addr) -> Option<(Ipv4Network, Option<&str>)> {
-    v.get("routes")?
+fn return_route(v: &Value, src: IpAddr) -> Option<(IpNetwork, Option<&str>)> {
+    v.get(if src.is_ipv6() { "routes_v6" } else { "routes" })?
         .as_array()?
         .iter()
         .filter(|r| r.get("kind").and_then(Value::as_str).is_none_or(|k| k == "unicast"))
         .filter_map(|r| {
-            let dst = r.get("dst")?.as_str()?.parse::<Ipv4Network>().ok()?;
+            let dst = r.get("dst")?.as_str()?.parse::<IpNetwork>().ok()?;
             dst.contains(src).then(|| (dst, r.get("dev").and_then(Value::as_str)))
         })
         .max_by_key(|(d, _)| d.prefix())
@@ -59,7 +61,8 @@ fn return_route(v: &Value, src: Ipv4Addr) -> Option<(Ipv4Network, Option<&str>)>
 /// or (the VXLAN device, all of whose routes the view lists) there is none through it.
 /// `Some(why)` when rejected; a note when it cannot be judged.
 pub(super) fn rp_rejects(w: &mut Walk, v: &Value, at: IpAddr, iif: &str, flow: Flow) -> Option<String> {
-    if rp_filter(v, iif) != Some(1) {
+    // IPv6 has no rp_filter sysctl.
+    if flow.src.is_ipv6() || rp_filter(v, iif) != Some(1) {
         return None;
     }
     let vxlan = v.pointer("/device/name").and_then(Value::as_str) == Some(iif);
@@ -108,6 +111,11 @@ pub(super) fn forward_hop(
     for e in errors {
         w.notes.push(format!("firewall of {at}: {e}"));
     }
+    if flow.dst.is_ipv6() && rules.filter6.is_none() {
+        w.notes.push(format!(
+            "FORWARD on {at}: its view carries no ip6tables rules (ip6tables-save missing, or an older flanneld)"
+        ));
+    }
     let verdict = rules.forward(&Packet { src: flow.src, dst: flow.dst, iif: Some(iif), oif: Some(bridge) });
     let obj = format!("FORWARD {iif} → {bridge} on {at}: {}", verdict.shown());
     if !verdict.skipped.is_empty() {
@@ -117,7 +125,12 @@ pub(super) fn forward_hop(
         ));
     }
     if verdict.drops() {
-        let why = format!("the FORWARD chain of {at} drops {} → {}", flow.src, flow.dst);
+        let why = format!(
+            "the {} FORWARD chain of {at} drops {} → {}",
+            super::local::family(flow.dst),
+            flow.src,
+            flow.dst
+        );
         w.broken("remote-firewall", obj, src, Cause::ForwardDrop, why);
         return false;
     }
@@ -130,7 +143,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FLOW: Flow = Flow { src: Ipv4Addr::new(10, 244, 1, 2), dst: Ipv4Addr::new(10, 244, 2, 3) };
+    const FLOW: Flow =
+        Flow { src: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 2)), dst: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 3)) };
     const AT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11));
 
     fn walk() -> Walk {
@@ -211,5 +225,31 @@ mod tests {
         assert_eq!(arrival_iface(&v), Some("eth0"));
         assert_eq!(rp_rejects(&mut w, &v, AT, "eth0", FLOW), None);
         assert!(w.notes.iter().any(|n| n.contains("not judged")), "{:?}", w.notes);
+    }
+
+    const FLOW6: Flow = Flow {
+        src: IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 5, 0, 1, 0, 0, 0, 2)),
+        dst: IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 5, 0, 2, 0, 0, 0, 3)),
+    };
+
+    #[test]
+    fn remote_ipv6_forward_walks_the_ip6tables_rules_of_the_view() {
+        let mut v = view(POD_RULE, 0, "flannel.1");
+        let drop6 = "*filter\n:FORWARD ACCEPT [0:0]\n\
+                     -A FORWARD -s fd00:5:0:1::2/128 -d fd00:5:0:2::3/128 -j DROP\nCOMMIT\n";
+        v["firewall"]["ip6tables_filter"] = json!(drop6);
+        let mut w = walk();
+        assert!(!forward_hop(&mut w, &v, AT, None, ("flannel-v6.1", "cni0"), FLOW6));
+        let h = &w.hops[0];
+        assert_eq!((h.step, h.cause), ("remote-firewall", Some(Cause::ForwardDrop)));
+        assert!(h.detail.as_deref().unwrap_or("").contains("IPv6 FORWARD chain of 198.18.0.11"), "{h:?}");
+        // The IPv4 pair is judged by the IPv4 rules, which accept it.
+        let mut w = walk();
+        assert!(forward_hop(&mut w, &v, AT, None, ("flannel.1", "cni0"), FLOW));
+        // A view without the IPv6 rules (older flanneld): a note, and nothing dropped.
+        v["firewall"].as_object_mut().unwrap().remove("ip6tables_filter");
+        let mut w = walk();
+        assert!(forward_hop(&mut w, &v, AT, None, ("flannel-v6.1", "cni0"), FLOW6));
+        assert!(w.notes.iter().any(|n| n.contains("no ip6tables rules")), "{:?}", w.notes);
     }
 }
