@@ -2,9 +2,11 @@
 //! interface with packet sockets, on this node and (through its flanneld's `/debug/capture`)
 //! on the destination's node, so the report says where they were last seen.
 //!
-//! The probe sends three small packets (ICMP echo, or UDP/TCP to `--port`) and, for ICMP, one
-//! echo of exactly the pod's MTU, which the kernel sends with DF set (a raw socket's default
-//! path-MTU mode); then it listens for a bounded time (about two seconds) on one `AF_PACKET`
+//! The probe sends three small packets (ICMP or ICMPv6 echo, or UDP/TCP to `--port`) and, for
+//! ICMP, one echo of exactly the pod's MTU, which the kernel sends with DF set (a raw socket's
+//! default path-MTU mode; IPv6: `IPV6_DONTFRAG`, RFC 3542 §11.2, so the sender does not fragment
+//! it, and routers never do, RFC 8200 §5); then it listens for a bounded time (two to three
+//! seconds) on one `AF_PACKET`
 //! socket in the pod's namespace and one in the node's, and attributes every frame carrying
 //! the probe (found by its payload marker or its ports, also inside VXLAN; see
 //! [`weft_common::capture::Matcher`]) to the interface it was seen on. The remote capture is

@@ -6,7 +6,9 @@
 //! veth), answered, and the echo of exactly the pod MTU is answered; a UDP probe to a port is
 //! seen and answered (ICMPv6 port unreachable). Then node 1 drops VXLAN over IPv6 on arrival
 //! (`ip6tables -A INPUT -p udp --dport 8472 -j DROP`): the probe is not answered, node 0's
-//! `eth0` saw it leave, node 1's `flannel-v6.1` never saw it; the rule removed → answered.
+//! `eth0` saw it leave, node 1's `flannel-v6.1` never saw it. The switch port toward node 1
+//! at MTU 1400: small probes answered, the echo of the pod MTU not (`MTU_MISMATCH`). Each
+//! repaired → answered.
 //! Namespaces: `wtP6`.
 
 #![allow(clippy::unwrap_used)]
@@ -99,6 +101,19 @@ fn ipv6_probe_sees_every_hop_then_finds_vxlan_dropped_on_the_remote_underlay() {
     assert_eq!(requests(&v, r, "dst-veth"), 0, "{out}");
     assert_eq!(v["probe"]["last_seen"], format!("underlay (eth0) of {n1}"), "{out}");
     assert_eq!(v["cause"], "UNDERLAY_LOSS", "{out}");
+
+    // F8 over IPv6: the switch port toward node 1 carries 1400 bytes, less than an echo of
+    // exactly the pod MTU (1430) inside VXLAN over IPv6 (+70): small probes are answered, the
+    // DF-equivalent one (IPV6_DONTFRAG; IPv6 is never fragmented in transit) is not.
+    let sw = lab.switch().unwrap();
+    assert!(sw.exec(&["ip", "link", "set", "n1", "mtu", "1400"]).ok());
+    let (code, v, out) = probe(&lab, &src, &dst, &[]);
+    assert!(sw.exec(&["ip", "link", "set", "n1", "mtu", "1500"]).ok());
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(v["cause"], "MTU_MISMATCH", "{out}");
+    assert_eq!(v["probe"]["answered"], true, "{out}");
+    assert_eq!(v["probe"]["df_probe_size"], 1430, "{out}");
+    assert_eq!(v["probe"]["df_answered"], false, "{out}");
 
     // Removed: answered again, and nothing was left behind (a new remote capture starts).
     let (code, v, out) = probe(&lab, &src, &dst, &[]);
