@@ -154,16 +154,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
     // The remote capture: pod to pod across the overlay, no NAT, so the addresses match too.
     let remote = spec.remote.as_ref().and_then(|r| {
         let names: Vec<&str> = r.places.iter().map(|(_, n)| n.as_str()).collect();
-        let query = format!(
-            "if={}&proto={}&marker={}&sport={src_port}&dport={dst_port}&vxlan_port={}{}&ms={REMOTE_MS}",
-            names.join(","),
-            proto.name(),
-            nonce_hex(&m.nonce),
-            spec.vxlan_port,
-            // The capture endpoint takes IPv4 endpoints only; an IPv6 probe is found by its
-            // marker and ports alone.
-            if v6 { String::new() } else { format!("&src={src_ip}&dst={dst_ip}") },
-        );
+        let query = capture_query(&names, &m, src_ip, dst_ip);
         match remote::start_capture(r.node, r.port, &query) {
             Ok(id) => Some((r, id)),
             Err(e) => {
@@ -338,6 +329,25 @@ fn open_sender(
     }
 }
 
+/// The query of the remote `/debug/capture` for the probe `m` between `src_ip` and `dst_ip`.
+/// The endpoint takes IPv4 endpoints only (`src=`/`dst=`); an IPv6 probe is found by its marker
+/// and ports alone.
+fn capture_query(names: &[&str], m: &Matcher, src_ip: IpAddr, dst_ip: IpAddr) -> String {
+    let endpoints = match (src_ip, dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => format!("&src={s}&dst={d}"),
+        _ => String::new(),
+    };
+    format!(
+        "if={}&proto={}&marker={}&sport={}&dport={}&vxlan_port={}{endpoints}&ms={REMOTE_MS}",
+        names.join(","),
+        m.proto.name(),
+        nonce_hex(&m.nonce),
+        m.src_port,
+        m.dst_port,
+        m.vxlan_port,
+    )
+}
+
 fn nonce_hex(n: &[u8; 4]) -> String {
     n.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -381,4 +391,33 @@ fn remote_hops(r: &RemoteWatch, v: &Value) -> Vec<Seen> {
         replies: veth.map(|i| count(i, "replies")).unwrap_or(0),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What flanneld's capture endpoint makes of the query is the probe's own matcher.
+    #[test]
+    fn the_remote_capture_query_parses_back_to_the_probes_matcher() {
+        let m = Matcher {
+            proto: ProbeProto::Udp,
+            nonce: [0xde, 0xad, 0x00, 0x01],
+            src_port: 40000,
+            dst_port: 9,
+            vxlan_port: 4789,
+            endpoints: None,
+        };
+        let names = ["eth0", "flannel-v6.1", "cni0"];
+        let q6 = capture_query(&names, &m, "fd00:1::2".parse().unwrap(), "fd00:2::2".parse().unwrap());
+        let r = weft_flanneld::capture::parse_request(Some(&q6)).unwrap();
+        assert_eq!(r.matcher, m, "{q6}");
+        assert_eq!(r.ifaces, names);
+        let q4 = capture_query(&names, &m, "10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap());
+        let r = weft_flanneld::capture::parse_request(Some(&q4)).unwrap();
+        let want =
+            Matcher { endpoints: Some(("10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap())), ..m };
+        assert_eq!(r.matcher, want, "{q4}");
+    }
 }
