@@ -3,9 +3,9 @@
 //! pod 0 on node 0 to an IPv6 pod on node 1: ICMPv6 echoes carrying the probe's marker are
 //! seen on every hop of node 0 and, through node 1's flanneld `/debug/capture`, on node 1
 //! (outer IPv6/UDP 8472 on `eth0`, inner IPv6 on `flannel-v6.1`, the bridge and the pod's
-//! veth), answered, and the echo of exactly the pod MTU is answered; a UDP probe to a port is
-//! seen and answered (ICMPv6 port unreachable). Then node 1 drops VXLAN over IPv6 on arrival
-//! (`ip6tables -A INPUT -p udp --dport 8472 -j DROP`): the probe is not answered, node 0's
+//! veth), answered, and the echo of exactly the pod MTU is answered; UDP and TCP probes to a
+//! closed port are seen and answered (ICMPv6 port unreachable, RST). Then node 1 drops VXLAN
+//! over IPv6 on arrival (`ip6tables -A INPUT -p udp --dport 8472 -j DROP`): not answered, node 0's
 //! `eth0` saw it leave, node 1's `flannel-v6.1` never saw it. The switch port toward node 1
 //! at MTU 1400: small probes answered, the echo of the pod MTU not (`MTU_MISMATCH`). Each
 //! repaired → answered.
@@ -83,6 +83,11 @@ fn ipv6_probe_sees_every_hop_then_finds_vxlan_dropped_on_the_remote_underlay() {
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(v["probe"]["answered"], true, "{out}");
     assert!(requests(&v, r, "dst-veth") >= 3, "{out}");
+    // TCP to a closed port: the SYN seen on node 1's pod veth, answered by a RST.
+    let (code, v, out) = probe(&lab, &src, &dst, &["--proto", "tcp", "--port", "9"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(v["probe"]["answered"], true, "{out}");
+    assert!(requests(&v, r, "dst-veth") >= 1, "{out}");
 
     // Node 1 drops VXLAN over IPv6 on arrival. Packet taps run before the firewall, so its
     // eth0 still sees the frames; its flannel-v6.1 never does.
