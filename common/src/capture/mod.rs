@@ -18,7 +18,7 @@ use nix::sys::socket::{recvfrom, socket, AddressFamily, LinkAddr, SockFlag, Sock
 
 use crate::netns::NetNs;
 
-pub use matcher::{echo, Kind, Matcher, ProbeProto, MARKER};
+pub use matcher::{echo, echo6, Kind, Matcher, ProbeProto, MARKER};
 
 /// How long one `poll` waits at most, so a stop request is noticed quickly.
 const POLL_SLICE: Duration = Duration::from_millis(100);

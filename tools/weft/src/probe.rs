@@ -2,26 +2,28 @@
 //! interface with packet sockets, on this node and (through its flanneld's `/debug/capture`)
 //! on the destination's node, so the report says where they were last seen.
 //!
-//! The probe sends three small packets (ICMP echo, or UDP/TCP to `--port`) and, for ICMP, one
-//! echo of exactly the pod's MTU, which the kernel sends with DF set (a raw socket's default
-//! path-MTU mode); then it listens for a bounded time (about two seconds) on one `AF_PACKET`
+//! The probe sends three small packets (ICMP or ICMPv6 echo, or UDP/TCP to `--port`) and, for
+//! ICMP, one echo of exactly the pod's MTU, which the kernel sends with DF set (a raw socket's
+//! default path-MTU mode; IPv6: `IPV6_DONTFRAG`, RFC 3542 §11.2, so the sender does not fragment
+//! it, and routers never do, RFC 8200 §5); then it listens for a bounded time (two to three
+//! seconds) on one `AF_PACKET`
 //! socket in the pod's namespace and one in the node's, and attributes every frame carrying
 //! the probe (found by its payload marker or its ports, also inside VXLAN; see
 //! [`weft_common::capture::Matcher`]) to the interface it was seen on. The remote capture is
 //! armed before the first packet leaves and ended when the local listening ends (flanneld
 //! caps it at 3 s by itself). All sockets are closed when it returns; nothing else is created.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    bind, connect, getsockname, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
-    SockaddrIn,
+    bind, connect, getsockname, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag,
+    SockProtocol, SockType, SockaddrStorage,
 };
 use serde::Serialize;
 use serde_json::Value;
-use weft_common::capture::{echo, Capture, Kind, Matcher, ProbeProto, MARKER};
+use weft_common::capture::{echo, echo6, Capture, Kind, Matcher, ProbeProto, MARKER};
 use weft_common::netns::NetNs;
 
 use crate::remote;
@@ -74,8 +76,8 @@ impl Seen {
 /// What was asked of the probe.
 pub struct ProbeSpec<'a> {
     pub src_netns: &'a str,
-    pub src_ip: Ipv4Addr,
-    pub dst_ip: Ipv4Addr,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
     pub pod_mtu: u32,
     pub proto: ProbeProto,
     pub port: Option<u16>,
@@ -110,6 +112,10 @@ pub struct ProbeReport {
 }
 
 const LISTEN: Duration = Duration::from_millis(1500);
+/// IPv6: the first packet toward a neighbour not yet resolved waits for Neighbor Discovery,
+/// whose solicitation is retransmitted after RetransTimer, 1 s (RFC 4861 §7.2.2, §10); an
+/// answer that needed one retransmission still arrives inside this window.
+const LISTEN_V6: Duration = Duration::from_millis(2500);
 /// What the remote capture is asked for at most (flanneld caps it at 3 s as well).
 const REMOTE_MS: u32 = 3000;
 
@@ -132,34 +138,14 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
     }
     let ns = NetNs::open(spec.src_netns).map_err(|e| format!("open netns {}: {e}", spec.src_netns))?;
     let (proto, src_ip, dst_ip) = (spec.proto, spec.src_ip, spec.dst_ip);
+    let v6 = dst_ip.is_ipv6();
     let dst_port = match proto {
         ProbeProto::Icmp => 0,
         _ => spec.port.ok_or_else(|| "--port is needed for UDP and TCP probes".to_string())?,
     };
     let (sender, src_port, df_size) = {
         let _g = ns.enter().map_err(|e| format!("enter netns {}: {e}", spec.src_netns))?;
-        match proto {
-            ProbeProto::Icmp => {
-                let s =
-                    socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp)
-                        .map_err(|e| format!("open ICMP socket in the pod: {e}"))?;
-                (s, 0u16, Some(spec.pod_mtu))
-            }
-            ProbeProto::Udp | ProbeProto::Tcp => {
-                let (ty, p) = if proto == ProbeProto::Udp {
-                    (SockType::Datagram, SockProtocol::Udp)
-                } else {
-                    (SockType::Stream, SockProtocol::Tcp)
-                };
-                let s = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, p)
-                    .map_err(|e| format!("open socket in the pod: {e}"))?;
-                bind(s.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(src_ip, 0)))
-                    .map_err(|e| format!("bind {src_ip}: {e}"))?;
-                let local: SockaddrIn =
-                    getsockname(s.as_raw_fd()).map_err(|e| format!("getsockname: {e}"))?;
-                (s, local.port(), None)
-            }
-        }
+        open_sender(proto, src_ip, spec.pod_mtu)?
     };
     let m = Matcher {
         proto,
@@ -172,13 +158,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
     // The remote capture: pod to pod across the overlay, no NAT, so the addresses match too.
     let remote = spec.remote.as_ref().and_then(|r| {
         let names: Vec<&str> = r.places.iter().map(|(_, n)| n.as_str()).collect();
-        let query = format!(
-            "if={}&proto={}&marker={}&sport={src_port}&dport={dst_port}&vxlan_port={}&src={src_ip}&dst={dst_ip}&ms={REMOTE_MS}",
-            names.join(","),
-            proto.name(),
-            nonce_hex(&m.nonce),
-            spec.vxlan_port,
-        );
+        let query = capture_query(&names, &m, src_ip, dst_ip);
         match remote::start_capture(r.node, r.port, &query) {
             Ok(id) => Some((r, id)),
             Err(e) => {
@@ -199,13 +179,17 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             None
         }
     };
-    let to = SockaddrIn::from(SocketAddrV4::new(dst_ip, dst_port));
+    let to = SockaddrStorage::from(SocketAddr::new(dst_ip, dst_port));
     let id = u16::try_from(nonce & 0xffff).unwrap_or(1);
+    let icmp_echo = |seq: u16, len: usize| match (src_ip, dst_ip) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => echo6(s, d, id, seq, len, nonce),
+        _ => echo(id, seq, len, nonce),
+    };
     let mut sent = 0;
     for seq in 0..3u16 {
         let r = match proto {
             ProbeProto::Icmp => {
-                sendto(sender.as_raw_fd(), &echo(id, seq, 32, nonce), &to, MsgFlags::empty()).map(|_| ())
+                sendto(sender.as_raw_fd(), &icmp_echo(seq, 32), &to, MsgFlags::empty()).map(|_| ())
             }
             ProbeProto::Udp => {
                 let mut payload = MARKER.to_vec();
@@ -248,13 +232,15 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             }
         });
     };
-    listen(&mut counts, &mut df_reply, Instant::now() + LISTEN, false);
+    listen(&mut counts, &mut df_reply, Instant::now() + if v6 { LISTEN_V6 } else { LISTEN }, false);
     let drop_report = drops.map(|d| d.finish(&format!("the probe window ({sent} probe packet(s) sent)")));
     let mut df_answered = None;
     if let Some(size) = df_size {
-        let payload = usize::try_from(size.saturating_sub(28)).unwrap_or(0);
+        // IP header and ICMP header: 20 + 8 bytes (IPv4), 40 + 8 (IPv6).
+        let headers = if v6 { 48 } else { 28 };
+        let payload = usize::try_from(size.saturating_sub(headers)).unwrap_or(0);
         let mut dfc = vec![(0, 0); watches.len()];
-        match sendto(sender.as_raw_fd(), &echo(id, df_seq, payload, nonce), &to, MsgFlags::empty()) {
+        match sendto(sender.as_raw_fd(), &icmp_echo(df_seq, payload), &to, MsgFlags::empty()) {
             Ok(_) => {
                 listen(&mut dfc, &mut df_reply, Instant::now() + Duration::from_millis(500), true);
                 df_answered = Some(df_reply);
@@ -307,6 +293,71 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
     })
 }
 
+/// Opens the probe's socket (in the pod's namespace, entered by the caller): a raw ICMP or
+/// ICMPv6 socket, or a UDP/TCP socket bound to `src_ip`. Returns it, its source port (0 for
+/// ICMP) and the size of the DF probe (ICMP only: the pod MTU).
+fn open_sender(
+    proto: ProbeProto,
+    src_ip: IpAddr,
+    pod_mtu: u32,
+) -> Result<(OwnedFd, u16, Option<u32>), String> {
+    let (family, icmp) = match src_ip {
+        IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp),
+        IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6),
+    };
+    match proto {
+        ProbeProto::Icmp => {
+            let s = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, icmp)
+                .map_err(|e| format!("open ICMP socket in the pod: {e}"))?;
+            if src_ip.is_ipv6() {
+                // IPv6 routers never fragment (RFC 8200 §5); without IPV6_DONTFRAG the sender
+                // would, so the probe of the pod MTU would not test the path (RFC 3542 §11.2).
+                setsockopt(&s, sockopt::Ipv6DontFrag, &true)
+                    .map_err(|e| format!("set IPV6_DONTFRAG: {e}"))?;
+            }
+            Ok((s, 0u16, Some(pod_mtu)))
+        }
+        ProbeProto::Udp | ProbeProto::Tcp => {
+            let (ty, p) = if proto == ProbeProto::Udp {
+                (SockType::Datagram, SockProtocol::Udp)
+            } else {
+                (SockType::Stream, SockProtocol::Tcp)
+            };
+            let s = socket(family, ty, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, p)
+                .map_err(|e| format!("open socket in the pod: {e}"))?;
+            bind(s.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(src_ip, 0)))
+                .map_err(|e| format!("bind {src_ip}: {e}"))?;
+            let local: SockaddrStorage =
+                getsockname(s.as_raw_fd()).map_err(|e| format!("getsockname: {e}"))?;
+            let port = local
+                .as_sockaddr_in()
+                .map(|a| a.port())
+                .or_else(|| local.as_sockaddr_in6().map(|a| a.port()))
+                .unwrap_or(0);
+            Ok((s, port, None))
+        }
+    }
+}
+
+/// The query of the remote `/debug/capture` for the probe `m` between `src_ip` and `dst_ip`.
+/// The endpoint takes IPv4 endpoints only (`src=`/`dst=`); an IPv6 probe is found by its marker
+/// and ports alone.
+fn capture_query(names: &[&str], m: &Matcher, src_ip: IpAddr, dst_ip: IpAddr) -> String {
+    let endpoints = match (src_ip, dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => format!("&src={s}&dst={d}"),
+        _ => String::new(),
+    };
+    format!(
+        "if={}&proto={}&marker={}&sport={}&dport={}&vxlan_port={}{endpoints}&ms={REMOTE_MS}",
+        names.join(","),
+        m.proto.name(),
+        nonce_hex(&m.nonce),
+        m.src_port,
+        m.dst_port,
+        m.vxlan_port,
+    )
+}
+
 fn nonce_hex(n: &[u8; 4]) -> String {
     n.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -350,4 +401,33 @@ fn remote_hops(r: &RemoteWatch, v: &Value) -> Vec<Seen> {
         replies: veth.map(|i| count(i, "replies")).unwrap_or(0),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What flanneld's capture endpoint makes of the query is the probe's own matcher.
+    #[test]
+    fn the_remote_capture_query_parses_back_to_the_probes_matcher() {
+        let m = Matcher {
+            proto: ProbeProto::Udp,
+            nonce: [0xde, 0xad, 0x00, 0x01],
+            src_port: 40000,
+            dst_port: 9,
+            vxlan_port: 4789,
+            endpoints: None,
+        };
+        let names = ["eth0", "flannel-v6.1", "cni0"];
+        let q6 = capture_query(&names, &m, "fd00:1::2".parse().unwrap(), "fd00:2::2".parse().unwrap());
+        let r = weft_flanneld::capture::parse_request(Some(&q6)).unwrap();
+        assert_eq!(r.matcher, m, "{q6}");
+        assert_eq!(r.ifaces, names);
+        let q4 = capture_query(&names, &m, "10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap());
+        let r = weft_flanneld::capture::parse_request(Some(&q4)).unwrap();
+        let want =
+            Matcher { endpoints: Some(("10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap())), ..m };
+        assert_eq!(r.matcher, want, "{q4}");
+    }
 }

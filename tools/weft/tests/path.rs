@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{assert_broken, assert_reachable, on, path, wait_reachable, weft, Freeze, PREFIX};
+use common::{
+    assert_broken, assert_reachable, on, path, probe, probe_hop, wait_reachable, weft, Freeze, PREFIX,
+};
 use serde_json::Value;
 use weft_lab::ns::require_root;
 use weft_lab::{FlannelSpec, Lab};
@@ -385,26 +387,6 @@ fn each_broken_link_is_named_and_healthy_after_repair() {
         assert!(run.stderr.contains("/debug/dataplane"), "{}", run.stderr);
     }
     assert_reachable(&lab, 0, &src, &dst);
-}
-
-/// `weft path --probe --json` on node 0: (exit status, report, stdout and stderr).
-fn probe(lab: &Lab, src: &str, dst: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
-    let mut args = vec!["--probe", "--json"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[src, dst]);
-    let run = weft(lab, 0, "path", &args);
-    let v: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
-    (run.status, v, format!("{}\n{}", run.stdout, run.stderr))
-}
-
-/// The probe's hop at `place` on `node` (`local` or an address).
-fn probe_hop<'a>(v: &'a Value, node: &str, place: &str) -> &'a Value {
-    v["probe"]["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["node"] == node && h["place"] == place)
-        .unwrap_or_else(|| panic!("no probe hop {place} on {node}: {v}"))
 }
 
 #[test]

@@ -302,9 +302,6 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     }
     let v6 = given_v6 || (!given_v4 && args.family == Some(6));
     let fam = if v6 { "IPv6" } else { "IPv4" };
-    if v6 && args.probe {
-        return err("--probe sends IPv4 packets only; walk IPv6 without --probe");
-    }
     let src_ip = src
         .address(v6)
         .ok_or_else(|| PathError(format!("SRC {}: the pod has no {fam} address", args.src)))?;
@@ -362,15 +359,10 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     }
     let mut probe = None;
     if args.probe && unreadable.is_none() {
-        // `--probe` with IPv6 was refused above.
-        let (IpAddr::V4(src_ip), IpAddr::V4(dst_ip)) = (src_ip, dst_ip) else {
-            return err("--probe sends IPv4 packets only");
-        };
-        let watches = watches(&mut host, &local, src, &dst, IpAddr::V4(dst_ip));
-        let vxlan_port =
-            local.vtep(false).and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
+        let watches = watches(&mut host, &local, src, &dst, dst_ip);
+        let vxlan_port = local.vtep(v6).and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
         let remote = match &dst {
-            Dst::Ip(_) => remote_watch(&w, args.remote_port),
+            Dst::Ip(_) => remote_watch(&w, args.remote_port, v6),
             Dst::Pod(_) => None,
         };
         let spec = crate::probe::ProbeSpec {
@@ -465,15 +457,16 @@ fn watches(
 }
 
 /// The destination node's interfaces (underlay, VXLAN device, bridge) as its flanneld's view
-/// names them, when the walk went through a remote node.
-fn remote_watch(w: &Walk, port: u16) -> Option<crate::probe::RemoteWatch> {
+/// names them, when the walk went through a remote node. IPv6: its `flannel-v6.<VNI>`
+/// (`device_v6`, docs/flannel.md §8.1) instead of `flannel.<VNI>`.
+fn remote_watch(w: &Walk, port: u16, v6: bool) -> Option<crate::probe::RemoteWatch> {
     let node: IpAddr = w.hops.iter().find(|h| h.node != "local")?.node.parse().ok()?;
     let view = crate::remote::fetch_view(node, port).ok()?;
     let name = |k: &str| {
         view.get(k).and_then(|l| l.get("name")).and_then(serde_json::Value::as_str).map(String::from)
     };
     let places: Vec<(&'static str, String)> =
-        [("underlay", "underlay"), ("vtep", "device"), ("bridge", "bridge")]
+        [("underlay", "underlay"), ("vtep", if v6 { "device_v6" } else { "device" }), ("bridge", "bridge")]
             .into_iter()
             .filter_map(|(place, key)| Some((place, name(key)?)))
             .collect();

@@ -134,3 +134,23 @@ pub fn error_findings(v: &Value) -> Findings {
         })
         .collect()
 }
+
+/// `weft path --probe --json` on node 0: (exit status, report, stdout and stderr).
+pub fn probe(lab: &Lab, src: &str, dst: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let mut args = vec!["--probe", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[src, dst]);
+    let run = weft(lab, 0, "path", &args);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run.status, v, format!("{}\n{}", run.stdout, run.stderr))
+}
+
+/// The probe's hop at `place` on `node` (`local` or an address).
+pub fn probe_hop<'a>(v: &'a Value, node: &str, place: &str) -> &'a Value {
+    v["probe"]["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["node"] == node && h["place"] == place)
+        .unwrap_or_else(|| panic!("no probe hop {place} on {node}: {v}"))
+}
