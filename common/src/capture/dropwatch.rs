@@ -6,13 +6,14 @@
 //! Nothing global is changed: the event is enabled in a tracing *instance* of our own
 //! (`instances/<name>`, e.g. `weft-probe-<pid>` or `flanneld-capture-<pid>-<id>`; its own ring
 //! buffer, event switches and filters, `Documentation/trace/ftrace.rst` "Instances"), filtered to
-//! IPv4 packets (`protocol == 2048`), and the instance is removed afterwards. If tracefs is not
+//! IPv4 and IPv6 packets (`protocol == 2048 || protocol == 34525`: probes of both families, and
+//! VXLAN over either underlay), and the instance is removed afterwards. If tracefs is not
 //! mounted, it is mounted on a temporary directory (inside `ip netns exec`'s private mount
 //! namespace when run there) and unmounted afterwards. Cleanup runs on every path, also on
 //! error and on unwinding ([`Drop`]).
 //!
 //! The event carries no addresses, only the socket buffer, its protocol and where it was
-//! freed, and it is machine-wide: the reasons reported are every IPv4 drop of the machine
+//! freed, and it is machine-wide: the reasons reported are every IP drop of the machine
 //! during the probe window. The report says so (`correlated: false`) rather than claiming
 //! they are the probe's own.
 
@@ -26,8 +27,8 @@ use serde_json::Value;
 /// Where tracefs is usually mounted.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 const EVENT: &str = "events/skb/kfree_skb";
-/// `ETH_P_IP` as the tracepoint records it (host order).
-const FILTER: &str = "protocol == 2048";
+/// `ETH_P_IP` or `ETH_P_IPV6` as the tracepoint records them (host order).
+const FILTER: &str = "protocol == 2048 || protocol == 34525";
 
 /// One drop reason seen, with where the kernel freed the packets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -114,7 +115,7 @@ impl DropWatch {
             reasons: parse_trace(&text),
             correlated: false,
             note: format!(
-                "machine-wide IPv4 drops during {window}; the event carries no addresses, so these \
+                "machine-wide IP (IPv4 and IPv6) drops during {window}; the event carries no addresses, so these \
                  are not tied to the probe's own packets"
             ),
         }

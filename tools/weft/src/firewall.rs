@@ -101,8 +101,14 @@ impl Ruleset {
     /// `iptables-save` and one `ip6tables-save` for every table and one `nft -j list ruleset`,
     /// all three started before any is waited for.
     pub fn read() -> Ruleset {
+        Ruleset::read_families(true)
+    }
+
+    /// Like [`Ruleset::read`]; without `ipv6` (an IPv4 packet's walk) `ip6tables-save` is not
+    /// run and the IPv6 tables read as absent.
+    pub fn read_families(ipv6: bool) -> Ruleset {
         let ipt = start(&["iptables-save"]);
-        let ip6t = start(&["ip6tables-save"]);
+        let ip6t = if ipv6 { start(&["ip6tables-save"]) } else { None };
         let nft = start(&["nft", "-j", "list", "ruleset"]);
         let saved = finish(ipt);
         let saved6 = finish(ip6t);

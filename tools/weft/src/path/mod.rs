@@ -283,7 +283,15 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     if let Ok(dst) = args.dst.parse::<IpAddr>() {
         ahead::request_remote_view(dst, args.remote_port);
     }
-    let rules = Ruleset::read();
+    // The family: an IPv6 address given as SRC or DST, else `--family` (default 4).
+    let given_v6 = [&args.src, &args.dst].iter().any(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()));
+    let given_v4 = [&args.src, &args.dst].iter().any(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4()));
+    if given_v6 && given_v4 {
+        return err(format!("SRC {} and DST {} are of different address families", args.src, args.dst));
+    }
+    let v6 = given_v6 || (!given_v4 && args.family == Some(6));
+    // The IPv6 rules only for an IPv6 walk (the pods' own masquerade rules are IPv4).
+    let rules = Ruleset::read_families(v6);
     let pods = pods::collect_with(&args.dirs, &rules).map_err(PathError)?;
     let src = match resolve(&pods, &args.src, "SRC")? {
         Some(p) => p,
@@ -294,13 +302,6 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
             ))
         }
     };
-    // The family: an IPv6 address given as SRC or DST, else `--family` (default 4).
-    let given_v6 = [&args.src, &args.dst].iter().any(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()));
-    let given_v4 = [&args.src, &args.dst].iter().any(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4()));
-    if given_v6 && given_v4 {
-        return err(format!("SRC {} and DST {} are of different address families", args.src, args.dst));
-    }
-    let v6 = given_v6 || (!given_v4 && args.family == Some(6));
     let fam = if v6 { "IPv6" } else { "IPv4" };
     let src_ip = src
         .address(v6)
