@@ -21,7 +21,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnetwork::Ipv4Network;
 use serde_json::Value;
+use weft_common::netns::NetNs;
+use weft_dataplane::firewall::{apply_rules, FirewallMode, FlannelRules};
 use weft_lab::lab::NODE_IFACE;
 use weft_lab::ns::Netns;
 use weft_lab::{Lab, LabError, Result};
@@ -90,35 +93,9 @@ pub(crate) fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
         .ok_or_else(|| LabError::parse("ip link address", v.to_string()))
 }
 
-/// flanneld's masquerade and forward rules for cluster network `cluster` and own subnet `own`
-/// (docs/flannel.md §9.1 and §9.2, in that order), as one `iptables-restore --noflush` payload;
-/// `multicast` is `224.0.0.0/4`, or `ff00::/8` for the IPv6 rules (`ip6tables-restore`).
-pub fn flannel_rules(cluster: &str, own: &str, multicast: &str) -> String {
-    let masq = r#"-m comment --comment "flanneld masq""#;
-    let fwd = r#"-m comment --comment "flanneld forward""#;
-    format!(
-        "*nat\n\
-         :FLANNEL-POSTRTG - [0:0]\n\
-         -A POSTROUTING {masq} -j FLANNEL-POSTRTG\n\
-         -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {masq} -j RETURN\n\
-         -A FLANNEL-POSTRTG -s {own} -d {cluster} {masq} -j RETURN\n\
-         -A FLANNEL-POSTRTG -s {cluster} -d {own} {masq} -j RETURN\n\
-         -A FLANNEL-POSTRTG ! -s {cluster} -d {own} {masq} -j RETURN\n\
-         -A FLANNEL-POSTRTG -s {cluster} ! -d {multicast} {masq} -j MASQUERADE --random-fully\n\
-         -A FLANNEL-POSTRTG ! -s {cluster} -d {cluster} {masq} -j MASQUERADE --random-fully\n\
-         COMMIT\n\
-         *filter\n\
-         :FLANNEL-FWD - [0:0]\n\
-         -A FORWARD {fwd} -j FLANNEL-FWD\n\
-         -A FLANNEL-FWD -s {cluster} {fwd} -j ACCEPT\n\
-         -A FLANNEL-FWD -d {cluster} {fwd} -j ACCEPT\n\
-         COMMIT\n"
-    )
-}
-
 impl HandBuilt {
     /// Builds the two nodes, the VXLAN between them and a pod on each; `with_rules` adds
-    /// flanneld's firewall rules on both nodes ([`flannel_rules`]); `ipv6` also gives the nodes
+    /// flanneld's firewall rules on both nodes (`add_rules`); `ipv6` also gives the nodes
     /// IPv6 underlay addresses and builds the IPv6 VXLAN of `datapath_handbuilt_v6`.
     pub fn build(prefix: &str, with_rules: bool, ipv6: bool) -> Result<HandBuilt> {
         let mut lab = Lab::new(prefix)?;
@@ -132,9 +109,6 @@ impl HandBuilt {
         }
         for i in 0..2 {
             hb.route_to_peer(i, 1 - i)?;
-            if with_rules {
-                hb.add_rules(i)?;
-            }
         }
         if ipv6 {
             for i in 0..2 {
@@ -142,9 +116,11 @@ impl HandBuilt {
             }
             for i in 0..2 {
                 hb.route_to_peer_v6(i, 1 - i)?;
-                if with_rules {
-                    hb.add_rules_v6(i)?;
-                }
+            }
+        }
+        if with_rules {
+            for i in 0..2 {
+                hb.add_rules(i, ipv6)?;
             }
         }
         Ok(hb)
@@ -194,17 +170,39 @@ impl HandBuilt {
         Ok(())
     }
 
-    fn add_rules(&self, i: usize) -> Result<()> {
-        let own = format!("{}/24", pod_subnet_base(i)?);
-        self.load_rules(i, "iptables-restore", &flannel_rules(CLUSTER, &own, "224.0.0.0/4"))
-    }
-
-    /// Loads `rules` on node `i` with `tool` (`iptables-restore` or `ip6tables-restore`).
-    pub(crate) fn load_rules(&self, i: usize, tool: &str, rules: &str) -> Result<()> {
-        let ns = self.lab.node(i)?.ns();
-        let what = format!("{tool} in {}", ns.name());
-        ns.exec_with(&[tool, "--noflush", "--wait"], &[], rules.as_bytes()).check(&what)?;
-        Ok(())
+    /// flanneld's masquerade and forward rules (docs/flannel.md §9.1, §9.2), installed by
+    /// flanneld's own code (`weft_dataplane::firewall`, the iptables layout, as `--ip-masq`
+    /// does) in node `i`'s namespace, for the hand-built IPv4 network and, with `ipv6`, the
+    /// IPv6 one: the rules on this path are exactly weft's.
+    fn add_rules(&self, i: usize, ipv6: bool) -> Result<()> {
+        let bad = |what: &str| LabError::Invalid(format!("hand-built network {what}"));
+        let network: Ipv4Network = CLUSTER.parse().map_err(|_| bad(CLUSTER))?;
+        let subnet = Ipv4Network::new(pod_subnet_base(i)?, 24).map_err(|_| bad("of node"))?;
+        let ipv6 = if ipv6 { Some(crate::datapath_handbuilt_v6::rules_side(i)?) } else { None };
+        let rules = FlannelRules {
+            network,
+            subnet,
+            ip_masq: true,
+            forward: true,
+            fully_random: true,
+            mode: FirewallMode::Iptables,
+            ipv6,
+        };
+        let path = self.lab.node(i)?.ns().path();
+        // The tools run as children of a thread that entered the node's namespace.
+        let applied = std::thread::spawn(move || -> std::result::Result<(), String> {
+            let target = NetNs::open(&path).map_err(|e| e.to_string())?;
+            let _inside = target.enter().map_err(|e| e.to_string())?;
+            apply_rules(&rules).map_err(|e| e.to_string())
+        })
+        .join();
+        match applied {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(LabError::Invalid(format!("flanneld's rules on hand-built node {i}: {e}"))),
+            Err(_) => {
+                Err(LabError::Invalid(format!("flanneld's rules on hand-built node {i}: thread panicked")))
+            }
+        }
     }
 
     /// `ip -d link show` of node 0's device, for the record.
@@ -238,32 +236,5 @@ impl HandBuilt {
     /// The lab, to run iperf3 in.
     pub fn lab_mut(&mut self) -> &mut Lab {
         &mut self.lab
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rules_are_flanneld_masquerade_then_forward() {
-        let r = flannel_rules("10.99.0.0/16", "10.99.1.0/24", "224.0.0.0/4");
-        let lines: Vec<&str> = r.lines().collect();
-        assert_eq!(lines.len(), 16, "{r}");
-        assert_eq!(lines[0], "*nat");
-        assert_eq!(
-            lines[4],
-            r#"-A FLANNEL-POSTRTG -s 10.99.1.0/24 -d 10.99.0.0/16 -m comment --comment "flanneld masq" -j RETURN"#
-        );
-        assert_eq!(
-            lines[7],
-            r#"-A FLANNEL-POSTRTG -s 10.99.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully"#
-        );
-        assert_eq!(lines[10], "*filter");
-        assert_eq!(
-            lines[14],
-            r#"-A FLANNEL-FWD -d 10.99.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT"#
-        );
-        assert_eq!(lines[15], "COMMIT");
     }
 }

@@ -20,7 +20,10 @@ use weft_lab::dual::node_ip6;
 use weft_lab::lab::NODE_IFACE;
 use weft_lab::{LabError, Result};
 
-use crate::datapath_handbuilt::{flannel_rules, link_mac, vxlan_mtu, Ends, HandBuilt};
+use ipnetwork::Ipv6Network;
+use weft_dataplane::firewall::Ipv6Side;
+
+use crate::datapath_handbuilt::{link_mac, vxlan_mtu, Ends, HandBuilt};
 
 /// The hand-built IPv6 VXLAN device.
 const DEV6: &str = "vx6";
@@ -41,6 +44,15 @@ fn with_last6(a: Ipv6Addr, last: u16) -> Ipv6Addr {
     let mut s = a.segments();
     s[7] = last;
     Ipv6Addr::from(s)
+}
+
+/// The IPv6 side of flanneld's rules on node `i`: the hand-built IPv6 cluster network and the
+/// node's /64.
+pub(crate) fn rules_side(i: usize) -> Result<Ipv6Side> {
+    let bad = |what: &str| LabError::Invalid(format!("hand-built IPv6 network {what}"));
+    let network: Ipv6Network = CLUSTER6.parse().map_err(|_| bad(CLUSTER6))?;
+    let subnet = Ipv6Network::new(pod_subnet6(i)?, 64).map_err(|_| bad("of node"))?;
+    Ok(Ipv6Side { network, subnet })
 }
 
 fn underlay6(i: usize) -> Result<Ipv6Addr> {
@@ -90,13 +102,6 @@ impl HandBuilt {
         Ok(())
     }
 
-    /// flanneld's IPv6 masquerade and forward rules (docs/flannel.md §9: the IPv4 ones with the
-    /// IPv6 network and subnet, `ff00::/8` for `224.0.0.0/4`), through `ip6tables-restore`.
-    pub(crate) fn add_rules_v6(&self, i: usize) -> Result<()> {
-        let own = format!("{}/64", pod_subnet6(i)?);
-        self.load_rules(i, "ip6tables-restore", &flannel_rules(CLUSTER6, &own, "ff00::/8"))
-    }
-
     /// Pod on node 0 → pod on node 1 over `vx6`; the MTU is the pod's IPv6 MTU.
     pub fn vxlan6_ends(&self) -> Result<Ends> {
         let client = self.pods.first().ok_or_else(|| LabError::Invalid("no hand-built pod 0".into()))?;
@@ -122,11 +127,10 @@ mod tests {
         assert_eq!(pod_subnet6(1).unwrap().to_string(), "fd99:0:0:1::");
         assert_eq!(with_last6(pod_subnet6(0).unwrap(), 2).to_string(), "fd99::2");
         assert_eq!(with_last6(pod_subnet6(1).unwrap(), 1).to_string(), "fd99:0:0:1::1");
-        let own = format!("{}/64", pod_subnet6(1).unwrap());
-        let r = flannel_rules(CLUSTER6, &own, "ff00::/8");
-        assert!(r.contains(
-            r#"-A FLANNEL-POSTRTG -s fd99::/48 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully"#
-        ));
-        assert!(r.contains("-A FLANNEL-POSTRTG -s fd99:0:0:1::/64 -d fd99::/48 "), "{r}");
+        let side = rules_side(1).unwrap();
+        assert_eq!(
+            (side.network.to_string(), side.subnet.to_string()),
+            ("fd99::/48".into(), "fd99:0:0:1::/64".into())
+        );
     }
 }
