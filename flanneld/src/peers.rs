@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
-use tracing::warn;
+use tracing::{info, warn};
 use weft_dataplane::Mac;
 
 use crate::lease::{parse_lease_path, LeaseAttrs, LeaseKey};
@@ -77,12 +77,27 @@ enum Classified {
 }
 
 /// The current peers, keyed by subnet.
+///
+/// Two nodes racing for a subnet can both hold a lease for it for a moment: dual-stack keys
+/// name both subnets, so a clash in one family still gives two keys, and the node whose
+/// lease came second picks again and deletes its own (`crate::acquire`). The lease seen
+/// first stays the peer meanwhile: a second lease for an IPv4 subnet waits in `shadowed`, a
+/// second claim on an IPv6 subnet (or a claim on our own) waits in `waiting_v6`, and either
+/// takes over when the first goes.
 #[derive(Debug, Clone)]
 pub struct PeerSet {
     subnets_dir: String,
     backend: BackendKind,
     own: Option<Ipv4Network>,
+    own_v6: Option<Ipv6Network>,
+    /// The peers as programmed: a peer's `ipv6` is `None` while its IPv6 side waits.
     peers: BTreeMap<Ipv4Network, RemotePeer>,
+    /// Leases for an IPv4 subnet whose peer is another lease, with their mod revision.
+    shadowed: BTreeMap<LeaseKey, (i64, RemotePeer)>,
+    /// The IPv6 sides held back from `peers` (by the peer's IPv4 subnet).
+    waiting_v6: BTreeMap<Ipv4Network, PeerV6>,
+    /// Which peer (IPv4 subnet) holds each IPv6 subnet.
+    v6_holder: BTreeMap<Ipv6Network, Ipv4Network>,
     /// Leases of another backend type, by subnet, with that type (to log each once).
     foreign: BTreeMap<Ipv4Network, String>,
     /// `(subnet, PublicIP)` of every peer lease seen, current and removed (pruned with
@@ -102,19 +117,44 @@ impl PeerSet {
             subnets_dir: subnets_dir.to_string(),
             backend,
             own: None,
+            own_v6: None,
             peers: BTreeMap::new(),
+            shadowed: BTreeMap::new(),
+            waiting_v6: BTreeMap::new(),
+            v6_holder: BTreeMap::new(),
             foreign: BTreeMap::new(),
             held: BTreeSet::new(),
         }
     }
 
-    /// Sets our own subnet; a peer known at that subnet is removed.
-    pub fn set_own(&mut self, own: Ipv4Network) -> Vec<Change> {
-        self.own = Some(own);
-        match self.peers.remove(&own) {
-            Some(_) => vec![Change::Remove(own)],
-            None => Vec::new(),
+    /// Sets our own lease's subnets: a peer at our IPv4 subnet is removed, a peer's IPv6
+    /// side at our IPv6 subnet is held back (and one held back for our previous IPv6 subnet
+    /// is given back).
+    pub fn set_own(&mut self, own: LeaseKey) -> Vec<Change> {
+        self.own = Some(own.ipv4);
+        let before_v6 = std::mem::replace(&mut self.own_v6, own.ipv6);
+        self.shadowed.retain(|k, _| k.ipv4 != own.ipv4);
+        let mut changes = Vec::new();
+        if self.peers.contains_key(&own.ipv4) {
+            changes.push(Change::Remove(own.ipv4));
+            changes.extend(self.take(own.ipv4));
         }
+        if before_v6 != own.ipv6 {
+            if let Some(mine) = own.ipv6 {
+                if let Some(holder) = self.v6_holder.remove(&mine) {
+                    if let Some(p) = self.peers.get_mut(&holder) {
+                        if let Some(v6) = p.ipv6.take() {
+                            self.waiting_v6.insert(holder, v6);
+                        }
+                        changes.push(Change::Upsert(p.clone()));
+                    }
+                }
+            }
+            if let Some(old) = before_v6 {
+                changes.extend(self.give_v6(old));
+            }
+        }
+        changes
     }
 
     /// Number of peers.
@@ -144,10 +184,14 @@ impl PeerSet {
 
     /// Forgets remembered leases that no peer holds any more and for which `keep` is false
     /// (the daemon keeps those that may still have a route in the kernel). Current peers'
-    /// leases are always kept.
+    /// leases, shadowed ones included, are always kept.
     pub fn forget_held(&mut self, keep: impl Fn(&Ipv4Network, &Ipv4Addr) -> bool) {
-        let peers = &self.peers;
-        self.held.retain(|(s, ip)| peers.get(s).is_some_and(|p| p.public_ip == *ip) || keep(s, ip));
+        let (peers, shadowed) = (&self.peers, &self.shadowed);
+        let holds = |s: &Ipv4Network, ip: &Ipv4Addr| {
+            peers.get(s).is_some_and(|p| p.public_ip == *ip)
+                || shadowed.values().any(|(_, p)| p.subnet() == *s && p.public_ip == *ip)
+        };
+        self.held.retain(|(s, ip)| holds(s, ip) || keep(s, ip));
     }
 
     fn is_own(&self, key: &LeaseKey) -> bool {
@@ -202,7 +246,7 @@ impl PeerSet {
             }
             Classified::Foreign(key, kind, public_ip) => {
                 self.note_foreign(&rec.key, &key, kind, public_ip);
-                self.remove(key.ipv4).into_iter().collect()
+                self.remove(&key)
             }
             Classified::Ipv6Only => {
                 warn!(key = %rec.key, "skipping IPv6-only lease: it has no IPv4 subnet");
@@ -210,15 +254,89 @@ impl PeerSet {
             }
             Classified::Peer(p) if self.is_own(&p.key) => Vec::new(),
             Classified::Peer(p) => {
-                if self.peers.get(&p.subnet()) == Some(&p) {
-                    // A renewal: nothing to reprogram (reconciliation catches kernel drift).
-                    return Vec::new();
+                let s = p.subnet();
+                self.held.insert((s, p.public_ip));
+                match self.peers.get(&s).map(|c| c.key) {
+                    Some(current) if current != p.key => {
+                        warn!(key = %rec.key, subnet = %s,
+                            "a second lease for a peer's subnet; keeping the first until one goes");
+                        self.shadowed.insert(p.key, (rec.mod_revision, p));
+                        Vec::new()
+                    }
+                    Some(_) if self.raw(&s).as_ref() == Some(&p) => {
+                        // A renewal: nothing to reprogram (reconciliation catches kernel drift).
+                        Vec::new()
+                    }
+                    Some(_) => {
+                        // New attributes of the same lease: its IPv6 side keeps its place.
+                        let mut p = p;
+                        if let Some(waiting) = self.waiting_v6.get_mut(&s) {
+                            if let Some(v6) = p.ipv6.take() {
+                                *waiting = v6;
+                            }
+                        }
+                        self.peers.insert(s, p.clone());
+                        vec![Change::Upsert(p)]
+                    }
+                    None => vec![Change::Upsert(self.admit(p))],
                 }
-                self.held.insert((p.subnet(), p.public_ip));
-                self.peers.insert(p.subnet(), p.clone());
-                vec![Change::Upsert(p)]
             }
         }
+    }
+
+    /// The peer at `s` with its IPv6 side, also when that waits.
+    fn raw(&self, s: &Ipv4Network) -> Option<RemotePeer> {
+        let mut p = self.peers.get(s)?.clone();
+        p.ipv6 = p.ipv6.or_else(|| self.waiting_v6.get(s).cloned());
+        Some(p)
+    }
+
+    /// Makes `p` the peer of its (free) subnet: its IPv6 side waits when that subnet is ours
+    /// or another peer's. Returns the peer as programmed.
+    fn admit(&mut self, mut p: RemotePeer) -> RemotePeer {
+        let s = p.subnet();
+        if let Some(v6) = p.ipv6.take() {
+            let taken =
+                self.own_v6 == Some(v6.subnet) || self.v6_holder.get(&v6.subnet).is_some_and(|h| *h != s);
+            if taken {
+                warn!(subnet = %s, ipv6_subnet = %v6.subnet,
+                    "a peer lease claims an IPv6 subnet already held; its IPv6 side waits until that one goes");
+                self.waiting_v6.insert(s, v6);
+            } else {
+                self.v6_holder.insert(v6.subnet, s);
+                p.ipv6 = Some(v6);
+            }
+        }
+        self.peers.insert(s, p.clone());
+        p
+    }
+
+    /// Removes the peer at `s`; returns the changes of peers whose IPv6 side it held up.
+    fn take(&mut self, s: Ipv4Network) -> Vec<Change> {
+        self.waiting_v6.remove(&s);
+        match self.peers.remove(&s).and_then(|p| p.ipv6) {
+            Some(v6) if self.v6_holder.get(&v6.subnet) == Some(&s) => {
+                self.v6_holder.remove(&v6.subnet);
+                self.give_v6(v6.subnet)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The free IPv6 subnet `subnet` goes to a peer whose IPv6 side waits for it, if any.
+    fn give_v6(&mut self, subnet: Ipv6Network) -> Vec<Change> {
+        if self.own_v6 == Some(subnet) || self.v6_holder.contains_key(&subnet) {
+            return Vec::new();
+        }
+        let Some(s) = self.waiting_v6.iter().find(|(_, v6)| v6.subnet == subnet).map(|(s, _)| *s) else {
+            return Vec::new();
+        };
+        let (Some(v6), Some(p)) = (self.waiting_v6.remove(&s), self.peers.get_mut(&s)) else {
+            return Vec::new();
+        };
+        self.v6_holder.insert(subnet, s);
+        p.ipv6 = Some(v6);
+        vec![Change::Upsert(p.clone())]
     }
 
     /// Logs a lease of another backend type once per (subnet, type), and remembers its
@@ -241,7 +359,7 @@ impl PeerSet {
         match parse_lease_path(&self.subnets_dir, key) {
             Ok(k) => {
                 self.foreign.remove(&k.ipv4);
-                self.remove(k.ipv4).into_iter().collect()
+                self.remove(&k)
             }
             Err(e) => {
                 warn!(key = %key, reason = %e, "ignoring delete of a malformed lease key");
@@ -250,19 +368,41 @@ impl PeerSet {
         }
     }
 
-    fn remove(&mut self, subnet: Ipv4Network) -> Option<Change> {
-        self.peers.remove(&subnet).map(|_| Change::Remove(subnet))
+    /// The lease `key` is no peer any more: when it was the peer of its subnet, another
+    /// lease for that subnet takes its place, or the subnet's peer is removed. The subnet's
+    /// change comes first, then those of peers whose IPv6 side it held up.
+    fn remove(&mut self, key: &LeaseKey) -> Vec<Change> {
+        self.shadowed.remove(key);
+        let s = key.ipv4;
+        if self.peers.get(&s).is_none_or(|p| p.key != *key) {
+            return Vec::new();
+        }
+        let freed = self.take(s);
+        let next = self.shadowed.iter().filter(|(k, _)| k.ipv4 == s).min_by_key(|(_, (rev, _))| *rev);
+        let next = next.map(|(k, _)| *k).and_then(|k| self.shadowed.remove(&k));
+        let mut changes = match next {
+            Some((_, p)) => {
+                info!(key = %p.key.ipv4, public_ip = %p.public_ip, "the other lease for the subnet takes over");
+                vec![Change::Upsert(self.admit(p))]
+            }
+            None => vec![Change::Remove(s)],
+        };
+        changes.extend(freed);
+        changes
     }
 
     /// A full listing replaced whatever we knew (startup, or after compaction / a broken watch):
     /// the diff against the current set. A known peer whose record is now malformed is kept.
+    /// Of several leases for one subnet, the current peer stays, else the oldest is taken;
+    /// likewise a current holder of an IPv6 subnet keeps it.
     pub fn snapshot(&mut self, records: &[Record]) -> Vec<Change> {
-        let mut next: BTreeMap<Ipv4Network, RemotePeer> = BTreeMap::new();
+        let mut candidates: BTreeMap<Ipv4Network, Vec<(i64, RemotePeer)>> = BTreeMap::new();
         let before = std::mem::take(&mut self.foreign);
         for rec in records {
             match self.classify(rec) {
                 Classified::Peer(p) if !self.is_own(&p.key) => {
-                    next.insert(p.subnet(), p);
+                    self.held.insert((p.subnet(), p.public_ip));
+                    candidates.entry(p.subnet()).or_default().push((rec.mod_revision, p));
                 }
                 Classified::Peer(_) => {}
                 Classified::Foreign(key, kind, public_ip) => {
@@ -276,21 +416,43 @@ impl PeerSet {
                 }
                 Classified::Malformed { key, reason } => {
                     warn!(key = %rec.key, reason = %reason, "skipping malformed lease record");
-                    if let Some(old) = key.and_then(|k| self.peers.get(&k.ipv4)) {
-                        next.insert(old.subnet(), old.clone());
+                    let known = key.filter(|k| self.peers.get(&k.ipv4).is_some_and(|p| p.key == *k));
+                    if let Some(old) = known.and_then(|k| self.raw(&k.ipv4)) {
+                        candidates.entry(old.subnet()).or_default().push((rec.mod_revision, old));
                     }
                 }
             }
         }
+        let old = std::mem::take(&mut self.peers);
+        let old_holders = std::mem::take(&mut self.v6_holder);
+        self.shadowed.clear();
+        self.waiting_v6.clear();
+        let mut chosen = Vec::new();
+        for (s, mut leases) in candidates {
+            let current = old.get(&s).map(|p| p.key);
+            let pick = leases
+                .iter()
+                .position(|(_, p)| Some(p.key) == current)
+                .or_else(|| leases.iter().enumerate().min_by_key(|(_, (rev, _))| *rev).map(|(i, _)| i))
+                .unwrap_or(0);
+            chosen.push(leases.swap_remove(pick).1);
+            self.shadowed.extend(leases.into_iter().map(|(rev, p)| (p.key, (rev, p))));
+        }
+        // Current IPv6 holders are admitted first, so they keep their IPv6 subnet.
+        let holds = |p: &RemotePeer| {
+            p.ipv6.as_ref().is_some_and(|v6| old_holders.get(&v6.subnet) == Some(&p.subnet()))
+        };
+        let (first, rest): (Vec<_>, Vec<_>) = chosen.into_iter().partition(holds);
+        for p in first.into_iter().chain(rest) {
+            self.admit(p);
+        }
         let mut changes: Vec<Change> =
-            self.peers.keys().filter(|s| !next.contains_key(s)).map(|s| Change::Remove(*s)).collect();
-        for (subnet, p) in &next {
-            self.held.insert((*subnet, p.public_ip));
-            if self.peers.get(subnet) != Some(p) {
+            old.keys().filter(|s| !self.peers.contains_key(s)).map(|s| Change::Remove(*s)).collect();
+        for (s, p) in &self.peers {
+            if old.get(s) != Some(p) {
                 changes.push(Change::Upsert(p.clone()));
             }
         }
-        self.peers = next;
         changes
     }
 }
@@ -336,6 +498,10 @@ mod tests {
         )
     }
 
+    fn own(s: &str) -> LeaseKey {
+        LeaseKey { ipv4: net(s), ipv6: None }
+    }
+
     fn net(s: &str) -> Ipv4Network {
         s.parse().unwrap()
     }
@@ -343,7 +509,7 @@ mod tests {
     #[test]
     fn put_delete_own_and_non_vxlan() {
         let mut set = PeerSet::new(DIR);
-        assert!(set.set_own(net("10.5.1.0/24")).is_empty());
+        assert!(set.set_own(own("10.5.1.0/24")).is_empty());
         assert!(set.put(&rec("10.5.1.0-24", &vx("198.18.0.2", "02:00:00:00:00:01"))).is_empty());
         let c = set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02")));
         assert!(matches!(&c[..], [Change::Upsert(p)] if p.public_ip == Ipv4Addr::new(198, 18, 0, 3)));
@@ -371,7 +537,7 @@ mod tests {
     #[test]
     fn host_gw_set_takes_host_gw_leases_and_skips_vxlan_ones() {
         let mut set = PeerSet::for_backend(DIR, BackendKind::HostGw);
-        set.set_own(net("10.5.1.0/24"));
+        set.set_own(own("10.5.1.0/24"));
         assert!(set.put(&rec("10.5.1.0-24", &hg("198.18.0.2"))).is_empty(), "own lease");
         let c = set.put(&rec("10.5.2.0-24", &hg("198.18.0.3")));
         assert!(matches!(&c[..], [Change::Upsert(p)] if p.public_ip == Ipv4Addr::new(198, 18, 0, 3)));
@@ -467,10 +633,92 @@ mod tests {
         )
     }
 
+    fn rec_at(name: &str, value: &str, mod_revision: i64) -> Record {
+        Record { mod_revision, ..rec(name, value) }
+    }
+
+    fn upserted(c: &[Change]) -> Vec<(String, Option<String>)> {
+        c.iter()
+            .filter_map(|c| match c {
+                Change::Upsert(p) => {
+                    Some((p.public_ip.to_string(), p.ipv6.as_ref().map(|v| v.subnet.to_string())))
+                }
+                Change::Remove(_) => None,
+            })
+            .collect()
+    }
+
+    /// Two nodes racing for one IPv4 subnet with different IPv6 subnets both create their
+    /// dual-stack key; the second deletes its own: the first stays the peer throughout.
+    #[test]
+    fn a_second_lease_for_a_subnet_waits_and_takes_over_when_the_first_goes() {
+        let first = ("10.5.2.0-24&fd00:0:0:9::-64", dual("198.18.0.12", r#""fd18::c""#, "02:00:00:00:06:0c"));
+        let second =
+            ("10.5.2.0-24&fd00:0:0:b::-64", dual("198.18.0.10", r#""fd18::a""#, "02:00:00:00:06:0a"));
+        let mut set = PeerSet::new(DIR);
+        assert_eq!(upserted(&set.put(&rec(first.0, &first.1)))[0].0, "198.18.0.12");
+        assert!(set.put(&rec(second.0, &second.1)).is_empty(), "the second waits");
+        assert!(set.delete(&format!("{DIR}{}", second.0)).is_empty());
+        assert_eq!(
+            set.get(&net("10.5.2.0/24")).map(|p| p.public_ip.to_string()).as_deref(),
+            Some("198.18.0.12")
+        );
+        // When the first goes, the waiting one takes over.
+        set.put(&rec(second.0, &second.1));
+        let c = set.delete(&format!("{DIR}{}", first.0));
+        assert_eq!(upserted(&c), [("198.18.0.10".to_string(), Some("fd00:0:0:b::/64".to_string()))], "{c:?}");
+        assert_eq!(set.delete(&format!("{DIR}{}", second.0)), vec![Change::Remove(net("10.5.2.0/24"))]);
+        assert!(set.is_empty());
+        // A listing holding both: the older one is the peer, the other waits.
+        let c = set.snapshot(&[rec_at(second.0, &second.1, 7), rec_at(first.0, &first.1, 5)]);
+        assert_eq!(upserted(&c)[0].0, "198.18.0.12", "{c:?}");
+        assert!(set.delete(&format!("{DIR}{}", second.0)).is_empty());
+        assert!(set.snapshot(&[rec(first.0, &first.1)]).is_empty(), "nothing changed");
+        // The peer's lease turning into another backend's gives the subnet to the other one.
+        set.put(&rec(second.0, &second.1));
+        let c = set.put(&rec(first.0, &hg("198.18.0.12")));
+        assert_eq!(upserted(&c)[0].0, "198.18.0.10", "{c:?}");
+    }
+
+    /// Two leases with different IPv4 subnets claim one IPv6 subnet, or a peer claims ours:
+    /// the first claim keeps it, the other peer's IPv6 side waits, and gets it when it is free.
+    #[test]
+    fn a_claimed_ipv6_subnet_is_programmed_once() {
+        let a = ("10.5.2.0-24&fd00:0:0:9::-64", dual("198.18.0.11", r#""fd18::b""#, "02:00:00:00:06:0b"));
+        let b = ("10.5.3.0-24&fd00:0:0:9::-64", dual("198.18.0.12", r#""fd18::c""#, "02:00:00:00:06:0c"));
+        let v6 =
+            |s: &PeerSet, n: &str| s.get(&net(n)).and_then(|p| p.ipv6.as_ref()).map(|v| v.subnet.to_string());
+        let mut set = PeerSet::new(DIR);
+        set.put(&rec(a.0, &a.1));
+        let c = set.put(&rec(b.0, &b.1));
+        assert_eq!(upserted(&c), [("198.18.0.12".to_string(), None)], "b's IPv4 side only");
+        // A renewal of b changes nothing; a's going gives b its IPv6 side, after a's removal.
+        assert!(set.put(&rec(b.0, &b.1)).is_empty());
+        let c = set.delete(&format!("{DIR}{}", a.0));
+        assert_eq!(c[0], Change::Remove(net("10.5.2.0/24")), "{c:?}");
+        assert_eq!(upserted(&c), [("198.18.0.12".to_string(), Some("fd00:0:0:9::/64".to_string()))]);
+        // A listing with both, b holding it: b keeps it.
+        let c = set.snapshot(&[rec(a.0, &a.1), rec(b.0, &b.1)]);
+        assert_eq!(upserted(&c), [("198.18.0.11".to_string(), None)], "{c:?}");
+        assert_eq!(v6(&set, "10.5.3.0/24").as_deref(), Some("fd00:0:0:9::/64"));
+        // Our own lease takes that IPv6 subnet: b's IPv6 side waits; a new own one frees it.
+        let c = set
+            .set_own(LeaseKey { ipv4: net("10.5.1.0/24"), ipv6: Some("fd00:0:0:9::/64".parse().unwrap()) });
+        assert_eq!(upserted(&c), [("198.18.0.12".to_string(), None)], "{c:?}");
+        assert_eq!(v6(&set, "10.5.2.0/24"), None);
+        let c = set
+            .set_own(LeaseKey { ipv4: net("10.5.1.0/24"), ipv6: Some("fd00:0:0:1::/64".parse().unwrap()) });
+        assert_eq!(upserted(&c).len(), 1, "{c:?}");
+        assert!(
+            v6(&set, "10.5.2.0/24").is_some() != v6(&set, "10.5.3.0/24").is_some(),
+            "exactly one holds it"
+        );
+    }
+
     #[test]
     fn dual_stack_peers_and_malformed_ipv6_parts() {
         let mut set = PeerSet::new(DIR);
-        set.set_own(net("10.5.1.0/24"));
+        set.set_own(own("10.5.1.0/24"));
         let c = set.put(&rec(
             "10.5.2.0-24&fd00:0:0:2::-64",
             &dual("198.18.0.3", r#""fd18::3""#, "02:00:00:00:06:02"),
@@ -545,7 +793,7 @@ mod tests {
     #[test]
     fn snapshot_diffs() {
         let mut set = PeerSet::new(DIR);
-        set.set_own(net("10.5.1.0/24"));
+        set.set_own(own("10.5.1.0/24"));
         set.put(&rec("10.5.2.0-24", &vx("198.18.0.3", "02:00:00:00:00:02")));
         set.put(&rec("10.5.3.0-24", &vx("198.18.0.4", "02:00:00:00:00:03")));
         let snap = vec![

@@ -88,8 +88,8 @@ pub fn plan_add(old: Option<&Peer>, new: &Peer) -> Vec<NetOp> {
     };
     if old.direct {
         // The replace of the route already switched a direct route to the onlink one (same
-        // destination), or rewrote the gateway. A moved subnet cannot happen: leases are keyed
-        // by subnet; handle it anyway.
+        // destination), or rewrote the gateway. A moved subnet: a dual-stack peer whose IPv6
+        // side now comes from another lease key for the same IPv4 subnet.
         if old.dst() != new.dst() {
             ops.push(del_route(&old.route()));
         }

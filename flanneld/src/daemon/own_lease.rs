@@ -98,10 +98,18 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
 
     pub(super) fn take_lease(&mut self, a: Acquired) {
         let subnet = a.lease.subnet();
-        for change in self.peers.set_own(subnet) {
-            if let Change::Remove(s) = change {
-                self.desired.remove(&s);
-                self.desired_v6.remove(&s);
+        for change in self.peers.set_own(a.lease.key) {
+            match change {
+                Change::Remove(s) => {
+                    self.desired.remove(&s);
+                    self.desired_v6.remove(&s);
+                }
+                // A peer's IPv6 side held back by (or given back with) our IPv6 subnet: the
+                // next reconciliation programs what `desired_v6` now says.
+                Change::Upsert(p) => {
+                    let on6 = self.onlink_v6(&p, None);
+                    self.upsert_v6(&p, on6, false);
+                }
             }
         }
         self.last_subnet_v6 = a.lease.key.ipv6;

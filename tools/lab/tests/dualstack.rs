@@ -38,7 +38,8 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_and_a_deleted_v6_route_heals() -
         let lease = lab.lease(i)?.expect("lease");
         assert_eq!(lease.attrs["PublicIPv6"].as_str(), node_ip6(i).map(|a| a.to_string()).as_deref());
         assert!(lease.attrs["BackendV6Data"]["VtepMAC"].is_string(), "{}", lease.raw);
-        assert_eq!(lab.flanneld_http(i, "/healthz")?.0, 200, "node {i} healthy");
+        let (code, body) = lab.flanneld_http(i, "/healthz")?;
+        assert_eq!(code, 200, "node {i} healthy: {body}\n{}", lab.diagnostics());
     }
     for p in lab.pods() {
         assert!(p.ip6().is_some(), "{} has an IPv6 address", p.ns().name());

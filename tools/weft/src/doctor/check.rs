@@ -19,7 +19,7 @@ use weft_dataplane::plan::{plan_reconcile, Peer};
 use weft_dataplane::view::{DataplaneView, LinkView};
 use weft_dataplane::{KernelState, Mac, NetOp};
 use weft_flanneld::daemon::VXLAN_OVERHEAD;
-use weft_flanneld::lease::{format_mac, parse_lease_path, subnets_dir, LeaseAttrs};
+use weft_flanneld::lease::{format_mac, parse_lease_path, subnets_dir, LeaseAttrs, LeaseKey};
 use weft_flanneld::network::{BackendKind, NetworkSpec};
 use weft_flanneld::peers::PeerSet;
 use weft_flanneld::registry::Record;
@@ -133,6 +133,8 @@ pub struct Report {
 struct Lease {
     key: String,
     subnet: Ipv4Network,
+    /// The subnets its key names (both families).
+    subnets: LeaseKey,
     public_ip: Ipv4Addr,
     vtep_mac: Option<Mac>,
     /// The lease's IPv6 side (dual stack), when it has a usable one.
@@ -288,6 +290,7 @@ fn parse_leases(prefix: &str, records: &[Record], backend: BackendKind) -> Vec<L
             Some(Lease {
                 key: r.key.clone(),
                 subnet: key.ipv4,
+                subnets: key,
                 public_ip: attrs.public_ip,
                 vtep_mac: attrs.vxlan_data().ok().map(|d| d.vtep_mac),
                 v6: ipv6::LeaseV6::of(&key, &attrs, backend),
@@ -308,12 +311,12 @@ pub fn desired_peers(
     spec: &NetworkSpec,
     records: &[Record],
     own: Option<&str>,
-    own_subnet: Option<Ipv4Network>,
+    own_subnets: Option<LeaseKey>,
     view: &DataplaneView,
 ) -> (Vec<Peer>, Ownership) {
     let mut set = PeerSet::for_backend(&subnets_dir(prefix), spec.backend_type);
-    if let Some(s) = own_subnet {
-        set.set_own(s);
+    if let Some(k) = own_subnets {
+        set.set_own(k);
     }
     let others: Vec<Record> = records.iter().filter(|r| Some(r.key.as_str()) != own).cloned().collect();
     set.snapshot(&others);
@@ -498,7 +501,7 @@ pub fn diagnose(c: &Cluster) -> Report {
             &c.spec,
             &c.records,
             own.map(|l| l.key.as_str()),
-            own.map(|l| l.subnet),
+            own.map(|l| l.subnets),
             v,
         );
         let actual = actual_state(&c.spec, v);

@@ -55,7 +55,7 @@ fn desired_v6(c: &Cluster, own: Option<&Lease>, v: &DataplaneView) -> Option<(Ve
     let spec6 = c.spec.ipv6.as_ref()?;
     let mut set = PeerSet::for_backend(&subnets_dir(&c.prefix), c.spec.backend_type);
     if let Some(o) = own {
-        set.set_own(o.subnet);
+        set.set_own(o.subnets);
     }
     let others: Vec<_> =
         c.records.iter().filter(|r| Some(r.key.as_str()) != own.map(|o| o.key.as_str())).cloned().collect();
