@@ -214,7 +214,7 @@ impl Cause {
             Cause::ForwardDrop => {
                 "the FORWARD chain drops pod traffic: accept the pod network (flanneld -iptables-forward-rules) or change the policy"
             }
-            Cause::IpForwardOff => "set net.ipv4.ip_forward=1",
+            Cause::IpForwardOff => "set net.ipv4.ip_forward=1 (IPv6: net.ipv6.conf.all.forwarding=1)",
             Cause::BridgeNfOff => "load br_netfilter and set net.bridge.bridge-nf-call-iptables=1",
             Cause::BridgePortDown => "bring the pod's host veth up (ip link set <veth> up)",
             Cause::BridgePortNotEnslaved => "attach the pod's host veth to the bridge (ip link set <veth> master cni0)",

@@ -8,7 +8,7 @@
 //! matched with its cache entry and host-local reservation; what has no partner is an orphan.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +70,10 @@ pub struct Attachment {
     pub host_veth: Option<HostVeth>,
     pub reservations: Vec<Reservation>,
     pub cache: Option<CacheEntry>,
+    /// Masquerade of the pod's IPv4 address; `None` without one.
     pub masquerade: Option<Masquerade>,
+    /// The same for the pod's IPv6 address (dual stack); `None` without one.
+    pub masquerade_v6: Option<Masquerade>,
     /// What does not agree (empty when healthy).
     pub problems: Vec<String>,
 }
@@ -186,6 +189,7 @@ pub fn collect_with(dirs: &CniDirs, rules: &Ruleset) -> Result<PodsReport, Strin
                 reservations: Vec::new(),
                 cache: None,
                 masquerade: None,
+                masquerade_v6: None,
                 problems: Vec::new(),
             });
         }
@@ -304,11 +308,12 @@ fn check(a: &mut Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) {
             }
         }
     }
-    a.masquerade = masquerade(a, subnet_env, rules);
-    if let Some(m) = &a.masquerade {
-        if m.expected_by.is_some() && !m.present {
+    a.masquerade = masquerade(a, subnet_env, rules, false);
+    a.masquerade_v6 = masquerade(a, subnet_env, rules, true);
+    for (m, family) in [(&a.masquerade, "IPv4"), (&a.masquerade_v6, "IPv6")] {
+        if let Some(m) = m.as_ref().filter(|m| m.expected_by.is_some() && !m.present) {
             problems.push(format!(
-                "masquerade expected (by {}) but no rule applies",
+                "{family} masquerade expected (by {}) but no rule applies",
                 m.expected_by.as_deref().unwrap_or("")
             ));
         }
@@ -316,12 +321,21 @@ fn check(a: &mut Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) {
     a.problems = problems;
 }
 
-/// An address outside every private and cluster range, for asking "would this be masqueraded".
+/// Addresses outside every private and cluster range, for asking "would this be masqueraded"
+/// (documentation ranges: RFC 5737, RFC 3849).
 const OUTSIDE_PROBE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const OUTSIDE_PROBE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
-fn masquerade(a: &Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) -> Option<Masquerade> {
-    let src = a.ipv4()?;
-    let flanneld = subnet_env.is_some_and(|s| s.ipmasq);
+/// The masquerade of the pod's address of the family `v6` selects: flanneld's (`-ip-masq`,
+/// for IPv6 only with an IPv6 network) or the bridge plugin's (`ipMasq`, every address).
+fn masquerade(
+    a: &Attachment,
+    subnet_env: Option<&SubnetEnv>,
+    rules: &Ruleset,
+    v6: bool,
+) -> Option<Masquerade> {
+    let src = a.address(v6)?;
+    let flanneld = subnet_env.is_some_and(|s| s.ipmasq && (!v6 || !s.ipv6_networks.is_empty()));
     let bridge =
         a.cache.as_ref().and_then(|c| c.config.as_ref()).is_some_and(|c| state::bridge_ipmasq(c, flanneld));
     let expected_by = if flanneld {
@@ -331,7 +345,8 @@ fn masquerade(a: &Attachment, subnet_env: Option<&SubnetEnv>, rules: &Ruleset) -
     } else {
         None
     };
-    let v = rules.postrouting(&Packet { src: src.into(), dst: OUTSIDE_PROBE.into(), iif: None, oif: None });
+    let dst = if v6 { IpAddr::V6(OUTSIDE_PROBE_V6) } else { IpAddr::V4(OUTSIDE_PROBE) };
+    let v = rules.postrouting(&Packet { src, dst, iif: None, oif: None });
     let present = v.masquerades();
     Some(Masquerade { expected_by, present, rule: v.rule.filter(|_| present) })
 }
@@ -376,6 +391,19 @@ fn orphans(
     out
 }
 
+/// The table's masquerade cell: `yes`, `MISSING` or `-`; `<IPv4>/<IPv6>` for a dual-stack pod.
+fn masq_cell(v4: &Option<Masquerade>, v6: &Option<Masquerade>) -> String {
+    let one = |m: &Option<Masquerade>| match m {
+        Some(m) if m.present => "yes",
+        Some(m) if m.expected_by.is_some() => "MISSING",
+        _ => "-",
+    };
+    match v6 {
+        None => one(v4).to_string(),
+        Some(_) => format!("{}/{}", one(v4), one(v6)),
+    }
+}
+
 /// The table `weft pods` prints.
 pub fn render_table(r: &PodsReport) -> String {
     let mut rows = vec![[
@@ -409,11 +437,7 @@ pub fn render_table(r: &PodsReport) -> String {
             .unwrap_or_else(|| "-".into()),
             if p.reservations.is_empty() { "no".into() } else { "yes".into() },
             if p.cache.is_some() { "yes".into() } else { "no".into() },
-            match &p.masquerade {
-                Some(m) if m.present => "yes".into(),
-                Some(m) if m.expected_by.is_some() => "MISSING".into(),
-                _ => "-".into(),
-            },
+            masq_cell(&p.masquerade, &p.masquerade_v6),
         ]);
     }
     let mut widths = [0usize; 12];

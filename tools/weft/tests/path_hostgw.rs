@@ -10,7 +10,8 @@
 mod common;
 
 use common::{
-    assert_broken, assert_reachable, error_findings, on, path, wait_reachable, weft, Findings, Freeze,
+    assert_broken, assert_host_gw_probe_hops, assert_reachable, error_findings, on, path, wait_reachable,
+    weft, Findings, Freeze,
 };
 use serde_json::Value;
 use weft_lab::ns::require_root;
@@ -144,27 +145,7 @@ fn healthy_host_gw_lab_path_probe_and_doctor() {
     assert_eq!(p["answered"], true, "{p}");
     assert_eq!(p["remote_watched"], true, "{p}");
     assert_eq!(p["df_answered"], true, "a DF echo at the pod MTU (1500) fits the underlay: {p}");
-    let places: Vec<(String, String)> = p["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["node"].as_str().unwrap().to_string(), h["place"].as_str().unwrap().to_string()))
-        .collect();
-    let at = |n: &str, s: &str| (n.to_string(), s.to_string());
-    assert_eq!(
-        places,
-        [
-            at("local", "pod"),
-            at("local", "veth"),
-            at("local", "bridge"),
-            at("local", "underlay"),
-            at(&n1, "underlay"),
-            at(&n1, "bridge"),
-            at(&n1, "dst-veth")
-        ],
-        "{p}"
-    );
-    assert!(p["hops"].as_array().unwrap().iter().all(|h| h["requests"].as_u64().unwrap() >= 3), "{p}");
+    assert_host_gw_probe_hops(p, &n1);
     // Node 1's FORWARD chain drops pod traffic arriving on its uplink: the static chain walks
     // node 1's rules from its view and names the drop at node 1's `remote-firewall` hop.
     let rule = ["FORWARD", "-i", "eth0", "-p", "icmp", "-j", "DROP"];

@@ -5,14 +5,16 @@
 //! The peer's IPv6 FDB entry deleted: `path` names `FDB_MISSING` on the `fdb` hop of
 //! `flannel-v6.1` and `doctor` names it too; a flanneld restart repairs it → reachable.
 //! Then the same over dual-stack host-gw (one pod per node): `S6 via P6 dev eth0`, `P6`
-//! on-link, its NDISC entry; the route deleted → `NO_ROUTE` from `path` and `doctor`; repaired.
+//! on-link, its NDISC entry; `--probe` sees the ICMPv6 echoes on both uplinks, node 1's bridge
+//! and the destination's veth, answered, the DF echo at the pod MTU too; the route deleted →
+//! `NO_ROUTE` from `path` and `doctor`; repaired.
 //! flanneld runs with a one-hour reconcile period so the break holds. Namespaces: `wtW6`.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{assert_broken, assert_reachable, wait_reachable, weft};
+use common::{assert_broken, assert_host_gw_probe_hops, assert_reachable, probe, wait_reachable, weft};
 use serde_json::Value;
 use weft_lab::ns::require_root;
 use weft_lab::{FlannelSpec, Lab};
@@ -163,6 +165,19 @@ fn ipv6_over_host_gw_then_a_deleted_ipv6_peer_route() {
     assert_eq!(hop(&v, "remote-node")["node"], lab.node(1).unwrap().ip().to_string(), "{}", run.stdout);
     let (code, _, run) = doctor(&lab);
     assert_eq!(code, Some(0), "{run}");
+
+    // The probe over IPv6 host-gw: the inner ICMPv6 echo seen on each node's uplink, node 1's
+    // bridge and the destination pod's veth, and answered.
+    let (code, v, out) = probe(&lab, &src, &dst, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let p = &v["probe"];
+    assert_eq!(
+        (&p["answered"], &p["remote_watched"], &p["df_answered"]),
+        (&Value::Bool(true), &Value::Bool(true), &Value::Bool(true)),
+        "{p}"
+    );
+    let n1 = lab.node(1).unwrap().ip().to_string();
+    assert_host_gw_probe_hops(p, &n1);
 
     // Break: the peer route `S6 via P6` deleted on node 0.
     let s6 = subnet6_of(&lease.key);

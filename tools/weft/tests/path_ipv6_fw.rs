@@ -9,13 +9,15 @@
 //! Each break is also checked against the kernel: an IPv6 ping of the pair fails while broken.
 //! Masquerade: an outside IPv6 host on the underlay is masqueraded (`FLANNEL-POSTRTG` in
 //! `ip6tables-save -t nat`); the chain flushed (flanneld frozen) → `MASQ_MISSING`; restored.
+//! `weft pods` reports the pod's IPv6 masquerade (`masquerade_v6`) beside the IPv4 one, and
+//! names the flushed chain as a problem (exit 1).
 //! flanneld runs with a one-hour reconcile period. Namespaces: `wtFV`.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{assert_broken, assert_reachable, path, wait_reachable, Freeze};
+use common::{assert_broken, assert_reachable, path, wait_reachable, weft, Freeze};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -122,6 +124,24 @@ fn ipv6_masquerade_to_an_outside_address_judged_from_ip6tables() {
     let masq = v["hops"].as_array().unwrap().iter().find(|h| h["step"] == "masquerade").unwrap();
     assert!(masq["object"].as_str().unwrap_or_default().contains("MASQUERADE"), "{masq}");
     assert!(masq["object"].as_str().unwrap_or_default().contains("FLANNEL-POSTRTG"), "{masq}");
+    let pod_masq = |expect_code: i32| {
+        let run = weft(&lab, 0, "pods", &["--json"]);
+        assert_eq!(run.status, Some(expect_code), "{}\n{}", run.stdout, run.stderr);
+        let v: Value = serde_json::from_str(&run.stdout).unwrap();
+        let pod = v["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["addresses"].to_string().contains(&src6))
+            .cloned();
+        let pod = pod.unwrap_or_else(|| panic!("{src6} not in {v}"));
+        assert_eq!(pod["masquerade"]["present"], true, "{pod}");
+        assert_eq!(pod["masquerade_v6"]["expected_by"], "flanneld", "{pod}");
+        pod
+    };
+    let pod = pod_masq(0);
+    assert_eq!(pod["masquerade_v6"]["present"], true, "{pod}");
+    assert!(pod["masquerade_v6"]["rule"].as_str().unwrap_or_default().contains("FLANNEL-POSTRTG"), "{pod}");
 
     // The IPv6 chain flushed (flanneld frozen so its resync does not restore it): named; the
     // IPv4 nat table, untouched, does not answer for IPv6.
@@ -132,6 +152,9 @@ fn ipv6_masquerade_to_an_outside_address_judged_from_ip6tables() {
     let v = assert_broken(&lab, 0, &src6, &outside, "masquerade", "MASQ_MISSING");
     let masq = v["hops"].as_array().unwrap().iter().find(|h| h["step"] == "masquerade").unwrap();
     assert!(masq["detail"].as_str().unwrap_or_default().contains("IPv6 POSTROUTING"), "{masq}");
+    let pod = pod_masq(1);
+    assert_eq!(pod["masquerade_v6"]["present"], false, "{pod}");
+    assert!(pod["problems"].to_string().contains("IPv6 masquerade expected (by flanneld)"), "{pod}");
     let r = node0.exec_with(&["ip6tables-restore"], &[], saved.as_bytes());
     assert!(r.ok(), "{}", r.stderr);
     assert_reachable(&lab, 0, &src6, &outside);

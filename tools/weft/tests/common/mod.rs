@@ -154,3 +154,27 @@ pub fn probe_hop<'a>(v: &'a Value, node: &str, place: &str) -> &'a Value {
         .find(|h| h["node"] == node && h["place"] == place)
         .unwrap_or_else(|| panic!("no probe hop {place} on {node}: {v}"))
 }
+
+/// Asserts a host-gw probe's hops (`probe` of a `--probe --json` report): seen in order on the
+/// pod, its veth, the bridge and the uplink of this node, then node `n1`'s uplink, bridge and
+/// the destination's veth, at least 3 requests each.
+pub fn assert_host_gw_probe_hops(p: &Value, n1: &str) {
+    let places: Vec<(String, String)> = p["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["node"].as_str().unwrap().to_string(), h["place"].as_str().unwrap().to_string()))
+        .collect();
+    let at = |n: &str, s: &str| (n.to_string(), s.to_string());
+    let expected = [
+        at("local", "pod"),
+        at("local", "veth"),
+        at("local", "bridge"),
+        at("local", "underlay"),
+        at(n1, "underlay"),
+        at(n1, "bridge"),
+        at(n1, "dst-veth"),
+    ];
+    assert_eq!(places, expected, "{p}");
+    assert!(p["hops"].as_array().unwrap().iter().all(|h| h["requests"].as_u64().unwrap() >= 3), "{p}");
+}
