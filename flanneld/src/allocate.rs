@@ -127,34 +127,48 @@ fn pick<T: Copy>(free: Vec<T>, rng: &mut impl Rng) -> Option<T> {
 /// The first `limit` subnets from `SubnetMin` upward (while ≤ `SubnetMax`) that overlap no
 /// `taken` lease (reservations and unparsable values included).
 pub fn free_subnets(spec: &NetworkSpec, taken: &[LeaseKey], limit: usize) -> Vec<Ipv4Network> {
-    let size = spec.subnet_size();
-    let max = u64::from(u32::from(spec.subnet_max));
-    let mut at = u64::from(u32::from(spec.subnet_min));
-    let mut out = Vec::new();
-    while at <= max && out.len() < limit {
-        let Ok(ip) = u32::try_from(at) else { break };
-        if let Ok(candidate) = Ipv4Network::new(Ipv4Addr::from(ip), spec.subnet_len) {
-            if !taken.iter().any(|k| holds_v4(k, &candidate)) {
-                out.push(candidate);
-            }
-        }
-        at += size;
-    }
-    out
+    let range = |n: &Ipv4Network| (u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast())));
+    let taken = taken.iter().filter(|k| !k.is_ipv6_only()).map(|k| range(&k.ipv4)).collect();
+    let (min, max) = (u32::from(spec.subnet_min), u32::from(spec.subnet_max));
+    free_blocks(min.into(), max.into(), spec.subnet_size().into(), taken, limit)
+        .into_iter()
+        .filter_map(|x| Ipv4Network::new(Ipv4Addr::from(u32::try_from(x).ok()?), spec.subnet_len).ok())
+        .collect()
 }
 
 /// The IPv6 counterpart of [`free_subnets`], from `IPv6SubnetMin` to `IPv6SubnetMax`, against
 /// the IPv6 parts of the `taken` leases.
 pub fn free_subnets_v6(spec: &Ipv6Spec, taken: &[LeaseKey], limit: usize) -> Vec<Ipv6Network> {
-    let size = spec.subnet_size();
-    let max = u128::from(spec.subnet_max);
-    let mut at = Some(u128::from(spec.subnet_min));
+    let range = |n: &Ipv6Network| (u128::from(n.network()), u128::from(n.broadcast()));
+    let taken = taken.iter().filter_map(|k| k.ipv6.as_ref().map(range)).collect();
+    let (min, max) = (u128::from(spec.subnet_min), u128::from(spec.subnet_max));
+    free_blocks(min, max, spec.subnet_size(), taken, limit)
+        .into_iter()
+        .filter_map(|x| Ipv6Network::new(Ipv6Addr::from(x), spec.subnet_len).ok())
+        .collect()
+}
+
+/// The starts of the first `limit` blocks of `size` addresses at `min`, `min + size`, ...
+/// (while ≤ `max`) that intersect none of the `taken` address ranges (inclusive). The ranges
+/// are sorted and merged once, then swept alongside the blocks: linear in the leases, where a
+/// check of every block against every lease was quadratic (5,000 leases: 25 million checks).
+fn free_blocks(min: u128, max: u128, size: u128, mut taken: Vec<(u128, u128)>, limit: usize) -> Vec<u128> {
+    taken.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(taken.len());
+    for (start, end) in taken {
+        match merged.last_mut() {
+            Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut busy = merged.iter().peekable();
     let mut out = Vec::new();
+    let mut at = Some(min);
     while let Some(x) = at.filter(|x| *x <= max && out.len() < limit) {
-        if let Ok(candidate) = Ipv6Network::new(Ipv6Addr::from(x), spec.subnet_len) {
-            if !taken.iter().any(|k| k.ipv6.is_some_and(|t| overlaps_v6(&t, &candidate))) {
-                out.push(candidate);
-            }
+        let last = x.saturating_add(size.saturating_sub(1));
+        while busy.next_if(|(_, end)| *end < x).is_some() {}
+        if busy.peek().is_none_or(|(start, _)| *start > last) {
+            out.push(x);
         }
         // The last subnet of the address space has no successor.
         at = x.checked_add(size);
@@ -269,6 +283,53 @@ mod tests {
             seen.insert(k.ipv4);
         }
         assert!(seen.len() > 20, "not random: {seen:?}");
+    }
+
+    /// The sweep answers exactly what checking every subnet against every lease answers, for
+    /// leases of mixed lengths that nest, overlap, repeat and lie partly outside the range.
+    #[test]
+    fn the_sweep_agrees_with_checking_every_pair() {
+        let s4 = spec(
+            r#"{"Network":"10.5.0.0/16","SubnetLen":26,"SubnetMin":"10.5.3.64","SubnetMax":"10.5.40.0","EnableIPv6":true,"IPv6Network":"fd00:5::/48","IPv6SubnetLen":66,"Backend":{"Type":"vxlan"}}"#,
+        );
+        let s6 = s4.ipv6.clone().unwrap();
+        let mut r = rng();
+        for round in 0..50 {
+            let taken: Vec<LeaseKey> = (0..r.random_range(0..120))
+                .map(|_| {
+                    let len4 = r.random_range(22..=28u8);
+                    let ip4 = Ipv4Addr::from(
+                        u32::from(Ipv4Addr::new(10, 5, 0, 0)) + r.random_range(0..(45u32 << 8)),
+                    );
+                    let len6 = r.random_range(62..=68u8);
+                    let ip6 = Ipv6Addr::from(
+                        u128::from("fd00:5::".parse::<Ipv6Addr>().unwrap())
+                            + (u128::from(r.random_range(0..200u32)) << 60),
+                    );
+                    let ipv4 = Ipv4Network::new(ip4, len4).unwrap();
+                    let ipv4 = Ipv4Network::new(ipv4.network(), len4).unwrap();
+                    let ipv6 = Ipv6Network::new(ip6, len6).ok().filter(|_| r.random_bool(0.8));
+                    LeaseKey { ipv4, ipv6 }
+                })
+                .collect();
+            let naive4: Vec<Ipv4Network> = (u32::from(s4.subnet_min)..=u32::from(s4.subnet_max))
+                .step_by(64)
+                .map(|x| Ipv4Network::new(Ipv4Addr::from(x), 26).unwrap())
+                .filter(|c| !taken.iter().any(|k| holds_v4(k, c)))
+                .take(CANDIDATES)
+                .collect();
+            assert_eq!(free_subnets(&s4, &taken, CANDIDATES), naive4, "round {round}: {taken:?}");
+            let mut naive6 = Vec::new();
+            let mut x = u128::from(s6.subnet_min);
+            while x <= u128::from(s6.subnet_max) && naive6.len() < CANDIDATES {
+                let c = Ipv6Network::new(Ipv6Addr::from(x), 66).unwrap();
+                if !taken.iter().any(|k| k.ipv6.is_some_and(|t| overlaps_v6(&t, &c))) {
+                    naive6.push(c);
+                }
+                x += s6.subnet_size();
+            }
+            assert_eq!(free_subnets_v6(&s6, &taken, CANDIDATES), naive6, "round {round}: {taken:?}");
+        }
     }
 
     #[test]

@@ -27,17 +27,24 @@ pub enum WatchMsg {
     Etcd(Option<RegistryError>),
 }
 
-/// Runs until the receiver is dropped.
+/// Sends the `initial` listing as a snapshot, then follows the changes after it; runs until
+/// the receiver is dropped.
 pub async fn run<R: Registry>(
     registry: R,
     dir: String,
     initial: (Vec<Record>, i64),
     tx: mpsc::Sender<WatchMsg>,
 ) {
-    let (records, mut revision) = initial;
+    let (records, revision) = initial;
     if tx.send(WatchMsg::Snapshot { records, revision }).await.is_err() {
         return;
     }
+    follow(registry, dir, revision, tx).await;
+}
+
+/// Follows the changes after the listing at `revision`, with a re-list after a broken or
+/// compacted watch; runs until the receiver is dropped.
+async fn follow<R: Registry>(registry: R, dir: String, mut revision: i64, tx: mpsc::Sender<WatchMsg>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let err = watch_until_error(&registry, &dir, revision + 1, &tx).await;

@@ -132,6 +132,8 @@ async fn scenario() {
     let log = || std::fs::read_to_string(dir.path().join("flanneld.log")).unwrap_or_default();
 
     wait_until("subnet.env", || subnet_file.exists()).await;
+    // Ready (subnet.env) comes after the firewall rules (the FORWARD accept rules here).
+    assert!(log().contains("firewall rules installed"), "{}", log());
     let env = std::fs::read_to_string(&subnet_file).unwrap();
     assert!(env.starts_with("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5."), "{env}");
     assert!(env.ends_with("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"), "{env}");
@@ -206,14 +208,14 @@ async fn scenario() {
 }
 
 /// flanneld in `netns` (`None`: the caller's), with `extra` flags after the common ones.
-fn spawn_flanneld(
+fn flanneld_command(
     netns: Option<&str>,
     endpoint: &str,
     iface: &str,
     subnet_file: &std::path::Path,
     log: &std::path::Path,
     extra: &[&str],
-) -> Child {
+) -> Command {
     let flanneld = env!("CARGO_BIN_EXE_flanneld");
     let mut args = vec![
         format!("-etcd-endpoints={endpoint}"),
@@ -232,7 +234,7 @@ fn spawn_flanneld(
         None => Command::new(flanneld),
     };
     cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap());
-    cmd.spawn().unwrap()
+    cmd
 }
 
 fn flannel_addr(subnet_file: &std::path::Path) -> String {
@@ -276,9 +278,12 @@ fn two_nodes_reach_each_other_over_vxlan() {
         let dir = tempfile::tempdir().unwrap();
         let (file_a, file_b) = (dir.path().join("a/subnet.env"), dir.path().join("b/subnet.env"));
         let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
-        let _fa = ChildGuard(Some(spawn_flanneld(None, &etcd.endpoint(), "eth0", &file_a, &log_a, &[])));
-        let _fb =
-            ChildGuard(Some(spawn_flanneld(Some(&b), &etcd.endpoint(), "198.18.0.3", &file_b, &log_b, &[])));
+        let _fa = ChildGuard(Some(
+            flanneld_command(None, &etcd.endpoint(), "eth0", &file_a, &log_a, &[]).spawn().unwrap(),
+        ));
+        let _fb = ChildGuard(Some(
+            flanneld_command(Some(&b), &etcd.endpoint(), "198.18.0.3", &file_b, &log_b, &[]).spawn().unwrap(),
+        ));
         let logs = || {
             format!(
                 "A:\n{}\nB:\n{}",
@@ -381,7 +386,8 @@ impl SingleNode {
         let dir = tempfile::tempdir().unwrap();
         let subnet_file = dir.path().join("subnet.env");
         let log_path = dir.path().join("flanneld.log");
-        let child = spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, extra);
+        let child =
+            flanneld_command(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, extra).spawn().unwrap();
         SingleNode { _etcd: etcd, _dir: dir, subnet_file, log_path, _flanneld: ChildGuard(Some(child)) }
     }
 }
@@ -412,6 +418,39 @@ fn ip_masq_fully_random_disable_gives_plain_masquerade() {
         let rules = masq_rules();
         assert_eq!(rules.len(), 2, "{rules:?}");
         assert!(rules.iter().all(|r| r.ends_with("-j MASQUERADE")), "{rules:?}");
+    });
+}
+
+/// The firewall rules are installed while the peers are programmed, and ready waits for them
+/// (namespace `wtfx<pid>ff`): with no firewall tool on `PATH`, `-ip-masq` cannot be installed,
+/// flanneld exits non-zero naming it, and subnet.env is never written (nothing says ready).
+#[test]
+fn a_firewall_that_cannot_be_installed_stops_flanneld_before_ready() {
+    let (_ns, _inside) = one_node_namespace("ff");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let etcd = etcd_with_network_config().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (subnet_file, log_path, empty) =
+            (dir.path().join("subnet.env"), dir.path().join("flanneld.log"), dir.path().join("no-tools"));
+        std::fs::create_dir(&empty).unwrap();
+        let mut cmd =
+            flanneld_command(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &["-ip-masq"]);
+        let child = cmd.env("PATH", &empty).spawn().unwrap();
+        let mut flanneld = ChildGuard(Some(child));
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = flanneld.0.as_mut().unwrap().try_wait().unwrap() {
+                break status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "flanneld still running: {}", log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_ne!(status.code(), Some(0), "{}", log());
+        assert!(log().contains("install firewall rules"), "{}", log());
+        assert!(!log().contains("flanneld is ready"), "{}", log());
+        assert!(!subnet_file.exists(), "{}", log());
     });
 }
 
@@ -476,8 +515,11 @@ fn debug_dataplane_serves_the_real_kernel_view() {
             "-reconcile-interval=3600".into(),
         ];
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let _f =
-            ChildGuard(Some(spawn_flanneld(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &flags)));
+        let _f = ChildGuard(Some(
+            flanneld_command(None, &etcd.endpoint(), "eth0", &subnet_file, &log_path, &flags)
+                .spawn()
+                .unwrap(),
+        ));
         let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let has_route =
             || ip_json(&["route", "show", "10.5.71.0/24"]).as_array().is_some_and(|r| !r.is_empty());

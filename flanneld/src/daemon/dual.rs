@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv6Network};
-use tracing::info;
+use tracing::{debug, info};
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer, Reconcile};
 use weft_dataplane::{Dataplane, KernelState, NetOp, VxlanSpec};
@@ -129,8 +129,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         };
         match new {
             Some(n) => {
+                // Logged by the caller for a lease event (a listing's peers are not listed).
                 if old != Some(&n) {
-                    info!(subnet = %n.subnet, public_ip = %n.public_ip, "IPv6 peer added");
+                    debug!(subnet = %n.subnet, public_ip = %n.public_ip, "IPv6 peer added");
                 }
                 self.desired_v6.insert(key, n);
             }

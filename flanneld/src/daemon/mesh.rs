@@ -143,7 +143,12 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     // Routes not read (lookups, or VXLAN without DirectRouting, whose route
                     // `S6 via S6:: onlink` does not depend on the lease): new ones are created
                     // exclusively, as on the IPv4 side below, so no dump is needed.
+                    let before6 = self.desired_v6.get(&p.subnet()).cloned();
                     ops6.extend(self.upsert_v6(&p, on6, lookups || !direct_routing));
+                    if let Some(n) = self.desired_v6.get(&p.subnet()).filter(|n| Some(*n) != before6.as_ref())
+                    {
+                        info!(subnet = %n.subnet, public_ip = %n.public_ip, "IPv6 peer added");
+                    }
                     let peer = if self.spec.backend_type == BackendKind::HostGw {
                         self.host_gw_peer(&p, onlink(p.public_ip.into()))
                     } else {

@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{sleep, sleep_until, Instant};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use weft_dataplane::firewall::FirewallError;
 use weft_dataplane::plan::Peer;
 use weft_dataplane::{Dataplane, DataplaneError, DeviceInfo, KernelRoute, Mac, NetOp};
@@ -127,6 +128,14 @@ pub enum DaemonError {
     },
 }
 
+/// The result of a started blocking task; pending while there is none.
+async fn join_started<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs until `shutdown` completes. Returns an error only for startup failures that upstream
 /// also treats as fatal (device, files), and when the lease watch task died
 /// ([`DaemonError::WatchEnded`]).
@@ -221,12 +230,13 @@ pub async fn run<R: Registry, D: Dataplane>(
     let (records, list_revision) = (acquired.records.clone(), acquired.list_revision);
     d.take_lease(acquired);
     d.ensure_device().await?;
-    d.apply_firewall().await?;
-    d.write_subnet_file()?;
-    d.cfg.health.update(|h| h.ready = true);
-    info!("flanneld is ready");
-    if let Err(e) = crate::sdnotify::notify("READY=1") {
-        warn!(error = %e, "systemd notification failed");
+    // The firewall tools run on a thread of their own while the loop below programs the
+    // listing's peers and follows lease events: neither depends on the rules, and starting the
+    // tools is most of the firewall's time (with 1,000 peers, about a third of start → full
+    // mesh). Ready (subnet.env, `/readyz`, systemd) waits for the rules, as upstream's does.
+    let mut firewall = d.start_firewall();
+    if firewall.is_none() {
+        d.become_ready()?;
     }
 
     let (tx, mut rx) = mpsc::channel(64);
@@ -243,6 +253,13 @@ pub async fn run<R: Registry, D: Dataplane>(
         let retry_at = d.reconcile_retry.unwrap_or(far);
         tokio::select! {
             _ = &mut shutdown => break,
+            done = join_started(&mut firewall), if firewall.is_some() => {
+                firewall = None;
+                if let Err(e) = d.finish_firewall(done).and_then(|()| d.become_ready()) {
+                    watcher.abort();
+                    return Err(e);
+                }
+            }
             msg = rx.recv() => match msg {
                 Some(m) => d.on_watch(m).await,
                 None => {
@@ -262,7 +279,7 @@ pub async fn run<R: Registry, D: Dataplane>(
                 }
                 d.reconcile().await;
             }
-            _ = sleep_until(next_fw), if fw_period.is_some() => {
+            _ = sleep_until(next_fw), if fw_period.is_some() && firewall.is_none() => {
                 next_fw = Instant::now() + fw_period.unwrap_or_default();
                 d.check_firewall().await;
             }

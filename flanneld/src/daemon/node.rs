@@ -2,8 +2,11 @@
 //! (a stale one of a vxlan run deleted), the firewall rules and subnet.env.
 
 use ipnetwork::Ipv4Network;
+use tokio::task::{JoinError, JoinHandle};
 use tracing::{error, info, warn};
-use weft_dataplane::firewall::{apply_rules, check_drift, FirewallMode, FlannelRules, Ipv6Side};
+use weft_dataplane::firewall::{
+    apply_rules, check_drift, FirewallError, FirewallMode, FlannelRules, Ipv6Side,
+};
 use weft_dataplane::view::{DeviceSpecView, LeaseView};
 use weft_dataplane::{Dataplane, DeviceInfo, VxlanSpec};
 
@@ -201,18 +204,37 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     }
 
     /// Installs the rules (the tools are blocking child processes: run off the loop's thread).
-    pub(super) async fn apply_firewall(&self) -> Result<(), DaemonError> {
-        let Some(rules) = self.firewall_rules() else { return Ok(()) };
+    /// Starts installing the firewall rules (`-ip-masq`, `-iptables-forward-rules`) on a
+    /// blocking thread; [`Daemon::finish_firewall`] waits for it. `None`: no rules to install.
+    pub(super) fn start_firewall(&self) -> Option<JoinHandle<Result<(), FirewallError>>> {
+        let rules = self.firewall_rules()?;
         if rules.mode == FirewallMode::Iptables && !std::path::Path::new(BR_NETFILTER).exists() {
             // Upstream refuses to start here (§2 step 4); bridged pod traffic would bypass
             // iptables. We only warn: the overlay itself does not depend on it.
             warn!(path = BR_NETFILTER, "br_netfilter is not loaded; bridged traffic bypasses iptables");
         }
-        tokio::task::spawn_blocking(move || apply_rules(&rules))
-            .await
-            .map_err(DaemonError::FirewallTask)?
-            .map_err(DaemonError::Firewall)?;
+        Some(tokio::task::spawn_blocking(move || apply_rules(&rules)))
+    }
+
+    /// The outcome of the rules [`Daemon::start_firewall`] installed; their failure is fatal
+    /// at start, as upstream's.
+    pub(super) fn finish_firewall(
+        &self,
+        done: Result<Result<(), FirewallError>, JoinError>,
+    ) -> Result<(), DaemonError> {
+        done.map_err(DaemonError::FirewallTask)?.map_err(DaemonError::Firewall)?;
         info!("firewall rules installed");
+        Ok(())
+    }
+
+    /// Writes subnet.env and says so: `/readyz`, the log, systemd's `READY=1`.
+    pub(super) fn become_ready(&self) -> Result<(), DaemonError> {
+        self.write_subnet_file()?;
+        self.cfg.health.update(|h| h.ready = true);
+        info!("flanneld is ready");
+        if let Err(e) = crate::sdnotify::notify("READY=1") {
+            warn!(error = %e, "systemd notification failed");
+        }
         Ok(())
     }
 

@@ -181,7 +181,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
                     if let Err(e) = self.ensure_device().await {
                         error!(error = %e, "cannot move the device to the new subnet");
                     }
-                    if let Err(e) = self.apply_firewall().await {
+                    let firewall = match self.start_firewall() {
+                        Some(task) => self.finish_firewall(task.await),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = firewall {
                         error!(error = %e, "cannot update firewall rules for the new subnet");
                     }
                     if let Err(e) = self.write_subnet_file() {
