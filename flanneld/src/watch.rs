@@ -42,9 +42,9 @@ pub async fn run<R: Registry>(
     follow(registry, dir, revision, tx).await;
 }
 
-/// Follows the changes after the listing at `revision`, with a re-list after a broken or
-/// compacted watch; runs until the receiver is dropped.
-async fn follow<R: Registry>(registry: R, dir: String, mut revision: i64, tx: mpsc::Sender<WatchMsg>) {
+/// Follows the changes after the listing at `revision` (which the caller has), with a re-list
+/// after a broken or compacted watch; runs until the receiver is dropped.
+pub async fn follow<R: Registry>(registry: R, dir: String, mut revision: i64, tx: mpsc::Sender<WatchMsg>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let err = watch_until_error(&registry, &dir, revision + 1, &tx).await;

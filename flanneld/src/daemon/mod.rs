@@ -230,17 +230,22 @@ pub async fn run<R: Registry, D: Dataplane>(
     let (records, list_revision) = (acquired.records.clone(), acquired.list_revision);
     d.take_lease(acquired);
     d.ensure_device().await?;
-    // The firewall tools run on a thread of their own while the loop below programs the
-    // listing's peers and follows lease events: neither depends on the rules, and starting the
-    // tools is most of the firewall's time (with 1,000 peers, about a third of start → full
-    // mesh). Ready (subnet.env, `/readyz`, systemd) waits for the rules, as upstream's does.
+    // The firewall tools run on a thread of their own while the listing's peers are
+    // programmed: neither depends on the rules, and starting the tools is most of the
+    // firewall's time (with 1,000 peers, about a third of start → full mesh). Ready
+    // (subnet.env, `/readyz`, systemd) comes after both: the rules, as upstream's, and the
+    // listing's peers (upstream writes subnet.env before programming them), so that a ready
+    // node has the mesh it was started with.
     let mut firewall = d.start_firewall();
-    if firewall.is_none() {
-        d.become_ready()?;
-    }
-
     let (tx, mut rx) = mpsc::channel(64);
-    let watcher = tokio::spawn(watch::run(d.registry.clone(), d.dir.clone(), (records, list_revision), tx));
+    let watcher = tokio::spawn(watch::follow(d.registry.clone(), d.dir.clone(), list_revision, tx));
+    d.on_snapshot(&records, list_revision).await;
+    if firewall.is_none() {
+        if let Err(e) = d.become_ready() {
+            watcher.abort();
+            return Err(e);
+        }
+    }
     let mut next_reconcile = Instant::now() + d.cfg.reconcile_interval;
     let fw_period = d.cfg.firewall.as_ref().map(|f| f.resync.max(Duration::from_secs(1)));
     let mut next_fw = Instant::now() + fw_period.unwrap_or(Duration::from_secs(86_400));

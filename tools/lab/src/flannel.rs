@@ -145,7 +145,9 @@ impl Lab {
             .map_err(|e| LabError::parse("subnet.env", e))
     }
 
-    /// Waits until node `i`'s subnet.env exists and parses (fails early if flanneld exits).
+    /// Waits until node `i`'s subnet.env exists and parses and, while flanneld runs there, its
+    /// `/readyz` answers 200 (fails early if flanneld exits): a subnet.env left by an earlier
+    /// run is there at once, and so are its routes, while the new flanneld is still starting.
     pub fn wait_subnet_env(&mut self, i: usize) -> Result<SubnetEnv> {
         let res = wait::until(
             &format!("subnet.env of node {i}"),
@@ -155,7 +157,13 @@ impl Lab {
                 if let Some(code) = self.flanneld_exited(i)? {
                     return Err(LabError::Hopeless(format!("flanneld on node {i} exited with {code}")));
                 }
-                self.subnet_env(i)
+                let Some(env) = self.subnet_env(i)? else { return Ok(None) };
+                if self.flanneld_running(i)?
+                    && !self.flanneld_http(i, "/readyz").is_ok_and(|(code, _)| code == 200)
+                {
+                    return Ok(None);
+                }
+                Ok(Some(env))
             },
         );
         res.map_err(|e| self.with_flanneld_log(i, e))
