@@ -39,7 +39,7 @@ impl Etcd {
             host: host.to_string(),
             tls: None,
         };
-        e.spawn().await;
+        e.first_spawn().await;
         e
     }
 
@@ -68,7 +68,7 @@ impl Etcd {
             tls: Some((p("ca.crt"), p("client.crt"), p("client.key"))),
             dir,
         };
-        e.spawn().await;
+        e.first_spawn().await;
         e
     }
 
@@ -97,7 +97,28 @@ impl Etcd {
         self.dir.path().join("data")
     }
 
-    async fn spawn(&mut self) {
+    /// The first start: when a port [`free_port`] gave was taken before etcd bound it (the
+    /// tests' own outgoing connections draw local ports from the same range), new ports and a
+    /// fresh data dir, a few times.
+    async fn first_spawn(&mut self) {
+        for _ in 0..5 {
+            match self.spawn().await {
+                Err(log) if log.contains("address already in use") => {
+                    self.client_port = free_port();
+                    self.peer_port = free_port();
+                    let _ = std::fs::remove_dir_all(self.data_dir());
+                    let _ = std::fs::remove_file(self.dir.path().join("etcd.log"));
+                }
+                Err(log) => panic!("etcd did not start: {log}"),
+                Ok(()) => return,
+            }
+        }
+        panic!("etcd did not start: its ports were taken five times: {}", self.log());
+    }
+
+    /// Starts etcd on its ports and data and waits until it answers; `Err` with its log when
+    /// it exits first.
+    async fn spawn(&mut self) -> Result<(), String> {
         let (c, p, h) = (self.client_port, self.peer_port, self.host.clone());
         let cs = if self.tls.is_some() { "https" } else { "http" };
         let d = self.dir.path();
@@ -145,8 +166,12 @@ impl Etcd {
                 etcd_client::Client::connect([self.endpoint()], self.connect_options()).await
             {
                 if client.get("health-probe", None).await.is_ok() {
-                    return;
+                    return Ok(());
                 }
+            }
+            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                self.child = None;
+                return Err(self.log());
             }
             assert!(tokio::time::Instant::now() < deadline, "etcd did not start: {}", self.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -170,7 +195,9 @@ impl Etcd {
     /// Starts it again on the same ports and data.
     pub async fn restart(&mut self) {
         self.stop();
-        self.spawn().await;
+        if let Err(log) = self.spawn().await {
+            panic!("etcd did not start again: {log}");
+        }
     }
 
     pub async fn client(&self) -> etcd_client::Client {
