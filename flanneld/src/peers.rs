@@ -268,15 +268,17 @@ impl PeerSet {
                         Vec::new()
                     }
                     Some(_) => {
-                        // New attributes of the same lease: its IPv6 side keeps its place.
-                        let mut p = p;
-                        if let Some(waiting) = self.waiting_v6.get_mut(&s) {
-                            if let Some(v6) = p.ipv6.take() {
-                                *waiting = v6;
-                            }
+                        // New attributes of the same lease: admitted again in its own place
+                        // (an IPv6 subnet it held stays its own unless its IPv6 side is now
+                        // unusable; then a peer waiting for that subnet gets it).
+                        let held = self.release_v6(s);
+                        self.waiting_v6.remove(&s);
+                        self.peers.remove(&s);
+                        let mut changes = vec![Change::Upsert(self.admit(p))];
+                        if let Some(subnet) = held {
+                            changes.extend(self.give_v6(subnet));
                         }
-                        self.peers.insert(s, p.clone());
-                        vec![Change::Upsert(p)]
+                        changes
                     }
                     None => vec![Change::Upsert(self.admit(p))],
                 }
@@ -314,13 +316,16 @@ impl PeerSet {
     /// Removes the peer at `s`; returns the changes of peers whose IPv6 side it held up.
     fn take(&mut self, s: Ipv4Network) -> Vec<Change> {
         self.waiting_v6.remove(&s);
-        match self.peers.remove(&s).and_then(|p| p.ipv6) {
-            Some(v6) if self.v6_holder.get(&v6.subnet) == Some(&s) => {
-                self.v6_holder.remove(&v6.subnet);
-                self.give_v6(v6.subnet)
-            }
-            _ => Vec::new(),
-        }
+        let held = self.release_v6(s);
+        self.peers.remove(&s);
+        held.map(|subnet| self.give_v6(subnet)).unwrap_or_default()
+    }
+
+    /// Lets go of the IPv6 subnet the peer at `s` holds, if any; returns it.
+    fn release_v6(&mut self, s: Ipv4Network) -> Option<Ipv6Network> {
+        let subnet = self.peers.get(&s)?.ipv6.as_ref()?.subnet;
+        (self.v6_holder.get(&subnet) == Some(&s)).then(|| self.v6_holder.remove(&subnet)).flatten()?;
+        Some(subnet)
     }
 
     /// The free IPv6 subnet `subnet` goes to a peer whose IPv6 side waits for it, if any.
@@ -697,6 +702,22 @@ mod tests {
         let c = set.delete(&format!("{DIR}{}", a.0));
         assert_eq!(c[0], Change::Remove(net("10.5.2.0/24")), "{c:?}");
         assert_eq!(upserted(&c), [("198.18.0.12".to_string(), Some("fd00:0:0:9::/64".to_string()))]);
+        // b's IPv6 part turning malformed gives the subnet to a; mended, b waits for it.
+        set.put(&rec(a.0, &a.1));
+        let bad_b = dual("198.18.0.12", r#""""#, "02:00:00:00:06:0c");
+        let c = set.put(&rec(b.0, &bad_b));
+        assert_eq!(
+            upserted(&c),
+            [
+                ("198.18.0.12".to_string(), None),
+                ("198.18.0.11".to_string(), Some("fd00:0:0:9::/64".to_string()))
+            ],
+            "{c:?}"
+        );
+        let c = set.put(&rec(b.0, &b.1));
+        assert_eq!(upserted(&c), [("198.18.0.12".to_string(), None)], "{c:?}");
+        assert!(set.delete(&format!("{DIR}{}", a.0)).contains(&Change::Remove(net("10.5.2.0/24"))));
+        assert_eq!(v6(&set, "10.5.3.0/24").as_deref(), Some("fd00:0:0:9::/64"));
         // A listing with both, b holding it: b keeps it.
         let c = set.snapshot(&[rec(a.0, &a.1), rec(b.0, &b.1)]);
         assert_eq!(upserted(&c), [("198.18.0.11".to_string(), None)], "{c:?}");

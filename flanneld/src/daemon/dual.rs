@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv6Network};
-use tracing::{debug, info};
+use tracing::info;
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer, Reconcile};
 use weft_dataplane::{Dataplane, KernelState, NetOp, VxlanSpec};
@@ -128,11 +128,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             (None, None) => Vec::new(),
         };
         match new {
+            // Logged by the caller for a lease event (a listing's peers are not listed).
             Some(n) => {
-                // Logged by the caller for a lease event (a listing's peers are not listed).
-                if old != Some(&n) {
-                    debug!(subnet = %n.subnet, public_ip = %n.public_ip, "IPv6 peer added");
-                }
                 self.desired_v6.insert(key, n);
             }
             None => {

@@ -203,9 +203,9 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         })
     }
 
-    /// Installs the rules (the tools are blocking child processes: run off the loop's thread).
     /// Starts installing the firewall rules (`-ip-masq`, `-iptables-forward-rules`) on a
-    /// blocking thread; [`Daemon::finish_firewall`] waits for it. `None`: no rules to install.
+    /// blocking thread (the tools are child processes); [`Daemon::finish_firewall`] takes its
+    /// outcome. `None`: no rules to install.
     pub(super) fn start_firewall(&self) -> Option<JoinHandle<Result<(), FirewallError>>> {
         let rules = self.firewall_rules()?;
         if rules.mode == FirewallMode::Iptables && !std::path::Path::new(BR_NETFILTER).exists() {
