@@ -10,12 +10,15 @@
 
 mod iptables;
 pub mod iptables_nft;
+pub mod listing;
 mod naming;
 mod nfnl;
 mod nfnl_batch;
 mod nfnl_expr;
 mod nft_abi;
 mod nftables;
+mod rule_render;
+pub mod rule_terms;
 
 use ipnetwork::IpNetwork;
 

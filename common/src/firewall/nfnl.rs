@@ -59,6 +59,9 @@ pub(crate) struct ChainDetail {
     pub has_userdata: bool,
 }
 
+/// One dumped object: its nfgenmsg family and its attributes.
+pub(crate) type FamilyMessage = (u8, Vec<u8>);
+
 /// One netlink socket for several reads in the calling thread's network namespace.
 pub(crate) struct Reader {
     socket: Socket,
@@ -126,6 +129,24 @@ impl Reader {
         attrs: &[(u16, &str)],
         reply: u16,
     ) -> io::Result<Option<Vec<Vec<u8>>>> {
+        let found = self.query_families(msg, flags, attrs, reply)?;
+        Ok(found.map(|msgs| msgs.into_iter().map(|(_, attrs)| attrs).collect()))
+    }
+
+    /// Dumps every object of kind `msg` (e.g. `NFT_MSG_GETRULE`) of every family the reader was
+    /// opened for (`NFPROTO_UNSPEC`: all), each with the family its nfgenmsg header names.
+    pub(crate) fn dump_all(&mut self, msg: u16, reply: u16) -> io::Result<Vec<FamilyMessage>> {
+        Ok(self.query_families(msg, NLM_F_DUMP, &[], reply)?.unwrap_or_default())
+    }
+
+    /// [`Reader::query`], each message with its nfgenmsg family.
+    fn query_families(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        attrs: &[(u16, &str)],
+        reply: u16,
+    ) -> io::Result<Option<Vec<FamilyMessage>>> {
         for _ in 0..DUMP_ATTEMPTS {
             match self.query_once(msg, flags, attrs, reply)? {
                 Answer::Complete(found) => return Ok(found),
@@ -163,9 +184,9 @@ impl Reader {
                         };
                     }
                     k if k == (NFNL_SUBSYS_NFTABLES << 8) | reply => {
-                        // Skip the 4-byte nfgenmsg header, then the attributes.
-                        if let Some(attrs) = m.payload.get(4..) {
-                            out.push(attrs.to_vec());
+                        // The 4-byte nfgenmsg header (family first), then the attributes.
+                        if let (Some(&family), Some(attrs)) = (m.payload.first(), m.payload.get(4..)) {
+                            out.push((family, attrs.to_vec()));
                         }
                     }
                     _ => {}
@@ -177,13 +198,13 @@ impl Reader {
 
 /// The outcome of one request.
 enum Answer {
-    Complete(Option<Vec<Vec<u8>>>),
+    Complete(Option<Vec<FamilyMessage>>),
     /// The kernel flagged the dump as inconsistent; it must be repeated.
     Interrupted,
 }
 
 impl Answer {
-    fn of(found: Option<Vec<Vec<u8>>>, interrupted: bool) -> Answer {
+    fn of(found: Option<Vec<FamilyMessage>>, interrupted: bool) -> Answer {
         if interrupted {
             Answer::Interrupted
         } else {
@@ -273,6 +294,26 @@ pub(crate) fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
+/// The value of attribute `kind` in a parsed attribute list.
+pub(crate) fn find<'a>(a: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
+    a.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+}
+
+/// A big-endian u32 attribute value (nf_tables sends its numbers in network order).
+pub(crate) fn be32(v: &[u8]) -> Option<u32> {
+    v.get(0..4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes)
+}
+
+/// The bytes of an `NFTA_DATA_VALUE` nested in `v`.
+pub(crate) fn data_value(v: &[u8]) -> Option<&[u8]> {
+    find(&attrs(v), NFTA_DATA_VALUE)
+}
+
+/// A NUL-terminated string attribute.
+pub(crate) fn cstr(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.split(|&b| b == 0).next().unwrap_or(v)).into_owned()
+}
+
 /// A chain of `table` from a `NEWCHAIN` message's attributes; `None` for another table's chain.
 fn parse_chain(buf: &[u8], table: &str) -> Option<ChainInfo> {
     let (mut in_table, mut name, mut kind) = (false, None, None);
@@ -352,7 +393,7 @@ fn parse_rule(buf: &[u8]) -> Option<RuleInfo> {
 }
 
 /// The comment TLV (u8 type, u8 length, NUL-terminated text) of a rule's user data.
-fn udata_comment(buf: &[u8]) -> Option<String> {
+pub(crate) fn udata_comment(buf: &[u8]) -> Option<String> {
     let mut rest = buf;
     while let (Some(&kind), Some(&len)) = (rest.first(), rest.get(1)) {
         let end = 2 + usize::from(len);

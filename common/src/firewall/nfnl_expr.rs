@@ -8,7 +8,7 @@
 //! dump are ignored. Any other expression, operator or flag parses to `None`, so a rule we do not
 //! fully recognise is never taken for a correct one.
 
-use super::nfnl::attrs;
+use super::nfnl::{attrs, be32, cstr, data_value, find};
 use super::nfnl_batch::{CmpOp, Expr};
 use super::nft_abi::*;
 
@@ -92,22 +92,6 @@ fn parse_expr(name: &str, a: &[(u16, &[u8])]) -> Option<Expr> {
         "masq" => a.is_empty().then_some(Expr::Masq),
         _ => None,
     }
-}
-
-fn find<'a>(a: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
-    a.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
-}
-
-fn be32(v: &[u8]) -> Option<u32> {
-    v.get(0..4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes)
-}
-
-fn data_value(v: &[u8]) -> Option<&[u8]> {
-    find(&attrs(v), NFTA_DATA_VALUE)
-}
-
-fn cstr(v: &[u8]) -> String {
-    String::from_utf8_lossy(v.split(|&b| b == 0).next().unwrap_or(v)).into_owned()
 }
 
 #[cfg(test)]

@@ -103,19 +103,22 @@ pub struct DataplaneView {
 }
 
 /// The filter rules as the node's own tools print them, for a remote reader to walk the
-/// FORWARD chain (`weft path`'s `remote-firewall` hop). Rule text only: no counters that
-/// matter, no credentials.
+/// FORWARD chain (`weft path`'s `remote-firewall` hop). Rule text only: no counters, no
+/// credentials. Read in-process from nf_tables (`weft_common::firewall::listing`: matches weft
+/// does not evaluate appear by name without their options); a family held by the legacy
+/// x_tables backend comes from its `*tables-save -t filter` tool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallView {
-    /// `iptables-save -t filter` output; `None` when the tool is missing or failed.
+    /// The IPv4 `filter` table in `iptables-save -t filter`'s text; empty when there is none,
+    /// `None` when it could not be read.
     pub iptables_filter: Option<String>,
-    /// `ip6tables-save -t filter` output; `None` when the tool is missing or failed (and in
-    /// views of older flanneld versions).
+    /// The IPv6 `filter` table in `ip6tables-save -t filter`'s text, the same way (`None` also
+    /// in views of older flanneld versions).
     #[serde(default)]
     pub ip6tables_filter: Option<String>,
-    /// `nft -j list ruleset` output, parsed; `None` when the tool is missing or failed.
+    /// The ruleset in `nft -j list ruleset`'s shape; `None` when it could not be read.
     pub nft: Option<serde_json::Value>,
-    /// Which tool could not be run, and why.
+    /// What could not be read, and why.
     #[serde(default)]
     pub errors: Vec<String>,
 }

@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
+use weft_common::firewall::listing::Listing;
 use weft_common::netns::NetNs;
 use weft_dataplane::view::{DataplaneView, FdbView, LeaseView, NeighView, RouteView, PROTO_BOOT, TABLE_MAIN};
 use weft_lab::ns::{require_root, Netns};
@@ -95,25 +96,30 @@ fn exec_side_by_side(ns: &NetNs, argvs: &[&[&str]]) -> Result<(), String> {
     Ok(())
 }
 
-/// What bounds `weft path` from below: its own read of the local rules (`iptables-save` and
-/// `nft -j list ruleset` side by side, `tools/weft/src/firewall.rs`), then the remote view's two
-/// firewall tools, started side by side on the remote node as its flanneld starts them
-/// (`flanneld/dataplane/src/netlink/collect.rs`), and one start of the `weft` binary (`--help`).
+/// What bounds `weft path` from below: one start of the `weft` binary (`--help`), and the
+/// in-process nf_tables read its firewall walk needs (three netlink dumps,
+/// `weft_common::firewall::listing`) on the local node and, for the remote view, on the
+/// remote node, each timed here inside that namespace. Beside them, what the same reads cost
+/// with the tools both used to start (`iptables-save` and `nft -j list ruleset` side by side).
 fn path_floor(
     opts: &Options,
     remote: &NetNs,
     local: &NetNs,
     weft: &str,
 ) -> Result<Vec<(String, Duration)>, String> {
+    let read_in = |ns: &NetNs| -> Result<(), String> {
+        ns.run(Listing::read).map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| e.to_string())
+    };
+    let own_read = time(|| read_in(local), opts.path_runs)?;
+    let remote_read = time(|| read_in(remote), opts.path_runs)?;
+    let start = time(|| exec_in(local, &[weft, "--help"]), opts.path_runs)?;
     let own: [&[&str]; 2] = [&["iptables-save"], &["nft", "-j", "list", "ruleset"]];
     let own_fw = time(|| exec_side_by_side(local, &own), opts.path_runs)?;
-    let tools: [&[&str]; 2] = [&["iptables-save", "-t", "filter"], &["nft", "-j", "list", "ruleset"]];
-    let fw = time(|| exec_side_by_side(remote, &tools), opts.path_runs)?;
-    let start = time(|| exec_in(local, &[weft, "--help"]), opts.path_runs)?;
     Ok(vec![
-        ("`iptables-save` and `nft -j list ruleset` side by side on the local node (`weft path`'s own read)".into(), own_fw),
-        ("`iptables-save -t filter` and `nft -j list ruleset` side by side on the remote node".into(), fw),
         ("`weft --help` (the binary's process start-up)".into(), start),
+        ("the in-process nf_tables read on the local node (`weft path`'s own)".into(), own_read),
+        ("the same read on the remote node (its flanneld's, for the view)".into(), remote_read),
+        ("for comparison, the tools `weft path` used to start: `iptables-save` and `nft -j list ruleset` side by side on the local node".into(), own_fw),
     ])
 }
 

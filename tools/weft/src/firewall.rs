@@ -1,5 +1,8 @@
-//! The firewall's verdict for one packet, read from `iptables-save` (and `nft -j list ruleset`
-//! for native nftables tables) of the calling process's namespace.
+//! The firewall's verdict for one packet, from the rules of the calling process's namespace:
+//! iptables-nft's tables in `iptables-save`'s text, native nftables tables in `nft -j list
+//! ruleset`'s shape, both read in-process over netlink
+//! ([`weft_common::firewall::listing::Listing`]); only a family whose rules the legacy x_tables
+//! backend holds is read with `iptables-save`/`ip6tables-save`.
 //!
 //! netfilter cannot be asked "what would you do with this packet" without sending it, so the
 //! rules are walked here for a NEW packet (no conntrack state, no mark) of either family: the
@@ -15,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 use serde_json::Value;
+use weft_common::firewall::listing::{legacy_in_use, Listing};
 
 /// One packet as the rules see it.
 #[derive(Debug, Clone)]
@@ -30,7 +34,9 @@ pub struct Packet<'a> {
 pub struct Verdict {
     /// `ACCEPT`, `DROP`, `REJECT`, `MASQUERADE`, `SNAT`, or the policy (`policy ACCEPT`).
     pub verdict: String,
-    /// The deciding rule, as `iptables-save` prints it (or `nft` rule text).
+    /// The deciding rule, as `iptables-save` prints it (matches weft does not read by name
+    /// only, see [`weft_common::firewall::listing`]), or `<family> <table> <chain>: <nft -j
+    /// expressions>`.
     pub rule: Option<String>,
     /// Rules skipped because they use matches weft does not evaluate.
     pub skipped: Vec<String>,
@@ -97,27 +103,46 @@ fn table(saved: &str, name: &str) -> Option<String> {
 }
 
 impl Ruleset {
-    /// Reads the rules with the system tools (a missing tool reads as no rules): one
-    /// `iptables-save` and one `ip6tables-save` for every table and one `nft -j list ruleset`,
-    /// all three started before any is waited for.
+    /// Reads the rules of both families.
     pub fn read() -> Ruleset {
         Ruleset::read_families(true)
     }
 
-    /// Like [`Ruleset::read`]; without `ipv6` (an IPv4 packet's walk) `ip6tables-save` is not
-    /// run and the IPv6 tables read as absent.
+    /// Like [`Ruleset::read`]; without `ipv6` (an IPv4 packet's walk) the IPv6 tables read as
+    /// absent. nf_tables is read in-process; a family the legacy backend holds is read with its
+    /// `*tables-save` tool instead, and when the netlink read fails, everything is read with the
+    /// tools (a missing tool reads as no rules).
     pub fn read_families(ipv6: bool) -> Ruleset {
+        let Ok(listing) = Listing::read() else { return Ruleset::read_with_tools(ipv6) };
+        let legacy6 = ipv6 && legacy_in_use(true);
+        let ipt = legacy_in_use(false).then(|| start(&["iptables-save"]));
+        let ip6t = legacy6.then(|| start(&["ip6tables-save"]));
+        let saved = ipt.map_or_else(|| Some(listing.iptables_save(false, None)), finish);
+        let saved6 = match ip6t {
+            Some(child) => finish(child),
+            None => ipv6.then(|| listing.iptables_save(true, None)),
+        };
+        Ruleset::from_saved(saved, saved6, Some(listing.nft_json(false)))
+    }
+
+    /// The same with the system tools: one `iptables-save` and one `ip6tables-save` for every
+    /// table and one `nft -j list ruleset`, all started before any is waited for.
+    pub fn read_with_tools(ipv6: bool) -> Ruleset {
         let ipt = start(&["iptables-save"]);
         let ip6t = if ipv6 { start(&["ip6tables-save"]) } else { None };
         let nft = start(&["nft", "-j", "list", "ruleset"]);
         let saved = finish(ipt);
         let saved6 = finish(ip6t);
+        Ruleset::from_saved(saved, saved6, finish(nft).and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    fn from_saved(saved: Option<String>, saved6: Option<String>, nft: Option<Value>) -> Ruleset {
         Ruleset {
             nat: saved.as_deref().and_then(|t| table(t, "nat")),
             filter: saved.as_deref().and_then(|t| table(t, "filter")),
             nat6: saved6.as_deref().and_then(|t| table(t, "nat")),
             filter6: saved6.as_deref().and_then(|t| table(t, "filter")),
-            nft: finish(nft).and_then(|t| serde_json::from_str(&t).ok()),
+            nft,
         }
     }
 

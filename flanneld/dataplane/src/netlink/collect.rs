@@ -15,6 +15,7 @@ use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, 
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use weft_common::firewall::listing::{legacy_in_use, Listing};
 use weft_common::flannel::SubnetEnv;
 use weft_common::mac::format_mac;
 use weft_common::netlink::OperState;
@@ -43,9 +44,9 @@ pub struct ViewInput {
     pub bridge: Option<String>,
     /// subnet.env (default: flanneld's `-subnet-file`, else `/run/flannel/subnet.env`).
     pub subnet_file: Option<PathBuf>,
-    /// Also read the filter rules (`iptables-save -t filter`, `ip6tables-save -t filter`, `nft
-    /// -j list ruleset`) into [`DataplaneView::firewall`]: three processes per collection, run side by side and beside
-    /// the netlink dumps (see [`start_firewall_read`]).
+    /// Also read the filter rules (as `iptables-save -t filter`, `ip6tables-save -t filter` and
+    /// `nft -j list ruleset` print them) into [`DataplaneView::firewall`], in-process (see
+    /// [`start_firewall_read`]).
     pub firewall: bool,
 }
 
@@ -95,35 +96,53 @@ const IPTABLES_FILTER: [&str; 3] = ["iptables-save", "-t", "filter"];
 const IP6TABLES_FILTER: [&str; 3] = ["ip6tables-save", "-t", "filter"];
 const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
 
-/// Starts the three firewall tools at once, from the calling thread (so in its network
-/// namespace), and waits for them on the blocking pool while the caller goes on with the
-/// netlink dumps: a request costs the slowest of the processes, not their sum plus the dumps. The rules are
-/// read afresh for every request, never cached: `weft path` is run right after a rule was
-/// changed by hand to see whether that fixed the path, and a cached copy would answer with the
-/// rules from before (flanneld's `-iptables-resync` only re-checks its own rules, it is no
-/// bound on what an operator changes). A caller that does not judge FORWARD asks for a view
-/// without them instead (`?firewall=0`, `flanneld/src/debug.rs`). The blocking task owns the
-/// children, so they are reaped even when the request is dropped half-way.
+/// Reads the filter rules of the calling thread's network namespace: nf_tables in-process over
+/// netlink (iptables-nft's `filter` tables shown as `iptables-save -t filter` prints them, the
+/// whole ruleset in `nft -j list ruleset`'s shape; see `weft_common::firewall::listing`), and
+/// with `iptables-save -t filter` / `ip6tables-save -t filter` only a family whose rules the
+/// legacy x_tables backend holds (or everything with the three tools when the netlink read
+/// fails). A tool is waited for on the blocking pool while the caller goes on with the netlink
+/// dumps. The rules are read afresh for every request, never cached: `weft path` is run right
+/// after a rule was changed by hand to see whether that fixed the path, and a cached copy would
+/// answer with the rules from before (flanneld's `-iptables-resync` only re-checks its own
+/// rules, it is no bound on what an operator changes). A caller that does not judge FORWARD
+/// asks for a view without them instead (`?firewall=0`, `flanneld/src/debug.rs`). The blocking
+/// task owns the children, so they are reaped even when the request is dropped half-way.
 fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
-    let iptables = start_tool(&IPTABLES_FILTER);
-    let ip6tables = start_tool(&IP6TABLES_FILTER);
-    let nft = start_tool(&NFT_RULESET);
+    let listing = Listing::read();
+    let tools = listing.is_err();
+    let iptables = (tools || legacy_in_use(false)).then(|| start_tool(&IPTABLES_FILTER));
+    let ip6tables = (tools || legacy_in_use(true)).then(|| start_tool(&IP6TABLES_FILTER));
+    let nft = tools.then(|| start_tool(&NFT_RULESET));
     tokio::task::spawn_blocking(move || {
         let mut fw = FirewallView::default();
-        match tool_output(iptables, &IPTABLES_FILTER) {
+        if let Err(e) = &listing {
+            fw.errors.push(format!("read nf_tables over netlink: {e}"));
+        }
+        let listing = listing.ok();
+        let saved = |child: Option<Result<std::process::Child, String>>, argv: &[&str], v6: bool| match child
+        {
+            Some(child) => tool_output(child, argv),
+            None => Ok(listing.as_ref().map(|l| l.iptables_save(v6, Some("filter"))).unwrap_or_default()),
+        };
+        match saved(iptables, &IPTABLES_FILTER, false) {
             Ok(t) => fw.iptables_filter = Some(t),
             Err(e) => fw.errors.push(e),
         }
-        match tool_output(ip6tables, &IP6TABLES_FILTER) {
+        match saved(ip6tables, &IP6TABLES_FILTER, true) {
             Ok(t) => fw.ip6tables_filter = Some(t),
             Err(e) => fw.errors.push(e),
         }
-        match tool_output(nft, &NFT_RULESET) {
-            Ok(t) => match serde_json::from_str(&t) {
-                Ok(v) => fw.nft = Some(v),
-                Err(e) => fw.errors.push(format!("nft -j list ruleset: not JSON: {e}")),
+        match (nft, &listing) {
+            (Some(child), _) => match tool_output(child, &NFT_RULESET) {
+                Ok(t) => match serde_json::from_str(&t) {
+                    Ok(v) => fw.nft = Some(v),
+                    Err(e) => fw.errors.push(format!("nft -j list ruleset: not JSON: {e}")),
+                },
+                Err(e) => fw.errors.push(e),
             },
-            Err(e) => fw.errors.push(e),
+            (None, Some(l)) => fw.nft = Some(l.nft_json(true)),
+            (None, None) => {}
         }
         fw
     })
