@@ -139,8 +139,28 @@ impl Listing {
 /// network namespace (`/proc/net/ip_tables_names` or `ip6_tables_names` lists them; iptables-nft
 /// registers none there). Their rules are only visible to the legacy tools.
 pub fn legacy_in_use(v6: bool) -> bool {
-    let path = if v6 { "/proc/net/ip6_tables_names" } else { "/proc/net/ip_tables_names" };
+    // `thread-self`: `/proc/net` is the thread group leader's namespace, not this thread's.
+    let path =
+        if v6 { "/proc/thread-self/net/ip6_tables_names" } else { "/proc/thread-self/net/ip_tables_names" };
     std::fs::read_to_string(path).is_ok_and(|names| !names.trim().is_empty())
+}
+
+/// The tool that prints the legacy backend's rules of a family: `iptables-legacy-save`
+/// (`ip6tables-legacy-save`) where it is installed beside the nft variant (Debian's `iptables`
+/// package; there `iptables-save` only warns that legacy tables exist), else `iptables-save`
+/// (`ip6tables-save`), which is the legacy one on a legacy-only host.
+pub fn legacy_save_tool(v6: bool) -> &'static str {
+    let (legacy, plain) = if v6 {
+        ("ip6tables-legacy-save", "ip6tables-save")
+    } else {
+        ("iptables-legacy-save", "iptables-save")
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.join(legacy).is_file()) {
+        legacy
+    } else {
+        plain
+    }
 }
 
 fn parse_chain(a: &[u8]) -> Option<Chain> {

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 use serde_json::Value;
-use weft_common::firewall::listing::{legacy_in_use, Listing};
+use weft_common::firewall::listing::{legacy_in_use, legacy_save_tool, Listing};
 
 /// One packet as the rules see it.
 #[derive(Debug, Clone)]
@@ -109,14 +109,15 @@ impl Ruleset {
     }
 
     /// Like [`Ruleset::read`]; without `ipv6` (an IPv4 packet's walk) the IPv6 tables read as
-    /// absent. nf_tables is read in-process; a family the legacy backend holds is read with its
-    /// `*tables-save` tool instead, and when the netlink read fails, everything is read with the
-    /// tools (a missing tool reads as no rules).
+    /// absent. nf_tables is read in-process; a family the legacy backend holds is read with
+    /// [`legacy_save_tool`] instead (a host mixing both backends for one family is judged by its
+    /// legacy rules), and when the netlink read fails, everything is read with the tools (a
+    /// missing tool reads as no rules).
     pub fn read_families(ipv6: bool) -> Ruleset {
         let Ok(listing) = Listing::read() else { return Ruleset::read_with_tools(ipv6) };
         let legacy6 = ipv6 && legacy_in_use(true);
-        let ipt = legacy_in_use(false).then(|| start(&["iptables-save"]));
-        let ip6t = legacy6.then(|| start(&["ip6tables-save"]));
+        let ipt = legacy_in_use(false).then(|| start(&[legacy_save_tool(false)]));
+        let ip6t = legacy6.then(|| start(&[legacy_save_tool(true)]));
         let saved = ipt.map_or_else(|| Some(listing.iptables_save(false, None)), finish);
         let saved6 = match ip6t {
             Some(child) => finish(child),

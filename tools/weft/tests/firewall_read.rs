@@ -161,3 +161,26 @@ fn in_process_read_walks_like_the_tools() {
         ("MASQUERADE", "-A POSTROUTING -s fd00:5::/56 ! -d ff00::/8 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully")
     );
 }
+
+/// A family whose rules the legacy x_tables backend holds (`iptables-legacy`) is read with
+/// `iptables-legacy-save`: `iptables-save` (nft) would only warn that they exist.
+#[test]
+fn legacy_rules_are_read_with_the_legacy_tool() {
+    require_root();
+    let ns = Netns::unique("wtFR");
+    ns.exec(&["iptables-legacy", "-P", "FORWARD", "DROP"]).expect_ok();
+    ns.exec(&["iptables-legacy", "-A", "FORWARD", "-s", "10.244.0.0/16", "-j", "ACCEPT"]).expect_ok();
+    let rules = NetNs::open(ns.path()).unwrap().run(|| Ruleset::read_families(false)).unwrap();
+    let pkt = |src: &str| Packet {
+        src: src.parse().unwrap(),
+        dst: "10.244.2.3".parse().unwrap(),
+        iif: Some("cni0"),
+        oif: Some("flannel.1"),
+    };
+    let v = rules.forward(&pkt("10.244.1.2"));
+    assert_eq!(
+        (v.verdict.as_str(), v.rule.as_deref()),
+        ("ACCEPT", Some("-A FORWARD -s 10.244.0.0/16 -j ACCEPT"))
+    );
+    assert_eq!(rules.forward(&pkt("192.0.2.1")).verdict, "policy DROP");
+}

@@ -15,7 +15,7 @@ use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, 
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use weft_common::firewall::listing::{legacy_in_use, Listing};
+use weft_common::firewall::listing::{legacy_in_use, legacy_save_tool, Listing};
 use weft_common::flannel::SubnetEnv;
 use weft_common::mac::format_mac;
 use weft_common::netlink::OperState;
@@ -99,9 +99,9 @@ const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
 /// Reads the filter rules of the calling thread's network namespace: nf_tables in-process over
 /// netlink (iptables-nft's `filter` tables shown as `iptables-save -t filter` prints them, the
 /// whole ruleset in `nft -j list ruleset`'s shape; see `weft_common::firewall::listing`), and
-/// with `iptables-save -t filter` / `ip6tables-save -t filter` only a family whose rules the
-/// legacy x_tables backend holds (or everything with the three tools when the netlink read
-/// fails). A tool is waited for on the blocking pool while the caller goes on with the netlink
+/// with `iptables-legacy-save -t filter` / `ip6tables-legacy-save -t filter` only a family whose
+/// rules the legacy x_tables backend holds (or everything with `iptables-save`,
+/// `ip6tables-save` and `nft` when the netlink read fails). A tool is waited for on the blocking pool while the caller goes on with the netlink
 /// dumps. The rules are read afresh for every request, never cached: `weft path` is run right
 /// after a rule was changed by hand to see whether that fixed the path, and a cached copy would
 /// answer with the rules from before (flanneld's `-iptables-resync` only re-checks its own
@@ -111,8 +111,13 @@ const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
 fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
     let listing = Listing::read();
     let tools = listing.is_err();
-    let iptables = (tools || legacy_in_use(false)).then(|| start_tool(&IPTABLES_FILTER));
-    let ip6tables = (tools || legacy_in_use(true)).then(|| start_tool(&IP6TABLES_FILTER));
+    let legacy = |v6: bool| [legacy_save_tool(v6), "-t", "filter"];
+    let (argv4, argv6) = match tools {
+        true => (IPTABLES_FILTER, IP6TABLES_FILTER),
+        false => (legacy(false), legacy(true)),
+    };
+    let iptables = (tools || legacy_in_use(false)).then(|| start_tool(&argv4));
+    let ip6tables = (tools || legacy_in_use(true)).then(|| start_tool(&argv6));
     let nft = tools.then(|| start_tool(&NFT_RULESET));
     tokio::task::spawn_blocking(move || {
         let mut fw = FirewallView::default();
@@ -125,11 +130,11 @@ fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
             Some(child) => tool_output(child, argv),
             None => Ok(listing.as_ref().map(|l| l.iptables_save(v6, Some("filter"))).unwrap_or_default()),
         };
-        match saved(iptables, &IPTABLES_FILTER, false) {
+        match saved(iptables, &argv4, false) {
             Ok(t) => fw.iptables_filter = Some(t),
             Err(e) => fw.errors.push(e),
         }
-        match saved(ip6tables, &IP6TABLES_FILTER, true) {
+        match saved(ip6tables, &argv6, true) {
             Ok(t) => fw.ip6tables_filter = Some(t),
             Err(e) => fw.errors.push(e),
         }
