@@ -116,7 +116,8 @@ pub struct FirewallView {
     /// in views of older flanneld versions).
     #[serde(default)]
     pub ip6tables_filter: Option<String>,
-    /// The ruleset in `nft -j list ruleset`'s shape; `None` when it could not be read.
+    /// The native nftables tables in `nft -j list ruleset`'s shape (iptables-nft's own tables
+    /// are the two texts above); `None` when it could not be read.
     pub nft: Option<serde_json::Value>,
     /// What could not be read, and why.
     #[serde(default)]

@@ -81,14 +81,14 @@ pub async fn collect_view(input: &ViewInput) -> DataplaneView {
         Err(e) => view.errors.push(format!("open netlink socket: {e}")),
     }
     view.sysctls = read_sysctls(&view);
-    if let Some(read) = firewall {
-        view.firewall = Some(match read.await {
-            Ok(fw) => fw,
-            Err(e) => {
-                FirewallView { errors: vec![format!("read firewall rules: {e}")], ..FirewallView::default() }
-            }
-        });
-    }
+    view.firewall = match firewall {
+        None => None,
+        Some(FirewallRead::Done(fw)) => Some(fw),
+        Some(FirewallRead::Tools(read)) => Some(read.await.unwrap_or_else(|e| FirewallView {
+            errors: vec![format!("read firewall rules: {e}")],
+            ..FirewallView::default()
+        })),
+    };
     view
 }
 
@@ -108,9 +108,18 @@ const NFT_RULESET: [&str; 4] = ["nft", "-j", "list", "ruleset"];
 /// rules, it is no bound on what an operator changes). A caller that does not judge FORWARD
 /// asks for a view without them instead (`?firewall=0`, `flanneld/src/debug.rs`). The blocking
 /// task owns the children, so they are reaped even when the request is dropped half-way.
-fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
+fn start_firewall_read() -> FirewallRead {
     let listing = Listing::read();
     let tools = listing.is_err();
+    if let (Ok(l), false, false) = (&listing, legacy_in_use(false), legacy_in_use(true)) {
+        // The usual case: no process to wait for, and no thread to hand the work to.
+        return FirewallRead::Done(FirewallView {
+            iptables_filter: Some(l.iptables_save(false, Some("filter"))),
+            ip6tables_filter: Some(l.iptables_save(true, Some("filter"))),
+            nft: Some(l.nft_json(false)),
+            errors: Vec::new(),
+        });
+    }
     let legacy = |v6: bool| [legacy_save_tool(v6), "-t", "filter"];
     let (argv4, argv6) = match tools {
         true => (IPTABLES_FILTER, IP6TABLES_FILTER),
@@ -119,7 +128,7 @@ fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
     let iptables = (tools || legacy_in_use(false)).then(|| start_tool(&argv4));
     let ip6tables = (tools || legacy_in_use(true)).then(|| start_tool(&argv6));
     let nft = tools.then(|| start_tool(&NFT_RULESET));
-    tokio::task::spawn_blocking(move || {
+    FirewallRead::Tools(tokio::task::spawn_blocking(move || {
         let mut fw = FirewallView::default();
         if let Err(e) = &listing {
             fw.errors.push(format!("read nf_tables over netlink: {e}"));
@@ -146,11 +155,17 @@ fn start_firewall_read() -> tokio::task::JoinHandle<FirewallView> {
                 },
                 Err(e) => fw.errors.push(e),
             },
-            (None, Some(l)) => fw.nft = Some(l.nft_json(true)),
+            (None, Some(l)) => fw.nft = Some(l.nft_json(false)),
             (None, None) => {}
         }
         fw
-    })
+    }))
+}
+
+/// The filter rules, read already, or a tool still to be waited for.
+enum FirewallRead {
+    Done(FirewallView),
+    Tools(tokio::task::JoinHandle<FirewallView>),
 }
 
 /// Starts a system tool with its output piped; why not if it cannot be started.
