@@ -1,7 +1,7 @@
 //! The remote node whose view the walk will ask for, guessed from this node's route to DST
 //! before anything else is read: its `/debug/dataplane` request (`remote::request_view_ahead`)
-//! then runs while `weft path` reads its own firewall (`iptables-save`, `nft`), instead of
-//! after it. A wrong or missing guess costs nothing but the overlap: the walk asks whoever it
+//! then runs while `weft path` reads its own pods, kernel and firewall state, instead of after
+//! it. A wrong or missing guess costs nothing but the overlap: the walk asks whoever it
 //! needs, as without it, and gets the same answers.
 //!
 //! The guess follows the walk: host-gw's peer route `S via P` names the node P
@@ -33,8 +33,8 @@ fn node_of(host: &mut Netlink, dst: IpAddr) -> Option<IpAddr> {
     }
     let route = deciding_route(host, dst)?;
     let (gw, oif) = (route.gw?, route.oif?);
-    let links = kernel::links(host).ok()?;
-    let out = links.iter().find(|l| l.index == oif)?;
+    // One link asked for by index, not a dump of all of them: this guess is on the critical path.
+    let out = host.link_by_index(oif).ok()?;
     if out.kind.as_deref() != Some("vxlan") {
         return Some(gw);
     }
