@@ -1,6 +1,7 @@
 //! The flanneld benchmark: time to program N peers from start, new-lease-to-route latency,
 //! peak RSS, for the VXLAN or the host-gw backend, beside the kernel floor (the same entries
-//! installed by `ip -batch`, see `flanneld_floor`). One namespace holds a veth underlay, etcd on
+//! installed by `ip -batch`, see `flanneld_floor`) and the etcd floor (the reads and writes a
+//! lease acquisition makes, timed from this process). One namespace holds a veth underlay, etcd on
 //! its own 127.0.0.1 and flanneld; routes are observed through a netlink route monitor opened
 //! inside that namespace.
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
 
@@ -102,6 +103,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 struct Figures {
     peers: u32,
     floor: Duration,
+    /// What etcd alone takes for a lease acquisition's calls (see [`etcd_floor`]).
+    etcd: Duration,
     full_mesh: Duration,
     /// Start → subnet.env written (ready: the firewall rules are in, installed meanwhile).
     ready: Duration,
@@ -175,6 +178,8 @@ fn measure(flanneld: &PathBuf, opts: &Options, mode: Mode, peers: u32) -> Result
         }
         Ok::<(), String>(())
     })?;
+
+    let etcd_floor = rt.block_on(etcd_floor(&mut client))?;
 
     let events = spawn_monitor(mode.dual_stack)?;
     let mut args = vec![
@@ -263,12 +268,39 @@ fn measure(flanneld: &PathBuf, opts: &Options, mode: Mode, peers: u32) -> Result
     Ok(Figures {
         peers,
         floor,
+        etcd: etcd_floor,
         full_mesh: full_mesh.unwrap_or_default(),
         ready,
         lat_median: median(&latencies),
         lat_p99: percentile(&latencies, 99.0),
         rss_kib,
     })
+}
+
+/// The part of flanneld's start that is etcd's own work, timed from this process on the same
+/// etcd (median of 5): the range read of every lease under the prefix, a lease grant and a
+/// conditional create (`create_revision == 0`), the calls a lease acquisition makes, one after
+/// the other (docs/flannel.md §5.2). Its keys live outside the prefix flanneld reads.
+async fn etcd_floor(client: &mut Client) -> Result<Duration, String> {
+    let mut samples = Vec::new();
+    for i in 0..5 {
+        let t = Instant::now();
+        let listed = client
+            .get(format!("{PREFIX}/subnets/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let lease = client.lease_grant(86_400, None).await.map_err(|e| e.to_string())?.id();
+        let key = format!("/weft-bench-etcd-floor/{i}");
+        let create = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, "x", Some(PutOptions::new().with_lease(lease)))]);
+        let done = client.txn(create).await.map_err(|e| e.to_string())?;
+        samples.push(t.elapsed());
+        if listed.kvs().is_empty() || !done.succeeded() {
+            return Err("etcd floor: the leases were not listed or the create failed".into());
+        }
+    }
+    Ok(median(&samples))
 }
 
 fn tail(log: &str) -> String {
@@ -305,16 +337,18 @@ fn table(mode: Mode, rows: &[Figures]) -> String {
         (Backend::HostGw, _) => "`ip -batch` route",
     };
     let mut out = format!(
-        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | start → ready | new lease → route, median | p99 | peak RSS |\n|---|---|---|---|---|---|---|---|\n",
+        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | etcd floor (list + grant + create) | ratio to both floors | start → ready | new lease → route, median | p99 | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|\n",
         mode.label()
     );
     for f in rows {
         out.push_str(&format!(
-            "| N = {} | {} | {} | {:.2}× | {} | {} | {} | {:.1} MB |\n",
+            "| N = {} | {} | {} | {:.2}× | {} | {:.2}× | {} | {} | {} | {:.1} MB |\n",
             f.peers,
             ms(f.full_mesh),
             ms(f.floor),
             f.full_mesh.as_secs_f64() / f.floor.as_secs_f64().max(1e-9),
+            ms(f.etcd),
+            f.full_mesh.as_secs_f64() / (f.floor + f.etcd).as_secs_f64().max(1e-9),
             ms(f.ready),
             ms(f.lat_median),
             ms(f.lat_p99),
@@ -332,6 +366,7 @@ mod tests {
         Figures {
             peers,
             floor: Duration::from_millis(floor_ms),
+            etcd: Duration::from_millis(10),
             full_mesh: Duration::from_millis(full_ms),
             ready: Duration::from_millis(full_ms + 5),
             lat_median: Duration::from_micros(800),
@@ -345,9 +380,9 @@ mod tests {
         let dual = table(Mode { backend: Backend::Vxlan, dual_stack: true }, &[row(1000, 60, 40)]);
         assert_eq!(
             dual,
-            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | start → ready | new lease → route, median | p99 | peak RSS |\n\
-             |---|---|---|---|---|---|---|---|\n\
-             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 65.00 ms | 0.80 ms | 1.55 ms | 13.8 MB |\n"
+            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | etcd floor (list + grant + create) | ratio to both floors | start → ready | new lease → route, median | p99 | peak RSS |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n\
+             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 10.00 ms | 1.20× | 65.00 ms | 0.80 ms | 1.55 ms | 13.8 MB |\n"
         );
         let vxlan = table(Mode { backend: Backend::Vxlan, dual_stack: false }, &[row(5000, 286, 220)]);
         assert!(vxlan.starts_with("| flanneld (vxlan), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb) |"));
