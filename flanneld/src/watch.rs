@@ -1,7 +1,7 @@
 //! The lease watch task: turns etcd into a stream of [`WatchMsg`]s for the daemon loop and owns
 //! no daemon state (docs/flannel.md §4.4, §6.1).
 //!
-//! It starts from a listing (given, so startup costs one range read), watches from that
+//! It starts from a listing the caller has (so startup costs one range read), watches from that
 //! revision + 1, and whenever the watch breaks (compaction, etcd restart or outage) it re-lists
 //! with exponential back-off (100 ms → 5 s) and sends the new snapshot, which the daemon diffs
 //! against what it knows. It never sends an empty "snapshot" because of an error.
@@ -25,21 +25,6 @@ pub enum WatchMsg {
     Events(Vec<WatchEvent>),
     /// etcd became unreachable (with the error) or reachable again (`None`).
     Etcd(Option<RegistryError>),
-}
-
-/// Sends the `initial` listing as a snapshot, then follows the changes after it; runs until
-/// the receiver is dropped.
-pub async fn run<R: Registry>(
-    registry: R,
-    dir: String,
-    initial: (Vec<Record>, i64),
-    tx: mpsc::Sender<WatchMsg>,
-) {
-    let (records, revision) = initial;
-    if tx.send(WatchMsg::Snapshot { records, revision }).await.is_err() {
-        return;
-    }
-    follow(registry, dir, revision, tx).await;
 }
 
 /// Follows the changes after the listing at `revision` (which the caller has), with a re-list
