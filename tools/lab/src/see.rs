@@ -10,6 +10,12 @@ use crate::lab::Lab;
 pub fn weft_path(lab: &Lab, i: usize, args: &[&str]) -> Result<Run> {
     crate::bins::require(&["weft"])?;
     let weft = crate::bins::bin_dir().join("weft").display().to_string();
+    weft_on_node(lab, i, &weft, "path", args)
+}
+
+/// `<weft> <sub> <args>` inside node `i`'s namespace with the node's own CNI directories
+/// (`--cni-cache-dir`, `--ipam-data-dir`, `--subnet-file`), as its operator would run it.
+pub fn weft_on_node(lab: &Lab, i: usize, weft: &str, sub: &str, args: &[&str]) -> Result<Run> {
     let node = lab.node(i)?;
     let dirs = node.cni_dirs();
     let (cache, ipam, subnet) = (
@@ -17,16 +23,8 @@ pub fn weft_path(lab: &Lab, i: usize, args: &[&str]) -> Result<Run> {
         dirs.ipam_data.display().to_string(),
         dirs.subnet_file.display().to_string(),
     );
-    let mut argv = vec![
-        weft.as_str(),
-        "path",
-        "--cni-cache-dir",
-        &cache,
-        "--ipam-data-dir",
-        &ipam,
-        "--subnet-file",
-        &subnet,
-    ];
+    let mut argv =
+        vec![weft, sub, "--cni-cache-dir", &cache, "--ipam-data-dir", &ipam, "--subnet-file", &subnet];
     argv.extend_from_slice(args);
     Ok(node.ns().exec(&argv))
 }

@@ -12,25 +12,7 @@ pub const PREFIX: &str = "wtsp";
 
 /// `weft <sub> <args>` inside node `i`'s namespace, with the node's CNI directories.
 pub fn weft(lab: &Lab, i: usize, sub: &str, args: &[&str]) -> Run {
-    let node = lab.node(i).unwrap();
-    let dirs = node.cni_dirs();
-    let (cache, ipam, subnet) = (
-        dirs.cache.display().to_string(),
-        dirs.ipam_data.display().to_string(),
-        dirs.subnet_file.display().to_string(),
-    );
-    let mut argv = vec![
-        env!("CARGO_BIN_EXE_weft"),
-        sub,
-        "--cni-cache-dir",
-        &cache,
-        "--ipam-data-dir",
-        &ipam,
-        "--subnet-file",
-        &subnet,
-    ];
-    argv.extend_from_slice(args);
-    node.ns().exec(&argv)
+    weft_lab::see::weft_on_node(lab, i, env!("CARGO_BIN_EXE_weft"), sub, args).unwrap()
 }
 
 /// `weft path --json SRC DST` on node `i`: (exit status, parsed report).
