@@ -85,14 +85,36 @@ pub struct Want<'a> {
     pub previous: Option<LeaseKey>,
 }
 
-/// One acquisition attempt.
+/// One acquisition attempt. The etcd lease is granted while the leases are listed (it does not
+/// depend on them: one round trip less before the first peer is programmed) and revoked
+/// whenever the attempt fails after that.
 pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<Acquired, AcquireError> {
     let dir = subnets_dir(want.prefix);
-    let (records, list_revision) = registry.list(&dir).await?;
+    let (listed, granted) = tokio::join!(registry.list(&dir), registry.grant(LEASE_TTL_SECS));
+    let etcd_lease = granted?;
+    let attempt = match listed {
+        Ok((records, list_revision)) => place(registry, want, &dir, records, list_revision, etcd_lease).await,
+        Err(e) => Err(e.into()),
+    };
+    if attempt.is_err() {
+        revoke_quietly(registry, etcd_lease).await;
+    }
+    attempt
+}
+
+/// The rest of an attempt, with the listing and a granted etcd lease: choose, write, check.
+async fn place<R: Registry>(
+    registry: &R,
+    want: &Want<'_>,
+    dir: &str,
+    records: Vec<Record>,
+    list_revision: i64,
+    etcd_lease: i64,
+) -> Result<Acquired, AcquireError> {
     let existing: Vec<(Existing, &Record)> = records
         .iter()
         .filter_map(|r| {
-            let key = parse_lease_path(&dir, &r.key).ok()?;
+            let key = parse_lease_path(dir, &r.key).ok()?;
             let public_ip = LeaseAttrs::parse(&r.value).ok().map(|a| a.public_ip);
             Some((Existing { key, public_ip }, r))
         })
@@ -114,7 +136,6 @@ pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<
     }
 
     let value = want.attrs.render();
-    let etcd_lease = registry.grant(LEASE_TTL_SECS).await?;
     let (key, expect) = match alloc.choice {
         Choice::Reuse(k) => {
             let rev = record_of(&k).map(|r| r.mod_revision).unwrap_or(0);
@@ -129,13 +150,10 @@ pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<
             // An IPv4-only key is its subnet, so create-if-absent protects it fully (every node
             // reads the same config, hence the same SubnetLen); a dual-stack key is not.
             let (records, list_revision) = if expect == Expect::Absent && key.ipv6.is_some() {
-                match created_alone(registry, &dir, &path, &key, revision).await {
+                match created_alone(registry, dir, &path, &key, revision).await {
                     Ok(Some(listing)) => listing,
-                    Ok(None) => {
-                        // The new key is gone again (deleted by us or somebody): choose again.
-                        revoke_quietly(registry, etcd_lease).await;
-                        return Err(AcquireError::LostRace(key));
-                    }
+                    // The new key is gone again (deleted by us or somebody): choose again.
+                    Ok(None) => return Err(AcquireError::LostRace(key)),
                     Err(e) => {
                         warn!(error = %e, key = %path, "could not re-list to check the new lease for overlaps");
                         (records, list_revision)
@@ -157,14 +175,10 @@ pub async fn acquire_once<R: Registry>(registry: &R, want: &Want<'_>) -> Result<
             })
         }
         Ok(None) => {
-            revoke_quietly(registry, etcd_lease).await;
             warn!(subnet = %key.ipv4, "another node took the subnet first, picking again");
             Err(AcquireError::LostRace(key))
         }
-        Err(e) => {
-            revoke_quietly(registry, etcd_lease).await;
-            Err(e.into())
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -293,6 +307,24 @@ mod dual_stack_tests {
     ) -> Acquired {
         let want = Want { prefix: PREFIX, spec, public_ip: ME, attrs: a, previous };
         acquire_once(reg, &want).await.unwrap()
+    }
+
+    /// The lease is granted while the leases are listed; an attempt that then fails (here: no
+    /// free subnet) revokes it, and a successful one keeps exactly the one it wrote.
+    #[tokio::test]
+    async fn a_failed_attempt_revokes_the_lease_it_granted() {
+        let full = r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.7.0","SubnetMax":"10.5.7.0","Backend":{"Type":"vxlan"}}"#;
+        let spec = parse_config(full.as_bytes()).unwrap();
+        let reg = MemoryRegistry::new();
+        reg.put_raw(&format!("{PREFIX}/subnets/10.5.7.0-24"), b"{\"PublicIP\":\"198.18.0.9\"}", 0);
+        let a = LeaseAttrs::vxlan(ME, 1, [2, 0, 0, 0, 0, 1]);
+        let want = Want { prefix: PREFIX, spec: &spec, public_ip: ME, attrs: &a, previous: None };
+        assert!(acquire_once(&reg, &want).await.is_err());
+        assert_eq!((reg.grant_calls(), reg.live_leases()), (1, 0));
+        reg.delete_raw(&format!("{PREFIX}/subnets/10.5.7.0-24"));
+        let got = acquire_once(&reg, &want).await.unwrap();
+        assert_eq!((reg.grant_calls(), reg.live_leases()), (2, 1));
+        assert_eq!(reg.record(&got.lease.path).map(|r| r.lease), Some(got.lease.etcd_lease));
     }
 
     #[tokio::test]

@@ -136,6 +136,11 @@ impl MemoryRegistry {
         self.lock().grants
     }
 
+    /// How many etcd leases are granted and not revoked (expiry aside).
+    pub fn live_leases(&self) -> usize {
+        self.lock().leases.len()
+    }
+
     /// The current revision.
     pub fn revision(&self) -> i64 {
         self.lock().revision
