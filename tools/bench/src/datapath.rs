@@ -68,10 +68,18 @@ impl Labs {
         let spec = FlannelSpec { nodes: 2, pods_per_node: 1, etcd_members: 1 };
         eprintln!("datapath: building the weft VXLAN lab");
         let vxlan = Lab::flannel_backend(prefix, spec, Backend::Vxlan, &[])?;
-        eprintln!("datapath: building the weft VXLAN lab without --ip-masq");
-        // The lab passes `--ip-masq`; flanneld's flags override themselves, so the later
-        // `--ip-masq=false` wins.
-        let vxlan_no_masq = Lab::flannel_backend(prefix, spec, Backend::Vxlan, &["--ip-masq=false"])?;
+        eprintln!("datapath: building the weft VXLAN lab with no masquerade anywhere");
+        let vxlan_no_masq = Lab::flannel_without_masquerade(prefix, spec)?;
+        for i in 0..spec.nodes {
+            // Checked, not assumed: the pods' path must pass no nat rule on either node.
+            let nat = vxlan_no_masq.node(i)?.ns().exec(&["iptables-save", "-t", "nat"]).stdout;
+            if nat.contains("MASQUERADE") {
+                return Err(LabError::parse(
+                    "the lab with no masquerade",
+                    format!("node {i} has nat rules:\n{nat}"),
+                ));
+            }
+        }
         eprintln!("datapath: building the weft dual-stack VXLAN lab");
         let vxlan_dual = Lab::flannel_dual_stack(prefix, spec, &[])?;
         eprintln!("datapath: building the weft host-gw lab");

@@ -10,8 +10,10 @@ pub const TARGET_OF_HAND_BUILT: f64 = 0.95;
 pub enum PathKind {
     /// Pod → pod over weft's flanneld, VXLAN backend, IPv4.
     WeftVxlan4,
-    /// The same with flanneld's `--ip-masq` off (no nat rule, so no conntrack for pod traffic):
-    /// weft's own share of the gap to the hand-built VXLAN, without the rules' cost.
+    /// The same with no masquerade anywhere: flanneld without `--ip-masq` and the conflist's
+    /// delegate with `"ipMasq": false` (with flanneld's off alone, the flannel plugin turns the
+    /// bridge's on), so no nat rule loads conntrack on the pods' path: the same work as the
+    /// hand-built VXLAN.
     WeftVxlanNoMasq4,
     /// Pod → pod over weft's flanneld, VXLAN backend, IPv6 (`flannel-v6.1`).
     WeftVxlan6,
@@ -47,7 +49,7 @@ impl PathKind {
     pub fn label(self) -> &'static str {
         match self {
             PathKind::WeftVxlan4 => "weft VXLAN, IPv4 (pod → pod)",
-            PathKind::WeftVxlanNoMasq4 => "weft VXLAN, IPv4, flanneld without --ip-masq (pod → pod)",
+            PathKind::WeftVxlanNoMasq4 => "weft VXLAN, IPv4, no masquerade anywhere (pod → pod)",
             PathKind::WeftVxlan6 => "weft VXLAN, IPv6 (pod → pod)",
             PathKind::WeftHostGw4 => "weft host-gw, IPv4 (pod → pod)",
             PathKind::HandVxlan4 => "hand-built kernel VXLAN, IPv4 (pod → pod)",
@@ -197,7 +199,7 @@ pub fn verdict(rows: &[Row]) -> String {
     }
     if let Some(s) = share(rows, PathKind::WeftVxlanNoMasq4, PathKind::HandVxlan4) {
         out.push_str(&format!(
-            "\nweft VXLAN (IPv4) without --ip-masq / hand-built kernel VXLAN: {:.1} %",
+            "\nweft VXLAN (IPv4) with no masquerade anywhere / hand-built kernel VXLAN (the same work): {:.1} %",
             100.0 * s
         ));
     }

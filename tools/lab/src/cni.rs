@@ -71,6 +71,24 @@ pub fn flannel_conflist(dirs: &NodeCniDirs) -> Result<Value> {
     Ok(conf)
 }
 
+/// Sets `key` in the flannel plugin's `delegate` (the bridge configuration it builds).
+pub fn set_delegate(conf: &mut Value, key: &str, value: Value) -> Result<()> {
+    let flannel = conf
+        .get_mut("plugins")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .find(|p| p.get("type").and_then(Value::as_str) == Some("flannel"))
+        .ok_or_else(|| LabError::parse("flannel conflist", "no plugin of type flannel"))?;
+    let delegate = flannel
+        .as_object_mut()
+        .map(|f| f.entry("delegate").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| LabError::parse("flannel conflist", "delegate is not an object"))?;
+    delegate.insert(key.into(), value);
+    Ok(())
+}
+
 /// A flannel-less conflist for exercising the lab with the reference plugins: `bridge`
 /// (cni0, gateway) with host-local handing out `subnet` and a route to `network`.
 pub fn plain_bridge_conflist(

@@ -112,6 +112,8 @@ pub struct Lab {
     pub(crate) backend: crate::backend::Backend,
     /// Dual stack (`crate::dual`): IPv6 underlay, `EnableIPv6`, `--public-ipv6`.
     pub(crate) dual_stack: bool,
+    /// The flannel conflist's delegate `ipMasq`, when set (else the plugin's `!FLANNEL_IPMASQ`).
+    pub(crate) delegate_ip_masq: Option<bool>,
     pub(crate) extra: Vec<Option<Daemon>>,
     pub(crate) pods: Vec<Pod>,
     pub(crate) nodes: Vec<Node>,
@@ -154,6 +156,7 @@ impl Lab {
             id,
             etcd_prefix: DEFAULT_ETCD_PREFIX.to_string(),
             flanneld_args: Vec::new(),
+            delegate_ip_masq: None,
             backend: crate::backend::Backend::default(),
             dual_stack: false,
             extra: Vec::new(),

@@ -138,8 +138,12 @@ impl Lab {
     pub fn use_flannel_cni(&mut self, i: usize) -> Result<()> {
         crate::bins::require(&["flannel", "bridge", "host-local"])?;
         let cni_path = format!("{}:{}", crate::bins::bin_dir().display(), crate::bins::REFERENCE_DIR);
+        let ip_masq = self.delegate_ip_masq;
         let node = self.node_mut(i)?;
-        let conf = cni::flannel_conflist(&node.cni)?;
+        let mut conf = cni::flannel_conflist(&node.cni)?;
+        if let Some(on) = ip_masq {
+            cni::set_delegate(&mut conf, "ipMasq", serde_json::json!(on))?;
+        }
         cni::write_conflist(&node.cni, &conf)?;
         node.cni_path = Some(cni_path);
         Ok(())

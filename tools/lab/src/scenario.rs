@@ -52,6 +52,13 @@ impl Lab {
         Lab::flannel_lab(prefix, spec, Backend::Vxlan, true, flanneld_args)
     }
 
+    /// A VXLAN flannel lab with no masquerade anywhere: flanneld without `--ip-masq` and the
+    /// conflist's delegate with `"ipMasq": false` (a cluster whose pod addresses are routed
+    /// outside), so no nat rule loads conntrack on the pods' path.
+    pub fn flannel_without_masquerade(prefix: &str, spec: FlannelSpec) -> Result<Lab> {
+        Lab::flannel_lab_with(prefix, spec, Backend::Vxlan, false, &["--ip-masq=false"], Some(false))
+    }
+
     fn flannel_lab(
         prefix: &str,
         spec: FlannelSpec,
@@ -59,8 +66,20 @@ impl Lab {
         dual_stack: bool,
         flanneld_args: &[&str],
     ) -> Result<Lab> {
+        Lab::flannel_lab_with(prefix, spec, backend, dual_stack, flanneld_args, None)
+    }
+
+    fn flannel_lab_with(
+        prefix: &str,
+        spec: FlannelSpec,
+        backend: Backend,
+        dual_stack: bool,
+        flanneld_args: &[&str],
+        delegate_ip_masq: Option<bool>,
+    ) -> Result<Lab> {
         crate::bins::require(FLANNEL_BINS)?;
         let mut lab = Lab::new(prefix)?;
+        lab.delegate_ip_masq = delegate_ip_masq;
         lab.set_backend(backend);
         lab.set_dual_stack(dual_stack);
         lab.set_flanneld_args(flanneld_args);
