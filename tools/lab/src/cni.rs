@@ -303,6 +303,15 @@ mod tests {
     }
 
     #[test]
+    fn a_delegate_key_is_set_beside_the_stock_ones() {
+        let mut c = flannel_conflist(&dirs()).unwrap();
+        set_delegate(&mut c, "ipMasq", json!(false)).unwrap();
+        assert_eq!(c["plugins"][0]["delegate"]["ipMasq"], false);
+        assert_eq!(c["plugins"][0]["delegate"]["hairpinMode"], true);
+        assert!(set_delegate(&mut json!({"plugins": []}), "ipMasq", json!(false)).is_err());
+    }
+
+    #[test]
     fn pod_ip_comes_from_any_result_version() {
         let v1 = json!({"ips": [{"address": "fd00::2/64"}, {"address": "10.244.1.2/24", "gateway": "10.244.1.1"}]});
         assert_eq!(result_ip(&v1), Some(Ipv4Addr::new(10, 244, 1, 2)));
