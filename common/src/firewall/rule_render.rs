@@ -19,7 +19,7 @@ fn obj<const N: usize>(fields: [(&str, Value); N]) -> Value {
     Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
-/// `iptables-save`'s hook order of a table's built-in chains, by `NF_INET_*` hook number.
+/// nft's names of the `NF_INET_*` hooks, by hook number (`hook forward` …).
 const HOOK_NAMES: [&str; 5] = ["prerouting", "input", "forward", "output", "postrouting"];
 
 impl Listing {
