@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVxlan, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteType};
@@ -149,9 +149,12 @@ fn port_state(s: &BridgePortState) -> String {
     }
 }
 
-/// Every link of the namespace.
+/// Every link of the namespace (without their counters, `RTEXT_FILTER_SKIP_STATS`: about a
+/// third of each answer, and nothing here reads them).
 pub fn links(nl: &mut Netlink) -> Result<Vec<LinkFacts>, Error> {
-    let answers = nl.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "list links", "")?;
+    let mut q = LinkMessage::default();
+    q.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let answers = nl.dump(RouteNetlinkMessage::GetLink(q), "list links", "")?;
     Ok(answers
         .iter()
         .filter_map(|m| match m {
@@ -380,47 +383,85 @@ fn neigh_dump(nl: &mut Netlink, family: AddressFamily, index: u32) -> Result<Vec
 /// IPv4 (ARP) or, with `v6`, IPv6 (NDISC) neighbour entries of link `index`.
 pub fn neighbours(nl: &mut Netlink, index: u32, v6: bool) -> Result<Vec<Neigh>, Error> {
     let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-    Ok(neigh_dump(nl, family, index)?
-        .iter()
-        .filter_map(|n| {
-            let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
-                _ => None,
-            })?;
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(m) => Some(format_mac(m)),
-                _ => None,
-            });
-            let (state, permanent) = neigh_state(n.header.state);
-            Some(Neigh { ip, mac, state, permanent })
-        })
-        .collect())
+    Ok(neigh_dump(nl, family, index)?.iter().filter_map(neigh_of).collect())
+}
+
+/// The neighbour entry of `ip` on link `index` (`ip neigh get <ip> dev <link>`: one
+/// `RTM_GETNEIGH` answered from the device's table, where a dump walks every namespace's
+/// entries); `None` when there is none.
+pub fn neighbour_get(nl: &mut Netlink, index: u32, ip: IpAddr) -> Result<Option<Neigh>, Error> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = if ip.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    msg.header.ifindex = index;
+    msg.attributes.push(NeighbourAttribute::Destination(match ip {
+        IpAddr::V4(v) => NeighbourAddress::Inet(v),
+        IpAddr::V6(v) => NeighbourAddress::Inet6(v),
+    }));
+    single(nl.request(RouteNetlinkMessage::GetNeighbour(msg), "neigh get", &format!("{ip} index {index}")))
+        .map(|n| n.as_ref().and_then(neigh_of))
+}
+
+/// The FDB entry of `mac` on VXLAN link `index` (`bridge fdb get <mac> dev <link> self`, asked
+/// of the device itself); `None` when there is none.
+pub fn fdb_get(nl: &mut Netlink, index: u32, mac: &str) -> Result<Option<Fdb>, Error> {
+    let Some(lladdr) = weft_common::mac::parse_mac(mac) else { return Ok(None) };
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes.push(NeighbourAttribute::LinkLayerAddress(lladdr.to_vec()));
+    single(nl.request(RouteNetlinkMessage::GetNeighbour(msg), "fdb get", &format!("{mac} index {index}")))
+        .map(|n| n.as_ref().and_then(fdb_of))
+}
+
+/// The one neighbour message of a get, `None` for "no such entry" (`ENOENT`).
+fn single(answers: Result<Vec<RouteNetlinkMessage>, Error>) -> Result<Option<NeighbourMessage>, Error> {
+    match answers {
+        Ok(ms) => Ok(ms.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+            _ => None,
+        })),
+        Err(e) if e.raw_errno() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn neigh_of(n: &NeighbourMessage) -> Option<Neigh> {
+    let ip = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+        _ => None,
+    })?;
+    let mac = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(m) => Some(format_mac(m)),
+        _ => None,
+    });
+    let (state, permanent) = neigh_state(n.header.state);
+    Some(Neigh { ip, mac, state, permanent })
 }
 
 /// FDB entries of link `index` (`bridge fdb show dev <link>`).
 pub fn fdb(nl: &mut Netlink, index: u32) -> Result<Vec<Fdb>, Error> {
-    Ok(neigh_dump(nl, AddressFamily::Bridge, index)?
-        .iter()
-        .filter_map(|n| {
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(m) => Some(format_mac(m)),
-                _ => None,
-            })?;
-            let dst = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
-                // AF_BRIDGE messages carry NDA_DST as raw bytes.
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
-                    4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
-                    16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
-                    _ => None,
-                },
-                _ => None,
-            });
-            Some(Fdb { mac, dst })
-        })
-        .collect())
+    Ok(neigh_dump(nl, AddressFamily::Bridge, index)?.iter().filter_map(fdb_of).collect())
+}
+
+fn fdb_of(n: &NeighbourMessage) -> Option<Fdb> {
+    let mac = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(m) => Some(format_mac(m)),
+        _ => None,
+    })?;
+    let dst = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(IpAddr::V4(*v)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => Some(IpAddr::V6(*v)),
+        // AF_BRIDGE messages carry NDA_DST as raw bytes.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    });
+    Some(Fdb { mac, dst })
 }
 
 /// The id the asking namespace gives to namespace `ns` (`RTM_GETNSID` with its fd); `None`

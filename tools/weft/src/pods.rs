@@ -124,6 +124,11 @@ fn candidates(cache: &[CacheEntry]) -> Vec<PathBuf> {
         more.sort();
         paths.extend(more);
     }
+    dedup_namespaces(paths)
+}
+
+/// The paths that exist, the first of each namespace (by device and inode) only.
+fn dedup_namespaces(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
     let mut seen = BTreeSet::new();
     paths
         .into_iter()
@@ -142,39 +147,108 @@ pub fn collect(dirs: &CniDirs) -> Result<PodsReport, String> {
     collect_with(dirs, &Ruleset::read())
 }
 
-/// [`collect`] with the firewall rules already read (`weft path` reads them once for both).
+/// [`collect`] with the firewall rules already read.
 pub fn collect_with(dirs: &CniDirs, rules: &Ruleset) -> Result<PodsReport, String> {
-    let mut errors = Vec::new();
-    let cache = state::read_cache(&dirs.cni_cache_dir, &mut errors);
-    let reservations = state::read_reservations(&dirs.ipam_data_dir, &mut errors);
-    let subnet_env = SubnetEnv::read(&dirs.subnet_file).ok();
-    let own = own_netns().map_err(|e| format!("open own network namespace: {e}"))?;
-    let mut host = Netlink::open().map_err(|e| format!("open netlink socket: {e}"))?;
-    let host_links = kernel::links(&mut host).map_err(|e| format!("list links of this node: {e}"))?;
-
+    let mut node = Node::read(dirs)?;
     let mut pods = Vec::new();
-    for path in candidates(&cache) {
-        let Ok(ns) = NetNs::open(&path) else { continue };
-        let Ok(mut nl) = Netlink::open_in(&ns) else { continue };
+    for path in candidates(&node.cache) {
+        node.read_namespace(&path, &mut pods);
+    }
+    Ok(node.finish(pods, rules, true).0)
+}
+
+/// The attachments `names` point at (SRC and DST of `weft path`: an address, a container ID or
+/// a netns path), with this node's links. Only the namespaces the result cache names for
+/// them are read, so the cost does not grow with the node's pod count. When `complete` finds
+/// that read short of what it needs (no cache entry, a stale one, an entry without `netns`),
+/// every namespace is read as [`collect`] does, so an attachment the cache does not know is
+/// still found. Orphans are not looked for.
+pub fn collect_named(
+    dirs: &CniDirs,
+    rules: &Ruleset,
+    names: &[&str],
+    complete: impl Fn(&PodsReport) -> bool,
+) -> Result<(PodsReport, Vec<LinkFacts>), String> {
+    let mut node = Node::read(dirs)?;
+    let named: Vec<CacheEntry> =
+        node.cache.iter().filter(|c| names.iter().any(|n| names_entry(n, c))).cloned().collect();
+    let mut pods = Vec::new();
+    if !named.is_empty() {
+        for path in dedup_namespaces(named.iter().filter_map(|c| c.netns.as_ref().map(PathBuf::from))) {
+            node.read_namespace(&path, &mut pods);
+        }
+        let found = node.finish(pods, rules, false);
+        if complete(&found.0) {
+            return Ok(found);
+        }
+        node = Node::read(dirs)?;
+        pods = Vec::new();
+    }
+    for path in candidates(&node.cache) {
+        node.read_namespace(&path, &mut pods);
+    }
+    Ok(node.finish(pods, rules, false))
+}
+
+/// Whether cache entry `c` is the attachment `name` names: one of its addresses, its
+/// container ID, or its namespace.
+fn names_entry(name: &str, c: &CacheEntry) -> bool {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return c.ips.iter().any(|i| i.ip() == ip);
+    }
+    if name.starts_with('/') {
+        return c.netns.as_deref().is_some_and(|n| same_path(n, Path::new(name)));
+    }
+    c.container_id == name
+}
+
+/// What a pods read needs besides the pod namespaces: the CNI state on disk and this node's
+/// namespace, links and netlink socket.
+struct Node {
+    cache: Vec<CacheEntry>,
+    reservations: Vec<Reservation>,
+    subnet_env: Option<SubnetEnv>,
+    own: NetNs,
+    host: Netlink,
+    host_links: Vec<LinkFacts>,
+    errors: Vec<String>,
+}
+
+impl Node {
+    fn read(dirs: &CniDirs) -> Result<Node, String> {
+        let mut errors = Vec::new();
+        let cache = state::read_cache(&dirs.cni_cache_dir, &mut errors);
+        let reservations = state::read_reservations(&dirs.ipam_data_dir, &mut errors);
+        let subnet_env = SubnetEnv::read(&dirs.subnet_file).ok();
+        let own = own_netns().map_err(|e| format!("open own network namespace: {e}"))?;
+        let mut host = Netlink::open().map_err(|e| format!("open netlink socket: {e}"))?;
+        let host_links = kernel::links(&mut host).map_err(|e| format!("list links of this node: {e}"))?;
+        Ok(Node { cache, reservations, subnet_env, own, host, host_links, errors })
+    }
+
+    /// Adds the attachments of the namespace at `path`: its veths whose peer is in ours.
+    fn read_namespace(&mut self, path: &Path, pods: &mut Vec<Attachment>) {
+        let Ok(ns) = NetNs::open(path) else { return };
+        let Ok(mut nl) = Netlink::open_in(&ns) else { return };
         // The id the pod namespace gives ours: no id, no veth to us.
-        let Ok(Some(our_id)) = kernel::nsid_of(&mut nl, &own) else { continue };
+        let Ok(Some(our_id)) = kernel::nsid_of(&mut nl, &self.own) else { return };
         let Ok(links) = kernel::links(&mut nl) else {
-            errors.push(format!("list links in {}", path.display()));
-            continue;
+            self.errors.push(format!("list links in {}", path.display()));
+            return;
         };
-        let nsid = kernel::nsid_of(&mut host, &ns).ok().flatten();
+        let nsid = kernel::nsid_of(&mut self.host, &ns).ok().flatten();
         for l in links.iter().filter(|l| l.is_veth() && l.link_netnsid == Some(our_id)) {
             let addresses = match nl.addresses(Some(l.index)) {
                 Ok(a) => a.into_iter().filter(|a| a.is_global()).map(|a| a.address).collect(),
                 Err(e) => {
-                    errors.push(format!("list addresses of {} in {}: {e}", l.name, path.display()));
+                    self.errors.push(format!("list addresses of {} in {}: {e}", l.name, path.display()));
                     Vec::new()
                 }
             };
             let host_veth = l
                 .link
-                .and_then(|i| host_links.iter().find(|h| h.index == i))
-                .map(|h| host_veth(h, l, nsid, &host_links));
+                .and_then(|i| self.host_links.iter().find(|h| h.index == i))
+                .map(|h| host_veth(h, l, nsid, &self.host_links));
             pods.push(Attachment {
                 container_id: None,
                 ifname: l.name.clone(),
@@ -195,22 +269,34 @@ pub fn collect_with(dirs: &CniDirs, rules: &Ruleset) -> Result<PodsReport, Strin
         }
     }
 
-    for a in &mut pods {
-        match_state(a, &cache, &reservations);
+    /// Matches the attachments with the CNI state, checks them and (with `orphans`) lists
+    /// what has no partner; also hands back this node's links.
+    fn finish(
+        self,
+        mut pods: Vec<Attachment>,
+        rules: &Ruleset,
+        orphans: bool,
+    ) -> (PodsReport, Vec<LinkFacts>) {
+        for a in &mut pods {
+            match_state(a, &self.cache, &self.reservations);
+        }
+        // A veth to this node that is no bridge port and matches no CNI state is not a pod
+        // attachment (the underlay link of a node, a hand-made pair).
+        pods.retain(|a| {
+            a.host_veth.as_ref().is_some_and(|h| h.bridge.is_some())
+                || a.cache.is_some()
+                || !a.reservations.is_empty()
+        });
+        pods.sort_by(|a, b| (&a.netns, &a.ifname).cmp(&(&b.netns, &b.ifname)));
+        for a in &mut pods {
+            check(a, self.subnet_env.as_ref(), rules);
+        }
+        let orphans = match orphans {
+            true => find_orphans(&pods, &self.host_links, &self.cache, &self.reservations),
+            false => Vec::new(),
+        };
+        (PodsReport { pods, orphans, errors: self.errors }, self.host_links)
     }
-    // A veth to this node that is no bridge port and matches no CNI state is not a pod
-    // attachment (the underlay link of a node, a hand-made pair).
-    pods.retain(|a| {
-        a.host_veth.as_ref().is_some_and(|h| h.bridge.is_some())
-            || a.cache.is_some()
-            || !a.reservations.is_empty()
-    });
-    pods.sort_by(|a, b| (&a.netns, &a.ifname).cmp(&(&b.netns, &b.ifname)));
-    for a in &mut pods {
-        check(a, subnet_env.as_ref(), rules);
-    }
-    let orphans = orphans(&pods, &host_links, &cache, &reservations);
-    Ok(PodsReport { pods, orphans, errors })
 }
 
 fn host_veth(h: &LinkFacts, pod: &LinkFacts, nsid: Option<i32>, host_links: &[LinkFacts]) -> HostVeth {
@@ -351,7 +437,7 @@ fn masquerade(
     Some(Masquerade { expected_by, present, rule: v.rule.filter(|_| present) })
 }
 
-fn orphans(
+fn find_orphans(
     pods: &[Attachment],
     host_links: &[LinkFacts],
     cache: &[CacheEntry],

@@ -128,6 +128,45 @@ fn healthy_lab_lists_pods_and_every_path_is_reachable() {
         "✓ pod\n✓ pod-route\n✓ veth\n✓ bridge\n✓ host-route\n✓ forward\n✓ vtep\n✓ neighbour\n✓ fdb\n✓ underlay\n\
          ✓ remote-vtep remote\n✓ remote-route remote\n✓ remote-firewall remote\n✓ dst-pod remote\nreachable\n"
     );
+    kernel_gets_answer_like_the_dumps(&lab);
+    pods_without_a_cache_entry_are_still_found(&lab, &pods);
+}
+
+/// The single-entry lookups `weft path` asks ahead (neighbour get, FDB get) give what the
+/// dumps give, and "none" for an entry that is not there.
+fn kernel_gets_answer_like_the_dumps(lab: &Lab) {
+    use weft_cli::kernel;
+    use weft_common::netlink::Netlink;
+    use weft_common::netns::NetNs;
+    let ns = NetNs::open(lab.node(0).unwrap().ns().path()).unwrap();
+    let mut nl = Netlink::open_in(&ns).unwrap();
+    let vtep = nl.link_by_name("flannel.1").unwrap().index;
+    let (_, gw, mac) = lease(lab, 1);
+    let neigh = kernel::neighbour_get(&mut nl, vtep, gw.parse().unwrap()).unwrap().unwrap();
+    assert_eq!(neigh.mac.as_deref(), Some(mac.as_str()));
+    assert!(kernel::neighbours(&mut nl, vtep, false).unwrap().contains(&neigh));
+    let fdb = kernel::fdb_get(&mut nl, vtep, &mac).unwrap().unwrap();
+    assert_eq!(fdb.dst, Some(lab.node(1).unwrap().ip().into()));
+    assert!(kernel::fdb(&mut nl, vtep).unwrap().contains(&fdb));
+    assert_eq!(kernel::neighbour_get(&mut nl, vtep, "10.99.99.0".parse().unwrap()).unwrap(), None);
+    assert_eq!(kernel::fdb_get(&mut nl, vtep, "0e:99:99:99:99:99").unwrap(), None);
+}
+
+/// `weft path` reads only the namespaces the result cache names for SRC and DST; a pod whose
+/// cache entry is gone is still found (every namespace is read then), as SRC and as a local DST.
+fn pods_without_a_cache_entry_are_still_found(lab: &Lab, pods: &[(usize, String, String)]) {
+    let listed: Value = serde_json::from_str(&weft(lab, 0, "pods", &["--json"]).stdout).unwrap();
+    let entry = listed["pods"].as_array().unwrap().iter().find(|p| p["netns"] == pods[1].2.as_str()).unwrap();
+    let cache = std::path::PathBuf::from(entry["cache"]["path"].as_str().unwrap());
+    let aside = cache.with_extension("aside");
+    std::fs::rename(&cache, &aside).unwrap();
+    let from = path(lab, 0, &pods[1].1, &pods[2].1);
+    let to = path(lab, 0, &pods[0].1, &pods[1].1);
+    std::fs::rename(&aside, &cache).unwrap();
+    for (code, v, run) in [from, to] {
+        assert_eq!(code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(v["verdict"], "reachable", "{}", run.stdout);
+    }
 }
 
 /// Lease facts of node `i`: (subnet, gateway S.0, VtepMAC).

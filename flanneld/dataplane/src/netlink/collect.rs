@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -20,11 +22,14 @@ use weft_common::flannel::SubnetEnv;
 use weft_common::mac::format_mac;
 use weft_common::netlink::OperState;
 
+use nix::errno::Errno;
+
 use super::NetlinkDataplane;
 use crate::view::{
     inside, DataplaneView, FdbView, FirewallView, FlanneldFacts, LinkView, NeighView, RouteView,
     SubnetEnvView, SysctlView, VxlanView, VIEW_VERSION,
 };
+use crate::DataplaneError;
 
 /// Default names when neither the caller nor flanneld's facts give one.
 pub const DEFAULT_DEVICE: &str = "flannel.1";
@@ -196,17 +201,45 @@ async fn collect_kernel(
     bridge_name: &str,
     view: &mut DataplaneView,
 ) {
-    let links = match nl.dump_req(RouteNetlinkMessage::GetLink(LinkMessage::default()), "links").await {
-        Ok(msgs) => msgs
-            .into_iter()
-            .filter_map(|m| if let RouteNetlinkMessage::NewLink(l) = m { Some(link_view(&l)) } else { None })
-            .collect::<Vec<_>>(),
+    // The links the view names, each asked for by name or index: a node's pod veths (one per
+    // pod) are never read, so a request costs the same on a node with 100 pods as with one.
+    let mut links = Links::default();
+    view.device = match links.named(nl, device_name).await {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            if device_expected(input) {
+                view.errors.push(format!("link {device_name}: not found"));
+            }
+            None
+        }
         Err(e) => {
-            view.errors.push(format!("dump links: {e}"));
+            view.errors.push(format!("get link {device_name}: {e}"));
             return;
         }
     };
-    let names: BTreeMap<u32, String> = links.iter().map(|l| (l.index, l.name.clone())).collect();
+    view.device_v6 = match v6_device_name(input) {
+        Some(name) => links.named(nl, &name).await.unwrap_or_else(|e| {
+            view.errors.push(format!("get link {name}: {e}"));
+            None
+        }),
+        None => any_v6_device(nl, &mut view.errors).await,
+    };
+    let underlay_index = input
+        .underlay_index
+        .or_else(|| view.flanneld.as_ref()?.underlay_index)
+        .or_else(|| view.device.as_ref()?.vxlan.as_ref().map(|v| v.underlay_index))
+        .filter(|i| *i != 0);
+    view.underlay = match underlay_index {
+        Some(i) => links.indexed(nl, i).await.unwrap_or_else(|e| {
+            view.errors.push(format!("get link {i}: {e}"));
+            None
+        }),
+        None => None,
+    };
+    view.bridge = links.named(nl, bridge_name).await.unwrap_or_else(|e| {
+        view.errors.push(format!("get link {bridge_name}: {e}"));
+        None
+    });
     let mut addrs: BTreeMap<u32, Vec<IpNetwork>> = BTreeMap::new();
     match nl.dump_req(RouteNetlinkMessage::GetAddress(AddressMessage::default()), "addresses").await {
         Ok(msgs) => {
@@ -220,25 +253,17 @@ async fn collect_kernel(
         }
         Err(e) => view.errors.push(format!("dump addresses: {e}")),
     }
-    let with_addrs = |mut l: LinkView| {
+    for l in
+        [&mut view.device, &mut view.device_v6, &mut view.underlay, &mut view.bridge].into_iter().flatten()
+    {
         l.addresses = addrs.get(&l.index).cloned().unwrap_or_default();
-        if let Some(v) = l.vxlan.as_mut() {
-            v.underlay = names.get(&v.underlay_index).cloned();
+        if let Some(i) = l.vxlan.as_ref().map(|v| v.underlay_index) {
+            let name = links.name_of(nl, i).await;
+            if let Some(v) = l.vxlan.as_mut() {
+                v.underlay = name;
+            }
         }
-        l
-    };
-    view.device = links.iter().find(|l| l.name == device_name).cloned().map(with_addrs);
-    if view.device.is_none() && device_expected(input) {
-        view.errors.push(format!("link {device_name}: not found"));
     }
-    view.device_v6 = v6_device(&links, input).cloned().map(with_addrs);
-    let underlay_index = input
-        .underlay_index
-        .or_else(|| view.flanneld.as_ref()?.underlay_index)
-        .or_else(|| view.device.as_ref()?.vxlan.as_ref().map(|v| v.underlay_index));
-    view.underlay =
-        underlay_index.and_then(|i| links.iter().find(|l| l.index == i && i != 0)).cloned().map(with_addrs);
-    view.bridge = links.iter().find(|l| l.name == bridge_name).cloned().map(with_addrs);
 
     let dev_index = view.device.as_ref().map(|d| d.index);
     let v6_index = view.device_v6.as_ref().map(|d| d.index);
@@ -288,11 +313,12 @@ async fn collect_kernel(
     }
     // host-gw has no device: its peer routes (inside the cluster network) are still listed.
     let network = view.network().map(IpNetwork::V4);
-    view.routes = collect_routes(nl, AddressFamily::Inet, dev_index, network, &names, &mut view.errors).await;
+    view.routes =
+        collect_routes(nl, AddressFamily::Inet, dev_index, network, &mut links, &mut view.errors).await;
     let network6 = view.flanneld.as_ref().and_then(|f| f.network_v6).map(IpNetwork::V6);
     if v6_index.is_some() || network6.is_some() {
         view.routes_v6 =
-            collect_routes(nl, AddressFamily::Inet6, v6_index, network6, &names, &mut view.errors).await;
+            collect_routes(nl, AddressFamily::Inet6, v6_index, network6, &mut links, &mut view.errors).await;
     }
 }
 
@@ -303,19 +329,95 @@ fn device_expected(input: &ViewInput) -> bool {
         || input.facts.as_ref().is_none_or(|f| f.network.is_none() || f.expected_device.is_some())
 }
 
-/// `flannel-v6.<VNI>` (the VNI of flanneld's device or lease), else any VXLAN link of that
-/// name pattern (docs/flannel.md §4.1).
-fn v6_device<'a>(links: &'a [LinkView], input: &ViewInput) -> Option<&'a LinkView> {
-    let vni = input.facts.as_ref().and_then(|f| {
-        f.expected_device
-            .as_ref()
-            .map(|d| d.vni)
-            .or_else(|| f.lease.as_ref().map(|l| l.vni).filter(|v| *v != 0))
-    });
-    match vni {
-        Some(vni) => links.iter().find(|l| l.name == format!("flannel-v6.{vni}")),
-        None => {
-            links.iter().find(|l| l.name.starts_with("flannel-v6.") && l.kind.as_deref() == Some("vxlan"))
+/// `flannel-v6.<VNI>`, the VNI of flanneld's device or lease (docs/flannel.md §4.1); `None`
+/// when flanneld's facts name neither.
+fn v6_device_name(input: &ViewInput) -> Option<String> {
+    let f = input.facts.as_ref()?;
+    let vni = f
+        .expected_device
+        .as_ref()
+        .map(|d| d.vni)
+        .or_else(|| f.lease.as_ref().map(|l| l.vni).filter(|v| *v != 0))?;
+    Some(format!("flannel-v6.{vni}"))
+}
+
+/// Without a VNI to go by: any VXLAN link named `flannel-v6.*` (this needs every link).
+async fn any_v6_device(nl: &NetlinkDataplane, errors: &mut Vec<String>) -> Option<LinkView> {
+    match nl.dump_req(RouteNetlinkMessage::GetLink(skip_stats(LinkMessage::default())), "links").await {
+        Ok(msgs) => msgs.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(link_view(l)).filter(is_v6_device),
+            _ => None,
+        }),
+        Err(e) => {
+            errors.push(format!("dump links: {e}"));
+            None
+        }
+    }
+}
+
+/// A VXLAN link named like flanneld's IPv6 device.
+fn is_v6_device(l: &LinkView) -> bool {
+    l.name.starts_with("flannel-v6.") && l.kind.as_deref() == Some("vxlan")
+}
+
+/// A link request without the counters (`RTEXT_FILTER_SKIP_STATS`): the view shows none.
+fn skip_stats(mut q: LinkMessage) -> LinkMessage {
+    q.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    q
+}
+
+/// The links read for one view, by index; names of other links (a route's output device) are
+/// asked for once each.
+#[derive(Default)]
+struct Links {
+    by_index: BTreeMap<u32, Option<LinkView>>,
+}
+
+impl Links {
+    /// The link named `name`; `None` when there is none (`ENODEV`).
+    async fn named(&mut self, nl: &NetlinkDataplane, name: &str) -> Result<Option<LinkView>, DataplaneError> {
+        let mut q = LinkMessage::default();
+        q.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let found = self.get(nl, q).await?;
+        if let Some(l) = &found {
+            self.by_index.insert(l.index, Some(l.clone()));
+        }
+        Ok(found)
+    }
+
+    /// The link with ifindex `index`; `None` when there is none.
+    async fn indexed(
+        &mut self,
+        nl: &NetlinkDataplane,
+        index: u32,
+    ) -> Result<Option<LinkView>, DataplaneError> {
+        if let Some(known) = self.by_index.get(&index) {
+            return Ok(known.clone());
+        }
+        let mut q = LinkMessage::default();
+        q.header.index = index;
+        let found = self.get(nl, q).await?;
+        self.by_index.insert(index, found.clone());
+        Ok(found)
+    }
+
+    /// The name of link `index`, if it can be read.
+    async fn name_of(&mut self, nl: &NetlinkDataplane, index: u32) -> Option<String> {
+        self.indexed(nl, index).await.ok().flatten().map(|l| l.name)
+    }
+
+    async fn get(
+        &mut self,
+        nl: &NetlinkDataplane,
+        q: LinkMessage,
+    ) -> Result<Option<LinkView>, DataplaneError> {
+        match nl.get(RouteNetlinkMessage::GetLink(skip_stats(q)), 0, "link").await {
+            Ok(msgs) => Ok(msgs.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_view(l)),
+                _ => None,
+            })),
+            Err(DataplaneError::Netlink { errno: Some(Errno::ENODEV), .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
@@ -369,7 +471,7 @@ async fn collect_routes(
     family: AddressFamily,
     dev: Option<u32>,
     network: Option<IpNetwork>,
-    names: &BTreeMap<u32, String>,
+    links: &mut Links,
     errors: &mut Vec<String>,
 ) -> Vec<RouteView> {
     let mut routes = Vec::new();
@@ -384,7 +486,11 @@ async fn collect_routes(
                     continue;
                 }
                 if (dev.is_some() && k.oif == dev) || network.is_some_and(|n| inside(&k.dst, &n)) {
-                    routes.push(RouteView::of(&k, k.oif.and_then(|i| names.get(&i).cloned())));
+                    let name = match k.oif {
+                        Some(i) => links.name_of(nl, i).await,
+                        None => None,
+                    };
+                    routes.push(RouteView::of(&k, name));
                 }
             }
         }
@@ -558,13 +664,8 @@ mod tests {
 
     #[test]
     fn the_v6_device_is_found_by_flanneld_vni_or_by_name() {
-        let links = vec![
-            link("flannel.7", 5, "vxlan"),
-            link("flannel-v6.7", 6, "vxlan"),
-            link("flannel-v6.9", 7, "vxlan"),
-        ];
         let input = |f| ViewInput { facts: f, ..ViewInput::default() };
-        assert_eq!(v6_device(&links, &input(Some(facts(true, true, 9)))).map(|l| l.index), Some(7));
+        assert_eq!(v6_device_name(&input(Some(facts(true, true, 9)))).as_deref(), Some("flannel-v6.9"));
         let mut by_lease = facts(true, false, 0);
         by_lease.lease = Some(LeaseView {
             key: "k".into(),
@@ -575,9 +676,12 @@ mod tests {
             etcd_revision: 1,
             etcd_lease: 0,
         });
-        assert_eq!(v6_device(&links, &input(Some(by_lease))).map(|l| l.index), Some(6));
-        assert_eq!(v6_device(&links, &input(None)).map(|l| l.index), Some(6));
-        assert_eq!(v6_device(&links[..1], &input(None)), None);
+        assert_eq!(v6_device_name(&input(Some(by_lease))).as_deref(), Some("flannel-v6.7"));
+        // Without flanneld's VNI: any VXLAN link of that name pattern.
+        assert_eq!(v6_device_name(&input(None)), None);
+        assert!(is_v6_device(&link("flannel-v6.7", 6, "vxlan")));
+        assert!(!is_v6_device(&link("flannel.7", 5, "vxlan")));
+        assert!(!is_v6_device(&link("flannel-v6.7", 6, "bridge")));
     }
 
     #[test]

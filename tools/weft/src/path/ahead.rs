@@ -13,8 +13,7 @@ use std::net::IpAddr;
 
 use weft_common::netlink::Netlink;
 
-use super::hostgw::deciding_route;
-use crate::kernel;
+use crate::kernel::{self, RouteQuery};
 use crate::remote;
 
 /// Requests the view of DST's node ahead when the routes name one (IPv4; an IPv6 peer's
@@ -26,18 +25,19 @@ pub(super) fn request_remote_view(dst: IpAddr, port: u16) {
     }
 }
 
-/// The PublicIP of the node DST is routed to, if the main table routes it via a gateway.
+/// The PublicIP of the node DST is routed to, if the kernel routes it via a gateway. Each step
+/// is one question the kernel answers from the object itself (route get, link get, neighbour
+/// get, FDB get), not a dump: this guess is on the critical path.
 fn node_of(host: &mut Netlink, dst: IpAddr) -> Option<IpAddr> {
     if dst.is_ipv6() {
         return None;
     }
-    let route = deciding_route(host, dst)?;
-    let (gw, oif) = (route.gw?, route.oif?);
-    // One link asked for by index, not a dump of all of them: this guess is on the critical path.
+    let route = kernel::route_get(host, &RouteQuery { to: Some(dst), ..RouteQuery::default() }).ok()?;
+    let (gw, oif) = (route.gateway?, route.oif?);
     let out = host.link_by_index(oif).ok()?;
     if out.kind.as_deref() != Some("vxlan") {
         return Some(gw);
     }
-    let mac = kernel::neighbours(host, oif, false).ok()?.into_iter().find(|n| n.ip == gw)?.mac?;
-    kernel::fdb(host, oif).ok()?.into_iter().find(|f| f.mac == mac)?.dst.filter(|d| !d.is_unspecified())
+    let mac = kernel::neighbour_get(host, oif, gw).ok()??.mac?;
+    kernel::fdb_get(host, oif, &mac).ok()??.dst.filter(|d| !d.is_unspecified())
 }

@@ -138,6 +138,13 @@ fn resolve<'a>(pods: &'a PodsReport, what: &str, role: &str) -> Result<Option<&'
     }
 }
 
+/// Whether `ip` is in this node's pod subnet of its family (`FLANNEL_SUBNET`,
+/// `FLANNEL_IPV6_SUBNET`); when subnet.env cannot be read, any address may be.
+fn own_pod_address(env: Option<&SubnetEnv>, ip: IpAddr) -> bool {
+    let Some(env) = env else { return true };
+    [env.subnet, env.ipv6_subnet].into_iter().flatten().any(|n| n.contains(ip))
+}
+
 fn same_file(a: &str, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -292,7 +299,17 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     let v6 = given_v6 || (!given_v4 && args.family == Some(6));
     // The IPv6 rules only for an IPv6 walk (the pods' own masquerade rules are IPv4).
     let rules = Ruleset::read_families(v6);
-    let pods = pods::collect_with(&args.dirs, &rules).map_err(PathError)?;
+    let subnet_env = SubnetEnv::read(&args.dirs.subnet_file).ok();
+    // SRC must be a pod of this node; DST is one when it is named by container ID or netns
+    // path, or is an address in this node's pod subnet (else it is somewhere else).
+    let complete = |r: &PodsReport| {
+        let found = |what: &str| matches!(resolve(r, what, ""), Ok(Some(_)));
+        found(&args.src)
+            && (found(&args.dst)
+                || args.dst.parse::<IpAddr>().is_ok_and(|ip| !own_pod_address(subnet_env.as_ref(), ip)))
+    };
+    let (pods, links) =
+        pods::collect_named(&args.dirs, &rules, &[&args.src, &args.dst], complete).map_err(PathError)?;
     let src = match resolve(&pods, &args.src, "SRC")? {
         Some(p) => p,
         None => {
@@ -325,7 +342,6 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
         Dst::Ip(v) => *v,
     };
     let mut host = Netlink::open().map_err(|e| PathError(format!("open netlink socket: {e}")))?;
-    let links = kernel::links(&mut host).map_err(|e| PathError(format!("list links of this node: {e}")))?;
     let (leases, lease_source) = match &args.etcd_endpoints {
         Some(ep) => {
             let etcd = weft_flanneld::cli::EtcdArgs {
@@ -343,7 +359,7 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     };
     let local = Local {
         links,
-        subnet_env: SubnetEnv::read(&args.dirs.subnet_file).ok(),
+        subnet_env,
         subnet_file: args.dirs.subnet_file.display().to_string(),
         rules,
         leases,
