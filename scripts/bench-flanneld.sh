@@ -3,7 +3,7 @@
 # the benchmark creates and removes). Prints a markdown table.
 # Usage: sudo scripts/bench-flanneld.sh [--peers 1000,5000] [--samples 100] [--backend vxlan|host-gw]
 #        [--dual-stack] (vxlan only: IPv4 + IPv6 leases, routes of both families, IPv6 underlay in
-#        2001:2::/48) [--netns-prefix wbf]
+#        2001:2::/48) [--runs 3] (runs per peer count; medians shown) [--netns-prefix wbf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

@@ -34,6 +34,10 @@ pub struct Options {
     /// New-lease latency samples.
     #[arg(long, default_value_t = 100)]
     samples: u32,
+    /// Runs per peer count, each a fresh etcd, flanneld and floor namespace; the table shows
+    /// the medians (start-up on this 2-core VM varies by a few ms from run to run).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
     /// The backend in the network config and the synthetic leases: vxlan or host-gw.
     #[arg(long, default_value = "vxlan")]
     backend: Backend,
@@ -100,6 +104,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+#[derive(Clone)]
 struct Figures {
     peers: u32,
     floor: Duration,
@@ -321,12 +326,34 @@ pub fn run(opts: &Options) -> Result<(), String> {
     if !flanneld.is_file() {
         return Err(format!("{} is missing", flanneld.display()));
     }
+    if opts.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
     let mut rows = Vec::new();
     for &n in &opts.peers {
-        rows.push(measure(&flanneld, opts, mode, n)?);
+        let runs =
+            (0..opts.runs).map(|_| measure(&flanneld, opts, mode, n)).collect::<Result<Vec<_>, _>>()?;
+        rows.push(combine(&runs));
     }
     print!("{}", table(mode, &rows));
     Ok(())
+}
+
+/// One row from several runs of the same peer count: the median of each time (the ratios are
+/// taken of these medians; the latency column is the median of the runs' medians), the worst
+/// p99 and the largest peak RSS.
+fn combine(runs: &[Figures]) -> Figures {
+    let med = |f: fn(&Figures) -> Duration| median(&runs.iter().map(f).collect::<Vec<_>>());
+    Figures {
+        peers: runs.first().map_or(0, |r| r.peers),
+        floor: med(|r| r.floor),
+        etcd: med(|r| r.etcd),
+        full_mesh: med(|r| r.full_mesh),
+        ready: med(|r| r.ready),
+        lat_median: med(|r| r.lat_median),
+        lat_p99: runs.iter().map(|r| r.lat_p99).max().unwrap_or_default(),
+        rss_kib: runs.iter().map(|r| r.rss_kib).max().unwrap_or(0),
+    }
 }
 
 /// The markdown table of the measured rows.
@@ -391,6 +418,19 @@ mod tests {
         assert!(hg.starts_with("| flanneld (host-gw), N synthetic peer leases |"));
         assert!(hg.contains("kernel floor (`ip -batch` route)"));
         assert_eq!(hg.lines().count(), 2);
+    }
+
+    #[test]
+    fn runs_combine_into_medians_and_worst_cases() {
+        let mut slow = row(1000, 40, 20);
+        slow.rss_kib = 15_000;
+        slow.lat_p99 = Duration::from_millis(9);
+        let c = combine(&[row(1000, 30, 22), slow, row(1000, 25, 21)]);
+        assert_eq!(
+            (c.peers, c.full_mesh, c.floor),
+            (1000, Duration::from_millis(30), Duration::from_millis(21))
+        );
+        assert_eq!((c.lat_p99, c.rss_kib), (Duration::from_millis(9), 15_000));
     }
 
     #[test]
