@@ -13,8 +13,9 @@
 //! For the same window the kernel's drop reasons (`skb:kfree_skb`) are recorded in a tracing
 //! instance of the capture's own (`flanneld-capture-<pid>-<id>`, see
 //! [`weft_common::capture::dropwatch`]), created when the capture starts and removed when it
-//! ends, whatever the outcome; the result carries them as `drops` (machine-wide,
-//! `correlated: false`), or `drops: null` and `drops_unavailable` saying why (no tracefs, an
+//! ends, whatever the outcome; the result carries them as `drops` (every IP drop of the machine
+//! in `reasons`; with `lens`, the lengths of the probe's packets, also the probe's own in `probe`
+//! and `correlated: true`), or `drops: null` and `drops_unavailable` saying why (no tracefs, an
 //! old kernel, not permitted).
 //!
 //! Read-only: no device is bound, put in promiscuous mode or changed; nothing but counters is
@@ -44,6 +45,8 @@ pub const MAX_MS: u64 = 3000;
 const DEFAULT_MS: u64 = 2000;
 /// Interfaces one request may name.
 const MAX_IFACES: usize = 8;
+/// Packet lengths one request may name.
+const MAX_LENS: usize = 4;
 
 /// What a start request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,9 @@ pub struct CaptureRequest {
     pub ifaces: Vec<String>,
     pub matcher: Matcher,
     pub duration: Duration,
+    /// `skb->len` of the probe's packets entering a device, whose drops are followed
+    /// (`weft_common::capture::dropwatch`); empty: drops machine-wide only.
+    pub lens: Vec<u32>,
 }
 
 fn valid_ifname(n: &str) -> bool {
@@ -93,6 +99,14 @@ pub fn parse_request(query: Option<&str>) -> Result<CaptureRequest, String> {
     };
     let ms =
         get("ms").map_or(Ok(DEFAULT_MS), |v| v.parse::<u64>().map_err(|_| "ms: not a number".to_string()))?;
+    let lens = get("lens")
+        .unwrap_or("")
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse::<u32>().ok().filter(|n| (1..=65_535).contains(n)))
+        .collect::<Option<Vec<u32>>>()
+        .filter(|l| l.len() <= MAX_LENS)
+        .ok_or_else(|| format!("lens: give at most {MAX_LENS} packet lengths (1-65535), comma-separated"))?;
     Ok(CaptureRequest {
         ifaces,
         matcher: Matcher {
@@ -104,6 +118,7 @@ pub fn parse_request(query: Option<&str>) -> Result<CaptureRequest, String> {
             endpoints,
         },
         duration: Duration::from_millis(ms.clamp(1, MAX_MS)),
+        lens,
     })
 }
 
@@ -189,7 +204,8 @@ impl Captures {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         // Removed by `finish`, or by its `Drop` should the capture thread unwind.
-        let watch = DropWatch::start(&format!("flanneld-capture-{}-{id}", std::process::id()));
+        let watch =
+            DropWatch::start_tracking(&format!("flanneld-capture-{}-{id}", std::process::id()), &req.lens);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = watch::channel(None);
         let (stop2, req2) = (stop.clone(), req.clone());
@@ -272,9 +288,10 @@ mod tests {
     #[test]
     fn requests_are_parsed_and_bounded() {
         let r = parse_request(Some(
-            "if=eth0,flannel.1,cni0&proto=udp&marker=0a0b0c0d&sport=40000&dport=9&src=10.5.1.2&dst=10.5.2.3&ms=60000",
+            "if=eth0,flannel.1,cni0&proto=udp&marker=0a0b0c0d&sport=40000&dport=9&src=10.5.1.2&dst=10.5.2.3&lens=489,539,559&ms=60000",
         ))
         .unwrap();
+        assert_eq!(r.lens, [489, 539, 559]);
         assert_eq!(r.ifaces, ["eth0", "flannel.1", "cni0"]);
         assert_eq!(r.matcher.proto, ProbeProto::Udp);
         assert_eq!(r.matcher.nonce, [10, 11, 12, 13]);
@@ -299,6 +316,9 @@ mod tests {
             (Some("if=eth0&proto=icmp&marker=00000001&dport=70000"), "dport:"),
             (Some("if=eth0&proto=icmp&marker=00000001&src=10.0.0.1"), "src, dst"),
             (Some("if=eth0&proto=icmp&marker=00000001&ms=-1"), "ms:"),
+            (Some("if=eth0&proto=icmp&marker=00000001&lens=1,2,3,4,5"), "lens:"),
+            (Some("if=eth0&proto=icmp&marker=00000001&lens=70000"), "lens:"),
+            (Some("if=eth0&proto=icmp&marker=00000001&lens=x"), "lens:"),
         ] {
             let e = parse_request(q).unwrap_err();
             assert!(e.starts_with(want), "{q:?}: {e}");

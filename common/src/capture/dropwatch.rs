@@ -12,10 +12,15 @@
 //! namespace when run there) and unmounted afterwards. Cleanup runs on every path, also on
 //! error and on unwinding ([`Drop`]).
 //!
-//! The event carries no addresses, only the socket buffer, its protocol and where it was
-//! freed, and it is machine-wide: the reasons reported are every IP drop of the machine
-//! during the probe window. The report says so (`correlated: false`) rather than claiming
-//! they are the probe's own.
+//! `skb:kfree_skb` carries no addresses, only the socket buffer's address, its protocol and
+//! where it was freed, and it is machine-wide. The probe's own drops are found through the
+//! buffer: the probe's packets have a length of their own (`weft path` pads them to one that
+//! ordinary traffic rarely has), and `net:netif_receive_skb`, filtered to that length (and to
+//! the length of a VXLAN packet carrying it), records the address of every buffer that carries
+//! one into a device, on each hop; a `kfree_skb` of such an address afterwards is a drop of a
+//! probe packet (the same buffer travels through veths, bridges and VXLAN encapsulation). Both
+//! events print the address hashed the same way, which is all the match needs. Every IP drop of
+//! the window is reported as well (`reasons`), the probe's own in `probe`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,6 +32,13 @@ use serde_json::Value;
 /// Where tracefs is usually mounted.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 const EVENT: &str = "events/skb/kfree_skb";
+/// Where a buffer enters a device (`__netif_receive_skb_core`): its address and `skb->len`.
+const RX_EVENT: &str = "events/net/netif_receive_skb";
+/// A buffer freed normally (delivered, transmitted): its address may now carry another packet.
+const CONSUME_EVENT: &str = "events/skb/consume_skb";
+/// Per-CPU ring buffer of an instance that follows buffers (KiB): `consume_skb` fires for every
+/// packet the machine handles, and the window's probe events must not be overwritten.
+const TRACKING_BUFFER_KB: &str = "8192";
 /// `ETH_P_IP` or `ETH_P_IPV6` as the tracepoint records them (host order).
 const FILTER: &str = "protocol == 2048 || protocol == 34525";
 
@@ -44,14 +56,19 @@ pub struct DropReport {
     pub event: String,
     /// Most frequent first.
     pub reasons: Vec<ReasonCount>,
-    /// Always `false`: the event cannot be tied to the probe's own packets (see the note).
+    /// Whether the probe's own packets were followed (`probe` is then their drops).
     pub correlated: bool,
+    /// The drops of the probe's own packets (by reason and location), when `correlated`.
+    #[serde(default)]
+    pub probe: Vec<ReasonCount>,
     pub note: String,
 }
 
 /// An enabled `skb:kfree_skb` in a private tracing instance.
 pub struct DropWatch {
     instance: PathBuf,
+    /// Whether `net:netif_receive_skb` follows the probe's buffers (see the module note).
+    tracking: bool,
     /// The temporary mount point, when tracefs had to be mounted.
     mounted: Option<PathBuf>,
     cleaned: bool,
@@ -78,6 +95,12 @@ impl DropWatch {
     /// in a long-lived process, a request number); the error says why drop reasons are
     /// unavailable.
     pub fn start(name: &str) -> Result<DropWatch, String> {
+        DropWatch::start_tracking(name, &[])
+    }
+
+    /// [`DropWatch::start`], and with `lens` (the `skb->len` of the probe's packets as they
+    /// enter a device) also follows the buffers of that length to their drop.
+    pub fn start_tracking(name: &str, lens: &[u32]) -> Result<DropWatch, String> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(format!("{name:?} is not a tracing instance name"));
         }
@@ -89,7 +112,7 @@ impl DropWatch {
             }
         };
         let instance = root.join("instances").join(name);
-        let w = DropWatch { instance: instance.clone(), mounted, cleaned: false };
+        let mut w = DropWatch { instance: instance.clone(), tracking: false, mounted, cleaned: false };
         let format = fs::read_to_string(root.join(EVENT).join("format"))
             .map_err(|e| format!("this kernel has no skb:kfree_skb tracepoint: {e}"))?;
         if !format.contains("reason;") {
@@ -99,6 +122,16 @@ impl DropWatch {
             .map_err(|e| format!("create tracing instance {}: {e}", instance.display()))?;
         let ev = instance.join(EVENT);
         write(&ev.join("filter"), FILTER)?;
+        let rx_format = fs::read_to_string(root.join(RX_EVENT).join("format")).unwrap_or_default();
+        if !lens.is_empty() && rx_format.contains("skbaddr;") && rx_format.contains(" len;") {
+            // Without them the drops are still reported, machine-wide.
+            let rx = instance.join(RX_EVENT);
+            let _ = write(&instance.join("buffer_size_kb"), TRACKING_BUFFER_KB);
+            w.tracking = write(&rx.join("filter"), &len_filter(lens))
+                .and_then(|()| write(&instance.join(CONSUME_EVENT).join("enable"), "1"))
+                .and_then(|()| write(&rx.join("enable"), "1"))
+                .is_ok();
+        }
         write(&ev.join("enable"), "1")?;
         Ok(w)
     }
@@ -106,18 +139,27 @@ impl DropWatch {
     /// Disables the event, reads what it recorded and removes everything; `window` names the
     /// time the event was on, for the report's note.
     pub fn finish(mut self, window: &str) -> DropReport {
-        let ev = self.instance.join(EVENT);
-        let _ = write(&ev.join("enable"), "0");
+        let _ = write(&self.instance.join(EVENT).join("enable"), "0");
+        let _ = write(&self.instance.join(RX_EVENT).join("enable"), "0");
+        let _ = write(&self.instance.join(CONSUME_EVENT).join("enable"), "0");
         let text = fs::read_to_string(self.instance.join("trace")).unwrap_or_default();
         self.cleanup();
-        DropReport {
-            event: "skb:kfree_skb".into(),
-            reasons: parse_trace(&text),
-            correlated: false,
-            note: format!(
+        let note = match self.tracking {
+            true => format!(
+                "every IP (IPv4 and IPv6) drop of the machine during {window}; `probe`: those of buffers seen \
+                 entering a device with the probe's length (net:netif_receive_skb), the probe's own packets"
+            ),
+            false => format!(
                 "machine-wide IP (IPv4 and IPv6) drops during {window}; the event carries no addresses, so these \
                  are not tied to the probe's own packets"
             ),
+        };
+        DropReport {
+            event: "skb:kfree_skb".into(),
+            reasons: parse_trace(&text),
+            correlated: self.tracking,
+            probe: if self.tracking { probe_drops(&text) } else { Vec::new() },
+            note,
         }
     }
 
@@ -126,10 +168,11 @@ impl DropWatch {
             return;
         }
         self.cleaned = true;
-        let ev = self.instance.join(EVENT);
         if self.instance.is_dir() {
-            let _ = write(&ev.join("enable"), "0");
-            let _ = write(&ev.join("filter"), "0");
+            for ev in [EVENT, RX_EVENT, CONSUME_EVENT].map(|e| self.instance.join(e)) {
+                let _ = write(&ev.join("enable"), "0");
+                let _ = write(&ev.join("filter"), "0");
+            }
             let _ = fs::remove_dir(&self.instance);
         }
         if let Some(m) = self.mounted.take() {
@@ -185,20 +228,62 @@ pub fn from_capture_result(v: &Value) -> Result<DropReport, String> {
     }
 }
 
+/// The `netif_receive_skb` filter: any of the lengths.
+fn len_filter(lens: &[u32]) -> String {
+    lens.iter().map(|l| format!("len == {l}")).collect::<Vec<_>>().join(" || ")
+}
+
+/// `reason: X` and `location=Y` of a `kfree_skb` line.
+fn drop_of(line: &str) -> Option<(String, String)> {
+    let reason = line.split("reason: ").nth(1).and_then(|r| r.split_whitespace().next())?;
+    let location = line
+        .split("location=")
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .map(|l| l.split('+').next().unwrap_or(l).to_string())
+        .unwrap_or_default();
+    Some((reason.to_string(), location))
+}
+
+/// The `skbaddr=` of a trace line.
+fn skbaddr(line: &str) -> Option<&str> {
+    line.split("skbaddr=").nth(1).and_then(|a| a.split_whitespace().next())
+}
+
+fn trace_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| !l.starts_with('#'))
+}
+
 /// Counts `reason: X` (with `location=Y`) of the trace's `kfree_skb` lines.
 fn parse_trace(text: &str) -> Vec<ReasonCount> {
+    count(trace_lines(text).filter(|l| l.contains("kfree_skb:")).filter_map(drop_of))
+}
+
+/// The drops of the buffers a `netif_receive_skb` line (the probe's length) saw: the trace is
+/// in time order, so a drop counts when its buffer was seen entering a device and has not been
+/// freed since (a `consume_skb` of the address ends the match: the memory may then carry
+/// another packet).
+fn probe_drops(text: &str) -> Vec<ReasonCount> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut drops = Vec::new();
+    for line in trace_lines(text) {
+        if line.contains("netif_receive_skb:") {
+            seen.extend(skbaddr(line));
+        } else if line.contains("consume_skb:") {
+            if let Some(a) = skbaddr(line) {
+                seen.remove(a);
+            }
+        } else if line.contains("kfree_skb:") && skbaddr(line).is_some_and(|a| seen.remove(a)) {
+            drops.extend(drop_of(line));
+        }
+    }
+    count(drops.into_iter())
+}
+
+fn count(drops: impl Iterator<Item = (String, String)>) -> Vec<ReasonCount> {
     let mut counts: BTreeMap<(String, String), u32> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && l.contains("kfree_skb:")) {
-        let Some(reason) = line.split("reason: ").nth(1).and_then(|r| r.split_whitespace().next()) else {
-            continue;
-        };
-        let location = line
-            .split("location=")
-            .nth(1)
-            .and_then(|l| l.split_whitespace().next())
-            .map(|l| l.split('+').next().unwrap_or(l).to_string())
-            .unwrap_or_default();
-        *counts.entry((reason.to_string(), location)).or_default() += 1;
+    for d in drops {
+        *counts.entry(d).or_default() += 1;
     }
     let mut out: Vec<ReasonCount> = counts
         .into_iter()
@@ -223,6 +308,7 @@ mod tests {
                 count: 3,
             }],
             correlated: false,
+            probe: Vec::new(),
             note: "machine-wide".into(),
         };
         let v = serde_json::json!({ "id": 1, "ifaces": [], "drops": report });
@@ -288,5 +374,32 @@ mod tests {
             ]
         );
         assert!(parse_trace("").is_empty());
+    }
+
+    /// A drop counts as the probe's when its buffer was seen entering a device with the
+    /// probe's length before and not consumed since (and only once per sighting).
+    #[test]
+    fn probe_drops_follow_the_buffers_seen_with_the_probes_length() {
+        let t = "# tracer: nop\n\
+            ping-1 [000] b..1. 1.0: netif_receive_skb: dev=veth1 skbaddr=000000aa len=489\n\
+            x-2 [001] b..1. 1.1: kfree_skb: skbaddr=000000bb rx_sk=0 protocol=2048 location=tcp_v4_rcv+0x1/0x2 reason: NO_SOCKET\n\
+            ping-1 [000] b..1. 1.2: netif_receive_skb: dev=cni0 skbaddr=000000aa len=489\n\
+            ping-1 [000] b..1. 1.3: kfree_skb: skbaddr=000000aa rx_sk=0 protocol=2048 location=nf_hook_slow+0x9c/0xb0 reason: NETFILTER_DROP\n\
+            y-3 [001] b..1. 1.4: kfree_skb: skbaddr=000000aa rx_sk=0 protocol=2048 location=ip_rcv+0x1/0x2 reason: OTHERHOST\n\
+            ping-1 [000] b..1. 1.5: netif_receive_skb: dev=eth0 skbaddr=000000cc len=539\n\
+            ping-1 [000] b..1. 1.6: consume_skb: skbaddr=000000cc location=vxlan_rcv+0x1/0x2\n\
+            z-4 [001] b..1. 1.7: kfree_skb: skbaddr=000000cc rx_sk=0 protocol=2048 location=tcp_v4_rcv+0x1/0x2 reason: NO_SOCKET\n";
+        assert_eq!(
+            probe_drops(t),
+            [ReasonCount { reason: "NETFILTER_DROP".into(), location: "nf_hook_slow".into(), count: 1 }]
+        );
+        // The last buffer was consumed before that address was freed again: another packet's.
+        let all = parse_trace(t);
+        assert_eq!(all.len(), 3);
+        assert_eq!(
+            all[0],
+            ReasonCount { reason: "NO_SOCKET".into(), location: "tcp_v4_rcv".into(), count: 2 }
+        );
+        assert_eq!(len_filter(&[489, 539]), "len == 489 || len == 539");
     }
 }

@@ -101,11 +101,12 @@ pub struct ProbeReport {
     /// The DF probe at the pod MTU (ICMP only): `Some(true)` answered.
     pub df_probe_size: Option<u32>,
     pub df_answered: Option<bool>,
-    /// The kernel's drop reasons during the probe (`skb:kfree_skb`), when tracefs is available.
+    /// The kernel's drop reasons during the probe (`skb:kfree_skb`), when tracefs is available:
+    /// the machine's, and the probe's own packets' (`probe`, when `correlated`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drops: Option<crate::dropwatch::DropReport>,
-    /// The remote node's drop reasons during its capture (its flanneld's `/debug/capture`),
-    /// machine-wide on that node like `drops`.
+    /// The remote node's drop reasons during its capture (its flanneld's `/debug/capture`), in
+    /// the same form as `drops`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_drops: Option<crate::dropwatch::DropReport>,
     pub notes: Vec<String>,
@@ -118,6 +119,22 @@ const LISTEN: Duration = Duration::from_millis(1500);
 const LISTEN_V6: Duration = Duration::from_millis(2500);
 /// What the remote capture is asked for at most (flanneld caps it at 3 s as well).
 const REMOTE_MS: u32 = 3000;
+/// Payload bytes of every ICMP and UDP probe packet: the packets are then 489 bytes long
+/// (IPv4; 509 over IPv6), a length ordinary traffic rarely has, by which the kernel's drop
+/// events are tied to them (`weft_common::capture::dropwatch`).
+const PROBE_PAYLOAD: usize = 461;
+
+/// `skb->len` of a probe packet as it enters a device: the IP packet, and the same inside
+/// VXLAN over an IPv4 or IPv6 underlay (+50, +70: `crate::path::vxlan_overhead` with the
+/// inner Ethernet header). None for TCP, whose SYN carries no payload to give it a length of
+/// its own.
+fn probe_lens(proto: ProbeProto, v6: bool) -> Vec<u32> {
+    if proto == ProbeProto::Tcp {
+        return Vec::new();
+    }
+    let ip = if v6 { 40 } else { 20 } + 8 + u32::try_from(PROBE_PAYLOAD).unwrap_or(0);
+    vec![ip, ip + crate::path::vxlan_overhead(false), ip + crate::path::vxlan_overhead(true)]
+}
 
 /// Sends the probe from `spec.src_netns` and watches `spec.watches` (and the remote node's).
 pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
@@ -158,7 +175,7 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
     // The remote capture: pod to pod across the overlay, no NAT, so the addresses match too.
     let remote = spec.remote.as_ref().and_then(|r| {
         let names: Vec<&str> = r.places.iter().map(|(_, n)| n.as_str()).collect();
-        let query = capture_query(&names, &m, src_ip, dst_ip);
+        let query = capture_query(&names, &m, src_ip, dst_ip, &probe_lens(proto, v6));
         match remote::start_capture(r.node, r.port, &query) {
             Ok(id) => Some((r, id)),
             Err(e) => {
@@ -172,7 +189,8 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
             "only this node's hops are watched (the destination is not behind a remote flanneld)".into(),
         );
     }
-    let drops = match crate::dropwatch::DropWatch::start(&format!("weft-probe-{}", std::process::id())) {
+    let name = format!("weft-probe-{}", std::process::id());
+    let drops = match crate::dropwatch::DropWatch::start_tracking(&name, &probe_lens(proto, v6)) {
         Ok(d) => Some(d),
         Err(e) => {
             notes.push(format!("drop reasons unavailable: {e}"));
@@ -189,11 +207,12 @@ pub fn run(spec: &ProbeSpec) -> Result<ProbeReport, String> {
     for seq in 0..3u16 {
         let r = match proto {
             ProbeProto::Icmp => {
-                sendto(sender.as_raw_fd(), &icmp_echo(seq, 32), &to, MsgFlags::empty()).map(|_| ())
+                sendto(sender.as_raw_fd(), &icmp_echo(seq, PROBE_PAYLOAD), &to, MsgFlags::empty()).map(|_| ())
             }
             ProbeProto::Udp => {
                 let mut payload = MARKER.to_vec();
                 payload.extend_from_slice(&nonce.to_be_bytes());
+                payload.resize(PROBE_PAYLOAD, 0x5a);
                 sendto(sender.as_raw_fd(), &payload, &to, MsgFlags::empty()).map(|_| ())
             }
             ProbeProto::Tcp if seq == 0 => match connect(sender.as_raw_fd(), &to) {
@@ -342,13 +361,17 @@ fn open_sender(
 /// The query of the remote `/debug/capture` for the probe `m` between `src_ip` and `dst_ip`.
 /// The endpoint takes IPv4 endpoints only (`src=`/`dst=`); an IPv6 probe is found by its marker
 /// and ports alone.
-fn capture_query(names: &[&str], m: &Matcher, src_ip: IpAddr, dst_ip: IpAddr) -> String {
+fn capture_query(names: &[&str], m: &Matcher, src_ip: IpAddr, dst_ip: IpAddr, lens: &[u32]) -> String {
     let endpoints = match (src_ip, dst_ip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => format!("&src={s}&dst={d}"),
         _ => String::new(),
     };
+    let lens = match lens {
+        [] => String::new(),
+        l => format!("&lens={}", l.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+    };
     format!(
-        "if={}&proto={}&marker={}&sport={}&dport={}&vxlan_port={}{endpoints}&ms={REMOTE_MS}",
+        "if={}&proto={}&marker={}&sport={}&dport={}&vxlan_port={}{endpoints}{lens}&ms={REMOTE_MS}",
         names.join(","),
         m.proto.name(),
         nonce_hex(&m.nonce),
@@ -420,12 +443,19 @@ mod tests {
             endpoints: None,
         };
         let names = ["eth0", "flannel-v6.1", "cni0"];
-        let q6 = capture_query(&names, &m, "fd00:1::2".parse().unwrap(), "fd00:2::2".parse().unwrap());
+        let lens6 = probe_lens(ProbeProto::Udp, true);
+        assert_eq!(lens6, [509, 559, 579]);
+        let q6 =
+            capture_query(&names, &m, "fd00:1::2".parse().unwrap(), "fd00:2::2".parse().unwrap(), &lens6);
         let r = weft_flanneld::capture::parse_request(Some(&q6)).unwrap();
         assert_eq!(r.matcher, m, "{q6}");
         assert_eq!(r.ifaces, names);
-        let q4 = capture_query(&names, &m, "10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap());
+        assert_eq!(r.lens, lens6);
+        // TCP: no length of its own to follow.
+        assert!(probe_lens(ProbeProto::Tcp, false).is_empty());
+        let q4 = capture_query(&names, &m, "10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap(), &[]);
         let r = weft_flanneld::capture::parse_request(Some(&q4)).unwrap();
+        assert!(r.lens.is_empty());
         let want =
             Matcher { endpoints: Some(("10.5.1.2".parse().unwrap(), "10.5.2.3".parse().unwrap())), ..m };
         assert_eq!(r.matcher, want, "{q4}");

@@ -80,8 +80,9 @@ fn remote_capture_carries_the_remote_nodes_drop_reasons_and_leaves_no_instance()
     match &offered {
         Some((format, _)) if format.contains("reason;") => {
             assert_eq!(remote["event"], "skb:kfree_skb", "{out}");
-            assert_eq!(remote["correlated"], false, "machine-wide, not the probe's own: {out}");
-            assert!(remote["note"].as_str().unwrap().contains("machine-wide"), "{out}");
+            // The probe's length was sent along (`lens`): node 1 follows the probe's buffers.
+            assert_eq!(remote["correlated"], true, "{out}");
+            assert!(remote["note"].as_str().unwrap().contains("the probe's own packets"), "{out}");
             let reasons = remote["reasons"].as_array().unwrap();
             // The kernel names netfilter drops NETFILTER_DROP when its reason table has it
             // (`include/net/dropreason-core.h`, used by `nf_hook_slow`); the rule dropped
@@ -90,6 +91,15 @@ fn remote_capture_carries_the_remote_nodes_drop_reasons_and_leaves_no_instance()
                 let nf = reasons.iter().find(|r| r["reason"] == "NETFILTER_DROP");
                 let nf = nf.unwrap_or_else(|| panic!("no NETFILTER_DROP on {n1}: {out}"));
                 assert!(nf["count"].as_u64().unwrap() >= 3, "{out}");
+                // The probe's own: its VXLAN packets (the probe's length + 50) dropped there.
+                let own =
+                    remote["probe"].as_array().unwrap().iter().find(|r| r["reason"] == "NETFILTER_DROP");
+                let own =
+                    own.unwrap_or_else(|| panic!("no NETFILTER_DROP of the probe's packets on {n1}: {out}"));
+                assert!(own["count"].as_u64().unwrap() >= 3, "{out}");
+                let failing = v["hops"].as_array().unwrap().iter().find(|h| h["ok"] == false).unwrap();
+                let want = "the kernel dropped the probe's packets on the remote node: NETFILTER_DROP";
+                assert!(failing["detail"].as_str().unwrap().contains(want), "{out}");
             } else {
                 eprintln!("this kernel's skb:kfree_skb has no NETFILTER_DROP reason; list: {reasons:?}");
             }

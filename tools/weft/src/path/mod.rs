@@ -536,18 +536,24 @@ fn probe_verdict(w: &mut Walk, p: &crate::probe::ProbeReport) {
             }
             _ => (Cause::NoRoute, format!("the probe was last seen at {last}")),
         };
+        let list = |rs: &[crate::dropwatch::ReasonCount]| -> String {
+            let shown: Vec<String> =
+                rs.iter().take(3).map(|r| format!("{} ×{} at {}", r.reason, r.count, r.location)).collect();
+            shown.join(", ")
+        };
         for (d, of_node) in [(&p.drops, ""), (&p.remote_drops, " on the remote node")] {
-            let Some(d) = d.as_ref().filter(|d| !d.reasons.is_empty()) else { continue };
-            let list: Vec<String> = d
-                .reasons
-                .iter()
-                .take(3)
-                .map(|r| format!("{} ×{} at {}", r.reason, r.count, r.location))
-                .collect();
-            why.push_str(&format!(
-                "; kernel drops{of_node} meanwhile (machine-wide, not tied to the probe): {}",
-                list.join(", ")
-            ));
+            let Some(d) = d.as_ref() else { continue };
+            if !d.probe.is_empty() {
+                why.push_str(&format!(
+                    "; the kernel dropped the probe's packets{of_node}: {}",
+                    list(&d.probe)
+                ));
+            } else if !d.correlated && !d.reasons.is_empty() {
+                why.push_str(&format!(
+                    "; kernel drops{of_node} meanwhile (machine-wide, not tied to the probe): {}",
+                    list(&d.reasons)
+                ));
+            }
         }
         w.broken("probe", obj, None, cause, why);
         return;

@@ -71,7 +71,25 @@ pub fn render_text(r: &PathReport, brief: bool) -> String {
 }
 
 /// The kernel drop reasons of one node (`of_node` empty for this one, else ` of <node>`).
+/// The probe's own drops come first (`probe drop`), then every IP drop of the machine in the
+/// window (`kernel drop`).
 fn drop_lines(out: &mut String, d: &crate::dropwatch::DropReport, of_node: &str) {
+    if d.correlated && d.probe.is_empty() {
+        out.push_str(&format!("    probe drops{of_node} (skb:kfree_skb): none of the probe's packets\n"));
+    }
+    for r in &d.probe {
+        // An ICMP probe's echo replies: the pod's kernel offers each to its ping sockets (it has
+        // none) and frees it after the probe's raw socket took its copy.
+        let replies = (r.reason == "NO_SOCKET" && r.location == "ping_rcv")
+            .then_some(" (echo replies, after the probe's socket took its copy)");
+        out.push_str(&format!(
+            "    probe drop{of_node}: {} ×{} at {}{}\n",
+            r.reason,
+            r.count,
+            r.location,
+            replies.unwrap_or_default()
+        ));
+    }
     if d.reasons.is_empty() {
         out.push_str(&format!("    kernel drops{of_node} (skb:kfree_skb): none during the probe\n"));
     }
