@@ -26,7 +26,8 @@ pub const CANDIDATES: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
     pub key: LeaseKey,
-    /// `None` when the value did not parse: the subnet still counts as taken.
+    /// `None` when the value did not parse or cannot name our PublicIP (it is compared with ours
+    /// only): the subnet still counts as taken.
     pub public_ip: Option<Ipv4Addr>,
 }
 

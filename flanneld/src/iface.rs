@@ -66,13 +66,28 @@ pub enum IfaceError {
     NotFound(String),
 }
 
-/// Reads links, addresses and routes and selects.
-pub fn select(opts: &IfaceOpts) -> Result<External, IfaceError> {
-    let mut nl = Netlink::open().map_err(|source| IfaceError::Netlink { what: "netlink socket", source })?;
-    let links = nl.links().map_err(|source| IfaceError::Netlink { what: "links", source })?;
-    let addrs = nl.addresses(None).map_err(|source| IfaceError::Netlink { what: "addresses", source })?;
-    let routes = nl.routes().map_err(|source| IfaceError::Netlink { what: "routes", source })?;
-    select_from(opts, &links, &addrs, &routes)
+/// The node's links, addresses and routes, read once for every selection.
+pub struct Kernel {
+    links: Vec<Link>,
+    addrs: Vec<Address>,
+    routes: Vec<Route>,
+}
+
+impl Kernel {
+    /// Reads links, addresses and routes.
+    pub fn read() -> Result<Kernel, IfaceError> {
+        let mut nl =
+            Netlink::open().map_err(|source| IfaceError::Netlink { what: "netlink socket", source })?;
+        let links = nl.links().map_err(|source| IfaceError::Netlink { what: "links", source })?;
+        let addrs = nl.addresses(None).map_err(|source| IfaceError::Netlink { what: "addresses", source })?;
+        let routes = nl.routes().map_err(|source| IfaceError::Netlink { what: "routes", source })?;
+        Ok(Kernel { links, addrs, routes })
+    }
+
+    /// Selects by `opts` ([`select_from`]).
+    pub fn select(&self, opts: &IfaceOpts) -> Result<External, IfaceError> {
+        select_from(opts, &self.links, &self.addrs, &self.routes)
+    }
 }
 
 const MAIN_TABLE: u32 = 254;

@@ -89,8 +89,9 @@ fn run(cli: Cli) -> Result<(), String> {
         public_ipv6: None,
         ipv6: false,
     };
-    let mut ext = iface::select(&opts).map_err(|e| format!("{e}"))?;
-    match iface::select(&IfaceOpts { public_ipv6: cli.public_ipv6, ipv6: true, ..opts }) {
+    let kernel = iface::Kernel::read().map_err(|e| format!("{e}"))?;
+    let mut ext = kernel.select(&opts).map_err(|e| format!("{e}"))?;
+    match kernel.select(&IfaceOpts { public_ipv6: cli.public_ipv6, ipv6: true, ..opts }) {
         Ok(dual) if dual.index == ext.index => {
             ext.iface_addr_v6 = dual.iface_addr_v6;
             ext.public_ipv6 = dual.public_ipv6;
