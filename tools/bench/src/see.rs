@@ -11,6 +11,8 @@
 //!    addresses, lease, and the peer entries it would hold). `weft doctor` runs inside the
 //!    namespace against all 100. The by-hand figure is `etcdctl` once plus 100 times the
 //!    per-node command set measured on the real node (extrapolated: no human does it faster).
+//! 3. A busy node, emulated (`cni0` with one veth per pod): flanneld's view collection there,
+//!    beside one full link dump of it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,11 @@ use std::time::{Duration, Instant};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use weft_common::firewall::listing::Listing;
 use weft_common::netns::NetNs;
-use weft_dataplane::view::{DataplaneView, FdbView, LeaseView, NeighView, RouteView, PROTO_BOOT, TABLE_MAIN};
+use weft_dataplane::netlink::{collect_view, ViewInput};
+use weft_dataplane::view::{
+    DataplaneView, DeviceSpecView, FdbView, FlanneldFacts, LeaseView, NeighView, RouteView, PROTO_BOOT,
+    TABLE_MAIN,
+};
 use weft_lab::ns::{require_root, Netns};
 use weft_lab::{FlannelSpec, Lab};
 
@@ -41,8 +47,13 @@ pub struct Options {
     /// Emulated nodes for the large doctor run.
     #[arg(long, default_value_t = 100)]
     nodes: u32,
+    /// Pods of the emulated busy node (one veth each on `cni0`), where flanneld's view
+    /// collection is timed.
+    #[arg(long, default_value_t = 100)]
+    busy_pods: u32,
     /// Start of every namespace name (1-5 ASCII alphanumerics): the lab is `<prefix>n…`, the
-    /// large run's namespace `<prefix>l…`; `weft-lab cleanup <prefix>` removes leftovers.
+    /// large run's namespace `<prefix>l…`, the busy node's `<prefix>b…` (its pods' ends in
+    /// `<prefix>q…`); `weft-lab cleanup <prefix>` removes leftovers.
     #[arg(long, default_value = "wsdb")]
     ns_prefix: String,
 }
@@ -120,6 +131,70 @@ fn path_floor(
         ("the in-process nf_tables read on the local node (`weft path`'s own)".into(), own_read),
         ("the same read on the remote node (its flanneld's, for the view)".into(), remote_read),
         ("for comparison, the tools `weft path` used to start: `iptables-save` and `nft -j list ruleset` side by side on the local node".into(), own_fw),
+    ])
+}
+
+/// A node with many pods, emulated: a namespace with `cni0` and one veth per pod on it (the
+/// pod ends in a second namespace). Times flanneld's view collection there (in-process, as its
+/// `/debug/dataplane` handler runs it, with facts naming `flannel.1`) beside one full link dump
+/// of the namespace, parsed: what the view read before it asked for its links by name and
+/// index, and still the lower bound of anything that lists every link.
+fn busy_node(opts: &Options) -> Result<Vec<(String, Duration)>, String> {
+    let node = Netns::unique(&format!("{}b", opts.ns_prefix));
+    let pods = Netns::unique(&format!("{}q", opts.ns_prefix));
+    let mut batch = String::from("link add cni0 type bridge\nlink set cni0 up\n");
+    for i in 0..opts.busy_pods {
+        batch.push_str(&format!(
+            "link add veth{i} type veth peer name eth{i} netns {}\nlink set veth{i} master cni0 up\n",
+            pods.name()
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("busy.batch");
+    std::fs::write(&file, batch).map_err(|e| e.to_string())?;
+    let made = node.exec(&["ip", "-batch", &file.display().to_string()]);
+    if !made.ok() {
+        return Err(format!("emulated busy node: ip -batch: {}", made.stderr.trim()));
+    }
+    let ns = NetNs::open(node.path()).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let facts = FlanneldFacts {
+        network: "10.244.0.0/16".parse().ok(),
+        expected_device: Some(DeviceSpecView {
+            name: "flannel.1".into(),
+            vni: 1,
+            port: 0,
+            local: Ipv4Addr::new(198, 18, 0, 1),
+            underlay_index: 0,
+            mtu: 1450,
+            gbp: false,
+            learning: false,
+            address: Ipv4Network::new(Ipv4Addr::new(10, 244, 1, 0), 32).map_err(|e| e.to_string())?,
+        }),
+        ..FlanneldFacts::default()
+    };
+    let input = ViewInput { facts: Some(facts), firewall: true, ..ViewInput::default() };
+    let view = time(
+        || ns.run(|| rt.block_on(collect_view(&input))).map(|_| ()).map_err(|e| e.to_string()),
+        opts.path_runs,
+    )?;
+    let dump = time(
+        || {
+            let links = ns.run(|| weft_common::netlink::Netlink::open().and_then(|mut nl| nl.links()));
+            links.map_err(|e| e.to_string())?.map(|_| ()).map_err(|e| e.to_string())
+        },
+        opts.path_runs,
+    )?;
+    let n = opts.busy_pods;
+    Ok(vec![
+        (
+            format!("flanneld's view collection (`/debug/dataplane`, in-process) on a node with {n} pods"),
+            view,
+        ),
+        (
+            format!("one full link dump of that node ({} links), parsed: what the view read before", n + 2),
+            dump,
+        ),
     ])
 }
 
@@ -592,6 +667,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     }
     let (mut rows, floor) = lab_rows(opts, &weft)?;
     rows.push(large_row(opts, &weft, &flanneld)?);
+    let busy = busy_node(opts)?;
     println!("| | weft | by hand | by hand / weft | by-hand commands |");
     println!("|---|---|---|---|---|");
     for r in &rows {
@@ -604,6 +680,10 @@ pub fn run(opts: &Options) -> Result<(), String> {
     );
     println!("\nFloor of `weft path` (median of {}):", opts.path_runs);
     for (what, d) in &floor {
+        println!("- {what}: {}", ms(*d));
+    }
+    println!("\nA busy node, emulated (median of {}):", opts.path_runs);
+    for (what, d) in &busy {
         println!("- {what}: {}", ms(*d));
     }
     Ok(())
