@@ -17,10 +17,12 @@
 //! buffer: the probe's packets have a length of their own (`weft path` pads them to one that
 //! ordinary traffic rarely has), and `net:netif_receive_skb`, filtered to that length (and to
 //! the length of a VXLAN packet carrying it), records the address of every buffer that carries
-//! one into a device, on each hop; a `kfree_skb` of such an address afterwards is a drop of a
-//! probe packet (the same buffer travels through veths, bridges and VXLAN encapsulation). Both
-//! events print the address hashed the same way, which is all the match needs. Every IP drop of
-//! the window is reported as well (`reasons`), the probe's own in `probe`.
+//! one into a device, on each hop; a `kfree_skb` of such an address afterwards, with no
+//! `skb:consume_skb` of it in between (a buffer freed normally may carry another packet next),
+//! is a drop of a probe packet (the same buffer travels through veths, bridges and VXLAN
+//! encapsulation). The events print the address hashed the same way, which is all the match
+//! needs. Every IP drop of the window is reported as well (`reasons`), the probe's own in
+//! `probe`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -36,9 +38,12 @@ const EVENT: &str = "events/skb/kfree_skb";
 const RX_EVENT: &str = "events/net/netif_receive_skb";
 /// A buffer freed normally (delivered, transmitted): its address may now carry another packet.
 const CONSUME_EVENT: &str = "events/skb/consume_skb";
-/// Per-CPU ring buffer of an instance that follows buffers (KiB): `consume_skb` fires for every
-/// packet the machine handles, and the window's probe events must not be overwritten.
-const TRACKING_BUFFER_KB: &str = "8192";
+/// Ring buffer of an instance that follows buffers, all CPUs together (KiB): `consume_skb`
+/// fires for every packet the machine handles, and the window's probe events should not be
+/// overwritten (a CPU's oldest events go first: a probe drop can then be missed, or, rarely, a
+/// reused buffer's drop counted). Spread over the CPUs, at most 8 MiB each, and never below the
+/// kernel's default (1408 KiB per CPU).
+const TRACKING_BUFFER_TOTAL_KB: usize = 64 * 1024;
 /// `ETH_P_IP` or `ETH_P_IPV6` as the tracepoint records them (host order).
 const FILTER: &str = "protocol == 2048 || protocol == 34525";
 
@@ -126,7 +131,11 @@ impl DropWatch {
         if !lens.is_empty() && rx_format.contains("skbaddr;") && rx_format.contains(" len;") {
             // Without them the drops are still reported, machine-wide.
             let rx = instance.join(RX_EVENT);
-            let _ = write(&instance.join("buffer_size_kb"), TRACKING_BUFFER_KB);
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let per_cpu = (TRACKING_BUFFER_TOTAL_KB / cpus).min(8192);
+            if per_cpu > 1408 {
+                let _ = write(&instance.join("buffer_size_kb"), &per_cpu.to_string());
+            }
             w.tracking = write(&rx.join("filter"), &len_filter(lens))
                 .and_then(|()| write(&instance.join(CONSUME_EVENT).join("enable"), "1"))
                 .and_then(|()| write(&rx.join("enable"), "1"))
