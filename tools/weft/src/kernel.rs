@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVxlan, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo, LinkMessage,
+    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -149,19 +149,49 @@ fn port_state(s: &BridgePortState) -> String {
     }
 }
 
-/// Every link of the namespace (without their counters, `RTEXT_FILTER_SKIP_STATS`: about a
-/// third of each answer, and nothing here reads them).
-pub fn links(nl: &mut Netlink) -> Result<Vec<LinkFacts>, Error> {
+/// A link request without the counters (`RTEXT_FILTER_SKIP_STATS`: about a third of each
+/// answer, and nothing here reads them).
+fn link_query() -> LinkMessage {
     let mut q = LinkMessage::default();
     q.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    let answers = nl.dump(RouteNetlinkMessage::GetLink(q), "list links", "")?;
-    Ok(answers
+    q
+}
+
+fn link_facts(answers: &[RouteNetlinkMessage]) -> Vec<LinkFacts> {
+    answers
         .iter()
         .filter_map(|m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(LinkFacts::from_message(l)),
             _ => None,
         })
-        .collect())
+        .collect()
+}
+
+/// Every link of the namespace.
+pub fn links(nl: &mut Netlink) -> Result<Vec<LinkFacts>, Error> {
+    Ok(link_facts(&nl.dump(RouteNetlinkMessage::GetLink(link_query()), "list links", "")?))
+}
+
+/// The links of one kind (`ip link show type <kind>`: the kernel filters the dump).
+pub fn links_of_kind(nl: &mut Netlink, kind: InfoKind) -> Result<Vec<LinkFacts>, Error> {
+    let mut q = link_query();
+    let what = kind.to_string();
+    q.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+    let mut found = link_facts(&nl.dump(RouteNetlinkMessage::GetLink(q), "list links", &what)?);
+    // A kernel that ignores the filter answers with every link.
+    found.retain(|l| l.kind.as_deref() == Some(what.as_str()));
+    Ok(found)
+}
+
+/// The link with ifindex `index`; `None` when there is none.
+pub fn link(nl: &mut Netlink, index: u32) -> Result<Option<LinkFacts>, Error> {
+    let mut q = link_query();
+    q.header.index = index;
+    match nl.request(RouteNetlinkMessage::GetLink(q), "get link", &format!("index {index}")) {
+        Ok(answers) => Ok(link_facts(&answers).into_iter().next()),
+        Err(e) if e.raw_errno() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The kernel's answer to a route lookup.

@@ -10,6 +10,7 @@ pub mod exit;
 pub mod firewall;
 pub mod kernel;
 pub mod leases;
+pub mod links;
 pub mod path;
 pub mod pods;
 pub mod probe;

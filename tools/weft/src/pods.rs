@@ -21,6 +21,7 @@ use weft_common::netns::NetNs;
 use crate::cli::CniDirs;
 use crate::firewall::{Packet, Ruleset};
 use crate::kernel::{self, LinkFacts};
+use crate::links::NodeLinks;
 use crate::state::{self, CacheEntry, Reservation};
 
 /// Where pod namespaces are bound by `ip netns add` (and by the lab).
@@ -149,17 +150,20 @@ pub fn collect(dirs: &CniDirs) -> Result<PodsReport, String> {
 
 /// [`collect`] with the firewall rules already read.
 pub fn collect_with(dirs: &CniDirs, rules: &Ruleset) -> Result<PodsReport, String> {
-    let mut node = Node::read(dirs)?;
+    let mut host = Netlink::open().map_err(|e| format!("open netlink socket: {e}"))?;
+    let all = kernel::links(&mut host).map_err(|e| format!("list links of this node: {e}"))?;
+    let mut node = Node::read(dirs, all)?;
     let mut pods = Vec::new();
     for path in candidates(&node.cache) {
         node.read_namespace(&path, &mut pods);
     }
-    Ok(node.finish(pods, rules, true).0)
+    Ok(node.finish(pods, rules).0)
 }
 
 /// The attachments `names` point at (SRC and DST of `weft path`: an address, a container ID or
-/// a netns path), with this node's links. Only the namespaces the result cache names for
-/// them are read, so the cost does not grow with the node's pod count. When `complete` finds
+/// a netns path), with this node's links as read so far ([`NodeLinks`]). Only the namespaces
+/// the result cache names for them are read, and only the links they name, so the cost does
+/// not grow with the node's pod count. When `complete` finds
 /// that read short of what it needs (no cache entry, a stale one, an entry without `netns`),
 /// every namespace is read as [`collect`] does, so an attachment the cache does not know is
 /// still found. Orphans are not looked for.
@@ -168,8 +172,9 @@ pub fn collect_named(
     rules: &Ruleset,
     names: &[&str],
     complete: impl Fn(&PodsReport) -> bool,
-) -> Result<(PodsReport, Vec<LinkFacts>), String> {
-    let mut node = Node::read(dirs)?;
+) -> Result<(PodsReport, NodeLinks), String> {
+    let links = || NodeLinks::open().map_err(|e| format!("open netlink socket: {e}"));
+    let mut node = Node::read(dirs, links()?)?;
     let named: Vec<CacheEntry> =
         node.cache.iter().filter(|c| names.iter().any(|n| names_entry(n, c))).cloned().collect();
     let mut pods = Vec::new();
@@ -177,17 +182,17 @@ pub fn collect_named(
         for path in dedup_namespaces(named.iter().filter_map(|c| c.netns.as_ref().map(PathBuf::from))) {
             node.read_namespace(&path, &mut pods);
         }
-        let found = node.finish(pods, rules, false);
+        let found = node.finish(pods, rules);
         if complete(&found.0) {
             return Ok(found);
         }
-        node = Node::read(dirs)?;
+        node = Node::read(dirs, links()?)?;
         pods = Vec::new();
     }
     for path in candidates(&node.cache) {
         node.read_namespace(&path, &mut pods);
     }
-    Ok(node.finish(pods, rules, false))
+    Ok(node.finish(pods, rules))
 }
 
 /// Whether cache entry `c` is the attachment `name` names: one of its addresses, its
@@ -202,27 +207,52 @@ fn names_entry(name: &str, c: &CacheEntry) -> bool {
     c.container_id == name
 }
 
+/// Where a pods read finds this node's links: all of them, listed once (`weft pods`, which
+/// looks for orphans among them), or each asked for as an attachment names it (`weft path`).
+trait HostLinks {
+    fn get(&self, index: u32) -> Option<LinkFacts>;
+    /// Every link, when they were all listed.
+    fn all(&self) -> Option<&[LinkFacts]>;
+}
+
+impl HostLinks for Vec<LinkFacts> {
+    fn get(&self, index: u32) -> Option<LinkFacts> {
+        self.iter().find(|l| l.index == index).cloned()
+    }
+    fn all(&self) -> Option<&[LinkFacts]> {
+        Some(self)
+    }
+}
+
+impl HostLinks for NodeLinks {
+    fn get(&self, index: u32) -> Option<LinkFacts> {
+        NodeLinks::get(self, index)
+    }
+    fn all(&self) -> Option<&[LinkFacts]> {
+        None
+    }
+}
+
 /// What a pods read needs besides the pod namespaces: the CNI state on disk and this node's
 /// namespace, links and netlink socket.
-struct Node {
+struct Node<L> {
     cache: Vec<CacheEntry>,
     reservations: Vec<Reservation>,
     subnet_env: Option<SubnetEnv>,
     own: NetNs,
     host: Netlink,
-    host_links: Vec<LinkFacts>,
+    host_links: L,
     errors: Vec<String>,
 }
 
-impl Node {
-    fn read(dirs: &CniDirs) -> Result<Node, String> {
+impl<L: HostLinks> Node<L> {
+    fn read(dirs: &CniDirs, host_links: L) -> Result<Node<L>, String> {
         let mut errors = Vec::new();
         let cache = state::read_cache(&dirs.cni_cache_dir, &mut errors);
         let reservations = state::read_reservations(&dirs.ipam_data_dir, &mut errors);
         let subnet_env = SubnetEnv::read(&dirs.subnet_file).ok();
         let own = own_netns().map_err(|e| format!("open own network namespace: {e}"))?;
-        let mut host = Netlink::open().map_err(|e| format!("open netlink socket: {e}"))?;
-        let host_links = kernel::links(&mut host).map_err(|e| format!("list links of this node: {e}"))?;
+        let host = Netlink::open().map_err(|e| format!("open netlink socket: {e}"))?;
         Ok(Node { cache, reservations, subnet_env, own, host, host_links, errors })
     }
 
@@ -247,8 +277,8 @@ impl Node {
             };
             let host_veth = l
                 .link
-                .and_then(|i| self.host_links.iter().find(|h| h.index == i))
-                .map(|h| host_veth(h, l, nsid, &self.host_links));
+                .and_then(|i| self.host_links.get(i))
+                .map(|h| host_veth(&h, l, nsid, h.master.and_then(|m| self.host_links.get(m))));
             pods.push(Attachment {
                 container_id: None,
                 ifname: l.name.clone(),
@@ -269,14 +299,9 @@ impl Node {
         }
     }
 
-    /// Matches the attachments with the CNI state, checks them and (with `orphans`) lists
-    /// what has no partner; also hands back this node's links.
-    fn finish(
-        self,
-        mut pods: Vec<Attachment>,
-        rules: &Ruleset,
-        orphans: bool,
-    ) -> (PodsReport, Vec<LinkFacts>) {
+    /// Matches the attachments with the CNI state, checks them and (when every link was
+    /// listed) lists what has no partner; also hands back this node's links.
+    fn finish(self, mut pods: Vec<Attachment>, rules: &Ruleset) -> (PodsReport, L) {
         for a in &mut pods {
             match_state(a, &self.cache, &self.reservations);
         }
@@ -291,16 +316,15 @@ impl Node {
         for a in &mut pods {
             check(a, self.subnet_env.as_ref(), rules);
         }
-        let orphans = match orphans {
-            true => find_orphans(&pods, &self.host_links, &self.cache, &self.reservations),
-            false => Vec::new(),
+        let orphans = match self.host_links.all() {
+            Some(all) => find_orphans(&pods, all, &self.cache, &self.reservations),
+            None => Vec::new(),
         };
         (PodsReport { pods, orphans, errors: self.errors }, self.host_links)
     }
 }
 
-fn host_veth(h: &LinkFacts, pod: &LinkFacts, nsid: Option<i32>, host_links: &[LinkFacts]) -> HostVeth {
-    let bridge = h.master.and_then(|m| host_links.iter().find(|b| b.index == m));
+fn host_veth(h: &LinkFacts, pod: &LinkFacts, nsid: Option<i32>, bridge: Option<LinkFacts>) -> HostVeth {
     HostVeth {
         name: h.name.clone(),
         index: h.index,

@@ -28,7 +28,8 @@ pub(super) fn walk(
 ) {
     // The family walked: IPv6 goes through `flannel-v6.<VNI>` (or host-gw's `S6 via P6`).
     let v6 = dst_ip.is_ipv6();
-    let vtep = local.vtep(v6);
+    let vtep_link = local.vtep(v6);
+    let vtep = vtep_link.as_ref();
     // 1. The pod's interface, and the MTU chain from it.
     let src_source = attachment_source(src);
     let pod_obj = format!(
@@ -127,7 +128,7 @@ pub(super) fn walk(
         if hv.peer_confirmed { "confirmed by" } else { "NOT confirmed by" },
         "IFLA_LINK/IFLA_LINK_NETNSID"
     );
-    let Some(bridge) = hv.bridge_index.and_then(|b| local.link(b)) else {
+    let Some(bridge_link) = hv.bridge_index.and_then(|b| local.link(b)) else {
         w.broken(
             "veth",
             veth_obj,
@@ -137,6 +138,7 @@ pub(super) fn walk(
         );
         return;
     };
+    let bridge = &bridge_link;
     if !hv.up || hv.port_state.as_deref().is_some_and(|s| s != "forwarding") {
         w.broken(
             "veth",

@@ -23,6 +23,7 @@ use crate::cli::PathArgs;
 use crate::firewall::Ruleset;
 use crate::kernel::{self, LinkFacts, RouteAnswer, RouteQuery};
 use crate::leases::Lease;
+use crate::links::NodeLinks;
 use crate::pods::{self, Attachment, PodsReport};
 
 mod ahead;
@@ -197,7 +198,7 @@ impl Walk {
 
 /// Everything read on this node before walking.
 struct Local {
-    links: Vec<LinkFacts>,
+    links: NodeLinks,
     subnet_env: Option<SubnetEnv>,
     subnet_file: String,
     rules: Ruleset,
@@ -206,14 +207,14 @@ struct Local {
 }
 
 impl Local {
-    fn link(&self, index: u32) -> Option<&LinkFacts> {
-        self.links.iter().find(|l| l.index == index)
+    fn link(&self, index: u32) -> Option<LinkFacts> {
+        self.links.get(index)
     }
     /// The flannel VXLAN device of a family: `flannel.<VNI>`, or with `v6` the dual-stack
     /// `flannel-v6.<VNI>` (docs/flannel.md §4.1).
-    fn vtep(&self, v6: bool) -> Option<&LinkFacts> {
+    fn vtep(&self, v6: bool) -> Option<LinkFacts> {
         let prefix = if v6 { "flannel-v6." } else { "flannel." };
-        self.links.iter().find(|l| l.kind.as_deref() == Some("vxlan") && l.name.starts_with(prefix))
+        self.links.vxlan().iter().find(|l| l.name.starts_with(prefix)).cloned()
     }
     /// The cluster networks of a family (`FLANNEL_NETWORK`, or `FLANNEL_IPV6_NETWORK`).
     fn network(&self, v6: bool) -> Vec<IpNetwork> {
@@ -377,7 +378,7 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     let mut probe = None;
     if args.probe && unreadable.is_none() {
         let watches = watches(&mut host, &local, src, &dst, dst_ip);
-        let vxlan_port = local.vtep(v6).and_then(|v| v.vxlan.as_ref()).and_then(|x| x.port).unwrap_or(8472);
+        let vxlan_port = local.vtep(v6).and_then(|v| v.vxlan).and_then(|x| x.port).unwrap_or(8472);
         let remote = match &dst {
             Dst::Ip(_) => remote_watch(&w, args.remote_port, v6),
             Dst::Pod(_) => None,
@@ -439,7 +440,7 @@ fn watches(
         out.push(Watch { place: "veth", ifname: h.name.clone(), ifindex: h.index, netns: None });
         // Frames bridged between two ports never pass the bridge device itself.
         if let (Some(b), Dst::Ip(_)) = (h.bridge_index.and_then(|b| local.link(b)), dst) {
-            out.push(node("bridge", b));
+            out.push(node("bridge", &b));
         }
     }
     match dst {
@@ -459,14 +460,14 @@ fn watches(
                 .ok()
                 .and_then(|r| r.oif);
             if let Some(v) = local.vtep(dst_ip.is_ipv6()).filter(|v| Some(v.index) == via) {
-                out.push(node("vtep", v));
+                out.push(node("vtep", &v));
                 if let Some(u) = v.vxlan.as_ref().and_then(|x| x.underlay_index).and_then(|i| local.link(i)) {
-                    out.push(node("underlay", u));
+                    out.push(node("underlay", &u));
                 }
             } else if let Some(l) = via.and_then(|i| local.link(i)) {
                 // host-gw: a peer's pods are reached straight over the external interface.
                 let peer = local.network(dst_ip.is_ipv6()).iter().any(|n| n.contains(dst_ip));
-                out.push(node(if peer { "underlay" } else { "egress" }, l));
+                out.push(node(if peer { "underlay" } else { "egress" }, &l));
             }
         }
     }

@@ -232,14 +232,14 @@ pub(super) fn cross_node(
         vx.vni.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
         local_ip.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
         vx.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-        underlay.map(|u| u.name.clone()).unwrap_or_else(|| "-".into())
+        underlay.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| "-".into())
     );
     let vtep_src = Some(format!("flanneld (FLANNEL_MTU in {})", local.subnet_file));
     if !vtep.up {
         w.broken("vtep", vtep_obj, vtep_src, Cause::VtepDown, format!("{} is down", vtep.name));
         return;
     }
-    if let Some(u) = underlay {
+    if let Some(u) = &underlay {
         let max = u.mtu.saturating_sub(vxlan_overhead(v6));
         if vtep.mtu > max {
             w.broken(
@@ -375,7 +375,7 @@ pub(super) fn cross_node(
                 );
                 return;
             }
-            if let (Some(u), Some(o)) = (underlay, r.oif) {
+            if let (Some(u), Some(o)) = (&underlay, r.oif) {
                 if u.index != o {
                     w.broken(
                         "underlay",
