@@ -11,8 +11,8 @@
 //!    addresses, lease, and the peer entries it would hold). `weft doctor` runs inside the
 //!    namespace against all 100. The by-hand figure is `etcdctl` once plus 100 times the
 //!    per-node command set measured on the real node (extrapolated: no human does it faster).
-//! 3. A busy node, emulated (`cni0` with one veth per pod): flanneld's view collection there,
-//!    beside one full link dump of it.
+//! 3. Busy nodes, emulated (more veths on `cni0`): `weft path` again in the lab with them, and
+//!    flanneld's view collection on such a node beside one full link dump of it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -134,6 +134,18 @@ fn path_floor(
     ])
 }
 
+/// `ip -batch` of `batch` inside `ns`.
+fn ip_batch(ns: &Netns, batch: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("links.batch");
+    std::fs::write(&file, batch).map_err(|e| e.to_string())?;
+    let made = ns.exec(&["ip", "-batch", &file.display().to_string()]);
+    if !made.ok() {
+        return Err(format!("ip -batch in {}: {}", ns.name(), made.stderr.trim()));
+    }
+    Ok(())
+}
+
 /// A node with many pods, emulated: a namespace with `cni0` and one veth per pod on it (the
 /// pod ends in a second namespace). Times flanneld's view collection there (in-process, as its
 /// `/debug/dataplane` handler runs it, with facts naming `flannel.1`) beside one full link dump
@@ -149,13 +161,7 @@ fn busy_node(opts: &Options) -> Result<Vec<(String, Duration)>, String> {
             pods.name()
         ));
     }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let file = dir.path().join("busy.batch");
-    std::fs::write(&file, batch).map_err(|e| e.to_string())?;
-    let made = node.exec(&["ip", "-batch", &file.display().to_string()]);
-    if !made.ok() {
-        return Err(format!("emulated busy node: ip -batch: {}", made.stderr.trim()));
-    }
+    ip_batch(&node, &batch)?;
     let ns = NetNs::open(node.path()).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let facts = FlanneldFacts {
@@ -198,8 +204,8 @@ fn busy_node(opts: &Options) -> Result<Vec<(String, Duration)>, String> {
     ])
 }
 
-/// The 3-node lab rows, and the floor of the `path` row.
-type LabRows = (Vec<Row>, Vec<(String, Duration)>);
+/// The 3-node lab rows, the floor of the `path` row, and `path` again with busy nodes.
+type LabRows = (Vec<Row>, Vec<(String, Duration)>, (String, Duration));
 
 /// The 3-node lab rows.
 fn lab_rows(opts: &Options, weft: &Path) -> Result<LabRows, String> {
@@ -240,6 +246,31 @@ fn lab_rows(opts: &Options, weft: &Path) -> Result<LabRows, String> {
     exec_in(&ns0, &path_argv).map_err(|e| format!("weft path is not reachable in the healthy lab: {e}"))?;
     let path = time(|| exec_in(&ns0, &path_argv), opts.path_runs)?;
     let floor = path_floor(opts, &ns1, &ns0, &weft_s)?;
+    let busy_path = {
+        // Node 0 and node 1 (the remote view's) made busy: `--busy-pods` more veths on each
+        // `cni0`, their other ends in a namespace of their own (no pod state: neither `weft
+        // path` nor the view should read them).
+        let ends = Netns::unique(&format!("{}q", opts.ns_prefix));
+        for k in 0..2 {
+            let mut batch = String::new();
+            for i in 0..opts.busy_pods {
+                batch.push_str(&format!(
+                    "link add bx{k}n{i} type veth peer name by{k}n{i} netns {}\nlink set bx{k}n{i} master cni0 up\n",
+                    ends.name()
+                ));
+            }
+            ip_batch(lab.node(k).map_err(e)?.ns(), &batch)?;
+        }
+        let t = time(|| exec_in(&ns0, &path_argv), opts.path_runs)?;
+        let n = opts.busy_pods;
+        (
+            format!(
+                "`weft path` in the same lab with {n} more veths on both nodes' `cni0` (without them: {})",
+                ms(path)
+            ),
+            t,
+        )
+    };
     // What an operator runs for the same answer (the walk of "where is it broken?"): the
     // pod's peer ifindex, the host veth and its bridge port, the route the kernel takes, the
     // neighbour and FDB entries, the device, the underlay route, the forward rules (iptables and
@@ -314,7 +345,7 @@ fn lab_rows(opts: &Options, weft: &Path) -> Result<LabRows, String> {
             ),
         },
     ];
-    Ok((rows, floor))
+    Ok((rows, floor, busy_path))
 }
 
 /// What an operator reads on one node to compare it with etcd.
@@ -665,9 +696,10 @@ pub fn run(opts: &Options) -> Result<(), String> {
             return Err(format!("{} is missing (build it, or set WEFT_BIN_DIR)", b.display()));
         }
     }
-    let (mut rows, floor) = lab_rows(opts, &weft)?;
+    let (mut rows, floor, busy_path) = lab_rows(opts, &weft)?;
     rows.push(large_row(opts, &weft, &flanneld)?);
-    let busy = busy_node(opts)?;
+    let mut busy = vec![busy_path];
+    busy.extend(busy_node(opts)?);
     println!("| | weft | by hand | by hand / weft | by-hand commands |");
     println!("|---|---|---|---|---|");
     for r in &rows {

@@ -260,7 +260,14 @@ pub(super) fn cross_node(
         }
     }
     if let Some(l) = local_ip {
-        let here = host.addresses(None).map(|a| a.iter().any(|a| a.address.ip() == l)).unwrap_or(true);
+        // The kernel's own answer (a `local` route): no dump of every address, whose count grows
+        // with the node's pods (each veth has an IPv6 link-local one).
+        let here = match kernel::route_get(host, &RouteQuery { to: Some(l), ..RouteQuery::default() }) {
+            Ok(r) => r.kind == "local",
+            // No route at all: certainly not ours (a local address always has its route).
+            Err(e) if matches!(e.raw_errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => false,
+            Err(_) => true,
+        };
         if !here {
             w.broken(
                 "vtep",
