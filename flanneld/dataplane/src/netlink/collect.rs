@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -240,23 +239,23 @@ async fn collect_kernel(
         view.errors.push(format!("get link {bridge_name}: {e}"));
         None
     });
-    let mut addrs: BTreeMap<u32, Vec<IpNetwork>> = BTreeMap::new();
-    match nl.dump_req(RouteNetlinkMessage::GetAddress(AddressMessage::default()), "addresses").await {
-        Ok(msgs) => {
-            for m in msgs {
-                if let RouteNetlinkMessage::NewAddress(a) = m {
-                    if let Some(net) = address(&a) {
-                        addrs.entry(a.header.index).or_default().push(net);
-                    }
-                }
-            }
+    // Addresses, neighbours and FDB entries are asked for per link, on a socket with strict
+    // checking, where the kernel filters dumps by link: a node's pods add an IPv6 link-local
+    // address, ARP entries and bridge FDB entries each, none of which the view shows.
+    let mut per_link = match LinkScoped::open() {
+        Ok(s) => s,
+        Err(e) => {
+            view.errors.push(e);
+            return;
         }
-        Err(e) => view.errors.push(format!("dump addresses: {e}")),
-    }
+    };
     for l in
         [&mut view.device, &mut view.device_v6, &mut view.underlay, &mut view.bridge].into_iter().flatten()
     {
-        l.addresses = addrs.get(&l.index).cloned().unwrap_or_default();
+        match per_link.addresses(l.index) {
+            Ok(a) => l.addresses = a,
+            Err(e) => view.errors.push(e),
+        }
         if let Some(i) = l.vxlan.as_ref().map(|v| v.underlay_index) {
             let name = links.name_of(nl, i).await;
             if let Some(v) = l.vxlan.as_mut() {
@@ -270,45 +269,34 @@ async fn collect_kernel(
     let underlay_index = view.underlay.as_ref().map(|d| d.index);
     // IPv4 neighbours: the device's (flanneld's entries) and the external interface's (ARP;
     // with host-gw the peers' PublicIPs, docs/flannel.md §4.2).
-    match dump_neighbours(nl, AddressFamily::Inet).await {
-        Ok(msgs) => {
-            for n in &msgs {
-                if Some(n.header.ifindex) == dev_index {
-                    view.neighbours.extend(device_neigh(n));
-                } else if Some(n.header.ifindex) == underlay_index {
-                    view.underlay_neighbours.extend(any_neigh(n));
-                }
-            }
-        }
-        Err(e) => view.errors.push(format!("dump neighbours: {e}")),
-    }
-    if let Some(v6) = v6_index {
-        match dump_neighbours(nl, AddressFamily::Inet6).await {
-            Ok(msgs) => {
-                let on = msgs.iter().filter(|n| n.header.ifindex == v6);
-                view.neighbours_v6.extend(on.filter_map(device_neigh));
-            }
-            Err(e) => view.errors.push(format!("dump IPv6 neighbours: {e}")),
+    if let Some(i) = dev_index {
+        match per_link.neighbours(AddressFamily::Inet, i) {
+            Ok(msgs) => view.neighbours.extend(msgs.iter().filter_map(device_neigh)),
+            Err(e) => view.errors.push(e),
         }
     }
-    if dev_index.is_some() || v6_index.is_some() {
-        match dump_neighbours(nl, AddressFamily::Bridge).await {
-            Ok(msgs) => {
-                for k in msgs.iter().filter_map(super::msg::parse_fdb) {
-                    let f = FdbView {
-                        mac: format_mac(&k.mac),
-                        dst: Some(k.dst),
-                        self_: k.self_,
-                        permanent: k.permanent,
-                    };
-                    if Some(k.ifindex) == dev_index {
-                        view.fdb.push(f);
-                    } else if Some(k.ifindex) == v6_index {
-                        view.fdb_v6.push(f);
-                    }
-                }
-            }
-            Err(e) => view.errors.push(format!("dump fdb: {e}")),
+    if let Some(i) = underlay_index {
+        match per_link.neighbours(AddressFamily::Inet, i) {
+            Ok(msgs) => view.underlay_neighbours.extend(msgs.iter().filter_map(any_neigh)),
+            Err(e) => view.errors.push(e),
+        }
+    }
+    if let Some(i) = v6_index {
+        match per_link.neighbours(AddressFamily::Inet6, i) {
+            Ok(msgs) => view.neighbours_v6.extend(msgs.iter().filter_map(device_neigh)),
+            Err(e) => view.errors.push(e),
+        }
+    }
+    for (index, fdb) in [(dev_index, &mut view.fdb), (v6_index, &mut view.fdb_v6)] {
+        let Some(i) = index else { continue };
+        match per_link.neighbours(AddressFamily::Bridge, i) {
+            Ok(msgs) => fdb.extend(msgs.iter().filter_map(super::msg::parse_fdb).map(|k| FdbView {
+                mac: format_mac(&k.mac),
+                dst: Some(k.dst),
+                self_: k.self_,
+                permanent: k.permanent,
+            })),
+            Err(e) => view.errors.push(e),
         }
     }
     // host-gw has no device: its peer routes (inside the cluster network) are still listed.
@@ -422,18 +410,50 @@ impl Links {
     }
 }
 
-async fn dump_neighbours(
-    nl: &NetlinkDataplane,
-    family: AddressFamily,
-) -> Result<Vec<NeighbourMessage>, String> {
-    let mut q = NeighbourMessage::default();
-    q.header.family = family;
-    let msgs =
-        nl.dump_req(RouteNetlinkMessage::GetNeighbour(q), "neighbours").await.map_err(|e| e.to_string())?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| if let RouteNetlinkMessage::NewNeighbour(n) = m { Some(n) } else { None })
-        .collect())
+/// Dumps the kernel filters to one link: a socket of its own with strict checking
+/// (`NETLINK_GET_STRICT_CHK`), which the dataplane's asynchronous one does not set (its
+/// reconciliation reads whole tables).
+struct LinkScoped {
+    nl: weft_common::netlink::Netlink,
+}
+
+impl LinkScoped {
+    fn open() -> Result<LinkScoped, String> {
+        weft_common::netlink::Netlink::open()
+            .map(|nl| LinkScoped { nl })
+            .map_err(|e| format!("open netlink socket: {e}"))
+    }
+
+    /// The addresses of link `index`.
+    fn addresses(&mut self, index: u32) -> Result<Vec<IpNetwork>, String> {
+        let addrs = self.nl.addresses(Some(index)).map_err(|e| format!("dump addresses: {e}"))?;
+        Ok(addrs.into_iter().map(|a| a.address).collect())
+    }
+
+    /// Neighbour entries (`Inet`, `Inet6`) or FDB entries (`Bridge`) of link `index`.
+    fn neighbours(&mut self, family: AddressFamily, index: u32) -> Result<Vec<NeighbourMessage>, String> {
+        let mut q = NeighbourMessage::default();
+        q.header.family = family;
+        if family == AddressFamily::Bridge {
+            // rtnl_fdb_dump: the header's ifindex selects the port, or the device itself.
+            q.header.ifindex = index;
+        } else {
+            // neigh_valid_dump_req refuses a header ifindex under strict checking.
+            q.attributes.push(NeighbourAttribute::IfIndex(index));
+        }
+        let what = if family == AddressFamily::Bridge { "fdb" } else { "neighbours" };
+        let msgs = self
+            .nl
+            .dump(RouteNetlinkMessage::GetNeighbour(q), "dump", &format!("{what} of index {index}"))
+            .map_err(|e| format!("dump {what}: {e}"))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 /// A neighbour of flanneld's device (with a MAC, as the reconciler dumps it).
@@ -561,19 +581,6 @@ fn link_view(m: &LinkMessage) -> LinkView {
         }
     }
     l
-}
-
-fn address(m: &AddressMessage) -> Option<IpNetwork> {
-    let mut local = None;
-    let mut addr = None;
-    for a in &m.attributes {
-        match a {
-            AddressAttribute::Local(ip) => local = Some(*ip),
-            AddressAttribute::Address(ip) => addr = Some(*ip),
-            _ => {}
-        }
-    }
-    IpNetwork::new(local.or(addr)?, m.header.prefix_len).ok()
 }
 
 fn read_subnet_env(path: PathBuf) -> SubnetEnvView {
