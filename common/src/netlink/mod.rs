@@ -15,6 +15,7 @@ pub mod bridge;
 mod error;
 pub mod events;
 pub mod link;
+mod neigh;
 pub mod route;
 mod socket;
 

@@ -387,33 +387,10 @@ fn neigh_state(s: NeighbourState) -> (String, bool) {
     (name, raw & NUD_PERMANENT != 0)
 }
 
-fn neigh_dump(nl: &mut Netlink, family: AddressFamily, index: u32) -> Result<Vec<NeighbourMessage>, Error> {
-    let mut msg = NeighbourMessage::default();
-    msg.header.family = family;
-    if family == AddressFamily::Bridge {
-        // rtnl_fdb_dump: the header's ifindex selects the port (or the device itself).
-        msg.header.ifindex = index;
-    } else {
-        // neigh_valid_dump_req refuses a header ifindex under strict checking; the filter is
-        // the NDA_IFINDEX attribute.
-        msg.attributes.push(NeighbourAttribute::IfIndex(index));
-    }
-    let answers =
-        nl.dump(RouteNetlinkMessage::GetNeighbour(msg), "list neighbours", &format!("index {index}"))?;
-    Ok(answers
-        .into_iter()
-        .filter_map(|m| match m {
-            // Filter here too: without strict checking the kernel ignores the ifindex.
-            RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => Some(n),
-            _ => None,
-        })
-        .collect())
-}
-
 /// IPv4 (ARP) or, with `v6`, IPv6 (NDISC) neighbour entries of link `index`.
 pub fn neighbours(nl: &mut Netlink, index: u32, v6: bool) -> Result<Vec<Neigh>, Error> {
     let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
-    Ok(neigh_dump(nl, family, index)?.iter().filter_map(neigh_of).collect())
+    Ok(nl.neighbours_of(family, index)?.iter().filter_map(neigh_of).collect())
 }
 
 /// The neighbour entry of `ip` on link `index` (`ip neigh get <ip> dev <link>`: one
@@ -472,7 +449,7 @@ fn neigh_of(n: &NeighbourMessage) -> Option<Neigh> {
 
 /// FDB entries of link `index` (`bridge fdb show dev <link>`).
 pub fn fdb(nl: &mut Netlink, index: u32) -> Result<Vec<Fdb>, Error> {
-    Ok(neigh_dump(nl, AddressFamily::Bridge, index)?.iter().filter_map(fdb_of).collect())
+    Ok(nl.neighbours_of(AddressFamily::Bridge, index)?.iter().filter_map(fdb_of).collect())
 }
 
 fn fdb_of(n: &NeighbourMessage) -> Option<Fdb> {

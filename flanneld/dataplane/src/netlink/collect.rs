@@ -432,27 +432,8 @@ impl LinkScoped {
 
     /// Neighbour entries (`Inet`, `Inet6`) or FDB entries (`Bridge`) of link `index`.
     fn neighbours(&mut self, family: AddressFamily, index: u32) -> Result<Vec<NeighbourMessage>, String> {
-        let mut q = NeighbourMessage::default();
-        q.header.family = family;
-        if family == AddressFamily::Bridge {
-            // rtnl_fdb_dump: the header's ifindex selects the port, or the device itself.
-            q.header.ifindex = index;
-        } else {
-            // neigh_valid_dump_req refuses a header ifindex under strict checking.
-            q.attributes.push(NeighbourAttribute::IfIndex(index));
-        }
         let what = if family == AddressFamily::Bridge { "fdb" } else { "neighbours" };
-        let msgs = self
-            .nl
-            .dump(RouteNetlinkMessage::GetNeighbour(q), "dump", &format!("{what} of index {index}"))
-            .map_err(|e| format!("dump {what}: {e}"))?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => Some(n),
-                _ => None,
-            })
-            .collect())
+        self.nl.neighbours_of(family, index).map_err(|e| format!("dump {what}: {e}"))
     }
 }
 
