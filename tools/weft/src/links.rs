@@ -17,6 +17,8 @@ pub struct NodeLinks {
     nl: RefCell<Netlink>,
     by_index: RefCell<BTreeMap<u32, Option<LinkFacts>>>,
     vxlan: OnceCell<Vec<LinkFacts>>,
+    /// The first read that failed: a verdict built on it is not to be trusted.
+    failed: RefCell<Option<String>>,
 }
 
 impl NodeLinks {
@@ -26,15 +28,18 @@ impl NodeLinks {
             nl: RefCell::new(Netlink::open()?),
             by_index: RefCell::default(),
             vxlan: OnceCell::new(),
+            failed: RefCell::default(),
         })
     }
 
-    /// The link with ifindex `index` (`None` when there is none or it cannot be read).
+    /// The link with ifindex `index` (`None` when there is none, or when it cannot be read:
+    /// then [`NodeLinks::failed`] says why).
     pub fn get(&self, index: u32) -> Option<LinkFacts> {
         if let Some(known) = self.by_index.borrow().get(&index) {
             return known.clone();
         }
-        let found = kernel::link(&mut self.nl.borrow_mut(), index).ok().flatten();
+        let read = kernel::link(&mut self.nl.borrow_mut(), index);
+        let found = self.note(read).flatten();
         self.by_index.borrow_mut().insert(index, found.clone());
         found
     }
@@ -42,12 +47,28 @@ impl NodeLinks {
     /// The VXLAN devices (read once).
     pub fn vxlan(&self) -> &[LinkFacts] {
         self.vxlan.get_or_init(|| {
-            let found = kernel::links_of_kind(&mut self.nl.borrow_mut(), InfoKind::Vxlan).unwrap_or_default();
+            let read = kernel::links_of_kind(&mut self.nl.borrow_mut(), InfoKind::Vxlan);
+            let found = self.note(read).unwrap_or_default();
             let mut known = self.by_index.borrow_mut();
             for l in &found {
                 known.insert(l.index, Some(l.clone()));
             }
             found
         })
+    }
+
+    /// Why the first link read that failed did, if any.
+    pub fn failed(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    fn note<T>(&self, read: Result<T, Error>) -> Option<T> {
+        match read {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.failed.borrow_mut().get_or_insert_with(|| format!("read links of this node: {e}"));
+                None
+            }
+        }
     }
 }

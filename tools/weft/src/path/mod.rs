@@ -372,6 +372,10 @@ pub fn run(args: &PathArgs) -> Result<Outcome, PathError> {
     }
     let mut unreadable = None;
     walk(&mut w, &mut host, &local, src, src_ip, &dst, dst_ip, args.remote_port, &mut unreadable);
+    // A link that could not be read was taken for a missing one: the verdict is not to be trusted.
+    if unreadable.is_none() {
+        unreadable = local.links.failed();
+    }
     if let Some(e) = &unreadable {
         w.notes.retain(|n| n != e);
     }
