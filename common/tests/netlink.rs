@@ -159,3 +159,90 @@ fn link_events_see_a_real_deletion() {
     nl.del_link(index).unwrap();
     assert!(events.wait_deleted(index, Duration::from_secs(5)));
 }
+
+/// `Netlink::batch`: many requests per datagram, one outcome each in order, failures named by
+/// the kernel's errno, whatever the datagram size (root, fresh namespaces).
+#[test]
+fn batch_outcomes_are_per_request_and_in_order() {
+    use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use weft_common::netlink::BatchOutcome;
+
+    in_fresh_namespaces(|_host, _other| {
+        let mut nl = Netlink::open().unwrap();
+        let lo = nl.link_by_name("lo").unwrap().index;
+        nl.set_up(lo).unwrap();
+        for (k, per_send) in [1usize, 7, 256].into_iter().enumerate() {
+            let base = 20 + 2 * k;
+            // 300 routes; every 50th is the previous one again (EEXIST), and one has a gateway
+            // that is not on-link (ENETUNREACH).
+            let dsts: Vec<String> = (0..300u32)
+                .map(|i| {
+                    let j = if i % 50 == 49 { i - 1 } else { i };
+                    format!("10.{}.{}.0/24", base + j as usize / 256, j % 256)
+                })
+                .collect();
+            let mut routes: Vec<Route> =
+                dsts.iter().map(|d| Route::new(d.parse().unwrap(), None, Some(lo))).collect();
+            routes[120] = Route::new(
+                format!("10.{}.250.0/24", base + 1).parse().unwrap(),
+                Some("192.0.2.1".parse().unwrap()),
+                None,
+            );
+            let requests = routes
+                .iter()
+                .map(|r| (RouteNetlinkMessage::NewRoute(r.to_message()), NLM_F_CREATE | NLM_F_EXCL));
+            let out = nl.batch(requests, per_send).unwrap();
+            assert_eq!(out.len(), 300, "per_send {per_send}");
+            for (i, o) in out.iter().enumerate() {
+                let want = match i {
+                    120 => Some(libc::ENETUNREACH),
+                    i if i % 50 == 49 => Some(libc::EEXIST),
+                    _ => None,
+                };
+                match (want, o) {
+                    (None, BatchOutcome::Done) => {}
+                    (Some(e), BatchOutcome::Failed { errno, .. }) if *errno == e => {}
+                    _ => panic!("per_send {per_send}: request {i}: {o:?}, wanted {want:?}"),
+                }
+            }
+            let ours = |r: &Route| {
+                let [a, b, ..] = match r.dst.ip() {
+                    std::net::IpAddr::V4(v4) => v4.octets(),
+                    std::net::IpAddr::V6(_) => return false,
+                };
+                r.oif == Some(lo) && a == 10 && (usize::from(b) == base || usize::from(b) == base + 1)
+            };
+            assert_eq!(
+                nl.routes().unwrap().iter().filter(|r| ours(r)).count(),
+                300 - 6 - 1,
+                "per_send {per_send}"
+            );
+        }
+        // A receive buffer too small for a datagram's failures: the batch still returns, and
+        // every request is either reported failed or unknown (never done).
+        let create = || {
+            (0..256u32).map(move |j| {
+                let r = Route::new(format!("10.17.{j}.0/24").parse().unwrap(), None, Some(lo));
+                (RouteNetlinkMessage::NewRoute(r.to_message()), NLM_F_CREATE | NLM_F_EXCL)
+            })
+        };
+        assert!(nl.batch(create(), 256).unwrap().iter().all(|o| *o == BatchOutcome::Done));
+        nl.set_receive_buffer(0);
+        let out = nl.batch(create(), 256).unwrap();
+        assert_eq!(out.len(), 256);
+        assert!(
+            out.iter().all(|o| matches!(
+                o,
+                BatchOutcome::Failed { errno: libc::EEXIST, .. } | BatchOutcome::Unknown
+            )),
+            "{out:?}"
+        );
+        // The socket goes on answering, with the same tiny buffer.
+        let one = Route::new("10.17.0.0/24".parse().unwrap(), None, Some(lo));
+        let next =
+            nl.batch([(RouteNetlinkMessage::NewRoute(one.to_message()), NLM_F_CREATE | NLM_F_EXCL)], 1);
+        let next = next.unwrap();
+        assert!(matches!(next.as_slice(), [BatchOutcome::Failed { errno: libc::EEXIST, .. }]), "{next:?}");
+    });
+}

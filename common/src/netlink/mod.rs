@@ -11,6 +11,7 @@
 //! `netlink-packet-route`: no async runtime is involved, so plugins start fast.
 
 pub mod addr;
+mod batch;
 pub mod bridge;
 mod error;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod route;
 mod socket;
 
 pub use addr::Address;
+pub use batch::BatchOutcome;
 pub use bridge::{PortAttrs, PortVlan};
 pub use error::Error;
 pub use events::LinkEvents;

@@ -36,7 +36,8 @@ impl Route {
         Route { dst, gw, oif, table: None, priority: None, scope: None, mtu: None, advmss: None }
     }
 
-    fn to_message(&self) -> RouteMessage {
+    /// The `RTM_NEWROUTE`/`RTM_DELROUTE` body for this route (for [`Netlink::batch`]).
+    pub fn to_message(&self) -> RouteMessage {
         let mut msg = RouteMessage::default();
         msg.header.address_family =
             if self.dst.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };

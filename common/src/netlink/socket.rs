@@ -22,9 +22,9 @@ const DUMP_RETRIES: usize = 5;
 
 /// A blocking rtnetlink socket bound to one network namespace.
 pub struct Netlink {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    pub(super) socket: Socket,
+    pub(super) seq: u32,
+    pub(super) buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Netlink {
@@ -59,6 +59,32 @@ impl Netlink {
         Netlink::open()
     }
 
+    /// Sets the socket's receive buffer to `bytes` (beyond `rmem_max` when the caller has
+    /// CAP_NET_ADMIN; capped by it otherwise): the answers of a [`Netlink::batch`] datagram
+    /// queue there until read.
+    pub fn set_receive_buffer(&mut self, bytes: usize) {
+        let forced =
+            nix::sys::socket::setsockopt(&self.socket, nix::sys::socket::sockopt::RcvBufForce, &bytes);
+        if forced.is_err() {
+            let _ = self.socket.set_rx_buf_sz(bytes);
+        }
+    }
+
+    /// The next request: `msg` with `NLM_F_REQUEST | flags` and the next sequence number.
+    pub(super) fn next_request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> NetlinkMessage<RouteNetlinkMessage> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        packet
+    }
+
     fn send(
         &mut self,
         msg: RouteNetlinkMessage,
@@ -66,12 +92,7 @@ impl Netlink {
         op: &'static str,
         object: &str,
     ) -> Result<u32, Error> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        packet.finalize();
+        let packet = self.next_request(msg, flags);
         let mut out = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut out);
         self.socket.send(&out, 0).map_err(|e| Error::new(op, object, e))?;
@@ -180,7 +201,7 @@ const NLM_F_CAPPED: u16 = 0x100;
 const NLMSG_HDRLEN: usize = 16;
 
 /// The extended-ack message in the payload of an error (after the echoed request).
-fn ext_ack_message(payload: &[u8], flags: u16) -> Option<String> {
+pub(super) fn ext_ack_message(payload: &[u8], flags: u16) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }

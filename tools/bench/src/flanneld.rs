@@ -1,6 +1,7 @@
 //! The flanneld benchmark: time to program N peers from start, new-lease-to-route latency,
-//! peak RSS, for the VXLAN or the host-gw backend, beside the kernel floor (the same entries
-//! installed by `ip -batch`, see `flanneld_floor`) and the etcd floor (the reads and writes a
+//! peak RSS, for the VXLAN or the host-gw backend, beside the kernel floors (the same entries
+//! installed by `ip -batch`, and as flanneld's own requests batched from this process, see
+//! `flanneld_floor`) and the etcd floor (the reads and writes a
 //! lease acquisition makes, timed from this process). One namespace holds a veth underlay, etcd on
 //! its own 127.0.0.1 and flanneld; routes are observed through a netlink route monitor opened
 //! inside that namespace.
@@ -107,7 +108,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[derive(Clone)]
 struct Figures {
     peers: u32,
+    /// `ip -batch` of the same entries.
     floor: Duration,
+    /// flanneld's requests for the same entries, batched, from the benchmark itself.
+    netlink_floor: Duration,
     /// What etcd alone takes for a lease acquisition's calls (see [`etcd_floor`]).
     etcd: Duration,
     full_mesh: Duration,
@@ -269,10 +273,11 @@ fn measure(flanneld: &PathBuf, opts: &Options, mode: Mode, peers: u32) -> Result
     drop(etcd);
     // After weft's run, so that removing the floor's namespace (N entries torn down by the
     // kernel) does not overlap it.
-    let floor = crate::flanneld_floor::measure(&opts.netns_prefix, mode, peers)?;
+    let floors = crate::flanneld_floor::measure(&opts.netns_prefix, mode, peers)?;
     Ok(Figures {
         peers,
-        floor,
+        floor: floors.ip_batch,
+        netlink_floor: floors.netlink,
         etcd: etcd_floor,
         full_mesh: full_mesh.unwrap_or_default(),
         ready,
@@ -347,6 +352,7 @@ fn combine(runs: &[Figures]) -> Figures {
     Figures {
         peers: runs.first().map_or(0, |r| r.peers),
         floor: med(|r| r.floor),
+        netlink_floor: med(|r| r.netlink_floor),
         etcd: med(|r| r.etcd),
         full_mesh: med(|r| r.full_mesh),
         ready: med(|r| r.ready),
@@ -364,18 +370,21 @@ fn table(mode: Mode, rows: &[Figures]) -> String {
         (Backend::HostGw, _) => "`ip -batch` route",
     };
     let mut out = format!(
-        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | etcd floor (list + grant + create) | ratio to both floors | start → ready | new lease → route, median | p99 | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         mode.label()
     );
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     for f in rows {
         out.push_str(&format!(
-            "| N = {} | {} | {} | {:.2}× | {} | {:.2}× | {} | {} | {} | {:.1} MB |\n",
+            "| N = {} | {} | {} | {:.2}× | {} | {:.2}× | {} | {:.2}× | {} | {} | {} | {:.1} MB |\n",
             f.peers,
             ms(f.full_mesh),
             ms(f.floor),
-            f.full_mesh.as_secs_f64() / f.floor.as_secs_f64().max(1e-9),
+            ratio(f.full_mesh, f.floor),
+            ms(f.netlink_floor),
+            ratio(f.full_mesh, f.netlink_floor),
             ms(f.etcd),
-            f.full_mesh.as_secs_f64() / (f.floor + f.etcd).as_secs_f64().max(1e-9),
+            ratio(f.full_mesh, f.netlink_floor + f.etcd),
             ms(f.ready),
             ms(f.lat_median),
             ms(f.lat_p99),
@@ -393,6 +402,7 @@ mod tests {
         Figures {
             peers,
             floor: Duration::from_millis(floor_ms),
+            netlink_floor: Duration::from_millis(floor_ms / 4),
             etcd: Duration::from_millis(10),
             full_mesh: Duration::from_millis(full_ms),
             ready: Duration::from_millis(full_ms + 5),
@@ -407,9 +417,9 @@ mod tests {
         let dual = table(Mode { backend: Backend::Vxlan, dual_stack: true }, &[row(1000, 60, 40)]);
         assert_eq!(
             dual,
-            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | etcd floor (list + grant + create) | ratio to both floors | start → ready | new lease → route, median | p99 | peak RSS |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n\
-             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 10.00 ms | 1.20× | 65.00 ms | 0.80 ms | 1.55 ms | 13.8 MB |\n"
+            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | peak RSS |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n\
+             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 10.00 ms | 6.00× | 10.00 ms | 3.00× | 65.00 ms | 0.80 ms | 1.55 ms | 13.8 MB |\n"
         );
         let vxlan = table(Mode { backend: Backend::Vxlan, dual_stack: false }, &[row(5000, 286, 220)]);
         assert!(vxlan.starts_with("| flanneld (vxlan), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb) |"));

@@ -1,14 +1,27 @@
-//! The kernel floor of the flanneld benchmark: how long `ip -batch` (and, for VXLAN's FDB
-//! entries, `bridge -batch`) takes to install the same N peers' entries in a fresh namespace;
-//! with dual stack both families' (`flannel.1` and `flannel-v6.1`, docs/flannel.md §8.5).
-//! weft's start → all-routes figure is printed beside it with the ratio.
+//! The floors of the flanneld benchmark, each in a fresh namespace, for the same N peers'
+//! entries (with dual stack both families', `flannel.1` and `flannel-v6.1`, docs/flannel.md
+//! §8.5):
+//! - the `ip -batch` floor: how long `ip -batch` (and, for VXLAN's FDB entries, `bridge
+//!   -batch`) takes to install them, the tools an operator would use;
+//! - the netlink floor: the same entries as flanneld's own requests, sent from this process
+//!   256 per `sendmsg` with only each datagram's last one acked (`Netlink::batch`), timed from
+//!   the first send to the last answer: no process start, no parsing, the fewest system calls;
+//!   what the kernel alone takes.
+//!
+//! weft's start → all-routes figure is printed beside both with the ratios.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ipnetwork::IpNetwork;
+use weft_common::mac::parse_mac;
+use weft_common::netlink::{BatchOutcome, Netlink};
 use weft_common::netns::NetNs;
+use weft_dataplane::netlink::{op_request, WINDOW};
+use weft_dataplane::plan::{plan_add, Peer};
+use weft_dataplane::NetOp;
 use weft_lab::ns::Netns;
 
 use crate::flanneld_peers::{add_underlay, public_ip, subnet, vtep_mac, Backend, Mode, NODE_IP, UNDERLAY};
@@ -89,10 +102,46 @@ fn timed_batch(tool: &str, file: &Path) -> Result<Duration, String> {
     Ok(took)
 }
 
-/// The floor for N peers: a fresh namespace (named from `netns_prefix`) with the same veth
-/// underlay (and, for VXLAN, a hand-made `flannel.1`, with dual stack also `flannel-v6.1` over
-/// the IPv6 underlay address), then the timed batches. The namespace is removed on return.
-pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Duration, String> {
+/// flanneld's ops for N peers, each with whether it is an IPv6 one (sent to `flannel-v6.1`):
+/// per VXLAN peer and family a neighbour, an FDB entry and an onlink route (`plan_add`); per
+/// host-gw peer a plain route via its PublicIP.
+fn ops(mode: Mode, peers: u32) -> Result<Vec<(NetOp, bool)>, String> {
+    let mut out = Vec::new();
+    for i in 1..=peers {
+        let direct = mode.backend == Backend::HostGw;
+        let mac = parse_mac(&vtep_mac(i)).ok_or("bad synthetic MAC")?;
+        let v4 = Peer {
+            subnet: IpNetwork::new(subnet(i).into(), 24).map_err(|e| e.to_string())?,
+            public_ip: public_ip(mode.backend, i).into(),
+            vtep_mac: mac,
+            direct,
+        };
+        out.extend(plan_add(None, &v4).into_iter().map(|op| (op, false)));
+        if mode.dual_stack {
+            let v6 = Peer {
+                subnet: IpNetwork::new(subnet_v6(i).into(), SUBNET_LEN_V6).map_err(|e| e.to_string())?,
+                public_ip: public_ipv6(i).into(),
+                vtep_mac: parse_mac(&vtep_mac_v6(i)).ok_or("bad synthetic MAC")?,
+                direct,
+            };
+            out.extend(plan_add(None, &v6).into_iter().map(|op| (op, true)));
+        }
+    }
+    Ok(out)
+}
+
+/// Both floors for N peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Floors {
+    /// `ip -batch` (+ `bridge -batch`).
+    pub ip_batch: Duration,
+    /// flanneld's requests, batched, from this process.
+    pub netlink: Duration,
+}
+
+/// A fresh namespace (named from `netns_prefix`) with the same veth underlay and, for VXLAN, a
+/// hand-made `flannel.1` (with dual stack also `flannel-v6.1` over the IPv6 underlay address).
+fn prepare(netns_prefix: &str, mode: Mode) -> Netns {
     let node = Netns::unique(netns_prefix);
     add_underlay(&node);
     if mode.backend == Backend::Vxlan {
@@ -102,26 +151,62 @@ pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Duration, S
             add_vxlan(&node, VXLAN_DEV_V6, &NODE_IPV6.to_string());
         }
     }
+    node
+}
+
+/// Runs `f` on a thread of its own inside `node` (so the caller's thread stays where it
+/// was; tools it starts inherit the namespace without an `ip netns exec` in the timing).
+fn inside<T: Send>(node: &Netns, f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+    let ns = NetNs::open(node.path()).map_err(|e| e.to_string())?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _inside = ns.enter().map_err(|e| e.to_string())?;
+            f()
+        })
+        .join()
+        .map_err(|_| "floor thread panicked".to_string())?
+    })
+}
+
+/// The floors for N peers, each in a namespace of its own, removed on return.
+pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Floors, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (ip, bridge) = batches(mode, peers);
     let (ip_file, bridge_file) = (dir.path().join("ip.batch"), dir.path().join("bridge.batch"));
     std::fs::write(&ip_file, ip).map_err(|e| e.to_string())?;
     std::fs::write(&bridge_file, &bridge).map_err(|e| e.to_string())?;
-    let ns = NetNs::open(node.path()).map_err(|e| e.to_string())?;
-    // A thread of its own enters the namespace, so the caller's stays where it was; the
-    // batch tools it starts inherit the namespace without an `ip netns exec` in the timing.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let _inside = ns.enter().map_err(|e| e.to_string())?;
+    let ip_batch = {
+        let node = prepare(netns_prefix, mode);
+        inside(&node, || {
             let mut took = timed_batch("ip", &ip_file)?;
             if !bridge.is_empty() {
                 took += timed_batch("bridge", &bridge_file)?;
             }
             Ok(took)
-        })
-        .join()
-        .map_err(|_| "floor thread panicked".to_string())?
-    })
+        })?
+    };
+    let ops = ops(mode, peers)?;
+    let node = prepare(netns_prefix, mode);
+    let netlink = inside(&node, || {
+        let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+        nl.set_receive_buffer(8 << 20);
+        let mut index = |name: &str| nl.link_by_name(name).map(|l| l.index).map_err(|e| e.to_string());
+        let (v4, v6) = match mode.backend {
+            Backend::HostGw => (0, 0),
+            Backend::Vxlan if mode.dual_stack => (index(VXLAN_DEV)?, index(VXLAN_DEV_V6)?),
+            Backend::Vxlan => (index(VXLAN_DEV)?, 0),
+        };
+        let requests: Vec<_> =
+            ops.iter().map(|(op, is_v6)| op_request(if *is_v6 { v6 } else { v4 }, op)).collect();
+        let start = Instant::now();
+        let out = nl.batch(requests, WINDOW).map_err(|e| e.to_string())?;
+        let took = start.elapsed();
+        match out.iter().find(|o| **o != BatchOutcome::Done) {
+            Some(o) => Err(format!("netlink floor: a request was not applied: {o:?}")),
+            None => Ok(took),
+        }
+    })?;
+    Ok(Floors { ip_batch, netlink })
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! The real dataplane: rtnetlink over tokio, one socket for everything.
+//! The real dataplane: rtnetlink, two sockets in the namespace it was created in.
 //!
-//! Batches are pipelined: many requests are in flight at once on the single socket (bounded by
-//! [`WINDOW`]), in dependency waves (see `schedule`), so 1,000 peers cost a few tens of
-//! milliseconds instead of 3,000 round trips. The receive buffer is enlarged so the acks of a
-//! full window fit; if the kernel still reports ENOBUFS (acks lost) the affected requests are
-//! abandoned and the report says `overrun`: the kernel has most likely applied them, and the
-//! caller re-reads with [`Dataplane::dump`] and reconciles.
+//! Batches of ops go on a blocking socket, many requests per datagram ([`WINDOW`], see
+//! `weft_common::netlink::Netlink::batch`): the kernel handles them in order inside one
+//! `sendmsg` and answers only the failures and each datagram's last request, so 1,000 peers
+//! cost a few milliseconds of kernel work and a few system calls, not 3,000 round trips. The
+//! receive buffer is enlarged so a datagram's failures fit; if the kernel still reports
+//! ENOBUFS (answers lost) the affected requests are reported as `overrun`: the kernel has most
+//! likely applied them, and the caller re-reads with [`Dataplane::dump`] and reconciles. The
+//! device's set-up and the dumps go through rtnetlink's async connection.
 //!
 //! It must not: touch anything but the device it created or adopted, its addresses, the
 //! main-table routes it is asked to program, and (`--ip-blackhole-route`) the own subnet's
@@ -15,9 +17,8 @@
 mod collect;
 mod device;
 mod msg;
-mod schedule;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::StreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
@@ -29,6 +30,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 use rtnetlink::Handle;
 use tokio::sync::watch;
+use weft_common::netlink::{BatchOutcome, Netlink};
 
 pub use collect::{collect_view, ViewInput, DEFAULT_BRIDGE, DEFAULT_DEVICE, DEFAULT_SUBNET_FILE};
 pub use msg::describe;
@@ -39,8 +41,8 @@ use crate::{
     ApplyReport, Dataplane, DataplaneError, DeviceInfo, KernelRoute, KernelState, Mac, NetOp, VxlanSpec,
 };
 
-/// Requests in flight at once. 256 acks (≈1 KiB of socket memory each, skb overhead
-/// included) fit easily in the enlarged receive buffer.
+/// Requests per datagram of a batch. The failures of a full datagram (≈1 KiB of socket
+/// memory each, skb overhead included) fit easily in the enlarged receive buffer.
 pub const WINDOW: usize = 256;
 
 /// Receive buffer asked for (SO_RCVBUFFORCE when permitted, else SO_RCVBUF capped by rmem_max).
@@ -74,6 +76,8 @@ pub struct NetlinkDataplane {
     device_v6: Option<Device>,
     /// host-gw (`ensure_no_device`): no device; IPv6 plain routes are programmed and dumped.
     host_gw: bool,
+    /// The blocking socket batches of ops are sent on.
+    bulk: Netlink,
     window: usize,
 }
 
@@ -127,6 +131,10 @@ impl NetlinkDataplane {
             }
         }
         rt.spawn(conn);
+        let mut bulk = Netlink::open().map_err(|e| {
+            nl_err("open", "route netlink socket", e.to_string(), e.raw_errno().map(Errno::from_raw))
+        })?;
+        bulk.set_receive_buffer(rcvbuf);
         let (tx, rx) = watch::channel(0u64);
         rt.spawn(async move {
             // Unsolicited messages: only the overrun notice (ENOBUFS) matters here.
@@ -143,11 +151,13 @@ impl NetlinkDataplane {
             device: None,
             device_v6: None,
             host_gw: false,
+            bulk,
             window: WINDOW,
         })
     }
 
-    /// Sets how many requests may be in flight at once (at least 1).
+    /// Sets how many requests of a batch go in one datagram (at least 1; 1 is a request and
+    /// its ack at a time, as `ip -batch` sends them).
     pub fn set_window(&mut self, window: usize) {
         self.window = window.max(1);
     }
@@ -241,6 +251,14 @@ impl NetlinkDataplane {
     }
 }
 
+/// The request `apply` sends for `op` on the device with `index` (0: none, host-gw's plain
+/// routes): the message and its `NLM_F_*` flags besides `NLM_F_REQUEST`. For measuring the
+/// same kernel work from elsewhere (the benchmark's netlink floor).
+pub fn op_request(index: u32, op: &NetOp) -> (RouteNetlinkMessage, u16) {
+    let r = msg::request(index, op);
+    (r.msg, r.flags)
+}
+
 /// How many times a dump interrupted by concurrent changes is restarted.
 const DUMP_ATTEMPTS: usize = 20;
 
@@ -332,46 +350,54 @@ impl Dataplane for NetlinkDataplane {
         // plain IPv6 routes, which name no device.
         let index_v6 = self.device_v6.as_ref().map(|d| d.index).or(self.host_gw.then_some(0));
         let mut report = ApplyReport::default();
-        for wave in schedule::waves(ops) {
-            let results: Vec<(usize, Outcome)> = stream::iter(wave)
-                .map(|i| {
-                    let handle = self.handle.clone();
-                    let overruns = self.overruns.clone();
-                    let req = ops.get(i).map(|op| {
-                        if op.is_v6() {
-                            index_v6.map(|x| msg::request(x, op)).ok_or(Errno::ENODEV)
-                        } else {
-                            Ok(msg::request(index, op))
-                        }
-                    });
-                    async move {
-                        match req {
-                            Some(Ok(r)) => (i, ack(handle, overruns, r.msg, r.flags).await),
-                            Some(Err(errno)) => (i, Outcome::Errno(errno)),
-                            None => (i, Outcome::Closed),
-                        }
-                    }
-                })
-                .buffer_unordered(self.window)
-                .collect()
-                .await;
-            for (i, outcome) in results {
-                let Some(op) = ops.get(i) else { continue };
-                match outcome {
-                    Outcome::Done => report.applied += 1,
-                    Outcome::Errno(Errno::EEXIST) if matches!(op, NetOp::CreateRoute { .. }) => {
-                        report.exists.push(op.clone())
-                    }
-                    Outcome::Errno(e) if benign(op, e) => report.applied += 1,
-                    Outcome::Errno(e) => report.failed.push((
-                        op.clone(),
-                        format!("{}: {} (errno {})", msg::describe(op), errno_text(e), e as i32),
-                    )),
-                    Outcome::Overrun => report.overrun = true,
-                    Outcome::Closed => {
-                        return Err(nl_err("apply", msg::describe(op), "netlink connection closed", None))
-                    }
+        let mut sent: Vec<&NetOp> = Vec::with_capacity(ops.len());
+        let mut requests = Vec::with_capacity(ops.len());
+        for op in ops {
+            let device = if op.is_v6() { index_v6 } else { Some(index) };
+            match device {
+                Some(x) => {
+                    let r = msg::request(x, op);
+                    sent.push(op);
+                    requests.push((r.msg, r.flags));
                 }
+                None => report.failed.push((
+                    op.clone(),
+                    format!(
+                        "{}: {} (errno {})",
+                        msg::describe(op),
+                        errno_text(Errno::ENODEV),
+                        Errno::ENODEV as i32
+                    ),
+                )),
+            }
+        }
+        // The ops go in their given order, which is their dependency order (a neighbour before
+        // the route that uses it, §8.5): the kernel handles a batch's requests one after the
+        // other. This blocks the runtime for the batch (a few ms per thousand ops), which the
+        // caller waits for anyway.
+        let outcomes = self.bulk.batch(requests, self.window).map_err(|e| {
+            nl_err("apply", format!("{} ops", sent.len()), e.to_string(), e.raw_errno().map(Errno::from_raw))
+        })?;
+        for (op, outcome) in sent.into_iter().zip(outcomes) {
+            match outcome {
+                BatchOutcome::Done => report.applied += 1,
+                BatchOutcome::Failed { errno, .. }
+                    if errno == Errno::EEXIST as i32 && matches!(op, NetOp::CreateRoute { .. }) =>
+                {
+                    report.exists.push(op.clone())
+                }
+                BatchOutcome::Failed { errno, .. } if benign(op, Errno::from_raw(errno)) => {
+                    report.applied += 1
+                }
+                BatchOutcome::Failed { errno, message } => {
+                    let e = Errno::from_raw(errno);
+                    let why = message.map(|m| format!(" ({m})")).unwrap_or_default();
+                    report.failed.push((
+                        op.clone(),
+                        format!("{}: {}{why} (errno {})", msg::describe(op), errno_text(e), e as i32),
+                    ))
+                }
+                BatchOutcome::Unknown => report.overrun = true,
             }
         }
         if !report.failed.is_empty() {
