@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use weft_dataplane::Mac;
 
+use crate::lease_wire::{Text, Wire};
+
 /// TTL of the etcd lease attached to every lease key (fixed upstream, §4.3).
 pub const LEASE_TTL_SECS: i64 = 86_400;
 
@@ -273,39 +275,35 @@ impl LeaseAttrs {
         serde_json::to_vec(&wire).unwrap_or_default()
     }
 
-    /// Decodes a value as upstream's readers do: field names case-insensitive, unknown fields
-    /// ignored, `PublicIP` must be a dotted quad, `PublicIPv6` null/absent or a valid address.
+    /// Decodes a value as upstream's readers do: field names case-insensitive (a later key for
+    /// the same field wins, `crate::lease_wire`), unknown fields ignored, `PublicIP` must be a dotted quad, `PublicIPv6` null/absent or a valid address.
     pub fn parse(value: &[u8]) -> Result<LeaseAttrs, LeaseError> {
         let bad = |why: String| LeaseError::BadValue(why);
-        let v: Value = serde_json::from_slice(value).map_err(|e| bad(e.to_string()))?;
-        let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
-        let public_ip = match field(obj, "PublicIP") {
-            None | Some(Value::Null) => Ipv4Addr::UNSPECIFIED,
-            Some(Value::String(s)) => {
-                s.parse().map_err(|_| bad(format!("PublicIP {s:?} is not an IPv4 address")))?
-            }
-            Some(_) => return Err(bad("PublicIP is not a string".into())),
+        let w: Wire = serde_json::from_slice(value).map_err(|e| bad(e.to_string()))?;
+        let public_ip = match w.public_ip {
+            Text::Null => Ipv4Addr::UNSPECIFIED,
+            Text::Str(s) => s.parse().map_err(|_| bad(format!("PublicIP {s:?} is not an IPv4 address")))?,
+            Text::NotAString => return Err(bad("PublicIP is not a string".into())),
         };
-        let (public_ipv6, ipv6_problem) = match field(obj, "PublicIPv6") {
-            None | Some(Value::Null) => (None, None),
-            Some(Value::String(s)) => match s.parse::<Ipv6Addr>() {
+        let (public_ipv6, ipv6_problem) = match w.public_ipv6 {
+            Text::Null => (None, None),
+            Text::Str(s) => match s.parse::<Ipv6Addr>() {
                 Ok(ip) => (Some(ip), None),
                 Err(_) => (None, Some(format!("PublicIPv6 {s:?} is not an IPv6 address"))),
             },
-            Some(_) => (None, Some("PublicIPv6 is not a string".to_string())),
+            Text::NotAString => (None, Some("PublicIPv6 is not a string".to_string())),
         };
-        let backend_type = match field(obj, "BackendType") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(bad("BackendType is not a string".into())),
+        let backend_type = match w.backend_type {
+            Text::Null => String::new(),
+            Text::Str(s) => s,
+            Text::NotAString => return Err(bad("BackendType is not a string".into())),
         };
-        let raw = |name| field(obj, name).filter(|v| !v.is_null()).cloned();
         Ok(LeaseAttrs {
             public_ip,
             public_ipv6,
             backend_type,
-            backend_data: raw("BackendData"),
-            backend_v6_data: raw("BackendV6Data"),
+            backend_data: w.backend_data,
+            backend_v6_data: w.backend_v6_data,
             ipv6_problem,
         })
     }

@@ -14,6 +14,7 @@ pub mod debug;
 pub mod health;
 pub mod iface;
 pub mod lease;
+mod lease_wire;
 pub mod metrics;
 pub mod network;
 pub mod network_v6;
