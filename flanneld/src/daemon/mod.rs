@@ -228,6 +228,7 @@ pub async fn run<R: Registry, D: Dataplane>(
     };
     let Some(acquired) = acquired else { return Ok(()) };
     let (records, list_revision) = (acquired.records.clone(), acquired.list_revision);
+    let watch_from = watch_start(list_revision, acquired.lease.revision);
     d.take_lease(acquired);
     d.ensure_device().await?;
     // The firewall tools run on a thread of their own while the listing's peers are
@@ -238,7 +239,7 @@ pub async fn run<R: Registry, D: Dataplane>(
     // node has the mesh it was started with.
     let mut firewall = d.start_firewall();
     let (tx, mut rx) = mpsc::channel(64);
-    let watcher = tokio::spawn(watch::follow(d.registry.clone(), d.dir.clone(), list_revision, tx));
+    let watcher = tokio::spawn(watch::follow(d.registry.clone(), d.dir.clone(), watch_from, tx));
     d.on_snapshot(&records, list_revision).await;
     if firewall.is_none() {
         if let Err(e) = d.become_ready() {
@@ -299,6 +300,21 @@ pub async fn run<R: Registry, D: Dataplane>(
     watcher.abort();
     info!("shutting down; kernel state, subnet file and lease are left in place");
     Ok(())
+}
+
+/// The revision the lease watch follows from (it watches `revision + 1` on): the listing's, or
+/// our own write's when that came right after it. etcd serves a watch that starts at a
+/// revision it has passed from a catch-up loop that runs every 100 ms, and our own write has
+/// passed the listing's; a watch that starts after our write is served at once, so the first
+/// new leases after start reach the kernel without that wait. Nothing is skipped but our own
+/// write: revisions are cluster-wide, so with nothing in between, no other change happened
+/// (a re-listed acquisition's listing is newer than our write: kept).
+fn watch_start(list_revision: i64, own_write: i64) -> i64 {
+    if own_write == list_revision + 1 {
+        own_write
+    } else {
+        list_revision
+    }
 }
 
 /// Reads `<prefix>/config` until it is valid, every second (not fatal, §1.4). Each distinct
@@ -390,4 +406,16 @@ struct Daemon<R, D> {
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watch_start;
+
+    #[test]
+    fn the_watch_skips_only_our_own_write() {
+        assert_eq!(watch_start(41, 42), 42, "our write right after the listing");
+        assert_eq!(watch_start(41, 44), 41, "other changes in between: from the listing");
+        assert_eq!(watch_start(50, 42), 50, "a listing newer than our write");
+    }
 }
