@@ -400,7 +400,7 @@ impl PeerSet {
     /// the diff against the current set. A known peer whose record is now malformed is kept.
     /// Of several leases for one subnet, the current peer stays, else the oldest is taken;
     /// likewise a current holder of an IPv6 subnet keeps it.
-    pub fn snapshot(&mut self, records: &[Record]) -> Vec<Change> {
+    pub fn snapshot<'r>(&mut self, records: impl IntoIterator<Item = &'r Record>) -> Vec<Change> {
         let mut candidates: BTreeMap<Ipv4Network, Vec<(i64, RemotePeer)>> = BTreeMap::new();
         let before = std::mem::take(&mut self.foreign);
         for rec in records {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::node::{daemon_config, key, start, Running, ME, ME6, PREFIX, UNDERLAY};
+use common::node::{daemon_config, key, start, Running, ME, ME6, OWN_SUBNET_ENV, PREFIX, UNDERLAY};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::sync::oneshot;
 use tokio::task::LocalSet;
@@ -448,6 +448,40 @@ async fn switching_from_vxlan_deletes_the_device_and_reuses_the_subnet() {
             assert!(dp.peer_routes().is_empty(), "{:?}", dp.peer_routes());
             assert!(dp.with(|f| f.has_vxlan_device()));
             run.stop().await;
+        })
+        .await;
+}
+
+/// host-gw publishes no VTEP MAC and waits for it only after the listing's peers are programmed
+/// (the MAC file is written on a blocking thread meanwhile), but a MAC that cannot be persisted
+/// still ends the start: with the config there, for both backends, and while the config is
+/// still missing (not only once it appears).
+#[tokio::test]
+async fn a_vtep_mac_that_cannot_be_persisted_ends_the_start_for_either_backend() {
+    LocalSet::new()
+        .run_until(async {
+            for config in [Some(CONFIG), Some(VXLAN_CONFIG), None] {
+                let dir = tempfile::tempdir().unwrap();
+                let blocker = dir.path().join("not-a-dir");
+                std::fs::write(&blocker, "").unwrap();
+                let mut cfg = daemon_config(dir.path(), ME);
+                cfg.mac_file = blocker.join("weft-vtep-mac");
+                let reg = match config {
+                    Some(c) => registry(c, &[("10.5.2.0-24", hg_value("198.18.0.3"))]),
+                    None => MemoryRegistry::new(),
+                };
+                let dp = SharedFake::from(host());
+                let (_tx, rx) = oneshot::channel::<()>();
+                let run = daemon::run(cfg.clone(), reg, dp.clone(), async {
+                    let _ = rx.await;
+                });
+                match tokio::time::timeout(LIMIT, run).await.unwrap() {
+                    Err(DaemonError::File { path, .. }) => assert_eq!(path, cfg.mac_file, "{config:?}"),
+                    other => panic!("{config:?}: {:?}", other.map(|_| ())),
+                }
+                let subnet_env = std::fs::read_to_string(&cfg.subnet_file).unwrap();
+                assert_eq!(subnet_env, OWN_SUBNET_ENV, "{config:?}: never ready");
+            }
         })
         .await;
 }

@@ -55,9 +55,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
             }
         }
         let own_path = self.own.as_ref().map(|o| o.path.clone());
-        let others: Vec<Record> =
-            records.iter().filter(|r| Some(&r.key) != own_path.as_ref()).cloned().collect();
-        let changes = self.peers.snapshot(&others);
+        let changes = self.peers.snapshot(records.iter().filter(|r| Some(&r.key) != own_path.as_ref()));
         // DirectRouting and host-gw: one route dump answers every peer's on-link question.
         let upserts = changes.iter().any(|c| matches!(c, Change::Upsert(_)));
         let routes = if upserts && self.route_lookup() { self.routes().await.ok() } else { None };

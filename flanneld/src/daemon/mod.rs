@@ -113,6 +113,8 @@ pub enum DaemonError {
     HostGwRoutes(#[source] DataplaneError),
     #[error("firewall task ended: {0}")]
     FirewallTask(tokio::task::JoinError),
+    #[error("VTEP MAC task ended: {0}")]
+    MacTask(tokio::task::JoinError),
     /// The lease watch task ended on its own, which only a panic in it does: exiting non-zero
     /// lets the supervisor restart flanneld, instead of running on blind to peer changes.
     #[error("the lease watch task ended unexpectedly (a bug; see the panic message above)")]
@@ -147,19 +149,35 @@ pub async fn run<R: Registry, D: Dataplane>(
 ) -> Result<(), DaemonError> {
     tokio::pin!(shutdown);
     let started = Instant::now();
+    // The VTEP MAC is read, or on a node's first start made and written durably (the file and
+    // its directory synced: 1-2 ms here), on a blocking thread: VXLAN waits for it after the
+    // network config is read, host-gw (which publishes no MAC; the file keeps the node's MAC
+    // for a later switch to VXLAN) after the listing's peers are programmed. A MAC that cannot
+    // be persisted ends the start whenever that shows.
     let mac_file = config.mac_file.clone();
-    let mac = state::load_or_create_mac(&mac_file)
-        .map_err(|source| DaemonError::File { path: mac_file, source })?;
+    let mut mac_task = Some(tokio::task::spawn_blocking(move || {
+        state::load_or_create_mac(&mac_file).map_err(|source| DaemonError::File { path: mac_file, source })
+    }));
+    let mut mac = None;
     let previous = state::read_previous_subnets(&config.subnet_file);
     if let Some(p) = previous {
         info!(subnet = %p.ipv4, ipv6_subnet = ?p.ipv6.map(|n| n.to_string()), "previous subnet from subnet file");
     }
 
-    let spec = tokio::select! {
-        s = load_config(&registry, &config) => Some(s),
-        _ = &mut shutdown => None,
+    let spec = {
+        let config_read = load_config(&registry, &config);
+        tokio::pin!(config_read);
+        loop {
+            tokio::select! {
+                spec = &mut config_read => break spec,
+                done = join_started(&mut mac_task) => {
+                    mac_task = None;
+                    mac = Some(done.map_err(DaemonError::MacTask)??);
+                }
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
     };
-    let Some(spec) = spec else { return Ok(()) };
     match spec.backend_type {
         BackendKind::Vxlan => {
             info!(network = %spec.network, subnet_len = spec.subnet_len, vni = spec.backend.vni, "network config")
@@ -181,6 +199,17 @@ pub async fn run<R: Registry, D: Dataplane>(
         state::load_or_create_mac(&path).map_err(|source| DaemonError::File { path, source })?
     } else {
         [0; 6]
+    };
+    let mac = match (mac, mac_task.take()) {
+        (Some(m), _) => m,
+        (None, Some(task)) if spec.backend_type == BackendKind::Vxlan => {
+            task.await.map_err(DaemonError::MacTask)??
+        }
+        // host-gw: set when the task is done (below).
+        (None, task) => {
+            mac_task = task;
+            [0; 6]
+        }
     };
     let mut d = Daemon {
         dir: subnets_dir(&config.etcd_prefix),
@@ -241,6 +270,15 @@ pub async fn run<R: Registry, D: Dataplane>(
     let (tx, mut rx) = mpsc::channel(64);
     let watcher = tokio::spawn(watch::follow(d.registry.clone(), d.dir.clone(), watch_from, tx));
     d.on_snapshot(&records, list_revision).await;
+    if let Some(task) = mac_task {
+        match task.await.map_err(DaemonError::MacTask) {
+            Ok(Ok(m)) => d.mac = m,
+            Ok(Err(e)) | Err(e) => {
+                watcher.abort();
+                return Err(e);
+            }
+        }
+    }
     if firewall.is_none() {
         if let Err(e) = d.become_ready() {
             watcher.abort();
