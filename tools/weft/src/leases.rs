@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::Serialize;
+use weft_common::mac::format_mac;
 use weft_flanneld::cli::EtcdArgs;
 use weft_flanneld::lease::{self, LeaseAttrs};
 use weft_flanneld::registry::etcd::{EtcdOptions, EtcdRegistry};
@@ -97,22 +98,20 @@ pub fn read(etcd: &EtcdArgs) -> Result<Vec<Lease>, String> {
     for r in records {
         let Ok(key) = lease::parse_lease_path(&dir, &r.key) else { continue };
         let Ok(attrs) = LeaseAttrs::parse(&r.value) else { continue };
-        let subnet = key.ipv4;
-        let data = attrs.backend_data.as_ref();
-        let mac = |d: Option<&serde_json::Value>| {
-            d.and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_lowercase)
-        };
+        // `BackendData` as flanneld decodes it (field names matched whatever their case, as Go's
+        // encoding/json): what its peer entries are made of.
+        let data = attrs.vxlan_data().ok();
         out.push(Lease {
             key: r.key.clone(),
-            subnet,
+            subnet: key.ipv4,
             public_ip: attrs.public_ip,
-            vtep_mac: mac(data),
-            vni: data.and_then(|d| d.get("VNI")).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok()),
+            vtep_mac: data.as_ref().map(|d| format_mac(&d.vtep_mac)),
+            vni: data.map(|d| d.vni),
             backend_type: attrs.backend_type.clone(),
             revision: r.mod_revision,
             subnet6: key.ipv6,
             public_ipv6: attrs.public_ipv6,
-            vtep_mac6: mac(attrs.backend_v6_data.as_ref()),
+            vtep_mac6: attrs.vxlan_v6_data().ok().map(|d| format_mac(&d.vtep_mac)),
         });
     }
     Ok(out)
