@@ -1,6 +1,7 @@
 //! iptables layout (§9.1–9.3): chain `FLANNEL-POSTRTG` in `nat` jumped to from POSTROUTING,
-//! chain `FLANNEL-FWD` in `filter` jumped to from FORWARD, with upstream's comments. Each
-//! table is written with one `iptables-restore --noflush --wait`; declaring the chain in the
+//! chain `FLANNEL-FWD` in `filter` jumped to from FORWARD, with upstream's comments. A family's
+//! tables are read with one `iptables-save` and written with one `iptables-restore --noflush
+//! --wait`; declaring the chain in the
 //! payload flushes it, so the chain is rebuilt in order atomically. Rules are kept in
 //! `iptables-save` form so the same strings serve for writing and for the drift check. The IPv6
 //! side is the same chains and rules written with `ip6tables-save`/`ip6tables-restore` (§9.1).
@@ -84,8 +85,40 @@ fn fwd_rules(c: IpNetwork) -> Vec<String> {
     vec![format!("-A {ch} -s {c} {FWD_COMMENT} -j ACCEPT"), format!("-A {ch} -d {c} {FWD_COMMENT} -j ACCEPT")]
 }
 
-fn save(tools: Tools, table: &str) -> Result<String, ToolError> {
-    process::run(tools.save, &["-t", table], "")
+/// Every table of one family, as one `iptables-save` prints them: one process for both of our
+/// tables (each tool run costs milliseconds, and `apply` is on the way to ready).
+fn save(tools: Tools) -> Result<String, ToolError> {
+    process::run(tools.save, &[], "")
+}
+
+/// The section of `name` in a full `iptables-save` output, from its `*name` line to its
+/// `COMMIT`; empty when the table is not there (then nothing of ours is in it). Chains such as
+/// POSTROUTING exist in several tables, so every lookup is confined to its table.
+fn table<'a>(saved: &'a str, name: &str) -> &'a str {
+    let header = format!("*{name}");
+    let mut offset = 0;
+    let mut start = None;
+    for line in saved.split_inclusive('\n') {
+        match start {
+            None if line.trim_end() == header => start = Some(offset),
+            Some(s) if line.trim_end() == "COMMIT" => return &saved[s..offset + line.len()],
+            _ => {}
+        }
+        offset += line.len();
+    }
+    start.map_or("", |s| &saved[s..])
+}
+
+/// The payloads of `chains` (each against its table in `saved`), as one restore input.
+fn payloads<'c>(
+    saved: &str,
+    chains: impl IntoIterator<Item = (&'c Chain, bool, &'c [String])>,
+) -> Option<String> {
+    let p: String = chains
+        .into_iter()
+        .filter_map(|(chain, want, rules)| payload(chain, table(saved, chain.table), want, rules))
+        .collect();
+    (!p.is_empty()).then_some(p)
 }
 
 fn restore(tools: Tools, payload: &str) -> Result<(), FirewallError> {
@@ -138,11 +171,11 @@ fn families(r: &FlannelRules) -> Vec<(Tools, Nets)> {
 
 pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
     for (tools, n) in families(r) {
-        for (chain, want, rules) in wanted(r, n) {
-            let saved = save(tools, chain.table)?;
-            if let Some(p) = payload(chain, &saved, want, &rules) {
-                restore(tools, &p)?;
-            }
+        let saved = save(tools)?;
+        let chains = wanted(r, n);
+        if let Some(p) = payloads(&saved, chains.iter().map(|(c, want, rules)| (*c, *want, rules.as_slice())))
+        {
+            restore(tools, &p)?;
         }
     }
     if r.v6().is_none() {
@@ -161,41 +194,38 @@ pub(super) fn remove_all() -> Result<(), FirewallError> {
 /// Removes both flannel chains and their jumps of one family. Without the family's tools there
 /// is nothing we could remove there, which is not an error.
 fn remove_family(tools: Tools) -> Result<(), FirewallError> {
-    for chain in [&POSTRTG, &FWD] {
-        let saved = match save(tools, chain.table) {
-            Err(e) if e.is_not_found() => break,
-            other => other?,
-        };
-        if let Some(p) = payload(chain, &saved, false, &[]) {
-            restore(tools, &p)?;
-        }
+    let saved = match save(tools) {
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    };
+    if let Some(p) = payloads(&saved, [&POSTRTG, &FWD].map(|c| (c, false, &[][..]))) {
+        restore(tools, &p)?;
     }
     Ok(())
 }
 
 /// True when one of `tools`' flannel chains or jumps is still there.
 fn family_left(tools: Tools) -> Result<bool, FirewallError> {
-    for chain in [&POSTRTG, &FWD] {
-        let saved = match save(tools, chain.table) {
-            Err(e) if e.is_not_found() => return Ok(false),
-            other => other?,
-        };
-        if chain.exists(&saved) || !chain.jumps(&saved).is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let saved = match save(tools) {
+        Err(e) if e.is_not_found() => return Ok(false),
+        other => other?,
+    };
+    Ok([&POSTRTG, &FWD].iter().any(|chain| {
+        let t = table(&saved, chain.table);
+        chain.exists(t) || !chain.jumps(t).is_empty()
+    }))
 }
 
 pub(super) fn drift(r: &FlannelRules) -> Result<bool, FirewallError> {
     for (tools, n) in families(r) {
+        let saved = save(tools)?;
         for (chain, want, rules) in wanted(r, n) {
-            let saved = save(tools, chain.table)?;
+            let t = table(&saved, chain.table);
             let ok = if want {
                 let jump = chain.jump();
-                chain.exists(&saved) && chain.jumps(&saved) == [jump.as_str()] && chain.rules(&saved) == rules
+                chain.exists(t) && chain.jumps(t) == [jump.as_str()] && chain.rules(t) == rules
             } else {
-                !chain.exists(&saved) && chain.jumps(&saved).is_empty()
+                !chain.exists(t) && chain.jumps(t).is_empty()
             };
             if !ok {
                 return Ok(true);
@@ -238,6 +268,30 @@ mod tests {
         assert!(p.contains("-D POSTROUTING -s 10.0.0.0/8 -j FLANNEL-POSTRTG\n"));
         assert!(p.contains("-D POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG\n"));
         assert_eq!(p.matches("-A POSTROUTING").count(), 1);
+    }
+
+    #[test]
+    fn one_save_and_one_restore_per_family_each_chain_in_its_own_table() {
+        let saved = "*mangle\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j FLANNEL-POSTRTG\nCOMMIT\n\
+            *nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n*filter\n:FORWARD ACCEPT [0:0]\n:FLANNEL-FWD - [0:0]\nCOMMIT\n";
+        assert_eq!(table(saved, "nat"), "*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n");
+        assert_eq!(table(saved, "raw"), "");
+        // mangle's look-alike line is not a jump of ours.
+        assert!(POSTRTG.jumps(table(saved, "nat")).is_empty());
+        let removal = payloads(saved, [&POSTRTG, &FWD].map(|c| (c, false, &[][..]))).unwrap();
+        assert_eq!(removal, "*filter\n:FLANNEL-FWD - [0:0]\n-X FLANNEL-FWD\nCOMMIT\n");
+        assert_eq!(payloads("*nat\nCOMMIT\n", [&POSTRTG, &FWD].map(|c| (c, false, &[][..]))), None);
+        let (c, l) = nets();
+        let (masq, fwd) = (masq_rules(c, l, true), fwd_rules(c.into()));
+        let both =
+            payloads(saved, [(&POSTRTG, true, masq.as_slice()), (&FWD, true, fwd.as_slice())]).unwrap();
+        assert!(both.starts_with("*nat\n:FLANNEL-POSTRTG - [0:0]\n"), "{both}");
+        assert!(
+            both.contains("COMMIT\n*filter\n:FLANNEL-FWD - [0:0]\n") && both.ends_with("COMMIT\n"),
+            "{both}"
+        );
+        // A section without its COMMIT (cut short) runs to the end.
+        assert_eq!(table("*nat\n-A X\n", "nat"), "*nat\n-A X\n");
     }
 
     #[test]

@@ -119,7 +119,13 @@ pub fn apply_rules(rules: &FlannelRules) -> Result<(), FirewallError> {
     match rules.mode {
         FirewallMode::Nftables => {
             iptables::remove_all()?;
-            nft::apply(rules)
+            // A restarted node usually finds its rules in place: reading them (~0.7 ms) spares
+            // the `nft` write (~10 ms here even when it changes nothing).
+            if nft::drift(rules)? {
+                nft::apply(rules)
+            } else {
+                Ok(())
+            }
         }
         FirewallMode::Iptables => {
             nft::remove_all()?;

@@ -109,15 +109,28 @@ pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
 }
 
 /// Deletes both flannel tables (iptables mode). Without the `nft` binary there is nothing to
-/// delete that we could see, so that is not an error.
+/// delete that we could see, so that is not an error. The tables are listed first and only
+/// those there are deleted: any `nft` write costs ~10 ms here even when it changes nothing (a
+/// listing ~0.7 ms), and in iptables mode there is usually nothing to delete.
 pub(super) fn remove_all() -> Result<(), FirewallError> {
-    let s = format!(
-        "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip6 {TABLE6}\ndelete table ip6 {TABLE6}\n"
-    );
-    match process::run("nft", &["-f", "-"], &s) {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map(|_| ()).map_err(FirewallError::from),
+    let listing = match process::run("nft", &["list", "tables"], "") {
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    };
+    let s = deletions(&listing);
+    if !s.is_empty() {
+        process::run("nft", &["-f", "-"], &s)?;
     }
+    Ok(())
+}
+
+/// The `delete table` lines for the flannel tables in an `nft list tables` listing.
+fn deletions(listing: &str) -> String {
+    [("ip", TABLE), ("ip6", TABLE6)]
+        .into_iter()
+        .filter(|(family, name)| listing.lines().any(|l| l.split_whitespace().eq(["table", family, name])))
+        .map(|(family, name)| format!("delete table {family} {name}\n"))
+        .collect()
 }
 
 /// A network as `nft -j` lists it: a bare address for a full-length prefix.
@@ -242,6 +255,19 @@ fn ipv6_chains_left() -> Result<bool, FirewallError> {
 mod tests {
     use super::*;
     use crate::firewall::{FirewallMode, Ipv6Side};
+
+    #[test]
+    fn only_the_flannel_tables_listed_are_deleted() {
+        assert_eq!(deletions(""), "");
+        assert_eq!(deletions("table inet filter\ntable ip nat\ntable ip flannel-ipv4x\n"), "");
+        assert_eq!(deletions("table ip6 flannel-ipv6\n"), "delete table ip6 flannel-ipv6\n");
+        assert_eq!(
+            deletions("table inet filter\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\n"),
+            "delete table ip flannel-ipv4\ndelete table ip6 flannel-ipv6\n"
+        );
+        // The name in the other family is not ours.
+        assert_eq!(deletions("table ip6 flannel-ipv4\ntable inet flannel-ipv6\n"), "");
+    }
 
     fn rules(masq: bool, forward: bool) -> FlannelRules {
         FlannelRules {
