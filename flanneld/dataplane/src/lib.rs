@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 pub mod fake;
 pub mod firewall;
+pub mod lookup;
 pub mod netlink;
 pub mod own;
 pub mod plan;
@@ -237,24 +238,21 @@ impl KernelState {
     /// (a peer's PublicIPv6) the IPv6 routes answer (a dump holds them once `flannel-v6`
     /// exists, or with host-gw).
     pub fn is_onlink(&self, dst: IpAddr) -> bool {
-        self.best_route(dst).is_some_and(|r| r.kind == RTN_UNICAST && r.gw.is_none() && !r.multipath)
+        lookup::RouteLookup::new(self).is_onlink(dst)
     }
 
     /// host-gw's test that `dst` (a peer's PublicIP or PublicIPv6) is on the same L2 segment
     /// through the external interface `oif`: the main-table route the kernel would pick (as in
     /// [`KernelState::is_onlink`]) is a unicast route without a gateway on that interface.
+    /// For many questions about one dump, index it once with [`lookup::RouteLookup`].
     pub fn is_onlink_on(&self, dst: IpAddr, oif: u32) -> bool {
-        self.is_onlink(dst) && self.best_route(dst).is_some_and(|r| r.oif == Some(oif))
+        lookup::RouteLookup::new(self).is_onlink_on(dst, oif)
     }
 
     /// The main-table route (tos 0) the kernel would pick for `dst`: longest prefix, then
     /// lowest metric.
     pub fn best_route(&self, dst: IpAddr) -> Option<&KernelRoute> {
-        self.routes
-            .iter()
-            .filter(|r| r.table == RT_TABLE_MAIN && r.tos == 0)
-            .filter(|r| r.dst.is_ipv6() == dst.is_ipv6() && r.dst.contains(dst))
-            .min_by_key(|r| (std::cmp::Reverse(r.dst.prefix()), r.metric))
+        lookup::RouteLookup::new(self).best_route(dst)
     }
 
     /// `ip` is a local address of the interface `oif` (a `local` route in the local table),

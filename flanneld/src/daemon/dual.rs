@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use ipnetwork::{IpNetwork, Ipv6Network};
 use tracing::info;
+use weft_dataplane::lookup::RouteLookup;
 use weft_dataplane::own::Ownership;
 use weft_dataplane::plan::{plan_add, plan_reconcile, plan_remove, Peer, Reconcile};
 use weft_dataplane::{Dataplane, KernelState, NetOp, VxlanSpec};
@@ -80,7 +81,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// Whether the PublicIPv6 of `p` is on-link according to `routes` (a dump with the IPv6
     /// routes): with host-gw on the external interface, with DirectRouting on any; `None`
     /// without them or without an IPv6 side.
-    pub(super) fn onlink_v6(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<bool> {
+    pub(super) fn onlink_v6(&self, p: &RemotePeer, routes: Option<&RouteLookup>) -> Option<bool> {
         let ip = IpAddr::V6(p.ipv6.as_ref()?.public_ipv6);
         if self.host_gw_v6() {
             return routes.map(|r| r.is_onlink_on(ip, self.cfg.underlay_index));

@@ -20,6 +20,7 @@ use std::time::Duration;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
+use weft_dataplane::lookup::RouteLookup;
 use weft_dataplane::own::{Conflict, Ownership};
 use weft_dataplane::plan::{plan_add, plan_guard, plan_reconcile, plan_remove, Peer};
 use weft_dataplane::{Dataplane, KernelState, NetOp, RT_TABLE_MAIN};
@@ -58,7 +59,8 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let changes = self.peers.snapshot(records.iter().filter(|r| Some(&r.key) != own_path.as_ref()));
         // DirectRouting and host-gw: one route dump answers every peer's on-link question.
         let upserts = changes.iter().any(|c| matches!(c, Change::Upsert(_)));
-        let routes = if upserts && self.route_lookup() { self.routes().await.ok() } else { None };
+        let dump = if upserts && self.route_lookup() { self.routes().await.ok() } else { None };
+        let routes = dump.as_ref().map(RouteLookup::new);
         for change in changes {
             match change {
                 Change::Upsert(p) => {
@@ -126,10 +128,11 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
         let mut ops: Vec<NetOp> = Vec::new();
         // The IPv6 side (dual stack), guarded against the IPv6 routes on its own.
         let mut ops6: Vec<NetOp> = Vec::new();
+        let index = routes.as_ref().and_then(|r| r.as_ref().ok()).map(RouteLookup::new);
         for change in changes {
             match change {
                 Change::Upsert(p) => {
-                    let seen = routes.as_ref().and_then(|r| r.as_ref().ok());
+                    let seen = index.as_ref();
                     let onlink = |ip: IpAddr| match seen {
                         Some(r) => Some(r.is_onlink_on(ip, underlay)),
                         None => answers.get(&ip).copied(),
@@ -308,7 +311,7 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// it is always a plain route `S via P`, and `None` (skip it) when `routes` show `P` is not
     /// on-link on the external interface; without routes it is tried (the kernel refuses an
     /// unreachable gateway, and the reconciliation looks again).
-    pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&KernelState>) -> Option<Peer> {
+    pub(super) fn peer_for(&self, p: &RemotePeer, routes: Option<&RouteLookup>) -> Option<Peer> {
         let (subnet, vtep_mac) = (p.subnet().into(), p.vtep_mac);
         let public_ip = p.public_ip;
         if self.spec.backend_type == BackendKind::HostGw {
@@ -371,11 +374,12 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     /// of the external interface may have changed since their lease came).
     fn refresh_host_gw(&mut self, actual: &KernelState) {
         let peers: Vec<RemotePeer> = self.peers.iter().cloned().collect();
+        let routes = RouteLookup::new(actual);
         for p in &peers {
-            let peer = self.peer_for(p, Some(actual));
+            let peer = self.peer_for(p, Some(&routes));
             self.place(p, peer);
             // The IPv6 side's ops come from the reconciliation's plan.
-            let on6 = self.onlink_v6(p, Some(actual));
+            let on6 = self.onlink_v6(p, Some(&routes));
             self.upsert_v6(p, on6, false);
         }
     }
