@@ -86,6 +86,14 @@ impl Listing {
         Ok(Listing::from_dumps(&tables, &chains, &rules))
     }
 
+    /// The tables alone, from one dump (no chains or rules read): enough to tell whether a
+    /// table exists, without the cost of decoding a large ruleset.
+    pub fn read_tables() -> io::Result<Listing> {
+        let mut reader = Reader::open_family(NFPROTO_UNSPEC)?;
+        let tables = reader.dump_all(NFT_MSG_GETTABLE, NFT_MSG_NEWTABLE)?;
+        Ok(Listing::from_dumps(&tables, &[], &[]))
+    }
+
     /// The listing from the three dumps' messages (family, attributes); objects of other
     /// families (`bridge`, `arp`, `netdev`) are left out.
     fn from_dumps(tables: &[(u8, Vec<u8>)], chains: &[(u8, Vec<u8>)], rules: &[(u8, Vec<u8>)]) -> Listing {

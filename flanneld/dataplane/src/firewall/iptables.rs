@@ -1,10 +1,10 @@
 //! iptables layout (§9.1–9.3): chain `FLANNEL-POSTRTG` in `nat` jumped to from POSTROUTING,
 //! chain `FLANNEL-FWD` in `filter` jumped to from FORWARD, with upstream's comments. A family's
 //! tables are read with one `iptables-save` and written with one `iptables-restore --noflush
-//! --wait`; declaring the chain in the
-//! payload flushes it, so the chain is rebuilt in order atomically. Rules are kept in
-//! `iptables-save` form so the same strings serve for writing and for the drift check. The IPv6
-//! side is the same chains and rules written with `ip6tables-save`/`ip6tables-restore` (§9.1).
+//! --wait`; declaring the chain in the payload flushes it, so the chain is rebuilt in order
+//! atomically. Rules are kept in `iptables-save` form so the same strings serve for writing and
+//! for the drift check. The IPv6 side is the same chains and rules written with
+//! `ip6tables-save`/`ip6tables-restore` (§9.1).
 
 use ipnetwork::IpNetwork;
 

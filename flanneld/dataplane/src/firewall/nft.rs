@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
+use weft_common::firewall::listing::Listing;
 use weft_common::process::{self, ToolError};
 
 use super::{multicast, FirewallError, FlannelRules, Nets};
@@ -109,26 +110,31 @@ pub(super) fn apply(r: &FlannelRules) -> Result<(), FirewallError> {
 }
 
 /// Deletes both flannel tables (iptables mode). Without the `nft` binary there is nothing to
-/// delete that we could see, so that is not an error. The tables are listed first and only
-/// those there are deleted: any `nft` write costs ~10 ms here even when it changes nothing (a
-/// listing ~0.7 ms), and in iptables mode there is usually nothing to delete.
+/// delete that we could see, so that is not an error. The tables are read in-process first and
+/// only those there are deleted: any `nft` write costs ~10 ms here even when it changes nothing,
+/// and in iptables mode there is usually nothing to delete. When they cannot be read (no
+/// nf_tables in this kernel, say), both are deleted blindly, as before.
 pub(super) fn remove_all() -> Result<(), FirewallError> {
-    let listing = match process::run("nft", &["list", "tables"], "") {
-        Err(e) if e.is_not_found() => return Ok(()),
-        other => other?,
+    let s = match Listing::read_tables() {
+        Ok(listing) => deletions(&listing),
+        Err(_) => format!(
+            "add table ip {TABLE}\ndelete table ip {TABLE}\nadd table ip6 {TABLE6}\ndelete table ip6 {TABLE6}\n"
+        ),
     };
-    let s = deletions(&listing);
-    if !s.is_empty() {
-        process::run("nft", &["-f", "-"], &s)?;
+    if s.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    match process::run("nft", &["-f", "-"], &s) {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other.map(|_| ()).map_err(FirewallError::from),
+    }
 }
 
-/// The `delete table` lines for the flannel tables in an `nft list tables` listing.
-fn deletions(listing: &str) -> String {
+/// The `delete table` lines for the flannel tables in `listing`.
+fn deletions(listing: &Listing) -> String {
     [("ip", TABLE), ("ip6", TABLE6)]
         .into_iter()
-        .filter(|(family, name)| listing.lines().any(|l| l.split_whitespace().eq(["table", family, name])))
+        .filter(|(family, name)| listing.tables.iter().any(|t| t.family_name() == *family && t.name == *name))
         .map(|(family, name)| format!("delete table {family} {name}\n"))
         .collect()
 }
@@ -255,18 +261,38 @@ fn ipv6_chains_left() -> Result<bool, FirewallError> {
 mod tests {
     use super::*;
     use crate::firewall::{FirewallMode, Ipv6Side};
+    use weft_common::firewall::listing::Table;
+
+    /// A listing of `nft list tables`' lines (`table <family> <name>`).
+    fn tables_of(lines: &str) -> Listing {
+        let family = |f: &str| match f {
+            "ip" => 2,
+            "ip6" => 10,
+            _ => 1,
+        };
+        let tables = lines
+            .lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                ["table", f, name] => {
+                    Some(Table { family: family(f), name: name.into(), chains: Vec::new() })
+                }
+                _ => None,
+            })
+            .collect();
+        Listing { tables }
+    }
 
     #[test]
     fn only_the_flannel_tables_listed_are_deleted() {
-        assert_eq!(deletions(""), "");
-        assert_eq!(deletions("table inet filter\ntable ip nat\ntable ip flannel-ipv4x\n"), "");
-        assert_eq!(deletions("table ip6 flannel-ipv6\n"), "delete table ip6 flannel-ipv6\n");
+        assert_eq!(deletions(&tables_of("")), "");
+        assert_eq!(deletions(&tables_of("table inet filter\ntable ip nat\ntable ip flannel-ipv4x\n")), "");
+        assert_eq!(deletions(&tables_of("table ip6 flannel-ipv6\n")), "delete table ip6 flannel-ipv6\n");
         assert_eq!(
-            deletions("table inet filter\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\n"),
+            deletions(&tables_of("table inet filter\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\n")),
             "delete table ip flannel-ipv4\ndelete table ip6 flannel-ipv6\n"
         );
         // The name in the other family is not ours.
-        assert_eq!(deletions("table ip6 flannel-ipv4\ntable inet flannel-ipv6\n"), "");
+        assert_eq!(deletions(&tables_of("table ip6 flannel-ipv4\ntable inet flannel-ipv6\n")), "");
     }
 
     fn rules(masq: bool, forward: bool) -> FlannelRules {
