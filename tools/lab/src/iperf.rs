@@ -48,28 +48,57 @@ impl Lab {
         seconds: u32,
     ) -> Result<IperfReport> {
         crate::signals::check()?;
+        let handle = self.start_iperf_server(server_ns, server_ip, true)?;
+        let timeout = Duration::from_secs(u64::from(seconds) + 30);
+        let report = self.iperf_client(client_ns, server_ip, &["-t", &seconds.to_string()], timeout);
+        let (_, server_log) = self.stop_extra(handle)?;
+        report.map_err(|e| LabError::Invalid(format!("{e}\n--- iperf3 server log ---\n{server_log}")))
+    }
+
+    /// Starts an iperf3 server in `server_ns` bound to `server_ip` (for one test when `once`,
+    /// else until stopped) and waits until it listens; returns its [`Lab::spawn_extra`] handle.
+    pub(crate) fn start_iperf_server(
+        &mut self,
+        server_ns: &str,
+        server_ip: IpAddr,
+        once: bool,
+    ) -> Result<usize> {
         let srv_ip = server_ip.to_string();
         let port = IPERF_PORT.to_string();
-        let handle = self.spawn_extra(
-            &format!("iperf3 server in {server_ns}"),
-            server_ns,
-            &["iperf3", "-s", "-1", "-B", &srv_ip, "-p", &port],
-        )?;
+        let mut argv = vec!["iperf3", "-s", "-B", &srv_ip, "-p", &port];
+        if once {
+            argv.push("-1");
+        }
+        let handle = self.spawn_extra(&format!("iperf3 server in {server_ns}"), server_ns, &argv)?;
         let listen_addr = std::net::SocketAddr::new(server_ip, IPERF_PORT).to_string();
         let listening = wait::until_true("iperf3 server listening", Duration::from_secs(10), || {
             let r = run(&["ip", "netns", "exec", server_ns, "ss", "-Htln"], &[], b"", Duration::from_secs(5));
             Ok(r.stdout.contains(&listen_addr))
         });
-        let report = listening.and_then(|()| {
-            let secs = seconds.to_string();
-            let argv =
-                ["ip", "netns", "exec", client_ns, "iperf3", "-J", "-c", &srv_ip, "-p", &port, "-t", &secs];
-            let timeout = Duration::from_secs(u64::from(seconds) + 30);
-            let r = run(&argv, &[], b"", timeout).check("iperf3 client")?;
-            parse_report(&r.stdout)
-        });
-        let (_, server_log) = self.stop_extra(handle)?;
-        report.map_err(|e| LabError::Invalid(format!("{e}\n--- iperf3 server log ---\n{server_log}")))
+        match listening {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                let (_, log) = self.stop_extra(handle)?;
+                Err(LabError::Invalid(format!("{e}\n--- iperf3 server log ---\n{log}")))
+            }
+        }
+    }
+
+    /// Runs an iperf3 client in `client_ns` against `server_ip` with `extra` arguments (`-t`
+    /// or `-n`), ended after `timeout`, and reads its report.
+    pub(crate) fn iperf_client(
+        &self,
+        client_ns: &str,
+        server_ip: IpAddr,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Result<IperfReport> {
+        let srv_ip = server_ip.to_string();
+        let port = IPERF_PORT.to_string();
+        let mut argv = vec!["ip", "netns", "exec", client_ns, "iperf3", "-J", "-c", &srv_ip, "-p", &port];
+        argv.extend_from_slice(extra);
+        let r = run(&argv, &[], b"", timeout).check("iperf3 client")?;
+        parse_report(&r.stdout)
     }
 }
 

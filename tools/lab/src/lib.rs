@@ -47,6 +47,7 @@ pub mod pods;
 pub mod scenario;
 pub mod see;
 pub mod signals;
+pub mod tcp;
 pub mod wait;
 
 pub use backend::Backend;

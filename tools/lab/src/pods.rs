@@ -74,7 +74,8 @@ impl Pod {
     }
 }
 
-/// Result of pinging every pod from every other pod.
+/// Result of pinging every pod from every other pod (or of a TCP transfer between them,
+/// [`Lab::tcp_matrix`]).
 #[derive(Debug, Clone)]
 pub struct PingMatrix {
     /// Pod labels (`n0p1 10.244.3.2`).

@@ -48,6 +48,7 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_and_a_deleted_v6_route_heals() -
     ping_all(&lab)?;
     let m6 = lab.ping_matrix6()?;
     assert!(m6.all_ok(), "IPv6 ping matrix:\n{m6}\n{}", lab.diagnostics());
+    common::tcp_both(&mut lab, "at start")?;
 
     // `ip -6 route del` of a peer route on node 0: the reconciliation puts it back.
     let peer = lab.node_subnet6(1)?;

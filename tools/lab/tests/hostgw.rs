@@ -58,6 +58,7 @@ fn every_pod_pings_every_pod_over_host_gw_routes() -> Result<()> {
         assert_eq!(p.mtu()?, 1500);
     }
     ping_all(&lab)?;
+    common::tcp_all(&mut lab, "over host-gw routes")?;
 
     // A node joins, gets routed by everyone, its pod talks; then it leaves and its routes go.
     let new = lab.add_node()?;

@@ -110,6 +110,7 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
         assert!(p.ip6().is_some(), "{} has an IPv6 address", p.ns().name());
     }
     common::ping_both(&lab, "at start")?;
+    common::tcp_both(&mut lab, "at start")?;
 
     // `ip -6 route del` of a peer route on node 0: the reconciliation puts it back.
     let (subnet, via) = route6_of(&lab, 1)?;
@@ -131,4 +132,40 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
         wait_route6(&lab, 2, on, true)?;
     }
     common::ping_both(&lab, "after the restart")
+}
+
+#[test]
+fn a_dual_stack_host_gw_node_joins_and_leaves() -> Result<()> {
+    require_root();
+    let mut lab = dual_host_gw_lab(2, 1)?;
+    // A node joins: every other node routes both of its subnets, and its pod talks both ways.
+    let new = lab.add_node()?;
+    lab.start_flanneld(new)?;
+    lab.wait_subnet_env(new)?;
+    lab.wait_converged()?;
+    for on in 0..2 {
+        wait_route6(&lab, on, new, true)?;
+        wait_route6(&lab, new, on, true)?;
+    }
+    lab.use_flannel_cni(new)?;
+    let pod = lab.add_pod(new)?;
+    common::ping_both(&lab, "with the new node")?;
+
+    // It leaves: both of its routes go from the others, its pod is unreachable over IPv6.
+    let subnet = lab.node_subnet(new)?;
+    let route6 = route6_of(&lab, new)?;
+    let pod6 = lab.pod(pod)?.ip6().expect("IPv6 address");
+    assert_eq!(lab.stop_flanneld(new)?, Some(0));
+    lab.delete_lease(new)?;
+    for on in 0..2 {
+        weft_lab::wait::until_true(
+            "the leaving node's IPv6 route to vanish",
+            Duration::from_secs(30),
+            || Ok(!routes6(&lab, on)?.contains(&route6)),
+        )?;
+        lab.wait_route(on, subnet, false, Duration::from_secs(30))?;
+        assert_eq!(routes6(&lab, on)?.len(), 1, "node {on}: only the remaining peer's IPv6 route");
+    }
+    assert!(!lab.pod(0)?.ping_once_ip(pod6.into(), None));
+    Ok(())
 }

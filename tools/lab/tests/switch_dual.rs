@@ -108,5 +108,6 @@ fn switching_a_dual_stack_vxlan_lab_to_host_gw_leaves_no_vxlan_state_and_pods_ke
             format!(r#"{{"PublicIP":"{ip}","PublicIPv6":"{ip6}","BackendType":"host-gw"}}"#)
         );
     }
-    common::ping_both(&lab, "after the switch to host-gw")
+    common::ping_both(&lab, "after the switch to host-gw")?;
+    common::tcp_both(&mut lab, "after the switch to host-gw")
 }

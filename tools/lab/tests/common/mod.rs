@@ -36,3 +36,19 @@ pub fn ping_both(lab: &Lab, when: &str) -> Result<()> {
     assert!(m6.all_ok(), "IPv6 ping matrix {when}:\n{m6}\n{}", lab.diagnostics());
     Ok(())
 }
+
+/// A TCP transfer from every pod to every other pod over IPv4; `when` names the moment.
+pub fn tcp_all(lab: &mut Lab, when: &str) -> Result<()> {
+    let m = lab.tcp_matrix()?;
+    assert!(m.all_ok(), "TCP matrix {when}:\n{m}\n{}", lab.diagnostics());
+    Ok(())
+}
+
+/// [`tcp_all`] over IPv4, then over IPv6 (a dual-stack lab).
+#[allow(dead_code)] // used by the dual-stack lab tests only
+pub fn tcp_both(lab: &mut Lab, when: &str) -> Result<()> {
+    tcp_all(lab, when)?;
+    let m6 = lab.tcp_matrix6()?;
+    assert!(m6.all_ok(), "IPv6 TCP matrix {when}:\n{m6}\n{}", lab.diagnostics());
+    Ok(())
+}
