@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use weft_common::netns::NetNs;
 use weft_lab::ns::{require_root, Netns};
 
@@ -119,6 +119,8 @@ struct Figures {
     ready: Duration,
     lat_median: Duration,
     lat_p99: Duration,
+    /// The new-lease floor: etcd's put → watch event plus one peer's requests.
+    lat_floor: Duration,
     rss_kib: u64,
 }
 
@@ -270,10 +272,11 @@ fn measure(flanneld: &PathBuf, opts: &Options, mode: Mode, peers: u32) -> Result
     })?;
     let rss_kib = peak_rss_kib(daemon.0.id());
     drop(daemon);
+    let watch_floor = rt.block_on(etcd_watch_floor(&mut client, mode, opts.samples))?;
     drop(etcd);
     // After weft's run, so that removing the floor's namespace (N entries torn down by the
     // kernel) does not overlap it.
-    let floors = crate::flanneld_floor::measure(&opts.netns_prefix, mode, peers)?;
+    let floors = crate::flanneld_floor::measure(&opts.netns_prefix, mode, peers, opts.samples)?;
     Ok(Figures {
         peers,
         floor: floors.ip_batch,
@@ -283,8 +286,41 @@ fn measure(flanneld: &PathBuf, opts: &Options, mode: Mode, peers: u32) -> Result
         ready,
         lat_median: median(&latencies),
         lat_p99: percentile(&latencies, 99.0),
+        lat_floor: watch_floor + floors.netlink_one,
         rss_kib,
     })
+}
+
+/// etcd's part of a new lease's way, timed from this process on the same etcd (median over
+/// `samples`): a put of a sample lease's bytes until a watch on its prefix delivers the event,
+/// what flanneld's watch waits for before it programs a peer. Its keys live outside the prefix
+/// flanneld reads; flanneld has ended by then, so the two do not compete for the CPU.
+async fn etcd_watch_floor(client: &mut Client, mode: Mode, samples: u32) -> Result<Duration, String> {
+    const FLOOR_PREFIX: &str = "/weft-bench-watch-floor/";
+    let stream = client
+        .watch(FLOOR_PREFIX, Some(WatchOptions::new().with_prefix()))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Dropping the request half would end the watch.
+    let (_sender, mut responses) = stream.split();
+    let mut took = Vec::new();
+    for s in 0..samples {
+        let i = FIRST_SAMPLE + s;
+        let start = Instant::now();
+        client
+            .put(format!("{FLOOR_PREFIX}{i}"), mode.lease_value(i), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The watch's first response (its creation) carries no event.
+        loop {
+            let resp = responses.message().await.map_err(|e| e.to_string())?.ok_or("watch ended")?;
+            if !resp.events().is_empty() {
+                break;
+            }
+        }
+        took.push(start.elapsed());
+    }
+    Ok(median(&took))
 }
 
 /// The part of flanneld's start that is etcd's own work, timed from this process on the same
@@ -358,6 +394,7 @@ fn combine(runs: &[Figures]) -> Figures {
         ready: med(|r| r.ready),
         lat_median: med(|r| r.lat_median),
         lat_p99: runs.iter().map(|r| r.lat_p99).max().unwrap_or_default(),
+        lat_floor: med(|r| r.lat_floor),
         rss_kib: runs.iter().map(|r| r.rss_kib).max().unwrap_or(0),
     }
 }
@@ -370,13 +407,13 @@ fn table(mode: Mode, rows: &[Figures]) -> String {
         (Backend::HostGw, _) => "`ip -batch` route",
     };
     let mut out = format!(
-        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | new-lease floor (etcd put → watch event + one peer's requests) | ratio | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         mode.label()
     );
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     for f in rows {
         out.push_str(&format!(
-            "| N = {} | {} | {} | {:.2}× | {} | {:.2}× | {} | {:.2}× | {} | {} | {} | {:.1} MB |\n",
+            "| N = {} | {} | {} | {:.2}× | {} | {:.2}× | {} | {:.2}× | {} | {} | {} | {} | {:.2}× | {:.1} MB |\n",
             f.peers,
             ms(f.full_mesh),
             ms(f.floor),
@@ -388,6 +425,8 @@ fn table(mode: Mode, rows: &[Figures]) -> String {
             ms(f.ready),
             ms(f.lat_median),
             ms(f.lat_p99),
+            ms(f.lat_floor),
+            ratio(f.lat_median, f.lat_floor),
             f.rss_kib as f64 / 1024.0
         ));
     }
@@ -408,6 +447,7 @@ mod tests {
             ready: Duration::from_millis(full_ms + 5),
             lat_median: Duration::from_micros(800),
             lat_p99: Duration::from_micros(1_550),
+            lat_floor: Duration::from_micros(400),
             rss_kib: 14_131,
         }
     }
@@ -417,9 +457,9 @@ mod tests {
         let dual = table(Mode { backend: Backend::Vxlan, dual_stack: true }, &[row(1000, 60, 40)]);
         assert_eq!(
             dual,
-            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | peak RSS |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|\n\
-             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 10.00 ms | 6.00× | 10.00 ms | 3.00× | 65.00 ms | 0.80 ms | 1.55 ms | 13.8 MB |\n"
+            "| flanneld (vxlan, dual stack), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | new-lease floor (etcd put → watch event + one peer's requests) | ratio | peak RSS |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+             | N = 1000 | 60.00 ms | 40.00 ms | 1.50× | 10.00 ms | 6.00× | 10.00 ms | 3.00× | 65.00 ms | 0.80 ms | 1.55 ms | 0.40 ms | 2.00× | 13.8 MB |\n"
         );
         let vxlan = table(Mode { backend: Backend::Vxlan, dual_stack: false }, &[row(5000, 286, 220)]);
         assert!(vxlan.starts_with("| flanneld (vxlan), N synthetic peer leases | start → all N routes | kernel floor (`ip -batch` neigh + route, `bridge -batch` fdb) |"));

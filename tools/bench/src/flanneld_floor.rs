@@ -8,7 +8,13 @@
 //!   the first send to the last answer: no process start, no parsing, the fewest system calls;
 //!   what the kernel alone takes.
 //!
-//! weft's start → all-routes figure is printed beside both with the ratios.
+//! - the new-lease netlink floor: one more peer's requests (its neighbour, FDB entry and route,
+//!   per family) sent the same way into the namespace that already holds the N peers, timed
+//!   to the kernel's answer; the median over the latency samples' peers.
+//!
+//! weft's start → all-routes figure is printed beside the first two with the ratios; its new
+//! lease → route latency beside the last, plus etcd's own put → watch event
+//! (`flanneld::etcd_watch_floor`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,10 +30,13 @@ use weft_dataplane::plan::{plan_add, Peer};
 use weft_dataplane::NetOp;
 use weft_lab::ns::Netns;
 
-use crate::flanneld_peers::{add_underlay, public_ip, subnet, vtep_mac, Backend, Mode, NODE_IP, UNDERLAY};
+use crate::flanneld_peers::{
+    add_underlay, public_ip, subnet, vtep_mac, Backend, Mode, FIRST_SAMPLE, NODE_IP, UNDERLAY,
+};
 use crate::flanneld_peers_v6::{
     add_underlay_v6, public_ipv6, subnet_v6, vtep_mac_v6, NODE_IPV6, SUBNET_LEN_V6,
 };
+use crate::stats::median;
 
 /// The VXLAN devices the floor makes by hand (flanneld's are `flannel.1` and, with dual stack,
 /// `flannel-v6.1`: VNI 1, port 8472).
@@ -105,9 +114,9 @@ fn timed_batch(tool: &str, file: &Path) -> Result<Duration, String> {
 /// flanneld's ops for N peers, each with whether it is an IPv6 one (sent to `flannel-v6.1`):
 /// per VXLAN peer and family a neighbour, an FDB entry and an onlink route (`plan_add`); per
 /// host-gw peer a plain route via its PublicIP.
-fn ops(mode: Mode, peers: u32) -> Result<Vec<(NetOp, bool)>, String> {
+fn ops(mode: Mode, peers: impl IntoIterator<Item = u32>) -> Result<Vec<(NetOp, bool)>, String> {
     let mut out = Vec::new();
-    for i in 1..=peers {
+    for i in peers {
         let direct = mode.backend == Backend::HostGw;
         let mac = parse_mac(&vtep_mac(i)).ok_or("bad synthetic MAC")?;
         let v4 = Peer {
@@ -130,13 +139,15 @@ fn ops(mode: Mode, peers: u32) -> Result<Vec<(NetOp, bool)>, String> {
     Ok(out)
 }
 
-/// Both floors for N peers.
+/// The floors for N peers.
 #[derive(Debug, Clone, Copy)]
 pub struct Floors {
     /// `ip -batch` (+ `bridge -batch`).
     pub ip_batch: Duration,
     /// flanneld's requests, batched, from this process.
     pub netlink: Duration,
+    /// One more peer's requests on top of the N, median over the samples' peers.
+    pub netlink_one: Duration,
 }
 
 /// A fresh namespace (named from `netns_prefix`) with the same veth underlay and, for VXLAN, a
@@ -168,8 +179,9 @@ fn inside<T: Send>(node: &Netns, f: impl FnOnce() -> Result<T, String> + Send) -
     })
 }
 
-/// The floors for N peers, each in a namespace of its own, removed on return.
-pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Floors, String> {
+/// The floors for N peers (and `samples` new ones, one at a time), each in a namespace of its
+/// own, removed on return.
+pub fn measure(netns_prefix: &str, mode: Mode, peers: u32, samples: u32) -> Result<Floors, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (ip, bridge) = batches(mode, peers);
     let (ip_file, bridge_file) = (dir.path().join("ip.batch"), dir.path().join("bridge.batch"));
@@ -185,9 +197,11 @@ pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Floors, Str
             Ok(took)
         })?
     };
-    let ops = ops(mode, peers)?;
+    let sample_ops =
+        (FIRST_SAMPLE..FIRST_SAMPLE + samples).map(|i| ops(mode, [i])).collect::<Result<Vec<_>, _>>()?;
+    let ops = ops(mode, 1..=peers)?;
     let node = prepare(netns_prefix, mode);
-    let netlink = inside(&node, || {
+    let (netlink, netlink_one) = inside(&node, || {
         let mut nl = Netlink::open().map_err(|e| e.to_string())?;
         nl.set_receive_buffer(8 << 20);
         let mut index = |name: &str| nl.link_by_name(name).map(|l| l.index).map_err(|e| e.to_string());
@@ -196,17 +210,22 @@ pub fn measure(netns_prefix: &str, mode: Mode, peers: u32) -> Result<Floors, Str
             Backend::Vxlan if mode.dual_stack => (index(VXLAN_DEV)?, index(VXLAN_DEV_V6)?),
             Backend::Vxlan => (index(VXLAN_DEV)?, 0),
         };
-        let requests: Vec<_> =
-            ops.iter().map(|(op, is_v6)| op_request(if *is_v6 { v6 } else { v4 }, op)).collect();
-        let start = Instant::now();
-        let out = nl.batch(requests, WINDOW).map_err(|e| e.to_string())?;
-        let took = start.elapsed();
-        match out.iter().find(|o| **o != BatchOutcome::Done) {
-            Some(o) => Err(format!("netlink floor: a request was not applied: {o:?}")),
-            None => Ok(took),
-        }
+        let mut send = |ops: &[(NetOp, bool)]| {
+            let requests: Vec<_> =
+                ops.iter().map(|(op, is_v6)| op_request(if *is_v6 { v6 } else { v4 }, op)).collect();
+            let start = Instant::now();
+            let out = nl.batch(requests, WINDOW).map_err(|e| e.to_string())?;
+            let took = start.elapsed();
+            match out.iter().find(|o| **o != BatchOutcome::Done) {
+                Some(o) => Err(format!("netlink floor: a request was not applied: {o:?}")),
+                None => Ok(took),
+            }
+        };
+        let all = send(&ops)?;
+        let one = sample_ops.iter().map(|ops| send(ops)).collect::<Result<Vec<_>, _>>()?;
+        Ok((all, median(&one)))
     })?;
-    Ok(Floors { ip_batch, netlink })
+    Ok(Floors { ip_batch, netlink, netlink_one })
 }
 
 #[cfg(test)]
