@@ -273,9 +273,13 @@ impl<R: Registry, D: Dataplane> Daemon<R, D> {
     fn note_conflicts(&mut self, found: Vec<Conflict>, full: bool) {
         let mut next = if full { BTreeMap::new() } else { self.conflicts.clone() };
         next.extend(found.into_iter().map(|c| (c.dst, c.route)));
-        let mut needed: BTreeSet<IpNetwork> = self.desired.keys().map(|s| route_dst(*s)).collect();
-        needed.extend(self.desired_v6.values().map(|p| route_dst_v6(p.subnet)));
-        next.retain(|dst, _| needed.contains(dst));
+        // Built only when there is a conflict to check: every lease event comes here, and a
+        // set of every peer's destination cost ~0.7 ms per event at 5,000 dual-stack peers.
+        if !next.is_empty() {
+            let mut needed: BTreeSet<IpNetwork> = self.desired.keys().map(|s| route_dst(*s)).collect();
+            needed.extend(self.desired_v6.values().map(|p| route_dst_v6(p.subnet)));
+            next.retain(|dst, _| needed.contains(dst));
+        }
         for (dst, route) in &next {
             if self.conflicts.get(dst) != Some(route) {
                 warn!(subnet = %dst, route = %route,
