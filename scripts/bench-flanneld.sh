@@ -2,7 +2,7 @@
 # Benchmark: our flanneld with N synthetic peer leases in a private etcd (inside a namespace
 # the benchmark creates and removes). Prints a markdown table.
 # Usage: sudo scripts/bench-flanneld.sh [--peers 1000,5000] [--samples 100] [--backend vxlan|host-gw]
-#        [--dual-stack] (vxlan only: IPv4 + IPv6 leases, routes of both families, IPv6 underlay in
+#        [--dual-stack] (either backend: IPv4 + IPv6 leases, routes of both families, IPv6 underlay in
 #        2001:2::/48) [--runs 3] (runs per peer count; medians shown) [--netns-prefix wbf]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,8 +5,8 @@
 # pod from every pod, prints the pass matrix and each node's lease, routes, neighbours and FDB,
 # and tears everything down. Needs root; touches only namespaces it creates (prefix `wdemo`).
 # Extra arguments go to `weft-lab demo` (e.g. --nodes 4 --pods 3 --etcd-members 3, or
-# --backend host-gw for plain routes between the nodes instead of VXLAN, or --dual-stack for
-# IPv4 and IPv6 VXLAN with an IPv6 ping matrix too).
+# --backend host-gw for plain routes between the nodes instead of VXLAN, --dual-stack for IPv4
+# and IPv6 with an IPv6 ping matrix too, or both for dual-stack host-gw).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -20,7 +20,7 @@ use crate::flanneld_monitor::{spawn_monitor, SeenRoute};
 use crate::flanneld_peers::{
     add_underlay, check_counts, public_ip, subnet, Backend, Mode, FIRST_SAMPLE, NODE_IP, PREFIX, UNDERLAY,
 };
-use crate::flanneld_peers_v6::{add_underlay_v6, subnet_v6, NODE_IPV6};
+use crate::flanneld_peers_v6::{add_underlay_v6, public_ipv6, subnet_v6, NODE_IPV6};
 use crate::stats::{median, ms, percentile};
 
 /// Options of `weft-bench flanneld`.
@@ -42,8 +42,9 @@ pub struct Options {
     /// The backend in the network config and the synthetic leases: vxlan or host-gw.
     #[arg(long, default_value = "vxlan")]
     backend: Backend,
-    /// Dual-stack VXLAN: `EnableIPv6` in the config, leases with an IPv6 side, and both
-    /// families' routes counted (`flannel.1` and `flannel-v6.1`).
+    /// Dual stack: `EnableIPv6` in the config, leases with an IPv6 side, and both families'
+    /// routes counted (VXLAN: on `flannel.1` and `flannel-v6.1`; host-gw: via the PublicIP and
+    /// the PublicIPv6 on the underlay).
     #[arg(long)]
     dual_stack: bool,
     /// Prefix of the network namespaces the benchmark creates (a unique suffix is added).
@@ -64,7 +65,8 @@ impl Drop for Proc {
 /// What a programmed peer's routes look like: VXLAN `<subnet> via <subnet> dev flannel.1
 /// onlink` (flannel.1 does not exist before flanneld starts, so its index is not checked), and
 /// with dual stack also `<subnet6> via <subnet6> dev flannel-v6.1 onlink`; host-gw
-/// `<subnet> via <PublicIP> dev under0`.
+/// `<subnet> via <PublicIP> dev under0`, with dual stack also `<subnet6> via <PublicIPv6> dev
+/// under0`.
 struct Expect {
     mode: Mode,
     underlay_index: u32,
@@ -79,7 +81,10 @@ impl Expect {
         };
         let mut out = vec![v4];
         if self.mode.dual_stack {
-            out.push((subnet_v6(i).into(), subnet_v6(i).into()));
+            out.push(match self.mode.backend {
+                Backend::Vxlan => (subnet_v6(i).into(), subnet_v6(i).into()),
+                Backend::HostGw => (subnet_v6(i).into(), public_ipv6(i).into()),
+            });
         }
         out
     }
@@ -358,10 +363,6 @@ fn tail(log: &str) -> String {
 pub fn run(opts: &Options) -> Result<(), String> {
     require_root();
     let mode = Mode { backend: opts.backend, dual_stack: opts.dual_stack };
-    if mode.dual_stack && mode.backend != Backend::Vxlan {
-        // flanneld refuses IPv6 with host-gw (`network_v6::refuse_ipv6_dataplane`).
-        return Err("--dual-stack needs --backend vxlan".into());
-    }
     check_counts(&opts.peers, opts.samples)?;
     let flanneld = opts.flanneld.clone().unwrap_or_else(|| weft_lab::bins::bin_dir().join("flanneld"));
     if !flanneld.is_file() {
@@ -404,7 +405,8 @@ fn table(mode: Mode, rows: &[Figures]) -> String {
     let floor_what = match (mode.backend, mode.dual_stack) {
         (Backend::Vxlan, false) => "`ip -batch` neigh + route, `bridge -batch` fdb",
         (Backend::Vxlan, true) => "`ip -batch` neigh + route, `bridge -batch` fdb, IPv4 + IPv6",
-        (Backend::HostGw, _) => "`ip -batch` route",
+        (Backend::HostGw, false) => "`ip -batch` route",
+        (Backend::HostGw, true) => "`ip -batch` route, IPv4 + IPv6",
     };
     let mut out = format!(
         "| flanneld ({}), N synthetic peer leases | start → all N routes | kernel floor ({floor_what}) | ratio | netlink floor (the same requests, 256 per sendmsg) | ratio | etcd floor (list + grant + create) | ratio to netlink + etcd floors | start → ready | new lease → route, median | p99 | new-lease floor (etcd put → watch event + one peer's requests) | ratio | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",

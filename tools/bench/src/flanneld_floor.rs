@@ -66,6 +66,10 @@ fn batches(mode: Mode, peers: u32) -> (String, String) {
             }
             Backend::HostGw => {
                 let _ = writeln!(ip, "route add {net}/24 via {gw} dev {UNDERLAY}");
+                if mode.dual_stack {
+                    let (net6, gw6) = (subnet_v6(i), public_ipv6(i));
+                    let _ = writeln!(ip, "route add {net6}/{SUBNET_LEN_V6} via {gw6} dev {UNDERLAY}");
+                }
             }
         }
     }
@@ -113,7 +117,7 @@ fn timed_batch(tool: &str, file: &Path) -> Result<Duration, String> {
 
 /// flanneld's ops for N peers, each with whether it is an IPv6 one (sent to `flannel-v6.1`):
 /// per VXLAN peer and family a neighbour, an FDB entry and an onlink route (`plan_add`); per
-/// host-gw peer a plain route via its PublicIP.
+/// host-gw peer and family a plain route via its PublicIP.
 fn ops(mode: Mode, peers: impl IntoIterator<Item = u32>) -> Result<Vec<(NetOp, bool)>, String> {
     let mut out = Vec::new();
     for i in peers {
@@ -150,15 +154,18 @@ pub struct Floors {
     pub netlink_one: Duration,
 }
 
-/// A fresh namespace (named from `netns_prefix`) with the same veth underlay and, for VXLAN, a
-/// hand-made `flannel.1` (with dual stack also `flannel-v6.1` over the IPv6 underlay address).
+/// A fresh namespace (named from `netns_prefix`) with the same veth underlay (with dual stack
+/// also its IPv6 address) and, for VXLAN, a hand-made `flannel.1` (with dual stack also
+/// `flannel-v6.1` over the IPv6 underlay address).
 fn prepare(netns_prefix: &str, mode: Mode) -> Netns {
     let node = Netns::unique(netns_prefix);
     add_underlay(&node);
+    if mode.dual_stack {
+        add_underlay_v6(&node);
+    }
     if mode.backend == Backend::Vxlan {
         add_vxlan(&node, VXLAN_DEV, &NODE_IP.to_string());
         if mode.dual_stack {
-            add_underlay_v6(&node);
             add_vxlan(&node, VXLAN_DEV_V6, &NODE_IPV6.to_string());
         }
     }
@@ -263,5 +270,18 @@ mod tests {
         let (ip, bridge) = batches(Mode { backend: Backend::HostGw, dual_stack: false }, 1);
         assert_eq!(ip, "route add 10.0.1.0/24 via 198.18.1.1 dev under0\n");
         assert!(bridge.is_empty());
+    }
+
+    #[test]
+    fn dual_stack_host_gw_batches_route_both_families_via_the_public_ips() {
+        let (ip, bridge) = batches(Mode { backend: Backend::HostGw, dual_stack: true }, 1);
+        assert_eq!(
+            ip,
+            "route add 10.0.1.0/24 via 198.18.1.1 dev under0\n\
+             route add fd10:0:0:1::/64 via 2001:2:0:1::1 dev under0\n"
+        );
+        assert!(bridge.is_empty());
+        let ops = ops(Mode { backend: Backend::HostGw, dual_stack: true }, [1]).unwrap();
+        assert_eq!(ops.iter().map(|(_, v6)| *v6).collect::<Vec<_>>(), vec![false, true]);
     }
 }

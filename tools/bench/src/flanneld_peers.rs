@@ -1,5 +1,5 @@
 //! The synthetic peers of the flanneld benchmark: their subnets, public IPs, VTEP MACs and
-//! lease keys and values per backend (and, for dual-stack VXLAN, with the IPv6 side of
+//! lease keys and values per backend (and, for dual stack, with the IPv6 side of
 //! `flanneld_peers_v6`), and the veth underlay they sit on.
 
 use std::net::Ipv4Addr;
@@ -37,8 +37,7 @@ pub fn vtep_mac(i: u32) -> String {
     weft_common::mac::format_mac(&[0x0e, 0, 0, a, b, c])
 }
 
-/// What the synthetic peers are: their backend, and whether their leases carry an IPv6 side
-/// (dual-stack VXLAN; upstream refuses IPv6 with host-gw on this build, see `run`).
+/// What the synthetic peers are: their backend, and whether their leases carry an IPv6 side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
     pub backend: Backend,
@@ -82,6 +81,14 @@ impl Mode {
         if !self.dual_stack {
             return lease_value(self.backend, i);
         }
+        if self.backend == Backend::HostGw {
+            // Upstream's host-gw writes no backend data for either family.
+            return format!(
+                r#"{{"PublicIP":"{}","PublicIPv6":"{}","BackendType":"host-gw"}}"#,
+                public_ip(self.backend, i),
+                public_ipv6(i)
+            );
+        }
         format!(
             r#"{{"PublicIP":"{}","PublicIPv6":"{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{}"}}}}"#,
             public_ip(self.backend, i),
@@ -103,7 +110,8 @@ impl Mode {
         self.backend.apply_to(&base).map_err(|e| e.to_string())
     }
 
-    /// The table's name for the mode: `vxlan`, `host-gw`, `vxlan, dual stack`.
+    /// The table's name for the mode: `vxlan`, `host-gw`, `vxlan, dual stack`, `host-gw, dual
+    /// stack`.
     pub fn label(self) -> String {
         if self.dual_stack {
             format!("{}, dual stack", self.backend.type_name())
@@ -175,6 +183,19 @@ mod tests {
             assert_eq!(parsed.ipv4.ip(), subnet(i));
             assert_eq!(parsed.ipv6.map(|n| (n.ip(), n.prefix())), Some((subnet_v6(i), SUBNET_LEN_V6)));
         }
+    }
+
+    #[test]
+    fn dual_stack_host_gw_lease_is_upstreams_and_flanneld_writes_the_same_bytes() {
+        let hg = Mode { backend: Backend::HostGw, dual_stack: true };
+        assert_eq!(hg.key(258), "/coreos.com/network/subnets/10.1.2.0-24&fd10:0:0:102::-64");
+        assert_eq!(
+            hg.lease_value(258),
+            r#"{"PublicIP":"198.18.2.2","PublicIPv6":"2001:2:0:1::102","BackendType":"host-gw"}"#
+        );
+        let mut attrs = LeaseAttrs::host_gw(public_ip(Backend::HostGw, 258));
+        attrs.public_ipv6 = Some(public_ipv6(258));
+        assert_eq!(String::from_utf8(attrs.render()).unwrap(), hg.lease_value(258));
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnetwork::{IpNetwork, Ipv6Network};
 use serde_json::Value;
 
+use crate::backend::Backend;
 use crate::error::{LabError, Result};
-use crate::lab::{Lab, MAX_NODES};
+use crate::lab::{Lab, MAX_NODES, NODE_IFACE};
 
 /// flanneld's IPv6 VXLAN device (VNI 1).
 pub const VXLAN6_DEV: &str = "flannel-v6.1";
@@ -70,13 +71,37 @@ impl Lab {
         self.routes_on(i, "-6", VXLAN6_DEV)
     }
 
-    /// Waits until every node routes every other node's IPv6 subnet via `flannel-v6.1`.
+    /// Node `i`'s host-gw style IPv6 routes, `(destination, gateway)`: `proto boot` routes with
+    /// a gateway on `eth0` (what flanneld's host-gw backend makes for the IPv6 side).
+    pub fn host_gw_routes6(&self, i: usize) -> Result<Vec<(Ipv6Network, Ipv6Addr)>> {
+        let v = self.node(i)?.ns.try_ip_json(&["-6", "route", "show", "proto", "boot", "dev", NODE_IFACE])?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let dst = r.get("dst")?.as_str()?.parse().ok()?;
+                let gw = r.get("gateway")?.as_str()?.parse().ok()?;
+                Some((dst, gw))
+            })
+            .collect())
+    }
+
+    /// Destinations of flanneld's IPv6 peer routes on node `i` for the lab's backend:
+    /// [`Lab::flannel6_routes`] (VXLAN) or [`Lab::host_gw_routes6`] (host-gw).
+    pub fn peer_routes6(&self, i: usize) -> Result<Vec<Ipv6Network>> {
+        match self.backend {
+            Backend::Vxlan => self.flannel6_routes(i),
+            Backend::HostGw => Ok(self.host_gw_routes6(i)?.into_iter().map(|(dst, _)| dst).collect()),
+        }
+    }
+
+    /// Waits until every node routes every other node's IPv6 subnet ([`Lab::peer_routes6`]).
     pub fn wait_converged6(&self) -> Result<()> {
         let n = self.nodes.len();
         let subnets: Vec<Ipv6Network> = (0..n).map(|i| self.node_subnet6(i)).collect::<Result<_>>()?;
         crate::wait::until_true("IPv6 routes between all nodes", crate::flannel::CONVERGE_TIMEOUT, || {
             for on in 0..n {
-                let have = self.flannel6_routes(on)?;
+                let have = self.peer_routes6(on)?;
                 for (peer, s) in subnets.iter().enumerate() {
                     if peer != on && !have.contains(s) {
                         return Ok(false);

@@ -165,11 +165,6 @@ fn main() -> ExitCode {
 /// Runs the demo; `Ok(false)` when some ping failed. The lab is dropped (torn down) on every
 /// path out of this function.
 fn demo(prefix: &str, spec: FlannelSpec, backend: Backend, dual_stack: bool) -> Result<bool, LabError> {
-    if dual_stack && backend != Backend::Vxlan {
-        return Err(LabError::Invalid(
-            "--dual-stack needs --backend vxlan (flanneld refuses IPv6 with host-gw)".into(),
-        ));
-    }
     say!(
         "building a lab: {} nodes × {} pods, etcd with {} member(s), flanneld ({}{}) on every node …",
         spec.nodes,
@@ -181,7 +176,7 @@ fn demo(prefix: &str, spec: FlannelSpec, backend: Backend, dual_stack: bool) -> 
     // A short reconcile period, so the demo's deliberate break heals within seconds.
     let args = ["--reconcile-interval=2"];
     let lab = if dual_stack {
-        Lab::flannel_dual_stack(prefix, spec, &args)?
+        Lab::flannel_dual_stack_backend(prefix, spec, backend, &args)?
     } else {
         Lab::flannel_backend(prefix, spec, backend, &args)?
     };
@@ -317,6 +312,10 @@ fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
     let routes_cmd = ["ip", "route", "show", "proto", "boot"];
     say!("== node 0's routes to the other nodes' subnets (host-gw: via their underlay address) ==");
     show(&routes_cmd.join(" "), &node0.exec(&routes_cmd));
+    if lab.dual_stack() {
+        let routes6_cmd = ["ip", "-6", "route", "show", "proto", "boot"];
+        show(&routes6_cmd.join(" "), &node0.exec(&routes6_cmd));
+    }
     let mut ok = !lab.has_vxlan_device(0)?;
     say!("flannel.1 on node 0: {}\n", if ok { "none (host-gw)" } else { "PRESENT" });
     let (Some(src), Some(dst)) =

@@ -49,7 +49,18 @@ impl Lab {
     /// node also routes every other node's IPv6 subnet before the pods are attached (each pod
     /// then has an IPv4 and an IPv6 address).
     pub fn flannel_dual_stack(prefix: &str, spec: FlannelSpec, flanneld_args: &[&str]) -> Result<Lab> {
-        Lab::flannel_lab(prefix, spec, Backend::Vxlan, true, flanneld_args)
+        Lab::flannel_dual_stack_backend(prefix, spec, Backend::Vxlan, flanneld_args)
+    }
+
+    /// [`Lab::flannel_dual_stack`] with the cluster on `backend` (host-gw: both families'
+    /// routes via the nodes' addresses on `eth0`).
+    pub fn flannel_dual_stack_backend(
+        prefix: &str,
+        spec: FlannelSpec,
+        backend: Backend,
+        flanneld_args: &[&str],
+    ) -> Result<Lab> {
+        Lab::flannel_lab(prefix, spec, backend, true, flanneld_args)
     }
 
     /// A VXLAN flannel lab with no masquerade anywhere: flanneld without `--ip-masq` and the

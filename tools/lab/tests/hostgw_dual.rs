@@ -16,54 +16,15 @@ use std::time::Duration;
 use ipnetwork::Ipv6Network;
 use weft_lab::dual::node_ip6;
 use weft_lab::ns::require_root;
-use weft_lab::{Backend, Lab, Result};
+use weft_lab::{Backend, FlannelSpec, Lab, Result};
 
 const PREFIX: &str = "wtHD";
 
 /// A dual-stack host-gw lab of `nodes` nodes with `pods` pods each, attached once every node
 /// routes every other node over both families (so each pod gets both addresses).
 fn dual_host_gw_lab(nodes: usize, pods: usize) -> Result<Lab> {
-    weft_lab::bins::require(weft_lab::flannel::FLANNEL_BINS)?;
-    let mut lab = Lab::new(PREFIX)?;
-    lab.set_backend(Backend::HostGw);
-    lab.set_dual_stack(true);
-    lab.set_flanneld_args(&["--reconcile-interval=2"]);
-    for _ in 0..nodes {
-        lab.add_node()?;
-    }
-    lab.start_etcd(1)?;
-    lab.put_network_config()?;
-    for i in 0..nodes {
-        lab.start_flanneld(i)?;
-    }
-    lab.wait_converged()?;
-    for on in 0..nodes {
-        for peer in (0..nodes).filter(|&p| p != on) {
-            wait_route6(&lab, on, peer, true)?;
-        }
-    }
-    for i in 0..nodes {
-        lab.use_flannel_cni(i)?;
-        for _ in 0..pods {
-            lab.add_pod(i)?;
-        }
-    }
-    Ok(lab)
-}
-
-/// flanneld's IPv6 routes on node `i`: `(destination, gateway)` of `ip -6 route show proto
-/// boot dev eth0`.
-fn routes6(lab: &Lab, i: usize) -> Result<Vec<(Ipv6Network, Ipv6Addr)>> {
-    let v = lab.node(i)?.ns().try_ip_json(&["-6", "route", "show", "proto", "boot", "dev", "eth0"])?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            let dst = r.get("dst")?.as_str()?.parse().ok()?;
-            let gw = r.get("gateway")?.as_str()?.parse().ok()?;
-            Some((dst, gw))
-        })
-        .collect())
+    let spec = FlannelSpec { nodes, pods_per_node: pods, etcd_members: 1 };
+    Lab::flannel_dual_stack_backend(PREFIX, spec, Backend::HostGw, &["--reconcile-interval=2"])
 }
 
 /// Node `on`'s route `<peer's IPv6 subnet> via <peer's IPv6 address>`.
@@ -76,7 +37,7 @@ fn wait_route6(lab: &Lab, on: usize, peer: usize, present: bool) -> Result<()> {
     let want = route6_of(lab, peer)?;
     let what = format!("IPv6 route {} via {} on node {on} present={present}", want.0, want.1);
     weft_lab::wait::until_true(&what, Duration::from_secs(30), || {
-        Ok(routes6(lab, on)?.contains(&want) == present)
+        Ok(lab.host_gw_routes6(on)?.contains(&want) == present)
     })
 }
 
@@ -98,7 +59,7 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
             format!(r#"{{"PublicIP":"{ip}","PublicIPv6":"{ip6}","BackendType":"host-gw"}}"#)
         );
         assert!(lease.key.contains('&'), "dual-stack key: {}", lease.key);
-        let have = routes6(&lab, i)?;
+        let have = lab.host_gw_routes6(i)?;
         for peer in (0..3).filter(|&p| p != i) {
             let want = route6_of(&lab, peer)?;
             assert!(have.contains(&want), "node {i} lacks {} via {}: {have:?}", want.0, want.1);
@@ -115,7 +76,7 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
     // `ip -6 route del` of a peer route on node 0: the reconciliation puts it back.
     let (subnet, via) = route6_of(&lab, 1)?;
     lab.node(0)?.ns().run(&["ip", "-6", "route", "del", &subnet.to_string(), "via", &via.to_string()])?;
-    assert!(!routes6(&lab, 0)?.contains(&(subnet, via)));
+    assert!(!lab.host_gw_routes6(0)?.contains(&(subnet, via)));
     wait_route6(&lab, 0, 1, true)?;
     let to = lab.pods().iter().find(|p| p.node() == 1).and_then(|p| p.ip6()).expect("a pod on node 1");
     let from = lab.pods().iter().position(|p| p.node() == 0).expect("a pod on node 0");
@@ -125,10 +86,10 @@ fn every_pod_pings_every_pod_over_ipv4_and_ipv6_host_gw_routes_and_a_deleted_v6_
 
     // flanneld on node 2 SIGKILLed and restarted keeps both subnets (its peers' IPv6 routes
     // to it never change); both families keep talking.
-    let before: Vec<_> = (0..2).map(|on| routes6(&lab, on)).collect::<Result<_>>()?;
+    let before: Vec<_> = (0..2).map(|on| lab.host_gw_routes6(on)).collect::<Result<_>>()?;
     common::crash_and_restart_keeps_subnet(&mut lab, 2, 0)?;
     for (on, routes) in before.iter().enumerate() {
-        assert_eq!(routes6(&lab, on)?, *routes, "node {on}'s IPv6 routes");
+        assert_eq!(lab.host_gw_routes6(on)?, *routes, "node {on}'s IPv6 routes");
         wait_route6(&lab, 2, on, true)?;
     }
     common::ping_both(&lab, "after the restart")
@@ -161,10 +122,10 @@ fn a_dual_stack_host_gw_node_joins_and_leaves() -> Result<()> {
         weft_lab::wait::until_true(
             "the leaving node's IPv6 route to vanish",
             Duration::from_secs(30),
-            || Ok(!routes6(&lab, on)?.contains(&route6)),
+            || Ok(!lab.host_gw_routes6(on)?.contains(&route6)),
         )?;
         lab.wait_route(on, subnet, false, Duration::from_secs(30))?;
-        assert_eq!(routes6(&lab, on)?.len(), 1, "node {on}: only the remaining peer's IPv6 route");
+        assert_eq!(lab.host_gw_routes6(on)?.len(), 1, "node {on}: only the remaining peer's IPv6 route");
     }
     assert!(!lab.pod(0)?.ping_once_ip(pod6.into(), None));
     Ok(())
