@@ -67,7 +67,7 @@ enum Cmd {
         /// flannel backend: vxlan or host-gw.
         #[arg(long, default_value = "vxlan")]
         backend: Backend,
-        /// Dual stack (vxlan only): IPv6 underlay in 2001:2::/48, pods with an IPv6 address
+        /// Dual stack (either backend): IPv6 underlay in 2001:2::/48, pods with an IPv6 address
         /// too, and a second ping matrix over IPv6.
         #[arg(long)]
         dual_stack: bool,
@@ -88,6 +88,9 @@ enum Cmd {
         /// flannel backend: vxlan or host-gw.
         #[arg(long, default_value = "vxlan")]
         backend: Backend,
+        /// Dual stack (either backend), as for `demo`.
+        #[arg(long)]
+        dual_stack: bool,
     },
     /// Remove namespaces, their processes and temp dirs whose names start with PREFIX.
     Cleanup {
@@ -122,7 +125,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Up { nodes, pods, etcd_members, bare, prefix, backend } => {
+        Cmd::Up { nodes, pods, etcd_members, bare, prefix, backend, dual_stack } => {
             if let Err(e) = weft_lab::signals::install() {
                 esay!("weft-lab: {e}");
                 return ExitCode::FAILURE;
@@ -132,7 +135,7 @@ fn main() -> ExitCode {
                 pods_per_node: usize::from(pods),
                 etcd_members: usize::from(etcd_members),
             };
-            match up(&prefix, spec, bare, backend) {
+            match up(&prefix, spec, bare, backend, dual_stack) {
                 Err(LabError::Interrupted) => {
                     say!("torn down");
                     ExitCode::from(130)
@@ -357,16 +360,25 @@ fn see_host_gw(lab: &Lab) -> Result<bool, LabError> {
 
 /// Builds a lab, prints how to reach it, and holds it until a signal arrives; always returns
 /// `Err(Interrupted)` (or the build error) after tearing down.
-fn up(prefix: &str, spec: FlannelSpec, bare: bool, backend: Backend) -> Result<(), LabError> {
+fn up(
+    prefix: &str,
+    spec: FlannelSpec,
+    bare: bool,
+    backend: Backend,
+    dual_stack: bool,
+) -> Result<(), LabError> {
     let lab = if bare {
         let mut lab = Lab::new(prefix)?;
         lab.set_backend(backend);
+        lab.set_dual_stack(dual_stack);
         for _ in 0..spec.nodes {
             lab.add_node()?;
         }
         lab.start_etcd(spec.etcd_members)?;
         lab.put_network_config()?;
         lab
+    } else if dual_stack {
+        Lab::flannel_dual_stack_backend(prefix, spec, backend, &[])?
     } else {
         Lab::flannel_backend(prefix, spec, backend, &[])?
     };
@@ -374,7 +386,12 @@ fn up(prefix: &str, spec: FlannelSpec, bare: bool, backend: Backend) -> Result<(
         say!("node {}: ip netns exec {} …   (underlay {})", n.index(), n.ns().name(), n.ip());
     }
     for p in lab.pods() {
-        say!("pod on node {}: ip netns exec {} …   ({})", p.node(), p.ns().name(), p.ip());
+        match p.ip6() {
+            Some(ip6) => {
+                say!("pod on node {}: ip netns exec {} …   ({} {ip6})", p.node(), p.ns().name(), p.ip())
+            }
+            None => say!("pod on node {}: ip netns exec {} …   ({})", p.node(), p.ns().name(), p.ip()),
+        }
     }
     say!("etcd: {}   state: {}", lab.etcd()?.endpoints(), lab.dir().display());
     say!("ready {}; Ctrl-C tears it down", lab.id());
