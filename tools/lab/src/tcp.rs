@@ -11,8 +11,8 @@ use crate::error::{LabError, Result};
 use crate::lab::Lab;
 use crate::pods::PingMatrix;
 
-/// Bytes each pair sends: enough for several round trips of a full window, small enough that
-/// a matrix costs about a second of iperf3 control traffic per pair.
+/// Bytes each pair sends: enough for several round trips of a full window, small enough that a
+/// pair takes a fraction of a second, most of it iperf3's own start and report.
 const PAIR_BYTES: u64 = 1 << 20;
 /// How long a pair's transfer may take before it counts as failed (a converged path moves the
 /// bytes in milliseconds; the rest is iperf3's own start and report).
