@@ -76,13 +76,23 @@ impl Lab {
     /// Node `i`'s host-gw style routes, `(destination, gateway)`: `proto boot` routes with a
     /// gateway on `eth0` (what flanneld's host-gw backend makes), from `ip -j -4 route`.
     pub fn host_gw_routes(&self, i: usize) -> Result<Vec<(Ipv4Network, std::net::Ipv4Addr)>> {
+        self.gateway_routes(i, "-4")
+    }
+
+    /// Node `i`'s `proto boot` routes with a gateway on `eth0` in `family` (`-4` or `-6`), as
+    /// `(destination, gateway)`; routes whose fields do not parse as `D` and `G` are left out.
+    pub(crate) fn gateway_routes<D: FromStr, G: FromStr>(
+        &self,
+        i: usize,
+        family: &str,
+    ) -> Result<Vec<(D, G)>> {
         let node = self.node(i)?;
-        let v = node.ns.try_ip_json(&["-4", "route", "show", "proto", "boot", "dev", NODE_IFACE])?;
+        let v = node.ns.try_ip_json(&[family, "route", "show", "proto", "boot", "dev", NODE_IFACE])?;
         Ok(v.as_array()
             .into_iter()
             .flatten()
             .filter_map(|r| {
-                let dst = r.get("dst")?.as_str()?.parse::<Ipv4Network>().ok()?;
+                let dst = r.get("dst")?.as_str()?.parse().ok()?;
                 let gw = r.get("gateway")?.as_str()?.parse().ok()?;
                 Some((dst, gw))
             })

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::backend::Backend;
 use crate::error::{LabError, Result};
-use crate::lab::{Lab, MAX_NODES, NODE_IFACE};
+use crate::lab::{Lab, MAX_NODES};
 
 /// flanneld's IPv6 VXLAN device (VNI 1).
 pub const VXLAN6_DEV: &str = "flannel-v6.1";
@@ -74,16 +74,7 @@ impl Lab {
     /// Node `i`'s host-gw style IPv6 routes, `(destination, gateway)`: `proto boot` routes with
     /// a gateway on `eth0` (what flanneld's host-gw backend makes for the IPv6 side).
     pub fn host_gw_routes6(&self, i: usize) -> Result<Vec<(Ipv6Network, Ipv6Addr)>> {
-        let v = self.node(i)?.ns.try_ip_json(&["-6", "route", "show", "proto", "boot", "dev", NODE_IFACE])?;
-        Ok(v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| {
-                let dst = r.get("dst")?.as_str()?.parse().ok()?;
-                let gw = r.get("gateway")?.as_str()?.parse().ok()?;
-                Some((dst, gw))
-            })
-            .collect())
+        self.gateway_routes(i, "-6")
     }
 
     /// Destinations of flanneld's IPv6 peer routes on node `i` for the lab's backend:
